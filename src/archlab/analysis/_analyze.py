@@ -1,0 +1,245 @@
+"""Capacity analysis: parameters, FLOPs and memory of a spec, by shape arithmetic alone.
+
+No weight is ever allocated: built-in layer types count their parameters by formula, and a
+user's layer type without a formula is built on the meta device. So a 175-billion-parameter
+spec is analysed in well under a second. Conventions are in docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from archlab.builder import (
+    GraphBlock,
+    LayerNode,
+    Node,
+    ParallelNode,
+    ParsedSpec,
+    RepeatNode,
+    ResidualNode,
+    SequenceNode,
+    parse,
+)
+from archlab.builder._nodes import weight_shape
+from archlab.layers import Cost
+from archlab.spec import Spec
+
+__all__ = ["SCHEMA_VERSION", "Analysis", "LayerStats", "analyze"]
+
+SCHEMA_VERSION = 1
+FP32 = 4
+BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "int8": 1}
+
+
+@dataclass
+class LayerStats:
+    """One row of the per-node table. Counts are per sample, except ``activation_bytes``
+    (the node's output for the whole batch at fp32)."""
+
+    path: str
+    type: str
+    depth: int
+    output_shape: list[int]
+    params: int
+    trainable_params: int
+    macs: int
+    flops: int
+    activation_bytes: int
+    note: str = ""
+
+
+@dataclass
+class Analysis:
+    """The capacity of one spec. ``to_dict()`` is the stable JSON schema of ``archlab summary --json``."""
+
+    name: str
+    batch_size: int
+    inputs: dict[str, dict]
+    outputs: list[dict]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    buffers: int
+    macs: int
+    flops: int
+    model_bytes: dict[str, int]
+    training_memory_bytes: dict[str, int]
+    layers: list[LayerStats] = field(default_factory=list)
+
+    @property
+    def flops_per_batch(self) -> int:
+        return self.flops * self.batch_size
+
+    def to_dict(self) -> dict:
+        out = {"schema_version": SCHEMA_VERSION, **asdict(self)}
+        out["flops_per_batch"] = self.flops_per_batch
+        return out
+
+    def summary(self, depth: int | None = 3) -> str:
+        """The table and totals as plain text (what ``archlab summary`` prints)."""
+        from ._report import render_text
+
+        return render_text(self, depth)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass
+class _Totals:
+    params: int = 0
+    trainable: int = 0
+    buffers: int = 0
+    cost: Cost = field(default_factory=Cost)
+    saved: int = 0  # elements per sample kept for backward
+
+    def __iadd__(self, other: _Totals) -> _Totals:
+        self.params += other.params
+        self.trainable += other.trainable
+        self.buffers += other.buffers
+        self.cost = self.cost + other.cost
+        self.saved += other.saved
+        return self
+
+
+def _meta_counts(node: LayerNode) -> tuple[int, int]:
+    """Parameters and persistent buffers of a layer's module built on the meta device."""
+    with torch.device("meta"):
+        module = node.layer_type.module(node.params, node.input)
+    params = sum(p.numel() for p in module.parameters())
+    state = module.state_dict(keep_vars=True)
+    buffers = sum(t.numel() for name, t in state.items() if not isinstance(t, torch.nn.Parameter))
+    return params, buffers
+
+
+class _Walker:
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.rows: list[LayerStats] = []
+
+    def row(self, node: Node, depth: int, kind: str, note: str = "") -> int:
+        shape = list(node.output.shape)
+        self.rows.append(LayerStats(node.key, kind, depth, shape, 0, 0, 0, 0,
+                                    self.batch_size * node.output.numel * FP32, note))
+        return len(self.rows) - 1
+
+    def fill(self, index: int, totals: _Totals) -> None:
+        row = self.rows[index]
+        row.params, row.trainable_params = totals.params, totals.trainable
+        row.macs, row.flops = totals.cost.macs, totals.cost.flops
+
+    def node(self, node: Node, depth: int) -> _Totals:
+        if isinstance(node, LayerNode):
+            return self.layer(node, depth)
+        if isinstance(node, SequenceNode):
+            index = self.row(node, depth, "sequential") if node.name else None
+            totals = self.inline(node, depth + (index is not None))
+            if index is not None:
+                self.fill(index, totals)
+            return totals
+        index = self.row(node, depth, node.kind)
+        totals = _Totals()
+        if isinstance(node, ResidualNode):
+            totals += self.inline(node.body, depth + 1)
+            if node.shortcut is not None:
+                totals += self.labelled(node.shortcut, depth + 1, "shortcut")
+            totals += _Totals(cost=Cost(flops=node.body.output.numel), saved=node.body.output.numel)  # the add
+            if node.post is not None:
+                totals += self.inline(node.post, depth + 1)
+        elif isinstance(node, ParallelNode):
+            for branch in node.branches:
+                totals += self.labelled(branch, depth + 1, "branch")
+            totals += _Totals(cost=node.merge.cost([b.output for b in node.branches], node.output),
+                              saved=node.output.numel)
+        elif isinstance(node, RepeatNode):
+            for i, iteration in enumerate(node.iterations):
+                shared = node.share_weights and i > 0
+                part = self.labelled(iteration, depth + 1, "iteration", "shares iteration 0's weights" if shared else "")
+                if shared:
+                    part.params = part.trainable = part.buffers = 0
+                totals += part
+            if node.share_weights:
+                self.rows[index].note = f"one block, {len(node.iterations)} times"
+        elif isinstance(node, GraphBlock):
+            if node.merge is not None:
+                inputs = [s for s in node.input] if isinstance(node.input, tuple) else []
+                totals += _Totals(cost=node.merge.cost(inputs or [node.input] * len(node.sources), node.input),
+                                  saved=node.input.numel)
+            totals += self.inline(node.body, depth + 1)
+        self.fill(index, totals)
+        return totals
+
+    def labelled(self, node: SequenceNode, depth: int, kind: str, note: str = "") -> _Totals:
+        index = self.row(node, depth, kind, note)
+        totals = self.inline(node, depth + 1)
+        self.fill(index, totals)
+        return totals
+
+    def inline(self, node: SequenceNode, depth: int) -> _Totals:
+        totals = _Totals()
+        for item in node.items:
+            totals += self.node(item, depth)
+        return totals
+
+    def layer(self, node: LayerNode, depth: int) -> _Totals:
+        lt, p, x, y = node.layer_type, node.params, node.input, node.output
+        params = lt.count_params(p, x)
+        buffers = lt.count_buffers(p, x)
+        if params is None:
+            params, buffers = _meta_counts(node)
+        note = ""
+        if node.tie is not None:
+            params -= math.prod(weight_shape(node, node.path))
+            note = f"weight tied to {node.tie.name}"
+        if not node.trainable:
+            note = (note + "; " if note else "") + "frozen"
+        totals = _Totals(params, params if node.trainable else 0, buffers, lt.cost(p, x, y), lt.saved_elements(p, x, y))
+        index = self.row(node, depth, node.kind, note)
+        self.fill(index, totals)
+        return totals
+
+
+def analyze(spec: Spec | dict | str | ParsedSpec, batch_size: int = 1) -> Analysis:
+    """Measure a spec's capacity without allocating its weights.
+
+    Args:
+        spec: a Spec, dict, YAML/JSON path or text, or an already parsed spec.
+        batch_size: the batch the training-memory estimate is for.
+
+    Example:
+        >>> a = analyze({"input": [8], "layers": [{"dense": {"units": 4}}]})
+        >>> a.total_params, a.macs, a.flops
+        (36, 32, 64)
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    parsed = spec if isinstance(spec, ParsedSpec) else parse(spec)
+    walker = _Walker(batch_size)
+    totals = _Totals()
+    for node in parsed.top_nodes():
+        totals += walker.node(node, 1)
+    input_elements = sum(info.numel for info in parsed.inputs.values())
+    saved = totals.saved + input_elements
+    weights = (totals.params + totals.buffers) * FP32
+    gradients = totals.trainable * FP32
+    optimizer = 2 * totals.trainable * FP32  # Adam's first and second moments
+    activations = batch_size * saved * FP32
+    return Analysis(
+        name=parsed.spec.name,
+        batch_size=batch_size,
+        inputs={n: {"shape": list(i.shape), "dtype": i.dtype} for n, i in parsed.raw_inputs.items()},
+        outputs=[{"shape": list(i.shape), "dtype": i.dtype} for i in parsed.output_infos],
+        total_params=totals.params,
+        trainable_params=totals.trainable,
+        non_trainable_params=totals.params - totals.trainable,
+        buffers=totals.buffers,
+        macs=totals.cost.macs,
+        flops=totals.cost.flops,
+        model_bytes={k: (totals.params + totals.buffers) * b for k, b in BYTES_PER_ELEMENT.items()},
+        training_memory_bytes={"weights": weights, "gradients": gradients, "optimizer": optimizer,
+                               "activations": activations, "total": weights + gradients + optimizer + activations},
+        layers=walker.rows,
+    )

@@ -1,0 +1,19 @@
+"""Spec -> checked node tree with shapes -> torch module."""
+
+from ._build import build, build_parsed
+from ._modules import ArchlabModel
+from ._nodes import (
+    GraphBlock,
+    LayerNode,
+    Merge,
+    Node,
+    ParallelNode,
+    ParsedSpec,
+    RepeatNode,
+    ResidualNode,
+    SequenceNode,
+    parse,
+)
+
+__all__ = ["ArchlabModel", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
+           "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]

@@ -1,0 +1,85 @@
+"""build(): a spec to a torch module, through the checked node tree."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from archlab.spec import Spec
+
+from ._modules import ArchlabModel, GraphNet, GraphNode, MergeModule, Parallel, Repeat, Residual
+from ._nodes import GraphBlock, LayerNode, Node, ParallelNode, ParsedSpec, RepeatNode, ResidualNode, SequenceNode, parse
+
+__all__ = ["build", "build_parsed"]
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.modules: dict[int, nn.Module] = {}  # id(LayerNode) -> its module, for ties
+
+    def node(self, node: Node) -> nn.Module:
+        if isinstance(node, LayerNode):
+            module = node.layer_type.module(node.params, node.input)
+            if node.tie is not None:
+                module.weight = self.modules[id(node.tie)].weight  # the same Parameter: shared, counted once
+            if not node.trainable:
+                module.requires_grad_(False)
+            self.modules[id(node)] = module
+            return module
+        if isinstance(node, SequenceNode):
+            return self.sequence(node)
+        if isinstance(node, ResidualNode):
+            return Residual(self.sequence(node.body),
+                            self.sequence(node.shortcut) if node.shortcut else None,
+                            self.sequence(node.post) if node.post else None)
+        if isinstance(node, ParallelNode):
+            return Parallel([self.sequence(b) for b in node.branches], MergeModule(node.merge))
+        if isinstance(node, RepeatNode):
+            bodies = node.iterations[:1] if node.share_weights else node.iterations
+            return Repeat([self.sequence(b) for b in bodies], len(node.iterations))
+        raise TypeError(f"no module for node {node.kind} at {node.path}")
+
+    def sequence(self, node: SequenceNode) -> nn.Sequential:
+        children: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, item in enumerate(node.items):
+            children[item.name if item.name and item.name not in children else str(i)] = self.node(item)
+        return nn.Sequential(children)
+
+    def graph_block(self, block: GraphBlock) -> GraphNode:
+        return GraphNode(block.sources, MergeModule(block.merge) if block.merge else None, self.sequence(block.body))
+
+
+def build_parsed(parsed: ParsedSpec, *, device: str | torch.device | None = None) -> ArchlabModel:
+    """Build the module of an already-parsed spec."""
+    builder = _Builder()
+    with torch.device(device) if device is not None else nullcontext():
+        if parsed.root is not None:
+            net: nn.Module = builder.sequence(parsed.root)
+        else:
+            net = GraphNet(list(parsed.inputs), {name: builder.graph_block(b) for name, b in parsed.graph.items()},
+                           parsed.outputs)
+        return ArchlabModel(parsed.spec, net, parsed.channels_last, list(parsed.inputs))
+
+
+def build(spec: Spec | dict | str, *, device: str | torch.device | None = None) -> ArchlabModel:
+    """Build the torch module a spec describes.
+
+    Args:
+        spec: a Spec, a dict, a YAML/JSON file path, or YAML/JSON text.
+        device: where to create the weights; ``"meta"`` creates none (shapes only).
+
+    Returns:
+        An ``ArchlabModel`` whose ``forward`` takes (batch, *input) tensors, one per input.
+
+    Raises:
+        SpecError: when the spec is malformed, with the path of what is wrong.
+
+    Example:
+        >>> model = build({"input": [4], "layers": [{"dense": {"units": 3, "activation": "relu"}}]})
+        >>> model(torch.zeros(2, 4)).shape
+        torch.Size([2, 3])
+    """
+    return build_parsed(parse(spec), device=device)

@@ -1,0 +1,146 @@
+"""The torch modules that join layers: serial, residual, parallel, repeat, and the graph."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._nodes import Merge
+
+__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual"]
+
+
+class MergeModule(nn.Module):
+    """Joins several (batch, ...) tensors: concat along a spec axis, or add/mean/max/mul."""
+
+    def __init__(self, merge: Merge) -> None:
+        super().__init__()
+        self.kind, self.axis = merge.kind, merge.axis
+
+    def forward(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        if self.kind == "concat":
+            return torch.cat(tensors, dim=self.axis + 1 if self.axis >= 0 else self.axis)  # skip the batch axis
+        stacked = torch.stack(tensors)  # (N, B, ...)
+        if self.kind == "add":
+            return stacked.sum(0)
+        if self.kind == "mean":
+            return stacked.mean(0)
+        if self.kind == "max":
+            return stacked.amax(0)
+        return stacked.prod(0)
+
+    def extra_repr(self) -> str:
+        return self.kind + (f", axis={self.axis}" if self.kind == "concat" else "")
+
+
+class Residual(nn.Module):
+    """y = post(layers(x) + shortcut(x))."""
+
+    def __init__(self, layers: nn.Module, shortcut: nn.Module | None, post: nn.Module | None) -> None:
+        super().__init__()
+        self.layers = layers
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        self.post = post if post is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.layers(x) + self.shortcut(x))
+
+
+class Parallel(nn.Module):
+    """Branches that read the same input, joined by a merge."""
+
+    def __init__(self, branches: list[nn.Module], merge: MergeModule) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.merge = merge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.merge([branch(x) for branch in self.branches])
+
+
+class Repeat(nn.Module):
+    """A block applied ``times`` times: ``times`` blocks, or one shared block (ALBERT-style)."""
+
+    def __init__(self, blocks: list[nn.Module], times: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.times = times
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(self.times):
+            x = self.blocks[i % len(self.blocks)](x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"times={self.times}, shared={len(self.blocks) == 1 and self.times > 1}"
+
+
+class GraphNode(nn.Module):
+    """One node of the graph form: merge its sources (or hand them all to a multi-input first layer)."""
+
+    def __init__(self, sources: list[str], merge: MergeModule | None, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.sources = sources
+        self.merge = merge
+        self.layers = layers
+
+    def forward(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        if self.merge is not None:
+            return self.layers(self.merge(tensors))
+        if len(tensors) == 1:
+            return self.layers(tensors[0])
+        first, *rest = list(self.layers)
+        x = first(*tensors)  # a layer that reads several tensors, e.g. transformer_decoder(x, memory)
+        for layer in rest:
+            x = layer(x)
+        return x
+
+
+class GraphNet(nn.Module):
+    """Runs the graph form's nodes in dependency order."""
+
+    def __init__(self, input_names: list[str], nodes: dict[str, GraphNode], outputs: list[str]) -> None:
+        super().__init__()
+        self.input_names = input_names
+        self.nodes = nn.ModuleDict(nodes)
+        self.outputs = outputs
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        values = dict(zip(self.input_names, args, strict=False)) | kwargs
+        missing = [n for n in self.input_names if n not in values]
+        if missing or len(args) > len(self.input_names):
+            raise TypeError(f"this model takes the inputs ({', '.join(self.input_names)}), positionally or by name; "
+                            f"missing: {', '.join(missing) or 'none'}, received {len(args)} positional")
+        for name, node in self.nodes.items():
+            values[name] = node([values[s] for s in node.sources])
+        results = tuple(values[name] for name in self.outputs)
+        return results[0] if len(results) == 1 else results
+
+
+class Permute(nn.Module):
+    """Moves the channel axis from last to first once at the entry (data_format: channels_last)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.movedim(-1, 1) if x.dim() >= 3 else x
+
+
+class ArchlabModel(nn.Module):
+    """The module built from a spec. ``spec`` is the spec it was built from; ``net`` does the work."""
+
+    def __init__(self, spec, net: nn.Module, channels_last: bool, input_names: list[str]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = net
+        self.channels_last = channels_last
+        self.input_names = input_names
+        self.permute = Permute() if channels_last else None
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor):
+        if self.permute is not None:
+            args = tuple(self.permute(a) for a in args)
+            kwargs = {k: self.permute(v) for k, v in kwargs.items()}
+        return self.net(*args, **kwargs)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Parameters counted once each, however often they are shared or tied."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,601 @@
+"""From a spec to a tree of nodes that know their shapes: parsing, checking, shape inference.
+
+Everything that can be wrong with a spec is found here, before any weight exists, and
+reported with its spec path. Building modules and analysing capacity both walk this tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from archlab.exceptions import RegistryError, ShapeError, SpecError, suggest
+from archlab.layers import Cost, LayerParams, LayerType, TensorInfo, get_layer
+from archlab.layers._registry import fmt_shape
+from archlab.spec import Spec, find_markers, load
+
+__all__ = ["GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
+           "ResidualNode", "SequenceNode", "merge_shapes", "parse", "weight_shape"]
+
+CONNECTIONS = ("residual", "parallel", "repeat", "sequential")
+ITEM_KEYS = ("name", "tie", "trainable")
+MERGES = ("concat", "add", "mean", "max", "mul")
+
+
+@dataclass(eq=False)
+class Node:
+    """One place in the architecture. ``path`` is its spec path (for errors); ``key`` is unique
+    in the tree (repeat iterations are told apart: ``layers[2].repeat[3].layers[0]``)."""
+
+    path: str
+    key: str
+    kind: str
+    input: Any  # TensorInfo, or a tuple of them for multi-input layers
+    output: TensorInfo
+    name: str | None = None
+
+    def children(self) -> list[Node]:
+        return []
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, Node]]:
+        yield depth, self
+        for child in self.children():
+            yield from child.walk(depth + 1)
+
+
+@dataclass(eq=False)
+class LayerNode(Node):
+    layer_type: LayerType = None  # type: ignore[assignment]
+    params: LayerParams = None  # type: ignore[assignment]
+    tie: LayerNode | None = None
+    trainable: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} ({self.kind})"
+
+
+@dataclass(eq=False)
+class SequenceNode(Node):
+    items: list[Node] = field(default_factory=list)
+
+    def children(self) -> list[Node]:
+        return self.items
+
+
+@dataclass(frozen=True)
+class Merge:
+    """How several tensors become one: concat along ``axis`` (without batch), or elementwise."""
+
+    kind: str
+    axis: int = 0
+
+    def cost(self, inputs: list[TensorInfo], output: TensorInfo) -> Cost:
+        if self.kind == "concat":
+            return Cost()
+        extra = output.numel if self.kind == "mean" else 0  # the division
+        return Cost(flops=(len(inputs) - 1) * output.numel + extra)
+
+
+@dataclass(eq=False)
+class ResidualNode(Node):
+    body: SequenceNode = None  # type: ignore[assignment]
+    shortcut: SequenceNode | None = None  # None: identity
+    post: SequenceNode | None = None
+
+    def children(self) -> list[Node]:
+        return [n for n in (self.body, self.shortcut, self.post) if n is not None]
+
+
+@dataclass(eq=False)
+class ParallelNode(Node):
+    branches: list[SequenceNode] = field(default_factory=list)
+    merge: Merge = Merge("concat")
+
+    def children(self) -> list[Node]:
+        return list(self.branches)
+
+
+@dataclass(eq=False)
+class RepeatNode(Node):
+    iterations: list[SequenceNode] = field(default_factory=list)
+    share_weights: bool = False
+
+    def children(self) -> list[Node]:
+        return list(self.iterations)
+
+
+@dataclass(eq=False)
+class GraphBlock(Node):
+    """A node of the graph form: reads inputs/nodes ``sources``, merges them, runs ``body``."""
+
+    sources: list[str] = field(default_factory=list)
+    merge: Merge | None = None
+    body: SequenceNode = None  # type: ignore[assignment]
+
+    def children(self) -> list[Node]:
+        return [self.body]
+
+
+@dataclass(eq=False)
+class ParsedSpec:
+    """A checked spec with every shape inferred: the input of build() and analyze()."""
+
+    spec: Spec
+    inputs: dict[str, TensorInfo]  # as the model receives them (after data_format)
+    raw_inputs: dict[str, TensorInfo]  # as the spec writes them
+    channels_last: bool
+    root: SequenceNode | None = None  # the sequential form
+    graph: dict[str, GraphBlock] = field(default_factory=dict)  # the graph form, in run order
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def is_graph(self) -> bool:
+        return self.root is None
+
+    @property
+    def output_infos(self) -> list[TensorInfo]:
+        if self.root is not None:
+            return [self.root.output]
+        return [self.graph[name].output if name in self.graph else self.inputs[name] for name in self.outputs]
+
+    def top_nodes(self) -> list[Node]:
+        return self.root.items if self.root is not None else list(self.graph.values())
+
+    def walk(self) -> Iterator[tuple[int, Node]]:
+        for node in self.top_nodes():
+            yield from node.walk(0)
+
+
+class _Context:
+    """State carried through one parse: named layers seen so far (for ``tie``)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Node] = {}
+
+    def add_name(self, name: Any, node: Node, path: str, repeated: bool) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise SpecError(f"a name is a non-empty string without '.', got {name!r}", f"{path}.name")
+        if name in self.names and not repeated:
+            raise SpecError(f"name '{name}' is already used at {self.names[name].path}: names must be unique",
+                            f"{path}.name")
+        self.names.setdefault(name, node)
+
+
+def _pydantic_message(exc: ValidationError, type_name: str, params_cls: type[LayerParams], path: str) -> SpecError:
+    fields = list(params_cls.model_fields)
+    takes = f"{type_name} takes: {', '.join(fields)}" if fields else f"{type_name} takes no parameters"
+    errors = exc.errors()
+    unknown = {str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"}
+    messages: dict[str, str] = {}
+    for err in errors:
+        name = str(err["loc"][0]) if err["loc"] else ""
+        if name in messages:
+            continue  # one message per parameter (a union reports each alternative)
+        if err["type"] == "extra_forbidden":
+            messages[name] = f"unknown parameter '{name}'{suggest(name, fields)}"
+        elif err["type"] == "missing":
+            if any(suggest(u, [name]) for u in unknown):
+                continue  # the misspelt key already explains it
+            messages[name] = f"missing required parameter '{name}'"
+        else:
+            msg = err["msg"][0].lower() + err["msg"][1:]
+            msg = msg.removeprefix("value error, ").removeprefix("input ")
+            where = f"'{name}' " if name else ""
+            messages[name] = f"{where}{msg}; got {err['input']!r}"
+    first = next(iter(messages))
+    sub = f"{path}.{type_name}" + (f".{first}" if first else "")
+    return SpecError("; ".join(messages.values()) + f" ({takes})", sub)
+
+
+def _type_key(item: dict, path: str) -> str:
+    keys = [k for k in item if k not in ITEM_KEYS]
+    if len(keys) != 1:
+        found = ", ".join(map(str, item)) or "nothing"
+        raise SpecError("a layer item is a one-key mapping TYPE: {params} (plus optional name, tie, "
+                        f"trainable); found {found}" + ("" if keys else ": add the layer type")
+                        + (": put each layer in its own list item" if len(keys) > 1 else ""), path)
+    return keys[0]
+
+
+def _check_keys(value: dict, allowed: tuple[str, ...], what: str, path: str) -> None:
+    for key in value:
+        if key not in allowed:
+            raise SpecError(f"unknown key '{key}' in {what}{suggest(key, allowed)} (allowed: {', '.join(allowed)})",
+                            f"{path}.{key}")
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.ctx = _Context()
+
+    # -- layer items -------------------------------------------------------------------------
+    def items(self, items: Any, path: str, key: str, x: TensorInfo, *, repeated: bool = False) -> SequenceNode:
+        if not isinstance(items, list):
+            raise SpecError(f"expected a list of layer items, got {type(items).__name__} {items!r}"[:200], path)
+        nodes: list[Node] = []
+        current = x
+        for i, item in enumerate(items):
+            node = self.item(item, f"{path}[{i}]", f"{key}[{i}]", current, repeated=repeated)
+            nodes.append(node)
+            current = node.output
+        return SequenceNode(path, key, "sequential", x, current, items=nodes)
+
+    def item(self, item: Any, path: str, key: str, x: Any, *, repeated: bool = False) -> Node:
+        if isinstance(item, str):
+            type_name, value, extras = item, None, {}
+        elif isinstance(item, dict):
+            type_name = _type_key(item, path)
+            value = item[type_name]
+            extras = {k: item[k] for k in ITEM_KEYS if k in item}
+        else:
+            raise SpecError(f"a layer item is TYPE or TYPE: {{params}}, got {type(item).__name__} {item!r}"[:200],
+                            path)
+        if type_name in CONNECTIONS:
+            if not isinstance(value, dict):
+                raise SpecError(f"'{type_name}' needs a mapping, e.g. {type_name}: {{layers: [...]}}", path)
+            if "tie" in extras or "trainable" in extras:
+                bad = "tie" if "tie" in extras else "trainable"
+                raise SpecError(f"'{bad}' applies to a layer, not to a '{type_name}' connection", f"{path}.{bad}")
+            if isinstance(x, tuple):
+                raise SpecError(f"'{type_name}' reads one tensor, but this graph node reads {len(x)}: add a merge",
+                                path)
+            node = getattr(self, type_name)(value, path, key, x, repeated)
+            name = extras.get("name", value.get("name") if type_name == "sequential" else None)
+            if name is not None:
+                node.name = name
+                self.ctx.add_name(name, node, path, repeated)
+            return node
+        return self.layer(type_name, value, extras, path, key, x, repeated)
+
+    def layer(self, type_name: str, value: Any, extras: dict, path: str, key: str, x: Any,
+              repeated: bool) -> LayerNode:
+        try:
+            layer_type = get_layer(type_name)
+        except RegistryError as exc:
+            raise SpecError(str(exc), path) from None
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            fields = list(layer_type.Params.model_fields)
+            example = f"{type_name}: {{{fields[0]}: ...}}" if fields else type_name
+            raise SpecError(f"{type_name} takes a mapping of parameters, e.g. {example}; got {value!r}", path)
+        try:
+            params = layer_type.Params.model_validate(value)
+        except ValidationError as exc:
+            raise _pydantic_message(exc, type_name, layer_type.Params, path) from None
+        n_in = len(x) if isinstance(x, tuple) else 1
+        if n_in != layer_type.num_inputs:
+            if layer_type.num_inputs > 1:
+                raise SpecError(f"{type_name} reads {layer_type.num_inputs} tensors (x, memory): use it as the "
+                                f"first layer of a graph node with from: [x, memory]", path)
+            raise SpecError(f"{type_name} reads one tensor but receives {n_in}: give the graph node a merge "
+                            f"({', '.join(MERGES)})", path)
+        label = f"({type_name})"
+        try:
+            layer_type.check_input(params, x)
+            y = layer_type.output(params, x)
+        except ShapeError as exc:
+            raise ShapeError(f"{label} {exc.bare_message}", path) from None
+        except SpecError as exc:
+            raise SpecError(exc.bare_message, f"{path}.{type_name}") from None
+        y = dataclasses.replace(y, origin=f"{path} ({type_name})")
+        node = LayerNode(path, key, type_name, x, y, layer_type=layer_type, params=params,
+                         trainable=extras.get("trainable", True))
+        if not isinstance(node.trainable, bool):
+            raise SpecError(f"trainable is true or false, got {node.trainable!r}", f"{path}.trainable")
+        if "name" in extras:
+            node.name = extras["name"]
+            self.ctx.add_name(node.name, node, path, repeated)
+        if "tie" in extras:
+            node.tie = self.tie(node, extras["tie"], f"{path}.tie")
+        return node
+
+    def tie(self, node: LayerNode, target: Any, path: str) -> LayerNode:
+        source = self.ctx.names.get(target) if isinstance(target, str) else None
+        if source is None or source is node:
+            known = [n for n, v in self.ctx.names.items() if isinstance(v, LayerNode) and v is not node]
+            raise SpecError(f"tie names an unknown layer {target!r}{suggest(str(target), known)}; a tie names an "
+                            f"earlier layer item's name (named so far: {', '.join(known) or 'none'})", path)
+        if not isinstance(source, LayerNode):
+            raise SpecError(f"tie names '{target}', a {source.kind} connection; it must name a layer", path)
+        shapes = [weight_shape(n, path) for n in (source, node)]
+        if shapes[0] != shapes[1]:
+            raise SpecError(f"cannot tie to '{target}': its weight is {fmt_shape(shapes[0])} but this layer's is "
+                            f"{fmt_shape(shapes[1])}; a dense layer tied to an embedding needs "
+                            f"units = input_dim and input width = output_dim", path)
+        return source
+
+    # -- connections -------------------------------------------------------------------------
+    def residual(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> ResidualNode:
+        here = f"{path}.residual"
+        _check_keys(value, ("layers", "shortcut", "post", "name"), "residual", here)
+        if "layers" not in value:
+            raise SpecError("residual needs 'layers': the branch f in y = f(x) + shortcut(x)", here)
+        body = self.items(value["layers"], f"{here}.layers", f"{key}.residual.layers", x, repeated=repeated)
+        y = body.output
+        mode = value.get("shortcut", "auto")
+        if mode not in ("auto", "identity", "projection"):
+            raise SpecError(f"shortcut is auto, identity or projection, got {mode!r}", f"{here}.shortcut")
+        shortcut = None
+        if mode == "projection" or (mode == "auto" and (y.shape != x.shape or y.dtype != x.dtype)):
+            shortcut = self.projection(x, y, f"{here}.shortcut", f"{key}.residual.shortcut")
+        elif y.shape != x.shape:
+            raise ShapeError(f"(residual) shortcut: identity needs the layers to keep the shape, but they map "
+                             f"{fmt_shape(x.shape)} to {fmt_shape(y.shape)}: use shortcut: auto (a projection)", here)
+        post = None
+        if value.get("post"):
+            post = self.items(value["post"], f"{here}.post", f"{key}.residual.post", y, repeated=repeated)
+            y = post.output
+        y = dataclasses.replace(y, origin=f"{path} (residual)")
+        return ResidualNode(path, key, "residual", x, y, body=body, shortcut=shortcut, post=post)
+
+    def projection(self, x: TensorInfo, y: TensorInfo, path: str, key: str) -> SequenceNode:
+        """ResNet's projection shortcut for images (1x1 conv with the spatial stride + batchnorm);
+        a dense layer over the last axis for vectors and sequences."""
+        if x.dtype != "float":
+            raise ShapeError(f"(residual) cannot project integer ids {fmt_shape(x.shape)}: put the embedding "
+                             "before the residual", path)
+        if x.rank == 3 and y.rank == 3:
+            strides = [_stride_for(a, b) for a, b in zip(x.shape[1:], y.shape[1:], strict=True)]
+            if None in strides:
+                raise ShapeError(f"(residual) no 1x1 projection takes {fmt_shape(x.shape)} to {fmt_shape(y.shape)}: "
+                                 "the spatial size can only shrink by an integer stride", path)
+            items: list[Any] = [{"conv2d": {"filters": y.shape[0], "kernel_size": 1, "strides": strides,
+                                            "use_bias": False}}, "batchnorm"]
+        elif x.rank in (1, 2) and x.rank == y.rank and x.shape[:-1] == y.shape[:-1]:
+            items = [{"dense": {"units": y.shape[-1]}}]
+        else:
+            raise ShapeError(f"(residual) the layers map {fmt_shape(x.shape)} to {fmt_shape(y.shape)}, which no "
+                             "projection shortcut joins: keep the rank (and the time axis) unchanged", path)
+        return self.items(items, path, key, x)
+
+    def parallel(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> ParallelNode:
+        here = f"{path}.parallel"
+        _check_keys(value, ("branches", "merge", "axis", "name"), "parallel", here)
+        branches = value.get("branches")
+        if not isinstance(branches, list) or not branches:
+            raise SpecError("parallel needs 'branches': a list of branches, each a list of layer items", here)
+        nodes = []
+        for i, branch in enumerate(branches):
+            branch_items = branch if isinstance(branch, list) else [branch]
+            nodes.append(self.items(branch_items, f"{here}.branches[{i}]", f"{key}.parallel.branches[{i}]", x,
+                                    repeated=repeated))
+        merge = _merge(value, here)
+        y = merge_shapes(merge, [b.output for b in nodes], [b.path for b in nodes], here)
+        y = dataclasses.replace(y, origin=f"{path} (parallel)")
+        return ParallelNode(path, key, "parallel", x, y, branches=nodes, merge=merge)
+
+    def repeat(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> RepeatNode:
+        here = f"{path}.repeat"
+        _check_keys(value, ("times", "share_weights", "layers", "name"), "repeat", here)
+        times = value.get("times")
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise SpecError(f"times must be an integer >= 1, got {times!r}", f"{here}.times")
+        share = value.get("share_weights", False)
+        if not isinstance(share, bool):
+            raise SpecError(f"share_weights is true or false, got {share!r}", f"{here}.share_weights")
+        if "layers" not in value:
+            raise SpecError("repeat needs 'layers': the block to repeat", here)
+        iterations: list[SequenceNode] = []
+        current = x
+        for i in range(times):
+            try:
+                body = self.items(value["layers"], f"{here}.layers", f"{key}.repeat[{i}].layers", current,
+                                  repeated=repeated or i > 0)
+            except SpecError as exc:
+                if i == 0:
+                    raise
+                raise type(exc)(f"{exc.bare_message} (in iteration {i + 1} of {times}, whose input is "
+                                f"{fmt_shape(current.shape)})", exc.path) from None
+            if share and body.output.shape != x.shape:
+                raise ShapeError(f"(repeat) share_weights: true runs one block {times} times, so the block must "
+                                 f"keep its shape, but it maps {fmt_shape(x.shape)} to {fmt_shape(body.output.shape)}",
+                                 here)
+            iterations.append(body)
+            current = body.output
+        y = dataclasses.replace(current, origin=f"{path} (repeat)")
+        return RepeatNode(path, key, "repeat", x, y, iterations=iterations, share_weights=share)
+
+    def sequential(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> SequenceNode:
+        here = f"{path}.sequential"
+        _check_keys(value, ("layers", "name"), "sequential", here)
+        if "layers" not in value:
+            raise SpecError("sequential needs 'layers'", here)
+        node = self.items(value["layers"], f"{here}.layers", f"{key}.sequential.layers", x, repeated=repeated)
+        node.path, node.key = path, key
+        return node
+
+    # -- the graph form ----------------------------------------------------------------------
+    def graph(self, data: dict, inputs: dict[str, TensorInfo]) -> tuple[dict[str, GraphBlock], list[str]]:
+        graph = data["graph"]
+        for name in graph:
+            if name in inputs:
+                raise SpecError(f"node '{name}' has the name of an input: rename one of them", f"graph.{name}")
+            if not isinstance(graph[name], dict):
+                raise SpecError("a graph node is a mapping {from: ..., merge: ..., layers: [...]}", f"graph.{name}")
+            _check_keys(graph[name], ("from", "merge", "axis", "layers"), "a graph node", f"graph.{name}")
+        order = _topological_order(graph, inputs)
+        outputs = data["outputs"]
+        outputs = [outputs] if isinstance(outputs, str) else outputs
+        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
+            raise SpecError(f"outputs is a node name or a list of node names, got {outputs!r}", "outputs")
+        for out in outputs:
+            if out not in graph and out not in inputs:
+                raise SpecError(f"unknown output '{out}'{suggest(out, [*graph, *inputs])} (nodes: {', '.join(graph)})",
+                                "outputs")
+        _check_all_used(graph, inputs, outputs)
+        blocks: dict[str, GraphBlock] = {}
+        for name in order:
+            node = graph[name]
+            here = f"graph.{name}"
+            sources = _sources(node, here)
+            infos = [blocks[s].output if s in blocks else inputs[s] for s in sources]
+            merge = None
+            if "merge" in node:
+                if len(sources) < 2:
+                    raise SpecError(f"merge joins several tensors, but this node reads only '{sources[0]}': "
+                                    "remove merge or read from: [a, b]", f"{here}.merge")
+                merge = _merge(node, here)
+                x: Any = merge_shapes(merge, infos, sources, here)
+            else:
+                _check_keys(node, ("from", "layers"), "a graph node without merge", here)
+                x = infos[0] if len(infos) == 1 else tuple(infos)
+            layers = node.get("layers", [])
+            if isinstance(x, tuple) and not layers:
+                raise SpecError(f"reads {len(sources)} tensors ({', '.join(sources)}) but has no merge: add merge: "
+                                f"{' | '.join(MERGES)}", here)
+            body = self.items(layers, f"{here}.layers", f"{here}.layers", x)
+            y = dataclasses.replace(body.output, origin=here)
+            blocks[name] = GraphBlock(here, here, "node", x, y, name=name, sources=sources, merge=merge, body=body)
+        return blocks, outputs
+
+
+def _stride_for(size_in: int, size_out: int) -> int | None:
+    for stride in range(1, size_in + 1):
+        if (size_in - 1) // stride + 1 == size_out:
+            return stride
+    return None
+
+
+def _merge(value: dict, path: str) -> Merge:
+    kind = value.get("merge", "concat")
+    if kind not in MERGES:
+        raise SpecError(f"unknown merge '{kind}'{suggest(str(kind), MERGES)} (merges: {', '.join(MERGES)})",
+                        f"{path}.merge")
+    axis = value.get("axis", 0)
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise SpecError(f"axis is an integer (0 = the channel axis; the batch is not counted), got {axis!r}",
+                        f"{path}.axis")
+    if "axis" in value and kind != "concat":
+        raise SpecError(f"axis applies to merge: concat only, not {kind}", f"{path}.axis")
+    return Merge(kind, axis)
+
+
+def merge_shapes(merge: Merge, infos: list[TensorInfo], names: list[str], path: str) -> TensorInfo:
+    """The shape of merged tensors, or a ShapeError listing every input shape."""
+    listing = ", ".join(f"{n} {fmt_shape(i.shape)}" for n, i in zip(names, infos, strict=True))
+    if len({i.dtype for i in infos}) > 1:
+        raise ShapeError(f"(merge {merge.kind}) mixes integer ids and real values: {listing}", path)
+    first = infos[0].shape
+    if merge.kind != "concat":
+        if any(i.shape != first for i in infos):
+            raise ShapeError(f"(merge {merge.kind}) needs equal shapes but receives {listing}: use merge: concat, "
+                             "or give the branches the same output shape", path)
+        return TensorInfo(first, infos[0].dtype)
+    rank = len(first)
+    if not -rank <= merge.axis < rank or any(len(i.shape) != rank for i in infos):
+        raise ShapeError(f"(merge concat) along axis {merge.axis} needs inputs of one rank with that axis; "
+                         f"receives {listing}", path)
+    axis = merge.axis % rank
+    others = {i.shape[:axis] + i.shape[axis + 1:] for i in infos}
+    if len(others) > 1:
+        raise ShapeError(f"(merge concat) along axis {merge.axis} needs the other axes equal but receives {listing}: "
+                         "use padding: same in convolutions, or flatten before merging", path)
+    shape = list(first)
+    shape[axis] = sum(i.shape[axis] for i in infos)
+    return TensorInfo(tuple(shape), infos[0].dtype)
+
+
+def _sources(node: dict, path: str) -> list[str]:
+    src = node.get("from")
+    sources = [src] if isinstance(src, str) else src
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        raise SpecError(f"'from' is an input or node name, or a list of them; got {src!r}", f"{path}.from")
+    return sources
+
+
+def _topological_order(graph: dict, inputs: dict) -> list[str]:
+    order: list[str] = []
+    state: dict[str, str] = {}  # "visiting" | "done"
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = trail[trail.index(name):] + [name]
+            raise SpecError(f"cycle {' -> '.join(cycle)}: a node can only read inputs and nodes that do not read it",
+                            f"graph.{name}.from")
+        state[name] = "visiting"
+        for src in _sources(graph[name], f"graph.{name}"):
+            if src in graph:
+                visit(src, [*trail, name])
+            elif src not in inputs:
+                raise SpecError(f"unknown source '{src}'{suggest(src, [*inputs, *graph])} (inputs: "
+                                f"{', '.join(inputs)}; nodes: {', '.join(graph)})", f"graph.{name}.from")
+        state[name] = "done"
+        order.append(name)
+
+    for name in graph:
+        visit(name, [])
+    return order
+
+
+def _check_all_used(graph: dict, inputs: dict, outputs: list[str]) -> None:
+    reached: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        if name in graph:
+            stack.extend(_sources(graph[name], f"graph.{name}"))
+    for name in graph:
+        if name not in reached:
+            raise SpecError(f"node '{name}' does not lead to any output (outputs: {', '.join(outputs)}; reached: "
+                            f"{', '.join(sorted(reached))}): read it from another node or remove it", f"graph.{name}")
+    for name in inputs:
+        if name not in reached:
+            raise SpecError(f"input '{name}' is never read (reached: {', '.join(sorted(reached))}): read it with "
+                            "from: or remove it", f"inputs.{name}")
+
+
+def _input_info(value: Any, channels_last: bool, path: str) -> tuple[TensorInfo, TensorInfo]:
+    shape = tuple(value["shape"] if isinstance(value, dict) else value)
+    dtype = value.get("dtype", "float") if isinstance(value, dict) else "float"
+    raw = TensorInfo(shape, dtype, origin=path)
+    if channels_last and len(shape) >= 2:
+        shape = (shape[-1], *shape[:-1])  # (H, W, C) -> (C, H, W), moved once at the entry
+    return raw, TensorInfo(shape, dtype, origin=path)
+
+
+def weight_shape(node: LayerNode, path: str) -> tuple[int, ...]:
+    """The shape of a layer's ``weight``, from its module built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        module = node.layer_type.module(node.params, node.input)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise SpecError(f"a {node.kind} layer has no weight to tie", path)
+    return tuple(weight.shape)
+
+
+def parse(spec: Spec | dict | str, *, allow_markers: bool = False) -> ParsedSpec:
+    """Check a spec completely and infer every node's shape; raise SpecError on the first problem."""
+    spec = load(spec)
+    data = spec.to_dict()
+    if not allow_markers:
+        markers = find_markers(data)
+        if markers:
+            path, marker = markers[0]
+            more = f" (and {len(markers) - 1} more)" if len(markers) > 1 else ""
+            raise SpecError(f"holds a search marker {marker.describe()}{more}: this spec is a search space; "
+                            "fix the value, or sample it with 'archlab search'", path)
+    channels_last = data.get("data_format") == "channels_last"
+    parser = _Parser()
+    if "layers" in data:
+        raw, info = _input_info(data["input"], channels_last, "input")
+        root = parser.items(data["layers"], "layers", "layers", info)
+        return ParsedSpec(spec, {"input": info}, {"input": raw}, channels_last, root=root)
+    raws, infos = {}, {}
+    for name, value in data["inputs"].items():
+        raws[name], infos[name] = _input_info(value, channels_last, f"inputs.{name}")
+    blocks, outputs = parser.graph(data, infos)
+    return ParsedSpec(spec, infos, raws, channels_last, graph=blocks, outputs=outputs)
+

@@ -1,0 +1,221 @@
+"""The layer registry: every layer type, built-in or a user's own, is one LayerType here.
+
+A layer type is a small class with four parts, kept apart as Keras keeps a layer's lifecycle:
+a declarative parameter model (pydantic, which also gives validation and the JSON Schema),
+a shape rule (``output``), a FLOP rule (``cost``) and a module factory (``module``).
+Building and analysis only ever talk to layer types through this interface, so a registered
+user layer takes part in both exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from archlab.exceptions import RegistryError, ShapeError, suggest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Cost", "InputRule", "LayerParams", "LayerRegistry", "LayerType", "NoParams", "TensorInfo",
+           "fmt_shape", "get_layer", "list_layers", "register_layer", "registry"]
+
+DType = Literal["float", "long"]
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    """Format a shape as Python prints a tuple: (128,), (64, 5, 5)."""
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What is known about a tensor before any data flows: its shape without the batch
+    dimension, and whether it holds real numbers or integer ids."""
+
+    shape: tuple[int, ...]
+    dtype: DType = "float"
+    #: where the tensor comes from, for messages ("layers[4] (maxpool2d)"); not part of equality
+    origin: str = field(default="", compare=False)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return fmt_shape(self.shape) + (" long" if self.dtype == "long" else "")
+
+    @property
+    def described(self) -> str:
+        """The shape, and where it comes from when known: "(64, 5, 5) from layers[4] (maxpool2d)"."""
+        return fmt_shape(self.shape) + (f" from {self.origin}" if self.origin else "")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Forward cost of one sample: multiply-accumulates of matmuls/convolutions, and FLOPs
+    (2 per MAC plus the elementwise work; conventions in docs/analysis.md)."""
+
+    macs: int = 0
+    flops: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.macs + other.macs, self.flops + other.flops)
+
+    def __mul__(self, k: int) -> Cost:
+        return Cost(self.macs * k, self.flops * k)
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """The inputs a layer accepts, declared as data so one checker writes every shape message.
+
+    Attributes:
+        ranks: accepted ranks (without batch) and how to describe each, e.g. {1: "(features,)"}.
+        dtype: "float", "long" or "any".
+        hints: a fix to suggest for a received rank, e.g. {3: "add 'flatten' before it"}.
+    """
+
+    ranks: dict[int, str] | None = None
+    dtype: DType | Literal["any"] = "float"
+    hints: dict[int, str] = field(default_factory=dict)
+
+    def check(self, x: TensorInfo) -> None:
+        if self.dtype == "long" and x.dtype != "long":
+            raise ShapeError(f"needs integer ids (dtype long) but receives float {x.described}: "
+                             "declare the input as {shape: [...], dtype: long}")
+        if self.dtype == "float" and x.dtype == "long":
+            raise ShapeError(f"needs real-valued input but receives integer ids {x.described}: "
+                             "add 'embedding' before it")
+        if self.ranks is not None and x.rank not in self.ranks:
+            needs = " or ".join(self.ranks.values())
+            hint = self.hints.get(x.rank)
+            raise ShapeError(f"needs {needs} but receives {x.described}" + (f": {hint}" if hint else ""))
+
+
+class LayerParams(BaseModel):
+    """Base of every layer's parameter model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class NoParams(LayerParams):
+    """For layer types that take no parameters (``flatten``, ``relu``)."""
+
+
+class LayerType:
+    """One kind of layer. Subclass it, set ``Params`` and ``accepts``, implement the rules,
+    and register it with ``@register_layer("name")``.
+
+    Example:
+        >>> import torch
+        >>> @register_layer("scale_by_two", override=True)
+        ... class ScaleByTwo(LayerType):
+        ...     accepts = InputRule(dtype="float")
+        ...     def output(self, p, x): return x
+        ...     def cost(self, p, x, y): return Cost(flops=x.numel)
+        ...     def module(self, p, x): return torch.nn.Identity()
+        >>> "scale_by_two" in list_layers()
+        True
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[LayerParams]] = NoParams
+    accepts: ClassVar[InputRule] = InputRule()
+    #: How many tensors the layer reads; 2 for transformer_decoder (x, memory).
+    num_inputs: ClassVar[int] = 1
+    #: A one-line description for ``archlab layers`` and docs.
+    summary: ClassVar[str] = ""
+
+    def check_input(self, p: Any, x: TensorInfo | tuple[TensorInfo, ...]) -> None:
+        """Raise ShapeError when the layer cannot take ``x``; the default applies ``accepts``."""
+        for item in (x if isinstance(x, tuple) else (x,)):
+            self.accepts.check(item)
+
+    def output(self, p: Any, x: Any) -> TensorInfo:
+        """Shape rule: the output TensorInfo for params ``p`` and input ``x`` (no data flows)."""
+        raise NotImplementedError(f"layer type {self.name!r} has no shape rule")
+
+    def cost(self, p: Any, x: Any, y: TensorInfo) -> Cost:
+        """FLOP rule: forward MACs and FLOPs of one sample."""
+        raise NotImplementedError(f"layer type {self.name!r} has no FLOP rule")
+
+    def module(self, p: Any, x: Any) -> nn.Module:
+        """Module factory: a torch module taking (batch, *x.shape) to (batch, *y.shape)."""
+        raise NotImplementedError(f"layer type {self.name!r} has no module factory")
+
+    def count_params(self, p: Any, x: Any) -> int | None:
+        """Parameter count by arithmetic; None means: count the module built on the meta device."""
+        return None
+
+    def count_buffers(self, p: Any, x: Any) -> int:
+        """Elements of persistent buffers (BatchNorm running statistics); 0 by default."""
+        return 0
+
+    def saved_elements(self, p: Any, x: Any, y: TensorInfo) -> int:
+        """Elements of one sample this layer keeps for the backward pass; its output by default."""
+        return y.numel
+
+
+class LayerRegistry:
+    """All layer types by name; one object, not module globals."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, LayerType] = {}
+
+    def register(self, name: str, layer_type: type[LayerType], *, override: bool = False) -> None:
+        if not name.isidentifier() or name != name.lower():
+            raise RegistryError(f"a layer type name is lower_snake_case, got {name!r}")
+        if name in self._types and not override:
+            warnings.warn(f"layer type {name!r} was registered before; the new one replaces it "
+                          "(pass override=True to silence this)", stacklevel=3)
+        layer_type.name = name
+        self._types[name] = layer_type()
+
+    def get(self, name: str) -> LayerType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise RegistryError(f"unknown layer type '{name}'{suggest(name, self._types)} "
+                                f"(known: {', '.join(sorted(self._types))})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._types))
+
+    def unregister(self, name: str) -> None:
+        self._types.pop(name, None)
+
+
+registry = LayerRegistry()
+
+
+def register_layer(name: str, *, override: bool = False) -> Callable[[type[LayerType]], type[LayerType]]:
+    """Class decorator adding a LayerType to the registry under ``name``."""
+
+    def decorate(cls: type[LayerType]) -> type[LayerType]:
+        registry.register(name, cls, override=override)
+        return cls
+
+    return decorate
+
+
+def get_layer(name: str) -> LayerType:
+    """The registered layer type called ``name``; RegistryError with a suggestion if unknown."""
+    return registry.get(name)
+
+
+def list_layers() -> list[str]:
+    """Names of every registered layer type, sorted."""
+    return list(registry)

@@ -1,0 +1,234 @@
+"""Attention over (time, features): the seed's additive attention, multi-head self-attention
+and Transformer encoder/decoder blocks (torch.nn's implementations)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from archlab.exceptions import ShapeError
+
+from ._params import PosInt, Rate
+from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, fmt_shape, register_layer
+
+__all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
+
+_SEQ = InputRule(ranks={2: "(time, features)"},
+                 hints={1: "add 'embedding' (token ids) or 'reshape: {shape: [T, F]}' before it",
+                        3: "add 'reshape' to (time, features) before it"})
+
+
+class AdditiveAttention(nn.Module):
+    """The seed's additive (Bahdanau) attention over states s_1..s_T:
+
+    e_t = v^T tanh(W_h h + W_s s_t + b),  alpha = softmax(e),  c = sum_t alpha_t s_t.
+
+    ``h`` is the last state (query='last') or a learned vector (query='learned'). The weights
+    alpha of the latest forward pass are kept in ``last_alpha`` for explanation.
+
+    Input shape: (batch, time, dim). Output shape: (batch, dim).
+    """
+
+    def __init__(self, dim: int, units: int, query: str) -> None:
+        super().__init__()
+        self.W_s = nn.Linear(dim, units)  # carries the bias b
+        self.W_h = nn.Linear(dim, units, bias=False)
+        self.v = nn.Linear(units, 1, bias=False)
+        self.query = nn.Parameter(torch.randn(dim) * 0.02) if query == "learned" else None
+        self.last_alpha: torch.Tensor | None = None
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        h = states[:, -1] if self.query is None else self.query.expand(states.shape[0], -1)  # (B, D)
+        scores = self.v(torch.tanh(self.W_h(h).unsqueeze(1) + self.W_s(states))).squeeze(-1)  # (B, T)
+        alpha = torch.softmax(scores, dim=1)  # (B, T)
+        self.last_alpha = alpha.detach()
+        return (alpha.unsqueeze(-1) * states).sum(dim=1)  # (B, D)
+
+
+class AdditiveAttentionParams(LayerParams):
+    units: PosInt
+    query: Literal["last", "learned"] = "last"
+
+
+@register_layer("additive_attention")
+class AdditiveAttentionLayer(LayerType):
+    Params = AdditiveAttentionParams
+    accepts = _SEQ
+    summary = "e = v^T tanh(W_h h + W_s s + b), c = sum softmax(e) s: (time, D) -> (D,)"
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        return TensorInfo((x.shape[1],))
+
+    def cost(self, p: AdditiveAttentionParams, x: TensorInfo, y: TensorInfo) -> Cost:
+        t, d, u = x.shape[0], x.shape[1], p.units
+        macs = t * d * u + d * u + t * u + t * d  # W_s s, W_h h, v^T, context
+        return Cost(macs, 2 * macs + 2 * t * u + 3 * t)  # + broadcast add, tanh, softmax
+
+    def count_params(self, p: AdditiveAttentionParams, x: TensorInfo) -> int:
+        d = x.shape[1]
+        return 2 * p.units * d + 2 * p.units + (d if p.query == "learned" else 0)
+
+    def saved_elements(self, p: AdditiveAttentionParams, x: TensorInfo, y: TensorInfo) -> int:
+        return 2 * x.shape[0] * p.units + 2 * x.shape[0] + y.numel  # tanh in/out, scores, alpha
+
+    def module(self, p: AdditiveAttentionParams, x: TensorInfo) -> nn.Module:
+        return AdditiveAttention(x.shape[1], p.units, p.query)
+
+
+def _causal_mask(steps: int, device: torch.device) -> torch.Tensor:
+    return nn.Transformer.generate_square_subsequent_mask(steps, device=device)  # (T, T), -inf above
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (torch.nn.MultiheadAttention), optionally causal."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, causal: bool) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        out, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=self.causal)
+        return out  # (B, T, D)
+
+
+class TransformerBlock(nn.Module):
+    """torch.nn.TransformerEncoderLayer / DecoderLayer, batch first, with an optional causal mask."""
+
+    def __init__(self, kind: str, dim: int, heads: int, ff_dim: int, dropout: float, activation: str,
+                 norm_first: bool, causal: bool) -> None:
+        super().__init__()
+        cls = nn.TransformerEncoderLayer if kind == "encoder" else nn.TransformerDecoderLayer
+        self.block = cls(dim, heads, ff_dim, dropout, activation, batch_first=True, norm_first=norm_first)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        if memory is None:
+            return self.block(x, src_mask=mask, is_causal=self.causal)
+        return self.block(x, memory, tgt_mask=mask, tgt_is_causal=self.causal)
+
+
+def _attention_cost(t: int, s: int, d: int, heads: int) -> Cost:
+    """Projections of queries (t), keys and values (s), scores, weighted sum, output projection."""
+    macs = t * d * d + 2 * s * d * d + 2 * t * s * d + t * d * d
+    return Cost(macs, 2 * macs + 4 * heads * t * s)  # + scaling and softmax (3) per score
+
+
+def _attention_saved(t: int, s: int, d: int, heads: int) -> int:
+    return 3 * t * d + 2 * s * d + heads * t * s  # input, q, k, v, probabilities, context
+
+
+def _check_heads(p, x: TensorInfo) -> None:
+    if x.shape[-1] % p.num_heads:
+        raise ShapeError(f"receives width {x.shape[-1]}, which num_heads={p.num_heads} does not divide: "
+                         f"make the width a multiple of {p.num_heads}")
+
+
+class MultiHeadAttentionParams(LayerParams):
+    num_heads: PosInt
+    dropout: Rate = 0.0
+    causal: bool = False
+
+
+@register_layer("multi_head_attention")
+class MultiHeadAttentionLayer(LayerType):
+    Params = MultiHeadAttentionParams
+    accepts = _SEQ
+    summary = "multi-head self-attention, (time, D) -> (time, D)"
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        _check_heads(p, x)
+        return x
+
+    def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
+        t, d = x.shape
+        return _attention_cost(t, t, d, p.num_heads)
+
+    def count_params(self, p, x: TensorInfo) -> int:
+        d = x.shape[1]
+        return 4 * d * d + 4 * d
+
+    def saved_elements(self, p, x: TensorInfo, y: TensorInfo) -> int:
+        t, d = x.shape
+        return _attention_saved(t, t, d, p.num_heads) + y.numel
+
+    def module(self, p, x: TensorInfo) -> nn.Module:
+        return SelfAttention(x.shape[1], p.num_heads, p.dropout, p.causal)
+
+
+class TransformerParams(LayerParams):
+    num_heads: PosInt
+    ff_dim: PosInt
+    dropout: Rate = Field(default=0.1)
+    activation: Literal["relu", "gelu"] = "relu"
+    norm_first: bool = False
+    causal: bool = False
+
+
+@register_layer("transformer_encoder")
+class TransformerEncoderLayerType(LayerType):
+    Params = TransformerParams
+    accepts = _SEQ
+    summary = "one Transformer encoder block (torch.nn.TransformerEncoderLayer)"
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        _check_heads(p, x)
+        return x
+
+    def cost(self, p: TransformerParams, x: TensorInfo, y: TensorInfo) -> Cost:
+        t, d = x.shape
+        ff_macs = 2 * t * d * p.ff_dim
+        # + activation of the hidden layer, two layer norms (5 per element), two residual adds
+        return _attention_cost(t, t, d, p.num_heads) + Cost(ff_macs, 2 * ff_macs + t * p.ff_dim + 12 * t * d)
+
+    def count_params(self, p: TransformerParams, x: TensorInfo) -> int:
+        d = x.shape[1]
+        return (4 * d * d + 4 * d) + (2 * d * p.ff_dim + p.ff_dim + d) + 4 * d
+
+    def saved_elements(self, p: TransformerParams, x: TensorInfo, y: TensorInfo) -> int:
+        t, d = x.shape
+        return _attention_saved(t, t, d, p.num_heads) + 6 * t * d + 2 * t * p.ff_dim
+
+    def module(self, p: TransformerParams, x: TensorInfo) -> nn.Module:
+        return TransformerBlock("encoder", x.shape[1], p.num_heads, p.ff_dim, p.dropout, p.activation,
+                                p.norm_first, p.causal)
+
+
+@register_layer("transformer_decoder")
+class TransformerDecoderLayerType(LayerType):
+    Params = TransformerParams
+    accepts = _SEQ
+    num_inputs = 2
+    summary = "one Transformer decoder block; graph form only: from: [x, memory]"
+
+    def output(self, p, xs: tuple[TensorInfo, TensorInfo]) -> TensorInfo:
+        x, memory = xs
+        _check_heads(p, x)
+        if memory.shape[-1] != x.shape[-1]:
+            raise ShapeError(f"reads x {fmt_shape(x.shape)} and memory {fmt_shape(memory.shape)} of different "
+                             f"widths: add 'dense: {{units: {x.shape[-1]}}}' to the memory's branch")
+        return x
+
+    def cost(self, p: TransformerParams, xs, y: TensorInfo) -> Cost:
+        (t, d), (s, _) = xs[0].shape, xs[1].shape
+        ff_macs = 2 * t * d * p.ff_dim
+        return (_attention_cost(t, t, d, p.num_heads) + _attention_cost(t, s, d, p.num_heads)
+                + Cost(ff_macs, 2 * ff_macs + t * p.ff_dim + 18 * t * d))  # three norms, three adds
+
+    def count_params(self, p: TransformerParams, xs) -> int:
+        d = xs[0].shape[1]
+        return 2 * (4 * d * d + 4 * d) + (2 * d * p.ff_dim + p.ff_dim + d) + 6 * d
+
+    def saved_elements(self, p: TransformerParams, xs, y: TensorInfo) -> int:
+        (t, d), (s, _) = xs[0].shape, xs[1].shape
+        return (_attention_saved(t, t, d, p.num_heads) + _attention_saved(t, s, d, p.num_heads)
+                + 8 * t * d + 2 * t * p.ff_dim)
+
+    def module(self, p: TransformerParams, xs) -> nn.Module:
+        return TransformerBlock("decoder", xs[0].shape[1], p.num_heads, p.ff_dim, p.dropout, p.activation,
+                                p.norm_first, p.causal)

@@ -1,0 +1,275 @@
+"""Core layers: dense, flatten, reshape, dropout, normalization, embeddings."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from archlab.exceptions import ShapeError
+
+from ._activations import ActivationName, activation_flops, make_activation
+from ._params import PosInt, Rate
+from ._registry import Cost, InputRule, LayerParams, LayerType, NoParams, TensorInfo, fmt_shape, register_layer
+
+__all__ = ["Dense", "PositionalEncoding"]
+
+
+class Dense(nn.Linear):
+    """The seed's dense layer, y = f(W x + b), over the last axis.
+
+    Input shape: (batch, features) or (batch, time, features).
+    Output shape: (batch, units) or (batch, time, units).
+    """
+
+    def __init__(self, in_features: int, units: int, activation: str | None = None, bias: bool = True) -> None:
+        super().__init__(in_features, units, bias=bias)
+        self.activation = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(super().forward(x))
+
+
+class DenseParams(LayerParams):
+    units: PosInt
+    activation: ActivationName | None = None
+    use_bias: bool = True
+
+
+@register_layer("dense")
+class DenseLayer(LayerType):
+    Params = DenseParams
+    accepts = InputRule(ranks={1: "(features,)", 2: "(time, features)"},
+                        hints={0: "add 'reshape: {shape: [1]}' before it",
+                               3: "add 'flatten' before it", 4: "add 'flatten' before it"})
+    summary = "y = f(Wx + b) over the last axis"
+
+    def output(self, p: DenseParams, x: TensorInfo) -> TensorInfo:
+        return TensorInfo((*x.shape[:-1], p.units))
+
+    def cost(self, p: DenseParams, x: TensorInfo, y: TensorInfo) -> Cost:
+        macs = y.numel * x.shape[-1]
+        return Cost(macs, 2 * macs + activation_flops(p.activation, y.numel))
+
+    def count_params(self, p: DenseParams, x: TensorInfo) -> int:
+        return x.shape[-1] * p.units + (p.units if p.use_bias else 0)
+
+    def module(self, p: DenseParams, x: TensorInfo) -> nn.Module:
+        return Dense(x.shape[-1], p.units, p.activation, p.use_bias)
+
+
+class _Reshaping(LayerType):
+    accepts = InputRule(dtype="any")
+
+    def cost(self, p, x, y) -> Cost:
+        return Cost()
+
+    def count_params(self, p, x) -> int:
+        return 0
+
+    def saved_elements(self, p, x, y) -> int:
+        return 0  # a view of its input: nothing new is kept
+
+
+@register_layer("flatten")
+class FlattenLayer(_Reshaping):
+    summary = "(d1, d2, ...) -> (d1*d2*...,)"
+
+    def output(self, p: NoParams, x: TensorInfo) -> TensorInfo:
+        return TensorInfo((x.numel,), x.dtype)
+
+    def module(self, p: NoParams, x: TensorInfo) -> nn.Module:
+        return nn.Flatten()
+
+
+class ReshapeParams(LayerParams):
+    shape: list[int]
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)  # (B, *shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+@register_layer("reshape")
+class ReshapeLayer(_Reshaping):
+    Params = ReshapeParams
+    summary = "to any shape with the same number of elements; one dimension may be -1"
+
+    def output(self, p: ReshapeParams, x: TensorInfo) -> TensorInfo:
+        shape = list(p.shape)
+        if shape.count(-1) > 1 or any(d == 0 or d < -1 for d in shape):
+            raise ShapeError(f"shape {p.shape} must hold positive sizes and at most one -1")
+        known = math.prod(d for d in shape if d != -1)
+        if -1 in shape:
+            if x.numel % known:
+                raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} ({x.numel} elements) to {p.shape}: "
+                                 f"{x.numel} is not a multiple of {known}")
+            shape[shape.index(-1)] = x.numel // known
+        elif known != x.numel:
+            raise ShapeError(f"cannot reshape {fmt_shape(x.shape)} ({x.numel} elements) to "
+                             f"{fmt_shape(tuple(shape))} ({known} elements)")
+        return TensorInfo(tuple(shape), x.dtype)
+
+    def module(self, p: ReshapeParams, x: TensorInfo) -> nn.Module:
+        return Reshape(self.output(p, x).shape)
+
+
+class DropoutParams(LayerParams):
+    rate: Rate
+
+
+@register_layer("dropout")
+class DropoutLayer(LayerType):
+    Params = DropoutParams
+    accepts = InputRule(dtype="float")
+    summary = "zeroes a fraction `rate` of elements while training"
+
+    def output(self, p: DropoutParams, x: TensorInfo) -> TensorInfo:
+        return x
+
+    def cost(self, p, x, y) -> Cost:
+        return Cost()  # identity at inference
+
+    def count_params(self, p, x) -> int:
+        return 0
+
+    def module(self, p: DropoutParams, x: TensorInfo) -> nn.Module:
+        return nn.Dropout(p.rate)
+
+
+class BatchNormParams(LayerParams):
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+
+
+@register_layer("batchnorm")
+class BatchNormLayer(LayerType):
+    Params = BatchNormParams
+    accepts = InputRule(ranks={1: "(features,)", 2: "(channels, length)", 3: "(channels, height, width)"})
+    summary = "normalizes each channel (axis 0) over the batch; 1-D or 2-D from the input's rank"
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        return x
+
+    def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
+        return Cost(flops=2 * x.numel)  # inference: one scale and one shift per element
+
+    def count_params(self, p, x: TensorInfo) -> int:
+        return 2 * x.shape[0]
+
+    def count_buffers(self, p, x: TensorInfo) -> int:
+        return 2 * x.shape[0] + 1  # running mean, running var, num_batches_tracked
+
+    def module(self, p: BatchNormParams, x: TensorInfo) -> nn.Module:
+        cls = nn.BatchNorm2d if x.rank == 3 else nn.BatchNorm1d
+        return cls(x.shape[0], eps=p.epsilon, momentum=p.momentum)
+
+
+class LayerNormParams(LayerParams):
+    epsilon: float = 1e-5
+
+
+@register_layer("layernorm")
+class LayerNormLayer(LayerType):
+    Params = LayerNormParams
+    accepts = InputRule(dtype="float", hints={0: "add 'reshape: {shape: [1]}' before it"})
+    summary = "normalizes over the last axis"
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        if x.rank == 0:
+            raise ShapeError("needs at least one axis but receives a scalar ()")
+        return x
+
+    def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
+        return Cost(flops=5 * x.numel)  # mean, subtract, variance, normalize, affine (fvcore's count)
+
+    def count_params(self, p, x: TensorInfo) -> int:
+        return 2 * x.shape[-1]
+
+    def module(self, p: LayerNormParams, x: TensorInfo) -> nn.Module:
+        return nn.LayerNorm(x.shape[-1], eps=p.epsilon)
+
+
+class EmbeddingParams(LayerParams):
+    input_dim: PosInt
+    output_dim: PosInt
+
+
+@register_layer("embedding")
+class EmbeddingLayer(LayerType):
+    Params = EmbeddingParams
+    accepts = InputRule(dtype="long")
+    summary = "token ids (...) -> vectors (..., output_dim)"
+
+    def output(self, p: EmbeddingParams, x: TensorInfo) -> TensorInfo:
+        return TensorInfo((*x.shape, p.output_dim))
+
+    def cost(self, p, x, y) -> Cost:
+        return Cost()  # a table lookup
+
+    def count_params(self, p: EmbeddingParams, x) -> int:
+        return p.input_dim * p.output_dim
+
+    def module(self, p: EmbeddingParams, x: TensorInfo) -> nn.Module:
+        return nn.Embedding(p.input_dim, p.output_dim)
+
+
+class PositionalEmbeddingParams(LayerParams):
+    max_len: PosInt
+    kind: Literal["learned", "sinusoidal"] = "learned"
+
+
+class PositionalEncoding(nn.Module):
+    """Adds a position vector to each step of a (batch, time, features) input."""
+
+    def __init__(self, max_len: int, dim: int, kind: str) -> None:
+        super().__init__()
+        if kind == "learned":
+            self.weight = nn.Parameter(torch.empty(max_len, dim))
+            nn.init.normal_(self.weight, std=0.02)
+        else:
+            # Vaswani et al. (2017); recomputable, so not kept in the state dict.
+            position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+            freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+            table = torch.zeros(max_len, dim)
+            table[:, 0::2] = torch.sin(position * freq)
+            table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+            self.register_buffer("weight", table, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[: x.shape[1]]  # (B, T, D) + (T, D)
+
+
+@register_layer("positional_embedding")
+class PositionalEmbeddingLayer(LayerType):
+    Params = PositionalEmbeddingParams
+    accepts = InputRule(ranks={2: "(time, features)"}, hints={1: "add 'embedding' before it"})
+    summary = "adds learned or sinusoidal position vectors to (time, features)"
+
+    def output(self, p: PositionalEmbeddingParams, x: TensorInfo) -> TensorInfo:
+        if x.shape[0] > p.max_len:
+            raise ShapeError(f"receives {x.shape[0]} time steps but max_len is {p.max_len}: "
+                             f"raise max_len to at least {x.shape[0]}")
+        return x
+
+    def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
+        return Cost(flops=x.numel)
+
+    def count_params(self, p: PositionalEmbeddingParams, x: TensorInfo) -> int:
+        return p.max_len * x.shape[-1] if p.kind == "learned" else 0
+
+    def saved_elements(self, p, x, y) -> int:
+        return 0  # the gradient of an addition needs no saved tensor
+
+    def module(self, p: PositionalEmbeddingParams, x: TensorInfo) -> nn.Module:
+        return PositionalEncoding(p.max_len, x.shape[-1], p.kind)
