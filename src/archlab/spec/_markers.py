@@ -13,7 +13,7 @@ from archlab.exceptions import SpecError, suggest
 
 from ._paths import format_path
 
-__all__ = ["Marker", "find_markers", "is_marker", "parse_marker"]
+__all__ = ["Marker", "find_markers", "first_point", "is_marker", "parse_marker"]
 
 _KINDS = ("choice", "int", "float")
 _OPTIONS = {"choice": set(), "int": {"step", "log"}, "float": {"step", "log"}}
@@ -103,3 +103,21 @@ def find_markers(data: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[st
         for i, value in enumerate(data):
             found.extend(find_markers(value, (*prefix, i)))
     return found
+
+
+def first_point(data: Any) -> Any:
+    """The spec with every marker replaced by its first value (first choice, low bound):
+    one concrete point of a space, used to check a space's structure before any search.
+
+    Example:
+        >>> first_point({"units": {"choice": [16, 32]}, "rate": {"float": [0.1, 0.5]}})
+        {'units': 16, 'rate': 0.1}
+    """
+    if is_marker(data):
+        marker = parse_marker(data)
+        return first_point(marker.values[0])
+    if isinstance(data, dict):
+        return {k: first_point(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [first_point(v) for v in data]
+    return data

@@ -1,0 +1,80 @@
+"""Subcommands that read a spec: summary, validate, schema, layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import archlab
+from archlab.analysis import render
+from archlab.schema import spec_schema
+from archlab.spec import first_point
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="archlab: design neural-network architectures as specs; see their capacity before training.")
+_out = Console(highlight=False)
+
+SpecArg = Annotated[Path, typer.Argument(help="A spec file (.yaml, .yml or .json).", show_default=False)]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    """Global options."""
+
+
+@app.command()
+def summary(
+    spec: SpecArg,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch for the memory estimate.")] = 1,
+    depth: Annotated[int, typer.Option("--depth", "-d", min=0, help="Show nested rows down to this depth.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON (stable schema).")] = False,
+) -> None:
+    """Parameters, FLOPs and memory of SPEC, per node and in total, without allocating weights."""
+    analysis = archlab.analyze(archlab.load(spec), batch_size=batch_size)
+    if as_json:
+        print(json.dumps(analysis.to_dict(), indent=2))
+    else:
+        _out.print(render(analysis, depth))
+
+
+@app.command()
+def validate(spec: SpecArg) -> None:
+    """Check SPEC completely (types, parameters, shapes, graph, ties) and say what it is."""
+    loaded = archlab.load(spec)
+    markers = loaded.markers
+    if markers:
+        # A space: its markers are well-formed (find_markers checked them); check its structure at one point.
+        archlab.parse(first_point(loaded.to_dict()))
+        _out.print(f"{spec}: a valid search space with {len(markers)} search marker(s):", markup=False)
+        for path, marker in markers:
+            _out.print(f"  {path}: {marker.describe()}", markup=False)
+        return
+    parsed = archlab.parse(loaded)
+    outputs = ", ".join(str(i) for i in parsed.output_infos)
+    inputs = ", ".join(str(i) if n == "input" else f"{n} {i}" for n, i in parsed.raw_inputs.items())
+    _out.print(f"{spec}: valid ({'graph' if parsed.is_graph else 'sequential'} form; input {inputs}; "
+               f"output {outputs})", markup=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec format (for editor completion)."""
+    print(json.dumps(spec_schema(), indent=2))
+
+
+@app.command(name="layers")
+def layers_command() -> None:
+    """List the registered layer types and their parameters."""
+    table = Table("type", "parameters (defaults)", "what it does")
+    for name in archlab.list_layers():
+        layer_type = archlab.get_layer(name)
+        params = []
+        for field_name, info in layer_type.Params.model_fields.items():
+            params.append(field_name if info.is_required() else f"{field_name}={info.default!r}")
+        table.add_row(name, ", ".join(params), layer_type.summary)
+    _out.print(table)
