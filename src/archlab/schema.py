@@ -57,7 +57,8 @@ def spec_schema() -> dict:
                    "layers": layer_list, "name": {"type": "string"}},
         "sequential": {"layers": layer_list, "name": {"type": "string"}},
     }
-    required = {"residual": ["layers"], "parallel": ["branches"], "repeat": ["times", "layers"], "sequential": ["layers"]}
+    required = {"residual": ["layers"], "parallel": ["branches"], "repeat": ["times", "layers"],
+                "sequential": ["layers"]}
     for kind in CONNECTIONS:
         items.append({"type": "object", "required": [kind], "additionalProperties": False,
                       "properties": {kind: {"type": "object", "additionalProperties": False,

@@ -157,7 +157,8 @@ class _Walker:
         elif isinstance(node, RepeatNode):
             for i, iteration in enumerate(node.iterations):
                 shared = node.share_weights and i > 0
-                part = self.labelled(iteration, depth + 1, "iteration", "shares iteration 0's weights" if shared else "")
+                note = "shares iteration 0's weights" if shared else ""
+                part = self.labelled(iteration, depth + 1, "iteration", note)
                 if shared:
                     part.params = part.trainable = part.buffers = 0
                 totals += part

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,8 @@ from archlab.spec import first_point
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="archlab: design neural-network architectures as specs; see their capacity before training.")
-_out = Console(highlight=False)
+# Piped output (CI logs, files) gets a wide table instead of truncated columns.
+_out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec file (.yaml, .yml or .json).", show_default=False)]
 
