@@ -166,9 +166,7 @@ class _Walker:
                 self.rows[index].note = f"one block, {len(node.iterations)} times"
         elif isinstance(node, GraphBlock):
             if node.merge is not None:
-                inputs = [s for s in node.input] if isinstance(node.input, tuple) else []
-                totals += _Totals(cost=node.merge.cost(inputs or [node.input] * len(node.sources), node.input),
-                                  saved=node.input.numel)
+                totals += _Totals(cost=node.merge.cost(node.source_infos, node.input), saved=node.input.numel)
             totals += self.inline(node.body, depth + 1)
         self.fill(index, totals)
         return totals

@@ -114,6 +114,7 @@ class GraphBlock(Node):
     """A node of the graph form: reads inputs/nodes ``sources``, merges them, runs ``body``."""
 
     sources: list[str] = field(default_factory=list)
+    source_infos: list[TensorInfo] = field(default_factory=list)
     merge: Merge | None = None
     body: SequenceNode = None  # type: ignore[assignment]
 
@@ -245,7 +246,7 @@ class _Parser:
                 raise SpecError(f"'{type_name}' reads one tensor, but this graph node reads {len(x)}: add a merge",
                                 path)
             node = getattr(self, type_name)(value, path, key, x, repeated)
-            name = extras.get("name", value.get("name") if type_name == "sequential" else None)
+            name = extras.get("name", value.get("name"))
             if name is not None:
                 node.name = name
                 self.ctx.add_name(name, node, path, repeated)
@@ -451,7 +452,8 @@ class _Parser:
                                 f"{' | '.join(MERGES)}", here)
             body = self.items(layers, f"{here}.layers", f"{here}.layers", x)
             y = dataclasses.replace(body.output, origin=here)
-            blocks[name] = GraphBlock(here, here, "node", x, y, name=name, sources=sources, merge=merge, body=body)
+            blocks[name] = GraphBlock(here, here, "node", x, y, name=name, sources=sources, source_infos=infos,
+                                      merge=merge, body=body)
         return blocks, outputs
 
 
