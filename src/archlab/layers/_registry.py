@@ -9,6 +9,7 @@ user layer takes part in both exactly like a built-in one.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -166,11 +167,31 @@ class LayerType:
         return y.numel
 
 
+ENTRY_POINT_GROUP = "archlab.layers"
+
+
 class LayerRegistry:
-    """All layer types by name; one object, not module globals."""
+    """All layer types by name; one object, not module globals.
+
+    Packages can also contribute layer types through the ``archlab.layers`` entry-point group:
+    each entry point names a module (or object) whose import registers its types. They are
+    loaded the first time a name is missing or the list of types is asked for.
+    """
 
     def __init__(self) -> None:
         self._types: dict[str, LayerType] = {}
+        self._plugins_loaded = False
+
+    def load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry_point.load()
+            except Exception as exc:
+                raise RegistryError(f"the layer plugin {entry_point.name!r} ({entry_point.value}) failed to load: "
+                                    f"{type(exc).__name__}: {exc}") from exc
 
     def register(self, name: str, layer_type: type[LayerType], *, override: bool = False) -> None:
         if not name.isidentifier() or name != name.lower():
@@ -182,6 +203,8 @@ class LayerRegistry:
         self._types[name] = layer_type()
 
     def get(self, name: str) -> LayerType:
+        if name not in self._types:
+            self.load_plugins()
         try:
             return self._types[name]
         except KeyError:
@@ -192,6 +215,7 @@ class LayerRegistry:
         return name in self._types
 
     def __iter__(self) -> Iterator[str]:
+        self.load_plugins()
         return iter(sorted(self._types))
 
     def unregister(self, name: str) -> None:
