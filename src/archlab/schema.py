@@ -61,8 +61,9 @@ def spec_schema() -> dict:
                 "sequential": ["layers"]}
     for kind in CONNECTIONS:
         items.append({"type": "object", "required": [kind], "additionalProperties": False,
-                      "properties": {kind: {"type": "object", "additionalProperties": False,
-                                            "required": required[kind], "properties": connections[kind]},
+                      "properties": {kind: _allow_markers({"type": "object", "additionalProperties": False,
+                                                           "required": required[kind],
+                                                           "properties": connections[kind]}),
                                      "name": {"type": "string"}}})
     defs["item"] = {"anyOf": [{"enum": bare}, *items, {"$ref": "#/$defs/marker"}]}
     node = {"type": "object", "additionalProperties": False, "required": ["from"],

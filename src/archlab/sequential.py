@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .analysis import Analysis, analyze
@@ -43,6 +44,8 @@ class Sequential:
     def add(self, layer: KerasLayer | dict | str) -> None:
         """Append a layer (a constructor from archlab.layers, or a spec item)."""
         if isinstance(layer, Input):
+            if self.layers:
+                raise SpecError(f"layers.Input is given after {len(self.layers)} layer(s); it must come first")
             self.input = layer.input
             return
         if isinstance(layer, KerasLayer) and layer.input_shape is not None:
@@ -61,7 +64,7 @@ class Sequential:
         if self.task:
             out["task"] = self.task
         out["layers"] = _items(self.layers)
-        return out
+        return copy.deepcopy(out)  # the layers' params stay the model's own
 
     def to_spec(self) -> Spec:
         return Spec(self.spec)

@@ -23,6 +23,8 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # a global option, also accepted after the subcommand (archlab validate spec.yaml --debug)
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         app(args=args, prog_name="archlab")  # usage errors exit 2 through SystemExit, as in Click
         return 0
@@ -31,18 +33,18 @@ def run(argv: list[str] | None = None) -> int:
     except (SpecError, FileNotFoundError, ValueError) as exc:
         if debug:
             raise
-        _stderr.print(f"error: {exc}", markup=False, style="red")
+        _stderr.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)
         return 2
     except ArchlabError as exc:
         if debug:
             raise
-        _stderr.print(f"error: {exc}", markup=False, style="red")
+        _stderr.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)
         return 1
     except Exception as exc:  # a failed run: one line, the traceback with --debug
         if debug:
             raise
         _stderr.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                      markup=False, style="red")
+                      markup=False, style="red", soft_wrap=True)
         return 1
 
 

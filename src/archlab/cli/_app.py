@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import archlab
@@ -52,15 +53,15 @@ def validate(spec: SpecArg) -> None:
     if markers:
         # A space: its markers are well-formed (find_markers checked them); check its structure at one point.
         archlab.parse(first_point(loaded.to_dict()))
-        _out.print(f"{spec}: a valid search space with {len(markers)} search marker(s):", markup=False)
+        _out.print(f"{spec}: a valid search space with {len(markers)} search marker(s):", markup=False, soft_wrap=True)
         for path, marker in markers:
-            _out.print(f"  {path}: {marker.describe()}", markup=False)
+            _out.print(f"  {path}: {marker.describe()}", markup=False, soft_wrap=True)
         return
     parsed = archlab.parse(loaded)
     outputs = ", ".join(str(i) for i in parsed.output_infos)
     inputs = ", ".join(str(i) if n == "input" else f"{n} {i}" for n, i in parsed.raw_inputs.items())
     _out.print(f"{spec}: valid ({'graph' if parsed.is_graph else 'sequential'} form; input {inputs}; "
-               f"output {outputs})", markup=False)
+               f"output {outputs})", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -78,5 +79,5 @@ def layers_command() -> None:
         params = []
         for field_name, info in layer_type.Params.model_fields.items():
             params.append(field_name if info.is_required() else f"{field_name}={info.default!r}")
-        table.add_row(name, ", ".join(params), layer_type.summary)
+        table.add_row(name, escape(", ".join(params)), escape(layer_type.summary))  # "from: [x, memory]" is no markup
     _out.print(table)

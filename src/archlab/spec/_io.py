@@ -33,19 +33,18 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+class _Dumper(yaml.SafeDumper):
+    """Writes small mappings and lists of scalars inline: ``- conv2d: {filters: 32, kernel_size: 3}``."""
+
+
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Writes small mappings and lists of scalars inline: ``- conv2d: {filters: 32, kernel_size: 3}``."""
+                    |\.(?:nan|NaN|NAN))$""", re.X)
+# The dumper needs the same rule, so that it quotes a string such as '1e5' that the loader would read as a float.
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def _is_flat(value: Any) -> bool:
@@ -209,6 +208,11 @@ class Spec:
 
 
 def _parse_text(text: str, origin: str) -> Any:
+    if origin.endswith(".json") or text.lstrip().startswith(("{", "[")):
+        try:  # JSON first: YAML refuses some valid JSON, e.g. tab indentation
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass  # a YAML flow mapping such as {input: [4], ...}, or broken JSON: YAML reports it
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -216,6 +220,13 @@ def _parse_text(text: str, origin: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"{origin} is not valid YAML/JSON{where}: {problem}") from None
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # one line of JSON longer than a file name may be, or a NUL byte
+        return False
 
 
 def load(source: str | Path | Mapping | Spec) -> Spec:
@@ -230,7 +241,7 @@ def load(source: str | Path | Mapping | Spec) -> Spec:
     if isinstance(source, Mapping):
         return Spec(source)
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and (source.endswith((".yaml", ".yml", ".json")) or Path(source).is_file())):
+                                    and (source.endswith((".yaml", ".yml", ".json")) or _is_file(source))):
         path = Path(source)
         if not path.is_file():
             raise SpecError(f"spec file {str(path)!r} does not exist")

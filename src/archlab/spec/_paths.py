@@ -130,7 +130,12 @@ def get_at(data: dict, path: str) -> Any:
 def set_at(data: dict, path: str, value: Any) -> dict:
     """Return a copy of a spec dict with the value at ``path`` replaced (the key may be new
     when its parent mapping exists, e.g. a parameter left at its default)."""
-    parts = _resolve(data, parse_path(path), path)
+    parts = parse_path(path)
+    head = parts[0]
+    # A new top-level key (``task`` on a spec without one) is set like a new parameter.
+    if not (len(parts) == 1 and isinstance(head, str) and head not in data
+            and head not in dict(iter_named_items(data))):
+        parts = _resolve(data, parts, path)
     out = copy.deepcopy(data)
     parent = _walk(out, parts[:-1], path)
     last = parts[-1]
