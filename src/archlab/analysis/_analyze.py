@@ -159,8 +159,9 @@ class _Walker:
                 shared = node.share_weights and i > 0
                 note = "shares iteration 0's weights" if shared else ""
                 part = self.labelled(iteration, depth + 1, "iteration", note)
-                if shared:
+                if shared:  # the weights were counted in iteration 0: rows and totals agree
                     part.params = part.trainable = part.buffers = 0
+                    self._zero_params(iteration, depth + 1)
                 totals += part
             if node.share_weights:
                 self.rows[index].note = f"one block, {len(node.iterations)} times"
@@ -170,6 +171,13 @@ class _Walker:
             totals += self.inline(node.body, depth + 1)
         self.fill(index, totals)
         return totals
+
+    def _zero_params(self, node: SequenceNode, depth: int) -> None:
+        """Clear the parameter columns of the rows just written for ``node`` (a shared iteration)."""
+        for row in reversed(self.rows):
+            if not row.path.startswith(node.key):
+                break
+            row.params = row.trainable_params = 0
 
     def labelled(self, node: SequenceNode, depth: int, kind: str, note: str = "") -> _Totals:
         index = self.row(node, depth, kind, note)

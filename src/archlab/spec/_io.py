@@ -110,6 +110,8 @@ def check_top_level(data: dict) -> None:
     version = data.get("archlab", FORMAT_VERSION)
     if version != FORMAT_VERSION:
         raise SpecError(f"this archlab reads spec format {FORMAT_VERSION}, got {version!r}", "archlab")
+    if not isinstance(data.get("description", ""), str):
+        raise SpecError(f"description is text, got {data['description']!r}", "description")
     name = data.get("name")
     if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
         raise SpecError(f"a name uses letters, digits, '-' and '_' only, got {name!r}", "name")

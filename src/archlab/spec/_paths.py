@@ -72,8 +72,14 @@ def iter_named_items(data: Any, prefix: tuple[str | int, ...] = ()) -> Iterator[
             yield from iter_named_items(value, (*prefix, i))
 
 
+def _drop_iterations(parts: list[str | int]) -> list[str | int]:
+    """``repeat[2]`` in an analysis row names an iteration; every iteration has the same spec."""
+    return [p for i, p in enumerate(parts) if not (isinstance(p, int) and i > 0 and parts[i - 1] == "repeat")]
+
+
 def _resolve(data: dict, parts: list[str | int], path: str) -> list[str | int]:
-    """Replace a leading item name by the path of that item."""
+    """Replace a leading item name by the path of that item (and drop repeat iteration indices)."""
+    parts = _drop_iterations(parts)
     head = parts[0]
     if isinstance(head, int) or head in data:
         return parts
