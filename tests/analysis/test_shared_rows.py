@@ -1,0 +1,26 @@
+"""Rows of the analysis add up: shared repeat iterations carry no parameters of their own, and
+the iteration paths the rows show lead back to the spec."""
+
+import archlab
+from archlab.spec import get_at, set_at
+
+SPEC = {"input": [8], "layers": [{"repeat": {"times": 3, "share_weights": True, "layers": [
+    {"dense": {"units": 8, "activation": "relu"}}]}}]}
+
+
+def test_shared_iterations_rows_have_zero_params_and_rows_sum_to_total():
+    analysis = archlab.analyze(SPEC)
+    rows = {r.path: r for r in analysis.layers}
+    assert rows["layers[0].repeat[0].layers[0]"].params == 72
+    assert rows["layers[0].repeat[1].layers[0]"].params == 0
+    assert rows["layers[0].repeat[2].layers[0]"].params == 0
+    assert rows["layers[0].repeat[2].layers[0]"].flops == 2 * 64 + 8  # work is done each time
+    leaves = [r for r in analysis.layers if r.type == "dense"]
+    assert sum(r.params for r in leaves) == analysis.total_params == 72
+    assert analysis.flops == 3 * (2 * 64 + 8)
+
+
+def test_iteration_paths_from_rows_resolve_in_the_spec():
+    path = "layers[0].repeat[2].layers[0].dense.units"
+    assert get_at(SPEC, path) == 8
+    assert get_at(set_at(SPEC, path, 16), "layers[0].repeat.layers[0].dense.units") == 16
