@@ -94,7 +94,7 @@ def test_parse_marker(value: dict, marker: Marker) -> None:
     ({"int": [True, 3]}, "{int: [low, high]} needs two int bounds, got [True, 3]"),
     ({"int": 4}, "{int: [low, high]} needs two int bounds, got 4"),
     ({"float": ["a", 1]}, "{float: [low, high]} needs two float bounds, got ['a', 1]"),
-    ({"int": [1, 3], "stpe": 1}, "unknown key 'stpe' in a int marker; did you mean 'step'? "
+    ({"int": [1, 3], "stpe": 1}, "unknown key 'stpe' in an int marker; did you mean 'step'? "
                                  "(allowed beside 'int': log, step)"),
     ({"float": [0.1, 1.0], "lgo": True}, "unknown key 'lgo' in a float marker; did you mean 'log'?"),
     ({"choice": [1, 2], "step": 1}, "unknown key 'step' in a choice marker (allowed beside 'choice': no options)"),
@@ -103,11 +103,11 @@ def test_parse_marker(value: dict, marker: Marker) -> None:
     ({"float": [-1.0, 1.0], "log": True}, "a log-scaled float marker needs low > 0, got -1.0"),
     ({"int": [0, 8], "log": True}, "a log-scaled int marker needs low > 0, got 0"),
     ({"float": [1e-4, 1e-1], "log": True, "step": 0.01}, "a float marker cannot have both 'step' and 'log: true'"),
-    ({"int": [1, 64], "log": True, "step": 2}, "a int marker cannot have both 'step' and 'log: true'"),
-    ({"int": [1, 3], "step": 0}, "'step' in a int marker must be a positive int, got 0"),
-    ({"int": [1, 3], "step": 1.5}, "'step' in a int marker must be a positive int, got 1.5"),
+    ({"int": [1, 64], "log": True, "step": 2}, "an int marker cannot have both 'step' and 'log: true'"),
+    ({"int": [1, 3], "step": 0}, "'step' in an int marker must be a positive int, got 0"),
+    ({"int": [1, 3], "step": 1.5}, "'step' in an int marker must be a positive int, got 1.5"),
     ({"float": [0.1, 1.0], "step": -0.1}, "'step' in a float marker must be a positive float, got -0.1"),
-    ({"int": [1, 3], "log": "yes"}, "'log' in a int marker must be true or false, got 'yes'"),
+    ({"int": [1, 3], "log": "yes"}, "'log' in an int marker must be true or false, got 'yes'"),
 ])
 def test_parse_marker_errors(value: dict, fragment: str) -> None:
     with pytest.raises(SpecError) as info:

@@ -23,10 +23,10 @@ class _Builder:
     def node(self, node: Node) -> nn.Module:
         if isinstance(node, LayerNode):
             module = node.layer_type.module(node.params, node.input)
+            if not node.trainable:  # before tying: freezing this layer must not freeze the weight it shares
+                module.requires_grad_(False)
             if node.tie is not None:
                 module.weight = self.modules[id(node.tie)].weight  # the same Parameter: shared, counted once
-            if not node.trainable:
-                module.requires_grad_(False)
             self.modules[id(node)] = module
             return module
         if isinstance(node, SequenceNode):

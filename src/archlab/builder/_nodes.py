@@ -187,7 +187,7 @@ def _pydantic_message(exc: ValidationError, type_name: str, params_cls: type[Lay
             msg = err["msg"][0].lower() + err["msg"][1:]
             msg = msg.removeprefix("value error, ").removeprefix("input ")
             where = f"'{name}' " if name else ""
-            messages[name] = f"{where}{msg}; got {err['input']!r}"
+            messages[name] = f"{where}{msg}" + (f"; got {err['input']!r}" if name else "")
     first = next(iter(messages))
     sub = f"{path}.{type_name}" + (f".{first}" if first else "")
     return SpecError("; ".join(messages.values()) + f" ({takes})", sub)
@@ -282,8 +282,8 @@ class _Parser:
             y = layer_type.output(params, x)
         except ShapeError as exc:
             raise ShapeError(f"{label} {exc.bare_message}", path) from None
-        except SpecError as exc:
-            raise SpecError(exc.bare_message, f"{path}.{type_name}") from None
+        except SpecError as exc:  # a rule about one parameter sets that parameter's name as its path
+            raise SpecError(exc.bare_message, f"{path}.{type_name}" + (f".{exc.path}" if exc.path else "")) from None
         y = dataclasses.replace(y, origin=f"{path} ({type_name})")
         node = LayerNode(path, key, type_name, x, y, layer_type=layer_type, params=params,
                          trainable=extras.get("trainable", True))
@@ -336,8 +336,9 @@ class _Parser:
         return ResidualNode(path, key, "residual", x, y, body=body, shortcut=shortcut, post=post)
 
     def projection(self, x: TensorInfo, y: TensorInfo, path: str, key: str) -> SequenceNode:
-        """ResNet's projection shortcut for images (1x1 conv with the spatial stride + batchnorm);
-        a dense layer over the last axis for vectors and sequences."""
+        """ResNet's projection shortcut for images (1x1 conv with the spatial stride + batchnorm),
+        its 1-D analogue when a (channels, length) input changes channels, and a dense layer over
+        the last axis for vectors and (time, features) sequences."""
         if x.dtype != "float":
             raise ShapeError(f"(residual) cannot project integer ids {fmt_shape(x.shape)}: put the embedding "
                              "before the residual", path)
@@ -348,6 +349,10 @@ class _Parser:
                                  "the spatial size can only shrink by an integer stride", path)
             items: list[Any] = [{"conv2d": {"filters": y.shape[0], "kernel_size": 1, "strides": strides,
                                             "use_bias": False}}, "batchnorm"]
+        elif x.rank == 2 and y.rank == 2 and x.shape[0] != y.shape[0] and _stride_for(x.shape[1], y.shape[1]):
+            # (channels, length) from conv1d layers: the 1-D analogue of ResNet's projection
+            items = [{"conv1d": {"filters": y.shape[0], "kernel_size": 1,
+                                 "strides": _stride_for(x.shape[1], y.shape[1]), "use_bias": False}}, "batchnorm"]
         elif x.rank in (1, 2) and x.rank == y.rank and x.shape[:-1] == y.shape[:-1]:
             items = [{"dense": {"units": y.shape[-1]}}]
         else:
@@ -483,6 +488,9 @@ def merge_shapes(merge: Merge, infos: list[TensorInfo], names: list[str], path: 
     listing = ", ".join(f"{n} {fmt_shape(i.shape)}" for n, i in zip(names, infos, strict=True))
     if len({i.dtype for i in infos}) > 1:
         raise ShapeError(f"(merge {merge.kind}) mixes integer ids and real values: {listing}", path)
+    if merge.kind == "mean" and infos[0].dtype == "long":
+        raise ShapeError(f"(merge mean) cannot average integer ids: {listing}; add 'embedding' to each "
+                         "branch first, or use merge: concat, add or max", path)
     first = infos[0].shape
     if merge.kind != "concat":
         if any(i.shape != first for i in infos):
@@ -573,8 +581,8 @@ def weight_shape(node: LayerNode, path: str) -> tuple[int, ...]:
     with torch.device("meta"):
         module = node.layer_type.module(node.params, node.input)
     weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        raise SpecError(f"a {node.kind} layer has no weight to tie", path)
+    if not isinstance(weight, torch.nn.Parameter):  # e.g. a sinusoidal table is a fixed buffer, not a weight
+        raise SpecError(f"{node.path} ({node.kind}) has no trainable weight to tie", path)
     return tuple(weight.shape)
 
 

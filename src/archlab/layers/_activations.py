@@ -7,6 +7,8 @@ from typing import Literal
 
 from torch import nn
 
+from archlab.exceptions import ShapeError
+
 from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, register_layer
 
 __all__ = ["ACTIVATIONS", "ActivationName", "activation_flops", "make_activation"]
@@ -68,6 +70,12 @@ for _name in ("relu", "tanh", "sigmoid", "silu"):
 @register_layer("softmax")
 class Softmax(_Elementwise):
     summary = "softmax over the last axis"
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        if x.rank == 0:  # the last axis of a (batch,) tensor is the batch: it would mix samples
+            raise ShapeError("needs at least one axis but receives a scalar (): add 'reshape: {shape: [1]}' "
+                             "before it")
+        return x
 
 
 @register_layer("gelu")

@@ -22,5 +22,6 @@ def as_tuple(value: int | list[int], dims: int, what: str) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * dims
     if len(value) != dims:
-        raise SpecError(f"{what} needs 1 or {dims} values for a {dims}-D layer, got {value}")
+        needs = "an integer" + (f" or a list of {dims}" if dims > 1 else "")
+        raise SpecError(f"'{what}' needs {needs} for a {dims}-D layer, got {value}", what)
     return tuple(value)

@@ -158,7 +158,7 @@ class _PoolLayer(LayerType):
         s = as_tuple(p.strides, self.dims, "strides") if p.strides is not None else k
         pad = as_tuple(p.padding, self.dims, "padding")
         if any(2 * q > ki for q, ki in zip(pad, k, strict=True)):
-            raise SpecError(f"padding {list(pad)} must be at most half of pool_size {list(k)}")
+            raise SpecError(f"padding {list(pad)} must be at most half of pool_size {list(k)}", "padding")
         return k, s, pad
 
     def output(self, p: PoolParams, x: TensorInfo) -> TensorInfo:

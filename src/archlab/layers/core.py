@@ -81,7 +81,7 @@ class FlattenLayer(_Reshaping):
         return TensorInfo((x.numel,), x.dtype)
 
     def module(self, p: NoParams, x: TensorInfo) -> nn.Module:
-        return nn.Flatten()
+        return nn.Flatten() if x.rank else Reshape((1,))  # nn.Flatten needs a (batch, ...) axis to start at
 
 
 class ReshapeParams(LayerParams):

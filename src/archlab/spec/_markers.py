@@ -51,10 +51,11 @@ def parse_marker(value: dict, path: str = "") -> Marker:
     if len(kinds) > 1:
         raise SpecError(f"a search marker has one of choice/int/float, found {', '.join(kinds)}", path)
     kind = kinds[0]
+    a_kind = f"an {kind}" if kind == "int" else f"a {kind}"
     for key in value:
         if key != kind and key not in _OPTIONS[kind]:
             allowed = sorted(_OPTIONS[kind]) or ["no options"]
-            raise SpecError(f"unknown key '{key}' in a {kind} marker{suggest(key, _OPTIONS[kind])} "
+            raise SpecError(f"unknown key '{key}' in {a_kind} marker{suggest(key, _OPTIONS[kind])} "
                             f"(allowed beside '{kind}': {', '.join(allowed)})", path)
     raw = value[kind]
     if kind == "choice":
@@ -70,14 +71,14 @@ def parse_marker(value: dict, path: str = "") -> Marker:
         raise SpecError(f"{{{kind}: [{low}, {high}]}} has low > high: write [{high}, {low}]", path)
     log = value.get("log", False)
     if not isinstance(log, bool):
-        raise SpecError(f"'log' in a {kind} marker must be true or false, got {log!r}", path)
+        raise SpecError(f"'log' in {a_kind} marker must be true or false, got {log!r}", path)
     if log and low <= 0:
         raise SpecError(f"a log-scaled {kind} marker needs low > 0, got {low}", path)
     step = value.get("step")
     if step is not None and (not isinstance(step, number) or isinstance(step, bool) or step <= 0):
-        raise SpecError(f"'step' in a {kind} marker must be a positive {kind}, got {step!r}", path)
+        raise SpecError(f"'step' in {a_kind} marker must be a positive {kind}, got {step!r}", path)
     if step is not None and log:
-        raise SpecError(f"a {kind} marker cannot have both 'step' and 'log: true'", path)
+        raise SpecError(f"{a_kind} marker cannot have both 'step' and 'log: true'", path)
     return Marker(kind, (low, high), step, log)
 
 
