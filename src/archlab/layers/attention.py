@@ -119,6 +119,11 @@ def _attention_cost(t: int, s: int, d: int, heads: int) -> Cost:
     return Cost(macs, 2 * macs + 4 * heads * t * s)  # + scaling and softmax (3) per score
 
 
+def _attention_params(d: int) -> int:
+    """Query, key, value and output projections, each d x d with a bias."""
+    return 4 * d * d + 4 * d
+
+
 def _attention_saved(t: int, s: int, d: int, heads: int) -> int:
     return 3 * t * d + 2 * s * d + heads * t * s  # input, q, k, v, probabilities, context
 
@@ -150,8 +155,7 @@ class MultiHeadAttentionLayer(LayerType):
         return _attention_cost(t, t, d, p.num_heads)
 
     def count_params(self, p, x: TensorInfo) -> int:
-        d = x.shape[1]
-        return 4 * d * d + 4 * d
+        return _attention_params(x.shape[1])
 
     def saved_elements(self, p, x: TensorInfo, y: TensorInfo) -> int:
         t, d = x.shape
@@ -188,7 +192,7 @@ class TransformerEncoderLayerType(LayerType):
 
     def count_params(self, p: TransformerParams, x: TensorInfo) -> int:
         d = x.shape[1]
-        return (4 * d * d + 4 * d) + (2 * d * p.ff_dim + p.ff_dim + d) + 4 * d
+        return _attention_params(d) + (2 * d * p.ff_dim + p.ff_dim + d) + 4 * d
 
     def saved_elements(self, p: TransformerParams, x: TensorInfo, y: TensorInfo) -> int:
         t, d = x.shape
@@ -222,7 +226,7 @@ class TransformerDecoderLayerType(LayerType):
 
     def count_params(self, p: TransformerParams, xs) -> int:
         d = xs[0].shape[1]
-        return 2 * (4 * d * d + 4 * d) + (2 * d * p.ff_dim + p.ff_dim + d) + 6 * d
+        return 2 * _attention_params(d) + (2 * d * p.ff_dim + p.ff_dim + d) + 6 * d
 
     def saved_elements(self, p: TransformerParams, xs, y: TensorInfo) -> int:
         (t, d), (s, _) = xs[0].shape, xs[1].shape
