@@ -218,3 +218,12 @@ def test_cli_summary_json_of_the_seed(capsys):
     assert data["flops_per_batch"] == 128 * data["flops"]
     assert [r["type"] for r in data["layers"]] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten",
                                                    "dense", "dense"]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_cli_summary_prints_every_example(name, capsys):
+    from archlab.cli import run
+
+    assert run(["summary", path(name), "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{PINNED[name]:,}" in out  # the pinned total, as the table prints it
