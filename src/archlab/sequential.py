@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
+
+import numpy as np
 
 from .analysis import Analysis, analyze
 from .builder import ArchlabModel, build
@@ -13,6 +16,15 @@ from .layers._keras import Input, _items
 from .spec import Spec
 
 __all__ = ["Sequential"]
+
+# Keras loss and metric names -> archlab's
+_LOSSES = {"categorical_crossentropy": "cross_entropy", "sparse_categorical_crossentropy": "cross_entropy",
+           "cross_entropy": "cross_entropy", "binary_crossentropy": "binary_cross_entropy",
+           "binary_cross_entropy": "binary_cross_entropy", "mse": "mse", "mean_squared_error": "mse"}
+_METRICS = {"accuracy": "accuracy", "acc": "accuracy", "sparse_categorical_accuracy": "accuracy",
+            "categorical_accuracy": "accuracy", "top_k_categorical_accuracy": "top_k_accuracy",
+            "sparse_top_k_categorical_accuracy": "top_k_accuracy", "macro_f1": "macro_f1", "mse": "mse",
+            "mae": "mae", "top_k_accuracy": "top_k_accuracy"}
 
 
 class Sequential:
@@ -82,3 +94,89 @@ class Sequential:
     def summary(self, batch_size: int = 1, depth: int | None = 3) -> str:
         """The capacity table as text (Keras prints it; print this)."""
         return self.analyze(batch_size).summary(depth)
+
+    # -- Keras-style training on archlab's engine -------------------------------------------
+    def compile(self, optimizer: str | dict = "adam", loss: str = "sparse_categorical_crossentropy",
+                metrics: list[str] | None = None, **recipe: Any) -> None:
+        """Choose optimizer, loss and metrics, as in Keras; other keywords are recipe fields
+        (schedule, grad_clip, init, seed, ...). The model's weights are created here."""
+        from .training import prepare_model, resolve_recipe
+
+        if loss not in _LOSSES:
+            raise SpecError(f"unknown loss {loss!r}; known: {', '.join(_LOSSES)}")
+        names = []
+        for metric in metrics or []:
+            if metric not in _METRICS:
+                raise SpecError(f"unknown metric {metric!r}; known: {', '.join(_METRICS)}")
+            names.append(_METRICS[metric])
+        self._loss = _LOSSES[loss]
+        self._one_hot = loss in ("categorical_crossentropy",)
+        self._recipe = resolve_recipe({"optimizer": optimizer, "loss": self._loss, "metrics": names, **recipe})
+        self.model_, self._head = prepare_model(self.to_spec(), self._recipe, self._loss)
+
+    def _engine(self, recipe: Any = None, run_dir: Any = None, verbose: int = 0):
+        from .training import Engine
+
+        if not hasattr(self, "model_"):
+            raise SpecError("call compile() before fit(), evaluate() or predict(), as in Keras")
+        return Engine(self.model_, recipe or self._recipe, self._loss, run_dir=run_dir, verbose=verbose,
+                      output_activation=self._head)
+
+    def _targets(self, y: Any):
+        import torch
+
+        y = np.asarray(y)
+        if self._one_hot and y.ndim == 2:
+            y = y.argmax(axis=1)  # categorical_crossentropy takes one-hot targets
+        return torch.from_numpy(y.astype(np.int64 if self._loss == "cross_entropy" else np.float32))
+
+    @staticmethod
+    def _inputs(x: Any):
+        import torch
+
+        x = np.asarray(x)
+        return torch.from_numpy(x if x.dtype == np.int64 else x.astype(np.float32))
+
+    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
+            validation_data: tuple | None = None, shuffle: bool = True, verbose: int = 1, seed: int | None = None,
+            out: str | None = "runs", **recipe: Any) -> Any:
+        """Train on arrays, as Keras' ``fit``; returns a History whose ``history`` maps metric names
+        (``loss``, ``accuracy``, ``val_loss``, ...) to per-epoch lists. Like every archlab training
+        it records a run directory under ``out`` (``history.run_dir``); ``out=None`` records nothing.
+        Calling fit again continues from the current weights with a fresh optimizer."""
+        from .training import finish_run, start_run
+
+        engine = self._engine()
+        updates = {"epochs": epochs, "batch_size": batch_size, "validation_split": validation_split,
+                   "shuffle": shuffle, **recipe}
+        if seed is not None:
+            updates["seed"] = seed
+        run_recipe = engine.recipe.model_validate({**engine.recipe.model_dump(), **updates})
+        spec = self.to_spec()
+        run_dir = start_run(spec, run_recipe, out) if out is not None else None
+        engine = self._engine(run_recipe, run_dir, verbose)
+        xt, yt = self._inputs(x), self._targets(y)
+        if validation_data is not None:
+            xv, yv = self._inputs(validation_data[0]), self._targets(validation_data[1])
+        else:  # Keras: the last fraction of the data, before shuffling
+            cut = int(len(xt) * (1 - validation_split))
+            xt, yt, xv, yv = xt[:cut], yt[:cut], xt[cut:], yt[cut:]
+        began = time.perf_counter()
+        history = engine.fit(xt, yt, xv, yv)
+        finish_run(run_dir, spec, engine, history, time.perf_counter() - began, data="arrays", source="fit()",
+                   test_metrics={}, classes=None,
+                   sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": 0})
+        return history
+
+    def evaluate(self, x: Any, y: Any, return_dict: bool = False) -> list[float] | dict[str, float] | float:
+        """Loss and the compiled metrics, as Keras returns them: a float when there are no metrics,
+        else [loss, metric, ...]; or a dict with return_dict=True."""
+        metrics, _ = self._engine().evaluate(self._inputs(x), self._targets(y))
+        if return_dict:
+            return metrics
+        values = list(metrics.values())
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The model's outputs, final activation included (class probabilities after a softmax)."""
+        return self._engine().predict(self._inputs(x)).cpu().numpy()

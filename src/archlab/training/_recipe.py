@@ -1,0 +1,140 @@
+"""The training recipe: the ``train:`` section of a spec, validated, with CLI overrides."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from archlab.exceptions import SpecError, suggest
+
+__all__ = ["EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig", "resolve_recipe"]
+
+PosFloat = Annotated[float, Field(gt=0)]
+METRICS = ("accuracy", "top_k_accuracy", "macro_f1", "loss", "mse", "mae")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(_Config):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PosFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+
+
+class ScheduleConfig(_Config):
+    """Learning-rate schedule. step: multiply by gamma every step_size epochs; cosine: anneal to
+    min_lr over the run; one_cycle: warm up to max_lr (default 10 x lr) then anneal (Smith 2018)."""
+
+    name: Literal["none", "step", "cosine", "one_cycle"] = "none"
+    step_size: Annotated[int, Field(ge=1)] = 1
+    gamma: PosFloat = 0.1
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    max_lr: PosFloat | None = None
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25
+
+
+class EarlyStoppingConfig(_Config):
+    monitor: str = "val_loss"
+    patience: Annotated[int, Field(ge=0)] = 3
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best: bool = True
+
+
+class Recipe(_Config):
+    """How to train a spec. Defaults are the seed example's recipe (Keras' fit defaults)."""
+
+    data: str | None = None
+    epochs: Annotated[int, Field(ge=1)] = 10
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: Literal["auto", "cross_entropy", "binary_cross_entropy", "mse"] = "auto"
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    top_k: Annotated[int, Field(ge=1)] = 5
+    #: Keras' meaning: the last fraction of the training data, taken before shuffling.
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    validation: Literal["last", "stratified"] = "last"
+    shuffle: bool = True
+    grad_clip: PosFloat | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: torch: PyTorch's default initialisation; glorot: Keras' (Glorot-uniform weights, zero biases).
+    init: Literal["torch", "glorot"] = "torch"
+    #: shift: random translations of up to 2 pixels (images only), a light augmentation.
+    augment: Literal["none", "shift"] = "none"
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_by_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_by_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else ({"name": "none"} if value is None else value)
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_flag(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric '{name}'{suggest(name, METRICS)} (known: {', '.join(METRICS)})")
+        return value
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
+    """The spec's ``train:`` section with command-line overrides (None means: not given).
+
+    ``lr`` overrides ``optimizer.lr``. Errors are SpecErrors with the ``train.`` path.
+
+    Example:
+        >>> resolve_recipe({"epochs": 3, "optimizer": "sgd"}, lr=0.1).optimizer.lr
+        0.1
+    """
+    data = dict(train_section or {})
+    lr = overrides.pop("lr", None)
+    if isinstance(data.get("optimizer"), str):
+        data["optimizer"] = {"name": data["optimizer"]}
+    if lr is not None:
+        data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
+    data = _merge(data, overrides)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            keys = list(Recipe.model_fields)
+            key = str(err["loc"][-1])
+            msg = f"unknown key '{key}'{suggest(key, keys)} (train takes: {', '.join(keys)})"
+        else:
+            msg = f"{msg[0].lower()}{msg[1:]}; got {err.get('input')!r}"
+        raise SpecError(msg, f"train.{loc}" if loc else "train") from None
