@@ -123,6 +123,16 @@ def glorot_init(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def _format(key: str, value: Any) -> str:
+    if key == "seconds":
+        return f"{value:.2f}s"
+    if key == "samples_per_s":
+        return f"{value:,.0f} samples/s"
+    if key == "lr":
+        return f"lr {value:.3g}"
+    return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+
+
 class _Progress:
     """A Rich progress bar per epoch (verbose=1), one log line per epoch (verbose=2), or nothing."""
 
@@ -145,8 +155,7 @@ class _Progress:
             self.bar.update(self.task, completed=step, stats=stats)
 
     def end_epoch(self, epoch: int, row: dict) -> None:
-        line = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                         if k not in ("epoch",))
+        line = "  ".join(_format(k, v) for k, v in row.items() if k != "epoch")
         if self.bar is not None:
             self.bar.update(self.task, completed=self.steps, stats=line)
         elif self.verbose == 2:

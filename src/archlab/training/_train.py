@@ -205,7 +205,10 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
     began = time.perf_counter()
     history = engine.fit(xt, yt, xv, yv, resume=resume is not None)
     wall = time.perf_counter() - began
-    test_metrics, _ = engine.evaluate(*_tensors(dataset.x_test, dataset.y_test, loss))
+    x_test, y_test = _tensors(dataset.x_test, dataset.y_test, loss)
+    test_metrics, test_out = engine.evaluate(x_test, y_test)
+    if run_dir is not None:
+        _record_evaluation(run_dir, spec.name, dataset, "test", "final", test_metrics, test_out, y_test, loss)
     summary = finish_run(run_dir, spec, engine, history, wall, data=dataset.name, source=dataset.source,
                          test_metrics=test_metrics, classes=dataset.classes,
                          sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)})
@@ -255,14 +258,20 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
     xt, yt = _tensors(x, y, loss)
     metrics, out = engine.evaluate(xt, yt)
+    return _record_evaluation(run_dir, spec.name, dataset, split, weights, metrics, out, yt, loss)
+
+
+def _record_evaluation(run_dir: Path, name: str, dataset: Any, split: str, weights: str, metrics: dict,
+                       out: torch.Tensor, y: torch.Tensor, loss: str) -> dict[str, Any]:
+    """evaluation-<split>.json, and for classification the confusion matrix as JSON and PNG."""
     result: dict[str, Any] = {"run": str(run_dir), "data": dataset.name, "split": split, "weights": weights,
-                              "samples": len(x), "metrics": metrics}
+                              "samples": len(y), "metrics": metrics}
     if loss == "cross_entropy":
-        cm = confusion_matrix(out.argmax(dim=1), yt.to(out.device), dataset.num_classes).cpu()
+        cm = confusion_matrix(out.argmax(dim=1), y.to(out.device), dataset.num_classes).cpu()
         result["classes"] = list(dataset.classes)
         result["confusion_matrix"] = cm.tolist()
         _plot_confusion(cm.numpy(), list(dataset.classes), run_dir / f"confusion-{split}.png",
-                        f"{spec.name}: {dataset.name} {split}, accuracy {metrics['accuracy']:.4f}")
+                        f"{name}: {dataset.name} {split}, accuracy {metrics['accuracy']:.4f}")
     atomic_write_text(run_dir / f"evaluation-{split}.json", json.dumps(result, indent=2))
     return result
 
