@@ -41,6 +41,7 @@ PINNED = {
     "inception": 29_870,
     "rnn-attention-text": 652_676,
     "fusion": 57_882,
+    "digits-cnn": 43_050,
     "gpt3-175b": GPT3_PARAMS,
 }
 LARGE = {"gpt2-small", "gpt3-175b"}  # built on the meta device only

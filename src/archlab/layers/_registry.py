@@ -158,6 +158,11 @@ class LayerType:
         """Parameter count by arithmetic; None means: count the module built on the meta device."""
         return None
 
+    def weight_shape(self, p: Any, x: Any) -> tuple[int, ...] | None:
+        """Shape of the trainable ``weight`` a ``tie`` shares; None means: read it off the module
+        built on the meta device."""
+        return None
+
     def count_buffers(self, p: Any, x: Any) -> int:
         """Elements of persistent buffers (BatchNorm running statistics); 0 by default."""
         return 0

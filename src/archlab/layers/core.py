@@ -56,6 +56,9 @@ class DenseLayer(LayerType):
     def count_params(self, p: DenseParams, x: TensorInfo) -> int:
         return x.shape[-1] * p.units + (p.units if p.use_bias else 0)
 
+    def weight_shape(self, p: DenseParams, x: TensorInfo) -> tuple[int, ...]:
+        return (p.units, x.shape[-1])  # torch's Linear layout: (out, in)
+
     def module(self, p: DenseParams, x: TensorInfo) -> nn.Module:
         return Dense(x.shape[-1], p.units, p.activation, p.use_bias)
 
@@ -219,6 +222,9 @@ class EmbeddingLayer(LayerType):
 
     def count_params(self, p: EmbeddingParams, x) -> int:
         return p.input_dim * p.output_dim
+
+    def weight_shape(self, p: EmbeddingParams, x) -> tuple[int, ...]:
+        return (p.input_dim, p.output_dim)
 
     def module(self, p: EmbeddingParams, x: TensorInfo) -> nn.Module:
         return nn.Embedding(p.input_dim, p.output_dim)

@@ -1,0 +1,172 @@
+"""The Dataset every source returns, DataError, and the helpers sources share.
+
+Sources differ in where their bytes come from, but they all hand the training engine the same
+thing: float32 inputs (channels first), integer class ids or float targets, and a fixed
+train/test split. Keeping the split and the label encoding here means a CSV file, an .npz
+archive and a built-in dataset are split and encoded the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from archlab.exceptions import ArchlabError
+
+__all__ = ["TEST_SIZE", "SPLIT_SEED", "DataError", "Dataset", "Task", "encode_labels", "split_train_test"]
+
+logger = logging.getLogger("archlab")
+
+Task = Literal["classification", "regression"]
+#: Fraction of the samples held out as the test set when a source has no test split of its own.
+TEST_SIZE = 0.2
+#: ``random_state`` of that split, fixed so the same file always gives the same split.
+SPLIT_SEED = 0
+
+
+class DataError(ArchlabError, ValueError):
+    """A dataset cannot be found, read or trusted: unknown name, missing or corrupt file, bad cell.
+
+    Attributes:
+        path: the file or folder the error is about, or ``None`` when it is about no single file.
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(message)
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset split into train and test arrays, ready for the training engine.
+
+    Inputs are float32 and channels first, ``(N, *input_shape)``: MNIST is ``(60000, 1, 28, 28)``
+    scaled to [0, 1], a table is ``(N, features)``. Targets are int64 class ids (indices into
+    ``classes``) for classification and float32 for regression.
+
+    Attributes:
+        name: the name it was loaded by, e.g. ``"mnist"`` or ``"csv:iris.csv"``.
+        x_train: training inputs, float32 ``(N, *input_shape)``.
+        y_train: training targets, int64 ``(N,)`` or float32 ``(N,)`` / ``(N, k)``.
+        x_test: test inputs, float32 ``(M, *input_shape)``.
+        y_test: test targets, as ``y_train``.
+        task: ``"classification"`` or ``"regression"``.
+        classes: class names in id order, e.g. ``("0", ..., "9")``; ``None`` for regression.
+        source: where the data was read from (a path), for run records.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = Dataset("toy", np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]),
+        ...              np.zeros((2, 3), np.float32), np.array([0, 1]), "classification", ("no", "yes"), "memory")
+        >>> ds.input_shape, ds.num_classes
+        ((3,), 2)
+        >>> ds.describe()
+        'toy: classification, input (3,), 4 train / 2 test samples, 2 classes: no, yes'
+    """
+
+    name: str
+    x_train: np.ndarray = field(repr=False)
+    y_train: np.ndarray = field(repr=False)
+    x_test: np.ndarray = field(repr=False)
+    y_test: np.ndarray = field(repr=False)
+    task: Task
+    classes: tuple[str, ...] | None
+    source: str
+
+    def __post_init__(self) -> None:
+        # A source that hands the engine inconsistent arrays is a bug there; say so here, not
+        # later as a shape error deep inside a training step.
+        where = f"dataset {self.name!r}"
+        if self.task not in ("classification", "regression"):
+            raise DataError(f"{where}: task is 'classification' or 'regression', got {self.task!r}")
+        if (self.task == "classification") != (self.classes is not None):
+            raise DataError(f"{where}: a classification dataset has class names and a regression one has "
+                            f"classes=None; got task={self.task!r}, classes={self.classes!r}")
+        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+                raise DataError(f"{where}: x_{split} and y_{split} must be numpy arrays, got "
+                                f"{type(x).__name__} and {type(y).__name__}")
+            if x.ndim < 2 or len(x) != len(y):
+                raise DataError(f"{where}: x_{split} {_fmt_shape(x.shape)} and y_{split} {_fmt_shape(y.shape)} "
+                                "must be (N, *input_shape) and (N, ...) with the same N")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(f"{where}: x_train {_fmt_shape(self.x_train.shape)} and x_test "
+                            f"{_fmt_shape(self.x_test.shape)} must have the same input shape")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input without the batch dimension, as a spec's ``input`` gives it."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes; ``None`` for regression."""
+        return None if self.classes is None else len(self.classes)
+
+    def describe(self) -> str:
+        """One line for logs and run records: name, task, shapes, counts, classes."""
+        text = (f"{self.name}: {self.task}, input {_fmt_shape(self.input_shape)}, "
+                f"{len(self.x_train)} train / {len(self.x_test)} test samples")
+        if self.classes is not None:
+            shown = list(self.classes) if len(self.classes) <= 12 else [*self.classes[:5], "...", *self.classes[-2:]]
+            text += f", {len(self.classes)} classes: " + ", ".join(shown)
+        elif self.y_train.ndim > 1:
+            text += f", {self.y_train.shape[1]} targets"
+        return text
+
+    def __repr__(self) -> str:
+        return (f"Dataset(name={self.name!r}, task={self.task!r}, input_shape={self.input_shape}, "
+                f"train={len(self.x_train)}, test={len(self.x_test)}, source={self.source!r})")
+
+
+def encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map labels to class ids 0..k-1 in sorted order and name the classes.
+
+    Numbers sort numerically (so ``10`` comes after ``9``) and whole numbers are named without
+    a decimal point (``2.0`` is class ``"2"``); text sorts as text.
+
+    Example:
+        >>> ids, classes = encode_labels(np.array([10, 2, 9, 2]))
+        >>> ids.tolist(), classes
+        ([2, 0, 1, 0], ('2', '9', '10'))
+    """
+    values = np.asarray(values)
+    uniques, ids = np.unique(values, return_inverse=True)
+    if uniques.dtype.kind in "iub":
+        names = tuple(str(int(v)) for v in uniques)
+    elif uniques.dtype.kind == "f":
+        names = tuple(str(int(v)) if float(v).is_integer() else repr(float(v)) for v in uniques)
+    else:
+        names = tuple(str(v) for v in uniques)
+    return ids.reshape(-1).astype(np.int64), names
+
+
+def split_train_test(x: np.ndarray, y: np.ndarray, *, stratify: bool,
+                     where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out 20% as the test set with scikit-learn's ``train_test_split(random_state=0)``.
+
+    The split is fixed so that every run on the same file trains and tests on the same samples.
+    Classification splits are stratified (each class keeps its share in both parts); when a
+    class is too small for that, the split falls back to a plain shuffled one and says so.
+
+    Returns:
+        ``x_train, x_test, y_train, y_test``, as ``train_test_split`` orders them.
+    """
+    from sklearn.model_selection import train_test_split  # scikit-learn is slow to import
+
+    if len(x) < 2:
+        raise DataError(f"{where}: needs at least 2 samples to split into train and test, got {len(x)}; "
+                        "add samples, or give the test set yourself (x_test, y_test in an .npz)", where)
+    if stratify:
+        try:
+            return train_test_split(x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=y)
+        except ValueError as exc:  # a class with one sample, or fewer test samples than classes
+            logger.warning("%s: cannot stratify the train/test split (%s); using a plain shuffled split", where, exc)
+    return train_test_split(x, y, test_size=TEST_SIZE, random_state=SPLIT_SEED)

@@ -1,0 +1,271 @@
+"""A user's own data as a file: ``csv:PATH`` (a table) and ``npz:PATH`` (numpy arrays).
+
+Both take options after a ``?``: ``target=COL`` picks the target column of a CSV file, and
+``task=classification|regression`` overrides the guess made from the target values (whole
+numbers and text mean classes, other numbers a regression target). Files without a test
+split get the same fixed 80/20 split as every other source.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from archlab.exceptions import suggest
+
+from ._dataset import DataError, Dataset, Task, encode_labels, split_train_test
+from ._registry import DatasetRequest, register_dataset
+
+__all__ = ["TARGET_NAMES", "load_csv", "load_npz"]
+
+#: Column names taken as the target when none is given, in this order (case does not matter).
+TARGET_NAMES = ("target", "label", "y", "class")
+_TASKS = ("classification", "regression")
+
+
+def _split_options(request: DatasetRequest, known: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``"a.csv?target=y&task=regression"`` -> ``("a.csv", {"target": "y", "task": "regression"})``."""
+    text = request.argument or ""
+    path, mark, query = text.rpartition("?")
+    if not mark or "=" not in query:  # no options; a '?' that is part of the file name stays in it
+        return text, {}
+    options: dict[str, str] = {}
+    for item in query.split("&"):
+        key, equals, value = item.partition("=")
+        if key not in known or not equals or not value:
+            hint = suggest(key, known) if key not in known else ""
+            raise DataError(f"dataset {request.name!r}: bad option {item!r}{hint}; options are "
+                            + ", ".join(f"{k}=..." for k in known) + f", e.g. '{request.source}:{path}?"
+                            f"{known[0]}=...'")
+        options[key] = value
+    task = options.get("task")
+    if task is not None and task not in _TASKS:
+        raise DataError(f"dataset {request.name!r}: task is 'classification' or 'regression', got {task!r}"
+                        f"{suggest(task, _TASKS)}")
+    return path, options
+
+
+def _resolve(path_text: str, request: DatasetRequest) -> Path:
+    """The file, as given (relative to the working folder), else under ``data_dir``."""
+    path = Path(path_text).expanduser()
+    candidates = [path]
+    if not path.is_absolute() and request.data_dir is not None:
+        candidates.append(request.data_dir / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " and ".join(str(c.resolve()) for c in candidates)
+    raise DataError(f"dataset {request.name!r}: file not found: looked for {looked}; give an existing path "
+                    f"('{request.source}:path/to/file'), absolute or relative to the working folder"
+                    + (" or to data_dir" if request.data_dir is not None else ""), path)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_float(cells: list[list[str]], lines: list[int], names: list[str], path: Path, what: str) -> np.ndarray:
+    """Parse a table of text cells as float64, or name the first cell that is not a finite number."""
+    try:
+        values = np.array(cells, dtype=np.float64)
+    except ValueError:
+        # The fast path above does not say where; find the first bad cell.
+        for i, row in enumerate(cells):
+            for j, cell in enumerate(row):
+                if not _is_number(cell):
+                    problem = ("is empty (a missing value); fill or drop missing values" if not cell else
+                               f"{cell!r} is not a number; encode text {what}s as numbers or drop the column")
+                    raise DataError(f"{path}, line {lines[i]}, column {names[j]!r}: {problem}", path) from None
+        raise
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{path}, line {lines[i]}, column {names[j]!r}: {cells[i][j]!r} is not a finite number; "
+                        f"replace NaN/inf {what}s", path)
+    return values
+
+
+def _targets(raw: np.ndarray | list[str], task: str | None, where: str, path: Path
+             ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+    """Class ids and names, or float32 regression targets, from the target values."""
+    values = np.asarray(raw)
+    if values.dtype.kind == "S":  # bytes from np.savez of byte strings: name classes by their text
+        values = values.astype(str)
+    numeric = values.dtype.kind in "biuf"
+    if task is None:
+        # A float column holding only whole numbers (1.0, 2.0) is still class ids.
+        task = "classification" if not numeric or values.dtype.kind in "biu" or \
+            bool(np.all(np.mod(values, 1) == 0)) else "regression"
+    if task == "regression":
+        if not numeric:
+            raise DataError(f"{where}: a regression target must be numeric, got text such as "
+                            f"{str(values.flat[0])!r}; drop task=regression to treat it as class names", path)
+        return values.astype(np.float32), "regression", None
+    ids, classes = encode_labels(values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values)
+    return ids, "classification", classes
+
+
+@register_dataset("csv", argument="PATH")
+def load_csv(request: DatasetRequest) -> Dataset:
+    """A table: numeric feature columns plus one target column; x (N, F) float32.
+
+    The first row is a header when any of its cells is not a number (else columns are named
+    0, 1, ...). The target is the column given by ``?target=`` (a name or a 0-based index), else
+    the first column named target, label, y or class, else the last column. ``.tsv`` files are
+    tab-separated, and ``.gz`` files are read through gzip.
+    """
+    path_text, options = _split_options(request, ("target", "task"))
+    path = _resolve(path_text, request)
+    compressed = path.suffix == ".gz"
+    delimiter = "\t" if Path(path.stem if compressed else path.name).suffix == ".tsv" else ","
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if compressed
+              else open(path, encoding="utf-8-sig", newline="")) as file:
+            reader = csv.reader(file, delimiter=delimiter)
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append([cell.strip() for cell in row])
+                    lines.append(reader.line_num)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot be read as a CSV file ({exc}); save it as UTF-8 text with "
+                        f"'{delimiter}' between cells" + (" (gzip-compressed)" if compressed else ""), path) from None
+    if not rows:
+        raise DataError(f"{path}: is empty; a CSV dataset needs feature columns and a target column", path)
+    has_header = not all(_is_number(cell) for cell in rows[0])
+    names = rows[0] if has_header else [str(j) for j in range(len(rows[0]))]
+    if has_header:
+        rows, lines = rows[1:], lines[1:]
+    width = len(names)
+    if width < 2:
+        raise DataError(f"{path}: has {width} column; a CSV dataset needs at least one feature column and a "
+                        "target column", path)
+    for line, row in zip(lines, rows, strict=True):
+        if len(row) != width:
+            raise DataError(f"{path}, line {line}: has {len(row)} cells, but the "
+                            f"{'header' if has_header else 'first row'} has {width}; every row needs one cell "
+                            "per column", path)
+    if not rows:
+        raise DataError(f"{path}: has a header but no data rows", path)
+
+    wanted = options.get("target")
+    lowered = [n.lower() for n in names]
+    if wanted is not None:
+        if wanted in names:
+            target = names.index(wanted)
+        elif wanted.lstrip("-").isdigit() and -width <= int(wanted) < width:
+            target = int(wanted) % width
+        else:
+            raise DataError(f"dataset {request.name!r}: no column {wanted!r} in {path}{suggest(wanted, names)}; "
+                            f"columns: {', '.join(names)} (or a 0-based index below {width})", path)
+    else:
+        target = next((lowered.index(n) for n in TARGET_NAMES if n in lowered), width - 1)
+    feature_cols = [j for j in range(width) if j != target]
+    x = _to_float([[row[j] for j in feature_cols] for row in rows], lines, [names[j] for j in feature_cols],
+                  path, "feature")
+
+    column = [row[target] for row in rows]
+    where = f"{path}, column {names[target]!r}"
+    for line, cell in zip(lines, column, strict=True):
+        if not cell:
+            raise DataError(f"{path}, line {line}, column {names[target]!r}: the target is empty; "
+                            "fill or drop rows without a target", path)
+    raw: np.ndarray | list[str] = column
+    if all(_is_number(cell) for cell in column):
+        raw = _to_float([[c] for c in column], lines, [names[target]], path, "target")[:, 0]
+    y, task, classes = _targets(raw, options.get("task"), where, path)
+    stratify = task == "classification"
+    x_train, x_test, y_train, y_test = split_train_test(x.astype(np.float32), y, stratify=stratify,
+                                                        where=f"dataset {request.name!r}")
+    return Dataset(request.name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()))
+
+
+def _array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:  # object arrays need pickle, which a data file must never run
+        raise DataError(f"{path}: array {key!r} cannot be read without pickle ({exc}); save it as a "
+                        "numeric array (e.g. arr.astype(np.float32))", path) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: array {key!r} is damaged ({exc})", path) from None
+
+
+def _inputs(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{path}: array {key!r} has dtype {x.dtype}; inputs must be numbers", path)
+    if x.ndim == 0:
+        raise DataError(f"{path}: array {key!r} is a scalar; inputs are (N, *input_shape)", path)
+    x = x.reshape(len(x), 1) if x.ndim == 1 else x  # (N,) -> (N, 1): one feature per sample
+    x = x.astype(np.float32)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise DataError(f"{path}: array {key!r} holds {x[index]} at index {index}; inputs must be finite", path)
+    return x
+
+
+@register_dataset("npz", argument="PATH")
+def load_npz(request: DatasetRequest) -> Dataset:
+    """Arrays ``x`` and ``y``, and optionally ``x_test`` and ``y_test``, from ``np.savez``.
+
+    Inputs keep their shape after the sample axis and become float32 (a 1-D ``x`` is one feature
+    per sample). Integer, boolean and text ``y`` are classes (ids follow the sorted values); float
+    ``y`` is a regression target unless ``?task=classification``. Without a test split, 20% is
+    held out (stratified for classes, ``random_state=0``).
+    """
+    path_text, options = _split_options(request, ("task",))
+    path = _resolve(path_text, request)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot be read as an .npz file ({exc}); save it with "
+                        "np.savez(path, x=..., y=...)", path) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: holds a single array (.npy), not named arrays; save it with "
+                        "np.savez(path, x=..., y=...)", path)
+    with archive:
+        held = list(archive.files)
+        missing = [key for key in ("x", "y") if key not in held]
+        if missing or (("x_test" in held) != ("y_test" in held)):
+            missing += [k for k in ("x_test", "y_test") if k not in held and not missing]
+            raise DataError(f"{path}: lacks array(s) {', '.join(map(repr, missing))}; it holds "
+                            f"{', '.join(map(repr, held)) or 'no arrays'}. Save with np.savez(path, x=..., y=...) "
+                            "and, for your own test split, x_test=..., y_test=... (both or neither)", path)
+        arrays = {key: _array(archive, key, path) for key in ("x", "y", "x_test", "y_test") if key in held}
+
+    x = _inputs(arrays["x"], "x", path)
+    has_test = "x_test" in arrays
+    x_test = _inputs(arrays["x_test"], "x_test", path) if has_test else None
+    for xk, yk in (("x", "y"), ("x_test", "y_test")) if has_test else (("x", "y"),):
+        if arrays[yk].ndim == 0 or len(arrays[xk]) != len(arrays[yk]):
+            raise DataError(f"{path}: {xk} has shape {arrays[xk].shape} and {yk} {arrays[yk].shape}; they need "
+                            "the same number of samples (first axis)", path)
+    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
+        raise DataError(f"{path}: x has samples of shape {x.shape[1:]} but x_test {x_test.shape[1:]}; they "
+                        "must match", path)
+
+    y_all = np.concatenate([arrays["y"], arrays["y_test"]]) if has_test else arrays["y"]
+    if y_all.dtype.kind not in "biufUS":
+        raise DataError(f"{path}: y has dtype {y_all.dtype}; targets are numbers or text", path)
+    task = options.get("task") or ("regression" if y_all.dtype.kind == "f" else "classification")
+    if task == "classification" and y_all.ndim > 1 and y_all.shape[1:] != (1,):
+        raise DataError(f"{path}: y has shape {arrays['y'].shape}; class labels are one per sample, (N,). "
+                        "For several numeric targets add ?task=regression", path)
+    if y_all.dtype.kind == "f" and not np.isfinite(y_all).all():
+        raise DataError(f"{path}: y holds NaN or inf; targets must be finite", path)
+    y, task, classes = _targets(y_all, task, f"{path}, array 'y'", path)
+    if has_test:
+        n = len(arrays["y"])
+        x_train, y_train, y_test = x, y[:n], y[n:]
+    else:
+        x_train, x_test, y_train, y_test = split_train_test(x, y, stratify=task == "classification",
+                                                            where=f"dataset {request.name!r}")
+    return Dataset(request.name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()))

@@ -1,0 +1,218 @@
+"""The dataset registry: every source (``mnist``, ``csv:PATH``, a user's own) is one entry here.
+
+A source is a function taking a DatasetRequest and returning a Dataset, registered under a
+name with ``@register_dataset``. ``load_dataset("csv:iris.csv")`` splits the name at the
+first ``:`` into the source (``csv``) and its argument (``iris.csv``). The registry is one
+object, not module globals, and unknown names get a suggestion and the list of known ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from archlab.exceptions import suggest
+
+from ._dataset import DataError, Dataset
+from ._paths import holds_files, search_dirs
+
+__all__ = ["DatasetRegistry", "DatasetRequest", "Loader", "find_data_dir", "list_datasets", "load_dataset",
+           "register_dataset", "registry"]
+
+logger = logging.getLogger("archlab")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What a source is asked to load; one object, so that sources can ignore what they do not need.
+
+    Attributes:
+        name: the full name as given, e.g. ``"csv:data/iris.csv?target=species"``.
+        source: the registered source, e.g. ``"csv"``.
+        argument: the text after the first ``:``, or ``None`` when there is none.
+        data_dir: the ``data_dir`` passed to ``load_dataset``, or ``None``.
+        download: whether the source may download missing files.
+        verify: whether the source checks files against known checksums.
+    """
+
+    name: str
+    source: str
+    argument: str | None
+    data_dir: Path | None
+    download: bool = True
+    verify: bool = True
+
+
+Loader = Callable[[DatasetRequest], Dataset]
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    loader: Loader
+    argument: str | None  # how the argument is shown in messages ("PATH"), None when it takes none
+    files: tuple[str, ...]  # files read from a data folder (each may carry .gz), for find_data_dir
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}:{self.argument}" if self.argument else self.name
+
+
+class DatasetRegistry:
+    """All dataset sources by name."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, _Source] = {}
+
+    def register(self, name: str, loader: Loader, *, argument: str | None = None, files: tuple[str, ...] = (),
+                 override: bool = False) -> None:
+        if not _NAME.match(name):
+            raise DataError(f"a dataset source name is lower_snake_case, got {name!r}")
+        if name in self._sources and not override:
+            warnings.warn(f"dataset source {name!r} was registered before; the new one replaces it "
+                          "(pass override=True to silence this)", stacklevel=3)
+        self._sources[name] = _Source(name, loader, argument, tuple(files))
+
+    def unregister(self, name: str) -> None:
+        self._sources.pop(name, None)
+
+    def get(self, name: str) -> _Source:
+        try:
+            return self._sources[name]
+        except KeyError:
+            raise DataError(self._unknown(name)) from None
+
+    def parse(self, name: str) -> tuple[_Source, str | None]:
+        """Split ``"csv:PATH"`` into its source and argument, and check the argument is wanted."""
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"a dataset name is a non-empty string such as 'mnist', got {name!r}; "
+                            f"known sources: {self._known()}")
+        head, colon, argument = name.strip().partition(":")
+        source = self.get(head.lower())
+        if source.argument is None and colon:
+            raise DataError(f"dataset {name!r}: the {source.name!r} source takes no argument; write {source.name!r}")
+        if source.argument is not None and not argument:
+            raise DataError(f"dataset {name!r}: the {source.name!r} source needs an argument: "
+                            f"write '{source.usage}'")
+        return source, (argument if colon else None)
+
+    def _known(self) -> str:
+        return ", ".join(self._sources[n].usage for n in sorted(self._sources))
+
+    def _unknown(self, name: str) -> str:
+        message = f"unknown dataset {name!r}{suggest(name, self._sources)} (known: {self._known()})"
+        lower = name.lower()
+        for ext in ("csv", "npz"):
+            if ext in self._sources and (lower.endswith(f".{ext}") or lower.endswith(f".{ext}.gz")):
+                message += f"; to read a file, prefix the source: '{ext}:{name}'"
+        return message
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._sources
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._sources))
+
+
+registry = DatasetRegistry()
+
+
+def register_dataset(name: str, *, argument: str | None = None, files: tuple[str, ...] = (),
+                     override: bool = False) -> Callable[[Loader], Loader]:
+    """Function decorator adding a dataset source under ``name``.
+
+    Args:
+        name: the source name, lower_snake_case; ``load_dataset(name)`` calls the function.
+        argument: how the source's argument reads in messages (``"PATH"`` for ``csv:PATH``);
+            ``None`` for a source that takes none.
+        files: the file names the source reads from its data folder (each may also be gzipped,
+            with ``.gz``), so that ``find_data_dir`` and the not-found message know what to look for.
+        override: replace an existing source without a warning.
+
+    Example:
+        >>> import numpy as np
+        >>> @register_dataset("ones", override=True)
+        ... def load_ones(request):
+        ...     x, y = np.ones((4, 2), np.float32), np.array([0, 1, 0, 1])
+        ...     return Dataset(request.name, x, y, x, y, "classification", ("a", "b"), "generated")
+        >>> load_dataset("ones").num_classes
+        2
+        >>> registry.unregister("ones")
+    """
+
+    def decorate(loader: Loader) -> Loader:
+        registry.register(name, loader, argument=argument, files=files, override=override)
+        return loader
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """Names of every registered dataset source, sorted.
+
+    Example:
+        >>> {"digits", "mnist", "csv", "npz"} <= set(list_datasets())
+        True
+    """
+    return list(registry)
+
+
+def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """The first folder holding every file of dataset ``name``, or ``None``.
+
+    Looks in ``data_dir`` (the folder itself, then its ``name/`` subfolder), then
+    ``$ARCHLAB_DATA/name``, then the user cache folder (``platformdirs.user_cache_dir("archlab")/name``).
+    Sources that read no folder (``digits``, ``csv:PATH``) always give ``None``.
+
+    Raises:
+        DataError: ``name`` is not a registered source.
+    """
+    source = registry.get(name.partition(":")[0].lower())
+    if not source.files:
+        return None
+    for folder, _label in search_dirs(source.name, data_dir):
+        if holds_files(folder, source.files):
+            return folder
+    return None
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True,
+                 verify: bool = True) -> Dataset:
+    """Load a dataset by name: ``"mnist"``, ``"digits"``, ``"csv:PATH"``, ``"npz:PATH"`` or a registered one.
+
+    Args:
+        name: the source, with its argument after a ``:`` when it takes one.
+        data_dir: where to look first for the dataset's files (see ``find_data_dir``); relative
+            ``csv:``/``npz:`` paths are also looked up under it.
+        download: fetch missing files (MNIST) into the user cache folder; with ``False`` a
+            missing file is an error at once.
+        verify: check files with known SHA-256 digests (MNIST) and refuse those that differ.
+
+    Returns:
+        The Dataset, inputs float32 channels first.
+
+    Raises:
+        DataError: unknown name (with a suggestion), missing files (saying where to put them),
+            or a file that is corrupt, truncated or of the wrong kind (naming it).
+
+    Example:
+        >>> ds = load_dataset("digits")
+        >>> ds.x_train.shape, ds.x_test.shape, ds.num_classes
+        ((1437, 1, 8, 8), (360, 1, 8, 8), 10)
+    """
+    source, argument = registry.parse(name)
+    request = DatasetRequest(name=name.strip(), source=source.name, argument=argument,
+                             data_dir=None if data_dir is None else Path(data_dir).expanduser(),
+                             download=download, verify=verify)
+    start = time.perf_counter()
+    dataset = source.loader(request)
+    if not isinstance(dataset, Dataset):
+        raise DataError(f"dataset source {source.name!r} returned {type(dataset).__name__}, not a Dataset")
+    logger.info("loaded %s in %.2f s from %s", dataset.describe(), time.perf_counter() - start, dataset.source)
+    return dataset
