@@ -295,6 +295,7 @@ class Engine:
                 progress.start_epoch(epoch)
                 self.model.train()
                 began = time.perf_counter()
+                lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (first step's) rate, as Keras logs it
                 order = torch.randperm(n, generator=self.generator) if recipe.shuffle else torch.arange(n)
                 order = order.to(self.device)
                 loss_sum = torch.zeros((), device=self.device)
@@ -339,7 +340,7 @@ class Engine:
                 if has_val:
                     metrics, _ = self.evaluate(x_val, y_val)
                     row.update({f"val_{k}": v for k, v in metrics.items()})
-                row.update({"lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                row.update({"lr": lr, "seconds": round(seconds, 3),
                             "samples_per_s": round(n / seconds, 1)})
                 self.rows.append(row)
                 if monitor not in row:
@@ -354,7 +355,7 @@ class Engine:
                 else:
                     state["wait"] += 1
                 es = recipe.early_stopping
-                if es is not None and state["wait"] > es.patience:
+                if es is not None and state["wait"] >= max(es.patience, 1):  # Keras: stop after `patience` bad epochs
                     state["stopped"] = True
                 self._checkpoint(epoch, state)
                 progress.end_epoch(epoch, row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -40,6 +41,9 @@ class ScheduleConfig(_Config):
 
 
 class EarlyStoppingConfig(_Config):
+    """Keras' EarlyStopping: stop once ``monitor`` has not improved (by more than min_delta) for
+    ``patience`` epochs in a row; restore_best then loads the best epoch's weights."""
+
     monitor: str = "val_loss"
     patience: Annotated[int, Field(ge=0)] = 3
     min_delta: Annotated[float, Field(ge=0)] = 0.0
@@ -99,6 +103,10 @@ class Recipe(_Config):
         return value
 
 
+_SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig,
+                                         "early_stopping": EarlyStoppingConfig}
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -118,10 +126,14 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         >>> resolve_recipe({"epochs": 3, "optimizer": "sgd"}, lr=0.1).optimizer.lr
         0.1
     """
+    if train_section is not None and not isinstance(train_section, dict):
+        raise SpecError(f"'train' is a mapping (the training recipe); got {train_section!r}", "train")
     data = dict(train_section or {})
     lr = overrides.pop("lr", None)
-    if isinstance(data.get("optimizer"), str):
-        data["optimizer"] = {"name": data["optimizer"]}
+    for source in (data, overrides):  # optimizer: sgd is {name: sgd}, so that lr and the name merge
+        for key in ("optimizer", "schedule"):
+            if isinstance(source.get(key), str):
+                source[key] = {"name": source[key]}
     if lr is not None:
         data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
     data = _merge(data, overrides)
@@ -132,9 +144,13 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal")))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            keys = list(Recipe.model_fields)
+            section = ".".join(["train", *map(str, err["loc"][:-1])])
+            owner = _SECTIONS.get(str(err["loc"][0]), Recipe) if len(err["loc"]) > 1 else Recipe
+            keys = list(owner.model_fields)
             key = str(err["loc"][-1])
-            msg = f"unknown key '{key}'{suggest(key, keys)} (train takes: {', '.join(keys)})"
+            msg = f"unknown key '{key}'{suggest(key, keys)} ({section} takes: {', '.join(keys)})"
         else:
             msg = f"{msg[0].lower()}{msg[1:]}; got {err.get('input')!r}"
+            if err["type"] == "literal_error" and isinstance(err.get("input"), str):  # a typo in a choice
+                msg += suggest(err["input"], re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", "")))
         raise SpecError(msg, f"train.{loc}" if loc else "train") from None

@@ -50,6 +50,16 @@ def new_run_dir(out: str | Path, name: str) -> Path:
     return path
 
 
+def _file_mode() -> int:
+    """The mode open() gives a new file (0o666 less the umask); mkstemp's 0o600 would hide run files."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def _atomic(path: Path, write: Any) -> None:
     """Write through a temporary file in the same folder, then rename over the target."""
     path = Path(path)
@@ -57,6 +67,7 @@ def _atomic(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # after writing: safetensors' save_file makes the file anew
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -1,0 +1,93 @@
+"""Shared pieces of the training tests, as fixtures (the tests import nothing from here): tiny
+specs, the digits data set loaded once, and helpers that compare runs (metrics rows without their
+timing columns, safetensors files tensor by tensor)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+#: Columns of metrics.jsonl that measure the machine, not the training.
+TIMING = ("seconds", "samples_per_s")
+
+#: A dense model for the 8x8 digits: fast enough to train for a few epochs in a test.
+TINY = {
+    "name": "tiny",
+    "input": [1, 8, 8],
+    "task": {"kind": "classification", "classes": 10},
+    "layers": [
+        "flatten",
+        {"dense": {"units": 32, "activation": "relu"}},
+        {"dense": {"units": 10, "activation": "softmax"}},
+    ],
+}
+
+#: A small CNN with dropout (the global RNG) for determinism and resume tests.
+SMALL_CNN = {
+    "name": "small-cnn",
+    "input": [1, 8, 8],
+    "task": {"kind": "classification", "classes": 10},
+    "layers": [
+        {"conv2d": {"filters": 8, "kernel_size": 3, "padding": "same", "activation": "relu"}},
+        {"maxpool2d": {"pool_size": 2}},
+        "flatten",
+        {"dropout": {"rate": 0.25}},
+        {"dense": {"units": 32, "activation": "relu"}},
+        {"dense": {"units": 10, "activation": "softmax"}},
+    ],
+}
+
+
+def spec_with(base: dict, **train: object) -> dict:
+    """A copy of ``base`` with a ``train:`` section."""
+    spec = copy.deepcopy(base)
+    spec["train"] = dict(train)
+    return spec
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    """Two safetensors files hold the same keys with bit-identical tensors."""
+    left, right = load_file(str(a)), load_file(str(b))
+    assert sorted(left) == sorted(right)
+    for key in left:
+        assert torch.equal(left[key], right[key]), f"{key} differs between {a} and {b}"
+
+
+class Helpers:
+    tiny = TINY
+    small_cnn = SMALL_CNN
+    timing = TIMING
+    spec_with = staticmethod(spec_with)
+    without_timing = staticmethod(without_timing)
+    assert_same_tensors = staticmethod(assert_same_tensors)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on one intra-op thread: on a busy machine torch's thread pool makes them a hundred
+    times slower (its threads wait for cores that other processes hold), and tiny layers gain
+    nothing from it. Restored after each module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def helpers() -> type[Helpers]:
+    return Helpers
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from archlab.data import load_dataset
+
+    return load_dataset("digits")
