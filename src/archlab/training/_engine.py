@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,6 +138,8 @@ class _Progress:
     """A Rich progress bar per epoch (verbose=1), one log line per epoch (verbose=2), or nothing."""
 
     def __init__(self, verbose: int, epochs: int, steps: int) -> None:
+        if verbose == 1 and not sys.stdout.isatty():
+            verbose = 2  # a log file or a pipe: plain lines rather than a bar cut to 80 columns
         self.verbose, self.epochs, self.steps = verbose, epochs, steps
         self.bar = None
         if verbose == 1:
