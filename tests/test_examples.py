@@ -42,6 +42,7 @@ PINNED = {
     "rnn-attention-text": 652_676,
     "fusion": 57_882,
     "digits-cnn": 43_050,
+    "seed-mnist-cnn-recommended": 225_034,
     "gpt3-175b": GPT3_PARAMS,
 }
 LARGE = {"gpt2-small", "gpt3-175b"}  # built on the meta device only
@@ -229,3 +230,11 @@ def test_cli_summary_prints_every_example(name, capsys):
     assert run(["summary", path(name), "--depth", "1"]) == 0
     out = capsys.readouterr().out
     assert f"{PINNED[name]:,}" in out  # the pinned total, as the table prints it
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "seed-mnist-cnn-recommended"])
+def test_example_recipes_are_valid(name):
+    from archlab.training import resolve_recipe
+
+    recipe = resolve_recipe(archlab.load(path(name)).to_dict()["train"])
+    assert recipe.data in ("digits", "mnist") and recipe.epochs <= 30
