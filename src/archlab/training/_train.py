@@ -100,6 +100,16 @@ def _peak_memory(device: torch.device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+def _save_figure(fig: Any, path: Path) -> None:
+    """Save a PNG through a temporary file (a killed run never leaves half an image) and free it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     """Loss and the first metric per epoch, train vs validation."""
     import matplotlib
@@ -124,10 +134,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 def start_run(spec: Spec, recipe: Recipe, out: str | Path) -> Path:
@@ -297,10 +304,7 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) 
                         color="white" if cm[i, j] > threshold else "black")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
