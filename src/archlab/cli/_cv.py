@@ -1,0 +1,101 @@
+"""archlab cv: cross-validated sweeps over spec values, a capacity choice and a diagnosis."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from archlab.selection import cross_validate
+
+from ._app import _out, app
+
+
+class _Bar:
+    """A Rich bar over configurations x folds on a terminal; plain lines otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.live = sys.stdout.isatty() and not quiet
+        self.quiet = quiet
+        self.progress = None
+        self.total = 0
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        if self.live and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("cv"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     console=_out, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("folds", total=total)
+
+    def update(self, row: dict) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        elif not self.quiet:
+            what = f"fraction {row['fraction']}" if row["kind"] == "learning_curve" else f"config {row['config']}"
+            _out.print(f"[{self.done}/{self.total}] {what} fold {row['fold']}: val {row['val_accuracy']:.4f} "
+                       f"train {row['train_accuracy']:.4f} ({row['seconds']:.1f}s)", markup=False)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+def cv(
+    spec: Annotated[Path, typer.Argument(help="The base spec; its train: section is the recipe.", show_default=False)],
+    data: Annotated[str, typer.Option(help="digits, mnist, csv:PATH or npz:PATH (classification).")] = "digits",
+    data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
+    folds: Annotated[int, typer.Option(help="Stratified K-fold: K.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Repeat the K folds with new shuffles.")] = 1,
+    sweep: Annotated[list[str] | None, typer.Option(help="PATH=V1,V2,... (repeat for a grid).")] = None,
+    jobs: Annotated[int, typer.Option(help="Parallel processes, one (configuration, fold) each.")] = 1,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (train.optimizer.lr).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the folds and every training.")] = 0,
+    learning_curve: Annotated[bool, typer.Option("--learning-curve", help="Score the chosen configuration on "
+                                                 "10%, 25%, 50%, 100% of each training fold.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="Continue this interrupted cv run (same arguments).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Cross-validate SPEC over swept values; choose a capacity by the one-standard-error rule."""
+    bar = _Bar(quiet)
+    try:
+        result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,
+                                out=out, data_dir=data_dir, resume=resume, learning_curve=learning_curve,
+                                on_start=bar.start, on_result=bar.update, epochs=epochs, batch_size=batch_size, lr=lr)
+    finally:
+        bar.stop()
+    paths = list(result.configs[0]["values"])
+    table = Table(title=f"{folds}-fold cross-validation on {data}" + (f", {repeats} repeats" if repeats > 1 else ""))
+    for p in paths:
+        table.add_column(p)
+    for name in ("params", "FLOPs", "val acc", "± std", "train acc", "gap", "seconds", ""):
+        table.add_column(name, justify="right")
+    for i, row in enumerate(result.configs):
+        mark = " ".join(m for m, hit in (("best", i == result.best_index), ("one-SE", i == result.one_se_index))
+                        if hit)
+        table.add_row(*(str(row["values"][p]) for p in paths), f"{row['params']:,}", f"{row['flops']:,}",
+                      f"{row['val_mean']:.4f}", f"{row['val_std']:.4f}", f"{row['train_mean']:.4f}",
+                      f"{row['gap']:+.4f}", f"{row['seconds']:.1f}", mark)
+    _out.print(table)
+    best, chosen = result.configs[result.best_index], result.chosen
+    label = lambda r: ", ".join(f"{p}={v}" for p, v in r["values"].items()) or "the spec as given"  # noqa: E731
+    _out.print(f"best mean: {label(best)} ({best['val_mean']:.4f})", markup=False)
+    _out.print(f"chosen (one-standard-error rule, the smallest within one SE of the best): {label(chosen)} "
+               f"({chosen['params']:,} params, {chosen['val_mean']:.4f}) -> chosen.yaml", markup=False, soft_wrap=True)
+    _out.print(f"diagnosis: {result.diagnosis}", markup=False, soft_wrap=True)
+    if result.learning_curve:
+        curve = ", ".join(f"{r['train_samples']}: {r['val_mean']:.4f}" for r in result.learning_curve)
+        _out.print(f"learning curve (training samples: validation accuracy): {curve}", markup=False, soft_wrap=True)
+        _out.print(f"more data? {result.learning_answer}", markup=False, soft_wrap=True)
+    _out.print(f"run: {result.run_dir}", markup=False)

@@ -1,0 +1,419 @@
+"""cross_validate(): sweep spec values by path, K-fold each configuration, choose a capacity.
+
+Every (configuration, fold) is one task; a finished task is appended to ``cv.jsonl`` at once (one
+flushed line), so a sweep stopped by Ctrl-C or a crash loses nothing finished and resumes from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from archlab.exceptions import SpecError
+from archlab.spec import dump, load, set_at
+
+from ._diagnose import diagnose, learning_curve_answer, one_standard_error
+
+__all__ = ["CVResult", "cross_validate", "parse_sweeps"]
+
+log = logging.getLogger("archlab")
+
+#: Training-set fractions of the learning curve.
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def parse_sweeps(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """``PATH=V1,V2,...`` strings to (path, values); values are YAML scalars (``8`` is an int,
+    ``same`` a string, ``0.5`` a float, ``null`` None).
+
+    Example:
+        >>> parse_sweeps(["layers[0].conv2d.filters=8,16", "layers[1].dropout.rate=0.1"])
+        [('layers[0].conv2d.filters', [8, 16]), ('layers[1].dropout.rate', [0.1])]
+    """
+    sweeps: list[tuple[str, list[Any]]] = []
+    for item in items:
+        path, sep, text = str(item).partition("=")
+        path = path.strip()
+        if not sep or not path or not text.strip():
+            raise ValueError(f"--sweep {item!r}: expected PATH=V1,V2,... (e.g. layers[0].conv2d.filters=8,16,32)")
+        values = []
+        for piece in text.split(","):
+            piece = piece.strip()
+            if not piece:
+                raise ValueError(f"--sweep {item!r}: an empty value between commas")
+            try:
+                values.append(yaml.safe_load(piece))
+            except yaml.YAMLError as exc:
+                raise ValueError(f"--sweep {item!r}: cannot read value {piece!r}: {exc}") from None
+        if any(p == path for p, _ in sweeps):
+            raise ValueError(f"--sweep {path} is given twice; give all its values in one --sweep")
+        sweeps.append((path, values))
+    return sweeps
+
+
+@dataclass
+class CVResult:
+    """What a sweep measured.
+
+    Attributes:
+        configs: one dict per configuration: ``values`` (path -> value), ``params``, ``flops``,
+            ``val_mean``, ``val_std``, ``val_se``, ``train_mean``, ``gap``, ``seconds``, ``folds``.
+        best_index: the configuration with the best mean validation accuracy.
+        one_se_index: the smallest configuration (by parameters) within one standard error of the best.
+        diagnosis: the plain-words reading of the capacity curve, with the next move.
+        learning_curve: rows ``fraction``, ``train_samples``, ``val_mean``, ``val_std`` (when asked).
+        learning_answer: "would more data help?" in words (when asked).
+        run_dir: where the outputs are.
+        trained: how many (configuration, fold) trainings this call ran (resume skips the others).
+    """
+
+    configs: list[dict[str, Any]]
+    best_index: int
+    one_se_index: int
+    diagnosis: str
+    learning_curve: list[dict[str, Any]] = field(default_factory=list)
+    learning_answer: str | None = None
+    run_dir: Path | None = None
+    trained: int = 0
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return self.configs[self.one_se_index]
+
+
+# -- configurations ----------------------------------------------------------------------------
+def _label(values: dict[str, Any]) -> str:
+    return ", ".join(f"{p}={v!r}" if isinstance(v, str) else f"{p}={v}" for p, v in values.items()) or "(as given)"
+
+
+def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any) -> list[dict[str, Any]]:
+    """Every grid point as a checked spec dict; all problems reported together, before any training."""
+    from archlab.builder import parse
+    from archlab.training._train import _check_fit
+
+    paths = [p for p, _ in sweeps]
+    configs, problems = [], []
+    for i, combo in enumerate(itertools.product(*(v for _, v in sweeps))):
+        values = dict(zip(paths, combo, strict=True))
+        spec = base
+        try:
+            for path, value in values.items():
+                spec = set_at(spec, path, value)
+            parsed = parse(load(spec))
+            _check_fit(parsed, dataset, "cross_entropy")
+        except SpecError as exc:
+            problems.append(f"  configuration {i} ({_label(values)}): {exc}")
+            continue
+        configs.append({"index": i, "values": values, "spec": spec})
+    if problems:
+        raise SpecError(f"{len(problems)} of {len(problems) + len(configs)} sweep configuration(s) are invalid; "
+                        "nothing was trained:\n" + "\n".join(problems))
+    return configs
+
+
+def _folds(y: np.ndarray, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
+
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {folds}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    counts = np.bincount(y.astype(np.int64))
+    present = counts[counts > 0]
+    if present.min() < folds:
+        cls = int(np.flatnonzero(counts == present.min())[0])
+        raise ValueError(f"class {cls} has only {int(present.min())} sample(s), fewer than --folds {folds}: "
+                         f"stratified K-fold needs at least one per fold; use --folds {max(2, int(present.min()))} "
+                         "or fewer, or more data")
+    splitter = (RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed) if repeats > 1
+                else StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+# -- one training (runs in a worker process or in this one) ------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(x: np.ndarray, y: np.ndarray) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # folds are the parallelism; threads in each would fight for the cores
+    _WORKER["x"], _WORKER["y"] = x, y
+    # The first optimizer step imports and initialises much of torch (seconds); pay it here, not in
+    # the first fold's training time.
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weight])
+    weight.sum().backward()
+    optimizer.step()
+
+
+def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
+    """Train one configuration on one fold's training part; accuracy on both parts."""
+    import torch
+
+    from archlab.training import Engine, resolve_recipe
+    from archlab.training._train import _tensors, prepare_model
+
+    x, y = _WORKER["x"], _WORKER["y"]
+    spec = load(task["spec"])
+    recipe = resolve_recipe(spec.to_dict().get("train"), **task["overrides"])
+    # The held-out fold is the score; it must not steer training (no early stopping, no split of it).
+    recipe = recipe.model_copy(update={"validation_split": 0.0, "early_stopping": None, "metrics": ["accuracy"]})
+    train_idx, val_idx = np.asarray(task["train_idx"]), np.asarray(task["val_idx"])
+    began = time.perf_counter()
+    model, head = prepare_model(spec, recipe, "cross_entropy")
+    engine = Engine(model, recipe, "cross_entropy", verbose=0, output_activation=head)
+    xt, yt = _tensors(x[train_idx], y[train_idx], "cross_entropy")
+    xv, yv = _tensors(x[val_idx], y[val_idx], "cross_entropy")
+    engine.fit(xt, yt)
+    with torch.no_grad():
+        train_metrics, _ = engine.evaluate(xt, yt)
+        val_metrics, _ = engine.evaluate(xv, yv)
+    row = {k: v for k, v in task.items() if k in ("kind", "config", "fold", "fraction", "values")}
+    row.update(train_accuracy=float(train_metrics["accuracy"]), val_accuracy=float(val_metrics["accuracy"]),
+               train_samples=len(train_idx), seconds=round(time.perf_counter() - began, 3))
+    return row
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row["kind"], row["config"], row["fold"], row.get("fraction"))
+
+
+def _run_tasks(tasks: list[dict], x: np.ndarray, y: np.ndarray, jobs: int, sink: Path,
+               on_result: Callable[[dict], None] | None) -> list[dict]:
+    """Run tasks, appending each finished one to ``sink`` as one flushed JSON line."""
+    rows = []
+    with open(sink, "a", encoding="utf-8") as handle:
+        def record(row: dict) -> None:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            rows.append(row)
+            if on_result is not None:
+                on_result(row)
+
+        if jobs <= 1:
+            import torch
+
+            before = torch.get_num_threads()
+            _init_worker(x, y)  # the same single thread as a worker, so jobs=1 and jobs=N agree
+            try:
+                for task in tasks:
+                    record(_fit_one(task))
+            finally:
+                torch.set_num_threads(before)
+                _WORKER.clear()
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(x, y)) as pool:
+                futures = [pool.submit(_fit_one, task) for task in tasks]
+                try:
+                    for future in as_completed(futures):
+                        record(future.result())
+                except BaseException:  # Ctrl-C or a failed fold: what finished is already on disk
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash mid-write: that task runs again
+                continue
+    return rows
+
+
+# -- the sweep ---------------------------------------------------------------------------------
+def _new_run_dir(out: Path, name: str) -> Path:
+    from archlab.training._runs import new_run_dir
+
+    return new_run_dir(out, f"cv-{name}")
+
+
+def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[str, list[Any]]] = (), *,
+                   folds: int = 5, repeats: int = 1, jobs: int = 1, seed: int = 0,
+                   out: str | Path | None = "runs", data_dir: str | Path | None = None,
+                   resume: str | Path | None = None,
+                   learning_curve: bool = False, fractions: Sequence[float] = FRACTIONS,
+                   on_result: Callable[[dict], None] | None = None, on_start: Callable[[int], None] | None = None,
+                   **overrides: Any) -> CVResult:
+    """K-fold cross-validation of every configuration of a sweep, and a capacity choice.
+
+    Args:
+        spec: the base spec (path, text, dict or Spec); its ``train:`` section is the recipe.
+        dataset: a Dataset or a name for ``load_dataset``; its training split is folded (the test
+            split is not touched). Classification only.
+        sweeps: ``PATH=V1,V2`` strings or (path, values) pairs; several form a grid.
+        folds, repeats: stratified K-fold, repeated with different shuffles when ``repeats > 1``;
+            seeded by ``seed``, the same folds for every configuration.
+        jobs: (configuration, fold) trainings run in this many processes.
+        data_dir: where to look for data files first (when ``dataset`` is a name).
+        out: the folder receiving ``cv-<name>-<timestamp>/``.
+        resume: a run directory of an interrupted sweep with the same arguments; finished folds are kept.
+        learning_curve: also score the chosen configuration on ``fractions`` of each training fold.
+        on_start, on_result: called with the number of trainings to run, then with each finished row.
+        **overrides: recipe fields (epochs, batch_size, lr, ...).
+
+    Returns:
+        CVResult; the run directory holds cv.jsonl, cv.json, cv.csv, capacity_curve.png,
+        learning_curve.png (when asked) and chosen.yaml.
+
+    Raises:
+        SpecError: a configuration is invalid (all of them listed, before any training).
+        ValueError: bad folds, a class with fewer samples than folds, a non-classification data set.
+    """
+    from archlab.analysis import analyze
+    from archlab.data import load_dataset
+
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, data_dir)
+    if dataset.task != "classification":
+        raise ValueError(f"archlab cv scores accuracy with stratified folds: {dataset.name} is a "
+                         f"{dataset.task} data set")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    base = load(spec).to_dict()
+    sweep_list = parse_sweeps(sweeps) if all(isinstance(s, str) for s in sweeps) else [
+        (p, list(v)) for p, v in sweeps]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides["seed"] = seed
+    configs = _materialise(base, sweep_list, dataset)
+    x, y = dataset.x_train, dataset.y_train
+    splits = _folds(y, folds, repeats, seed)
+
+    plan = {"spec": base, "sweeps": [[p, v] for p, v in sweep_list], "folds": folds, "repeats": repeats,
+            "seed": seed, "data": dataset.name, "samples": len(y), "overrides": overrides,
+            "learning_curve": bool(learning_curve), "fractions": list(fractions)}
+    if resume is not None:
+        run_dir = Path(resume)
+        plan_file = run_dir / "cv-plan.json"
+        if not plan_file.is_file():
+            raise ValueError(f"{run_dir} is not an archlab cv run (no cv-plan.json)")
+        old = json.loads(plan_file.read_text(encoding="utf-8"))
+        differ = [k for k in plan if k != "learning_curve" and old.get(k) != json.loads(json.dumps(plan[k]))]
+        if differ:
+            raise ValueError(f"--resume {run_dir}: this sweep differs from the interrupted one in "
+                             f"{', '.join(differ)}; give the same spec, data and options")
+    else:
+        run_dir = _new_run_dir(Path(out if out is not None else "runs"), base.get("name") or "spec")
+    _write(run_dir / "cv-plan.json", json.dumps(plan, indent=2))
+    sink = run_dir / "cv.jsonl"
+    done = {_key(r): r for r in _read_rows(sink)}
+
+    def fold_task(config: dict, fold: int, kind: str = "fold", fraction: float | None = None) -> dict:
+        train_idx, val_idx = splits[fold]
+        if fraction is not None and fraction < 1:
+            train_idx = _stratified_subset(train_idx, y, fraction, seed + fold)
+        return {"kind": kind, "config": config["index"], "fold": fold, "fraction": fraction,
+                "values": config["values"], "spec": config["spec"], "overrides": overrides,
+                "train_idx": train_idx.tolist(), "val_idx": val_idx.tolist()}
+
+    tasks = [fold_task(c, f) for c in configs for f in range(len(splits))]
+    pending = [t for t in tasks if _key(t) not in done]
+    if len(pending) < len(tasks):
+        log.info("resuming %s: %d of %d folds already finished", run_dir, len(tasks) - len(pending), len(tasks))
+    if on_start is not None:
+        on_start(len(pending) + (len(fractions) * len(splits) if learning_curve else 0))
+    trained = len(pending)
+    for row in _run_tasks(pending, x, y, jobs, sink, on_result):
+        done[_key(row)] = row
+
+    table = []
+    for config in configs:
+        rows = [done[("fold", config["index"], f, None)] for f in range(len(splits))]
+        val = np.array([r["val_accuracy"] for r in rows])
+        analysis = analyze(config["spec"])
+        table.append({"index": config["index"], "values": config["values"], "params": int(analysis.total_params),
+                      "flops": int(analysis.flops), "val_mean": float(val.mean()),
+                      "val_std": float(val.std(ddof=1)) if len(val) > 1 else 0.0,
+                      "val_se": float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else 0.0,
+                      "train_mean": float(np.mean([r["train_accuracy"] for r in rows])),
+                      "gap": float(np.mean([r["train_accuracy"] - r["val_accuracy"] for r in rows])),
+                      "seconds": float(sum(r["seconds"] for r in rows)), "folds": len(rows)})
+    best = max(range(len(table)), key=lambda i: table[i]["val_mean"])
+    chosen = one_standard_error(table)
+    result = CVResult(table, best, chosen, diagnose(table), run_dir=run_dir, trained=trained)
+
+    if learning_curve:
+        config = next(c for c in configs if c["index"] == table[chosen]["index"])
+        lc_tasks = [fold_task(config, f, "learning_curve", float(fr)) for fr in fractions for f in range(len(splits))]
+        lc_pending = [t for t in lc_tasks if _key(t) not in done]
+        result.trained += len(lc_pending)
+        for row in _run_tasks(lc_pending, x, y, jobs, sink, on_result):
+            done[_key(row)] = row
+        for fr in fractions:
+            rows = [done[("learning_curve", config["index"], f, float(fr))] for f in range(len(splits))]
+            val = np.array([r["val_accuracy"] for r in rows])
+            result.learning_curve.append({
+                "fraction": float(fr), "train_samples": int(np.mean([r["train_samples"] for r in rows])),
+                "val_mean": float(val.mean()), "val_std": float(val.std(ddof=1)) if len(val) > 1 else 0.0,
+                "val_se": float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else 0.0,
+                "train_mean": float(np.mean([r["train_accuracy"] for r in rows]))})
+        result.learning_answer = learning_curve_answer(result.learning_curve)
+    _write_outputs(result, configs, dataset.name)
+    return result
+
+
+def _stratified_subset(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    classes = len(np.unique(y[idx]))
+    size = max(int(round(len(idx) * fraction)), classes)
+    if size >= len(idx):
+        return idx
+    part, _ = train_test_split(idx, train_size=size, stratify=y[idx], random_state=seed)
+    return np.sort(part)
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> None:
+    from archlab.training._runs import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def _write_outputs(result: CVResult, configs: list[dict], data: str) -> None:
+    run_dir = result.run_dir
+    assert run_dir is not None  # noqa: S101  (set by cross_validate)
+    best, chosen = result.configs[result.best_index], result.chosen
+    payload = {"data": data, "configs": result.configs, "best_index": result.best_index,
+               "one_se_index": result.one_se_index, "best": best["values"], "chosen": chosen["values"],
+               "chosen_rule": "one-standard-error", "diagnosis": result.diagnosis,
+               "learning_curve": result.learning_curve, "learning_answer": result.learning_answer}
+    _write(run_dir / "cv.json", json.dumps(payload, indent=2))
+    paths = list(result.configs[0]["values"]) if result.configs else []
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["params", "flops", "val_mean", "val_std", "val_se", "train_mean", "gap", "seconds", "folds"]
+    writer.writerow(["config", *paths, *columns])
+    for row in result.configs:
+        writer.writerow([row["index"], *(row["values"][p] for p in paths), *(row[c] for c in columns)])
+    _write(run_dir / "cv.csv", buffer.getvalue())
+    spec = next(c["spec"] for c in configs if c["index"] == chosen["index"])
+    header = (f"# chosen by archlab cv: the smallest configuration within one standard error of the best\n"
+              f"# ({_label(chosen['values'])}: {chosen['params']:,} params, validation accuracy "
+              f"{chosen['val_mean']:.4f} +- {chosen['val_std']:.4f}; best mean: {_label(best['values'])}, "
+              f"{best['val_mean']:.4f})\n")
+    _write(run_dir / "chosen.yaml", header + dump(load(spec)))
+    from ._plots import plot_capacity, plot_learning_curve
+
+    plot_capacity(result, run_dir / "capacity_curve.png", data)
+    if result.learning_curve:
+        plot_learning_curve(result, run_dir / "learning_curve.png", data)

@@ -1,0 +1,79 @@
+"""archlab cv: what it prints and writes, and how bad input fails (exit 2, one message)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from archlab.cli import run
+
+TINY_CNN = {
+    "name": "tiny-cnn",
+    "input": [1, 8, 8],
+    "task": {"kind": "classification", "classes": 10},
+    "layers": [
+        {"conv2d": {"filters": 2, "kernel_size": 3, "padding": "same", "activation": "relu"}},
+        {"maxpool2d": {"pool_size": 2}},
+        "flatten",
+        {"dense": {"units": 10, "activation": "softmax"}},
+    ],
+    "train": {"batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CNN))
+    return path
+
+
+def test_cv_prints_table_diagnosis_and_run(spec_file, tmp_path, capsys):
+    code = run(["cv", str(spec_file), "--data", "digits", "--folds", "2", "--epochs", "1",
+                "--sweep", "layers[0].conv2d.filters=1,2", "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2-fold cross-validation on digits" in out and "layers[0].conv2d.filters" in out
+    assert "one-standard-error rule" in out and "diagnosis: " in out
+    assert "[1/4] config" in out  # plain progress lines when not a terminal
+    run_dir = tmp_path / "runs" / out.split("run: ")[-1].strip().split("/")[-1]
+    assert run_dir.is_dir()
+    for name in ("cv.jsonl", "cv.json", "cv.csv", "capacity_curve.png", "chosen.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert len(json.loads((run_dir / "cv.json").read_text())["configs"]) == 2
+
+
+def test_quiet_prints_no_progress(spec_file, tmp_path, capsys):
+    code = run(["cv", str(spec_file), "--folds", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "[1/2]" not in out and "no capacity curve" in out
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--sweep", "layers[0].conv2d.filters=4,wide"], "configuration 1 (layers[0].conv2d.filters='wide')"),
+    (["--sweep", "layers[7].conv2d.filters=4"], "configuration 0 (layers[7].conv2d.filters=4)"),
+    (["--sweep", "layers[0].conv2d.filters"], "expected PATH=V1,V2"),
+    (["--folds", "1"], "--folds must be at least 2"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+])
+def test_bad_input_exits_2_with_one_message(spec_file, tmp_path, capsys, args, fragment):
+    code = run(["cv", str(spec_file), "--epochs", "1", "--out", str(tmp_path / "runs"), *args])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert fragment in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("cv.jsonl"))
+
+
+def test_missing_spec_exits_2(tmp_path, capsys):
+    assert run(["cv", str(tmp_path / "nope.yaml")]) == 2
