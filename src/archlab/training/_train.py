@@ -76,6 +76,17 @@ def _split(x: np.ndarray, y: np.ndarray, recipe: Recipe, loss: str):
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
+def _ids_if_long(parsed, x: np.ndarray) -> np.ndarray:
+    """Token ids for a ``dtype: long`` input: loaders give float32, embeddings need int64."""
+    info = None if parsed.is_graph else parsed.raw_inputs.get("input")
+    if info is None or info.dtype != "long" or x.dtype == np.int64:
+        return x
+    if not np.array_equal(x, np.round(x)) or (x.size and x.min() < 0):
+        raise SpecError("the spec's input is dtype: long (token ids) but the data holds non-integer or negative "
+                        "values; use a float input or integer ids", "input")
+    return x.astype(np.int64)
+
+
 def _tensors(x: np.ndarray, y: np.ndarray, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) if x.dtype != np.int64 else x)
     yt = torch.from_numpy(np.ascontiguousarray(y)).long() if loss == "cross_entropy" else torch.from_numpy(
@@ -206,13 +217,14 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         run_dir = start_run(spec, recipe, out)
     model, head = prepare_model(spec, recipe, loss)
     engine = Engine(model, recipe, loss, run_dir=run_dir, verbose=verbose, output_activation=head)
-    x, y, x_val, y_val = _split(dataset.x_train, dataset.y_train, recipe, loss)
+    x_train, x_test_all = _ids_if_long(parsed, dataset.x_train), _ids_if_long(parsed, dataset.x_test)
+    x, y, x_val, y_val = _split(x_train, dataset.y_train, recipe, loss)
     xt, yt = _tensors(x, y, loss)
     xv, yv = _tensors(x_val, y_val, loss)
     began = time.perf_counter()
     history = engine.fit(xt, yt, xv, yv, resume=resume is not None)
     wall = time.perf_counter() - began
-    x_test, y_test = _tensors(dataset.x_test, dataset.y_test, loss)
+    x_test, y_test = _tensors(x_test_all, dataset.y_test, loss)
     test_metrics, test_out = engine.evaluate(x_test, y_test)
     if run_dir is not None:
         _record_evaluation(run_dir, spec.name, dataset, "test", "final", test_metrics, test_out, y_test, loss)
