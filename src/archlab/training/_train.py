@@ -268,10 +268,12 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     run_dir = Path(run_dir)
     spec, recipe, model, loss, head = _restore(run_dir, weights)
     dataset = load_dataset(data or recipe.data, data_dir)
-    _check_fit(parse(spec), dataset, loss)
+    parsed = parse(spec)
+    _check_fit(parsed, dataset, loss)
     if split not in ("train", "test"):
         raise SpecError(f"split is train or test, got {split!r}")
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
+    x = _ids_if_long(parsed, x)
     if loss == "cross_entropy":  # evaluation always reports accuracy and macro-F1 beside the recipe's metrics
         recipe = recipe.model_copy(update={"metrics": sorted(set(recipe.metrics) | {"accuracy", "macro_f1"})})
     engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
@@ -358,7 +360,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
     run_dir = Path(run_dir)
     spec, recipe, model, loss, head = _restore(run_dir, weights)
     parsed = parse(spec)
-    x = read_input(input_path, tuple(parsed.raw_inputs["input"].shape))
+    x = _ids_if_long(parsed, read_input(input_path, tuple(parsed.raw_inputs["input"].shape)))
     engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
     probs = engine.probabilities(torch.from_numpy(x)).cpu()
     classes = _classes_of(run_dir, probs.shape[-1])
