@@ -44,6 +44,7 @@ PINNED = {
     "digits-cnn": 43_050,
     "seed-mnist-cnn-recommended": 225_034,
     "gpt3-175b": GPT3_PARAMS,
+    "mnist-resnet-oversized": 149_162,
 }
 LARGE = {"gpt2-small", "gpt3-175b"}  # built on the meta device only
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from archlab.exceptions import ArchlabError, SpecError
 
 from . import _train  # noqa: F401  (registers train, evaluate, predict)
+from . import _shrink  # noqa: F401
 from . import _design  # noqa: F401
 from . import _cv  # noqa: F401
 from ._app import app

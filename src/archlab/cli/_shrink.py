@@ -1,0 +1,49 @@
+"""archlab shrink: adaptive depth and width by pruning a trained run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._app import _out, app
+
+
+@app.command()
+def shrink(
+    run: Annotated[Path, typer.Argument(help="A trained run directory (archlab train).", show_default=False)],
+    data: Annotated[str | None, typer.Option(help="The data set (default: the run's).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
+    max_drop: Annotated[float, typer.Option(min=0, help="Stop before validation accuracy falls more than "
+                                                        "this many percentage points below the start.")] = 0.5,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after each step.")] = 1,
+    block_fraction: Annotated[float, typer.Option(min=0, max=1, help="Share of removable blocks per step.")] = 0.25,
+    channel_ratio: Annotated[float, typer.Option(min=0, max=0.95, help="Share of channels pruned per step.")] = 0.25,
+    max_steps: Annotated[int, typer.Option(min=1)] = 12,
+    train_samples: Annotated[int | None, typer.Option(min=1, help="Fine-tune on the first N samples only.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
+) -> None:
+    """Remove the blocks and channels a trained RUN does not need; writes a new, smaller run."""
+    from archlab.compress import shrink as shrink_run
+
+    logging.getLogger("archlab").setLevel(logging.INFO)
+    if not logging.getLogger("archlab").handlers:
+        logging.basicConfig(format="%(message)s")
+    result = shrink_run(run, data=data, data_dir=data_dir, max_drop=max_drop, finetune_epochs=finetune_epochs,
+                        block_fraction=block_fraction, channel_ratio=channel_ratio, max_steps=max_steps,
+                        train_samples=train_samples, out=out)
+    table = Table(title="archlab shrink")
+    for column in ("step", "action", "params", "FLOPs", "val accuracy", "kept"):
+        table.add_column(column, justify="left" if column == "action" else "right")
+    for s in result.steps:
+        table.add_row(str(s["step"]), s["action"], f"{s['params']:,}", f"{s['flops']:,}",
+                      f"{100 * s['val_accuracy']:.2f}%", "yes" if s["kept"] else "undone")
+    _out.print(table)
+    before = result.test_before.get("accuracy")
+    after = result.test_after.get("accuracy")
+    if before is not None and after is not None:
+        _out.print(f"test accuracy: {100 * before:.2f}% -> {100 * after:.2f}%", markup=False)
+    _out.print(f"run: {result.run_dir}", markup=False)

@@ -1,0 +1,50 @@
+"""archlab shrink on the command line: a table and a new run; bad input exits 2."""
+
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+from archlab.cli import run
+from archlab.training import train
+
+torch.set_num_threads(1)
+
+TINY = {
+    "name": "tiny",
+    "input": [1, 8, 8],
+    "task": {"kind": "classification", "classes": 10},
+    "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
+               {"dense": {"units": 10, "activation": "softmax"}}],
+    "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
+}
+
+
+def test_shrink_cli_writes_a_run(tmp_path, capsys):
+    run_dir = train(TINY, out=tmp_path / "runs", verbose=0).run_dir
+    code = run(["shrink", str(run_dir), "--max-drop", "100", "--finetune-epochs", "0", "--max-steps", "1",
+                "--out", str(tmp_path / "small")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "archlab shrink" in out and "prune layers[1] 32->24" in out
+    new_runs = list((tmp_path / "small").iterdir())
+    assert len(new_runs) == 1 and (new_runs[0] / "shrink.json").is_file()
+    assert run(["evaluate", str(new_runs[0])]) == 0
+
+
+def test_shrink_cli_bad_input_exits_2(tmp_path, capsys):
+    assert run(["shrink", str(tmp_path / "missing"), "--data", "digits"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "spec.yaml").write_text("input: [4]\nlayers: [{dense: {units: 2}}]\n")
+    assert run(["shrink", str(broken), "--data", "digits"]) == 2
+    assert "missing recipe.yaml" in capsys.readouterr().err
+    run_dir = train(TINY, out=tmp_path / "runs", verbose=0).run_dir
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(run_dir, no_weights)
+    (no_weights / "best.safetensors").unlink()
+    assert run(["shrink", str(no_weights), "--data", "digits"]) == 2
+    assert "best.safetensors does not exist" in capsys.readouterr().err
+    assert run(["shrink", str(run_dir), "--max-drop", "-1"]) == 2
