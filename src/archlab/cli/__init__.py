@@ -12,10 +12,7 @@ from rich.console import Console
 
 from archlab.exceptions import ArchlabError, SpecError
 
-from . import _train  # noqa: F401  (registers train, evaluate, predict)
-from . import _shrink  # noqa: F401
-from . import _design  # noqa: F401
-from . import _cv  # noqa: F401
+from . import _cv, _design, _shrink, _train  # noqa: F401  (each registers its subcommands)
 from ._app import app
 
 __all__ = ["app", "main", "run"]
