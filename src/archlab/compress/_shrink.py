@@ -72,8 +72,18 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         ShrinkResult: the new run directory, the final spec and one row per step.
     """
     from archlab.data import load_dataset
-    from archlab.training import Engine, load_run, load_weights, prepare_model, save_weights, start_run
-    from archlab.training._train import _check_fit, _loss_kind, _split, _tensors
+    from archlab.training import (
+        Engine,
+        check_fit,
+        load_run,
+        load_weights,
+        loss_kind,
+        prepare_model,
+        save_weights,
+        split_validation,
+        start_run,
+        to_tensors,
+    )
 
     if max_drop < 0:
         raise ValueError(f"max_drop is in percentage points and not negative, got {max_drop}")
@@ -87,16 +97,16 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     dataset = load_dataset(data or recipe.data, data_dir)
     from archlab.builder import parse
 
-    loss = _loss_kind(recipe, spec, dataset.task)
-    _check_fit(parse(spec), dataset, loss)
+    loss = loss_kind(recipe, spec, dataset.task)
+    check_fit(parse(spec), dataset, loss)
     if recipe.validation_split == 0:
         raise ValueError(f"{run_dir}: the run has no validation split (validation_split: 0); shrink measures on it")
-    x, y, x_val, y_val = _split(dataset.x_train, dataset.y_train, recipe, loss)
+    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, loss)
     if train_samples is not None:
         x, y = x[:train_samples], y[:train_samples]
-    xt, yt = _tensors(x, y, loss)
-    xv, yv = _tensors(x_val, y_val, loss)
-    xs, ys = _tensors(dataset.x_test, dataset.y_test, loss)
+    xt, yt = to_tensors(x, y, loss)
+    xv, yv = to_tensors(x_val, y_val, loss)
+    xs, ys = to_tensors(dataset.x_test, dataset.y_test, loss)
     ft_recipe = recipe.model_copy(update={"epochs": max(1, finetune_epochs), "early_stopping": None})
 
     def model_of(spec: Spec, state: dict[str, torch.Tensor] | None):

@@ -103,7 +103,7 @@ def _label(values: dict[str, Any]) -> str:
 def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any) -> list[dict[str, Any]]:
     """Every grid point as a checked spec dict; all problems reported together, before any training."""
     from archlab.builder import parse
-    from archlab.training._train import _check_fit
+    from archlab.training import check_fit
 
     paths = [p for p, _ in sweeps]
     configs, problems = [], []
@@ -114,7 +114,7 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any) 
             for path, value in values.items():
                 spec = set_at(spec, path, value)
             parsed = parse(load(spec))
-            _check_fit(parsed, dataset, "cross_entropy")
+            check_fit(parsed, dataset, "cross_entropy")
         except SpecError as exc:
             problems.append(f"  configuration {i} ({_label(values)}): {exc}")
             continue
@@ -165,8 +165,7 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration on one fold's training part; accuracy on both parts."""
     import torch
 
-    from archlab.training import Engine, resolve_recipe
-    from archlab.training._train import _tensors, prepare_model
+    from archlab.training import Engine, prepare_model, resolve_recipe, to_tensors
 
     x, y = _WORKER["x"], _WORKER["y"]
     spec = load(task["spec"])
@@ -177,8 +176,8 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     began = time.perf_counter()
     model, head = prepare_model(spec, recipe, "cross_entropy")
     engine = Engine(model, recipe, "cross_entropy", verbose=0, output_activation=head)
-    xt, yt = _tensors(x[train_idx], y[train_idx], "cross_entropy")
-    xv, yv = _tensors(x[val_idx], y[val_idx], "cross_entropy")
+    xt, yt = to_tensors(x[train_idx], y[train_idx], "cross_entropy")
+    xv, yv = to_tensors(x[val_idx], y[val_idx], "cross_entropy")
     engine.fit(xt, yt)
     with torch.no_grad():
         train_metrics, _ = engine.evaluate(xt, yt)
@@ -242,7 +241,7 @@ def _read_rows(path: Path) -> list[dict]:
 
 # -- the sweep ---------------------------------------------------------------------------------
 def _new_run_dir(out: Path, name: str) -> Path:
-    from archlab.training._runs import new_run_dir
+    from archlab.training import new_run_dir
 
     return new_run_dir(out, f"cv-{name}")
 
@@ -384,7 +383,7 @@ def _stratified_subset(idx: np.ndarray, y: np.ndarray, fraction: float, seed: in
 
 # -- outputs -----------------------------------------------------------------------------------
 def _write(path: Path, text: str) -> None:
-    from archlab.training._runs import atomic_write_text
+    from archlab.training import atomic_write_text
 
     atomic_write_text(path, text)
 

@@ -15,7 +15,7 @@ def plot_capacity(result: Any, path: Path, data: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from archlab.training._train import _save_figure
+    from archlab.training import save_figure
 
     rows = sorted(result.configs, key=lambda c: c["params"])
     params = [r["params"] for r in rows]
@@ -35,7 +35,7 @@ def plot_capacity(result: Any, path: Path, data: str) -> None:
     ax.legend(fontsize=8)
     ax.set_title(f"capacity curve on {data} ({rows[0]['folds']}-fold CV)", fontsize=10)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_learning_curve(result: Any, path: Path, data: str) -> None:
@@ -45,7 +45,7 @@ def plot_learning_curve(result: Any, path: Path, data: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from archlab.training._train import _save_figure
+    from archlab.training import save_figure
 
     rows = result.learning_curve
     samples = [r["train_samples"] for r in rows]
@@ -59,4 +59,4 @@ def plot_learning_curve(result: Any, path: Path, data: str) -> None:
     ax.legend(fontsize=8)
     ax.set_title(f"learning curve on {data}", fontsize=10)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)

@@ -23,8 +23,9 @@ from ._metrics import confusion_matrix
 from ._recipe import Recipe, resolve_recipe
 from ._runs import RunError, atomic_write_text, load_weights, new_run_dir, read_metrics
 
-__all__ = ["TrainResult", "TrainingError", "evaluate_run", "finish_run", "load_run", "plot_curves", "predict_run",
-           "prepare_model", "read_input", "read_metrics", "start_run", "train"]
+__all__ = ["TrainResult", "TrainingError", "check_fit", "evaluate_run", "finish_run", "load_run", "loss_kind",
+           "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "save_figure",
+           "split_validation", "start_run", "to_tensors", "train"]
 
 
 @dataclass
@@ -35,14 +36,14 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _loss_kind(recipe: Recipe, spec: Spec, task: str) -> str:
+def loss_kind(recipe: Recipe, spec: Spec, task: str) -> str:
     if recipe.loss != "auto":
         return recipe.loss
     kind = (spec.to_dict().get("task") or {}).get("kind", task)
     return {"classification": "cross_entropy", "binary": "binary_cross_entropy"}.get(kind, "mse")
 
 
-def _check_fit(parsed, dataset, loss: str) -> None:
+def check_fit(parsed, dataset, loss: str) -> None:
     """The data must fit the spec: same input shape, as many outputs as classes."""
     if parsed.is_graph:
         raise SpecError("training takes a single-input spec; this one has the graph form with inputs "
@@ -61,7 +62,7 @@ def _check_fit(parsed, dataset, loss: str) -> None:
                         "task.classes")
 
 
-def _split(x: np.ndarray, y: np.ndarray, recipe: Recipe, loss: str):
+def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, loss: str):
     """Keras' validation_split: the last fraction, before shuffling; or a stratified split."""
     if recipe.validation_split == 0:
         return x, y, x[:0], y[:0]
@@ -87,7 +88,7 @@ def _ids_if_long(parsed, x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def _tensors(x: np.ndarray, y: np.ndarray, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(x: np.ndarray, y: np.ndarray, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) if x.dtype != np.int64 else x)
     yt = torch.from_numpy(np.ascontiguousarray(y)).long() if loss == "cross_entropy" else torch.from_numpy(
         np.ascontiguousarray(y, dtype=np.float32))
@@ -111,7 +112,7 @@ def _peak_memory(device: torch.device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-def _save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """Save a PNG through a temporary file (a killed run never leaves half an image) and free it."""
     import matplotlib.pyplot as plt
 
@@ -145,7 +146,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def start_run(spec: Spec, recipe: Recipe, out: str | Path) -> Path:
@@ -211,20 +212,20 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                         "train.data")
     dataset = load_dataset(recipe.data, data_dir)
     parsed = parse(spec)
-    loss = _loss_kind(recipe, spec, dataset.task)
-    _check_fit(parsed, dataset, loss)
+    loss = loss_kind(recipe, spec, dataset.task)
+    check_fit(parsed, dataset, loss)
     if resume is None and out is not None:
         run_dir = start_run(spec, recipe, out)
     model, head = prepare_model(spec, recipe, loss)
     engine = Engine(model, recipe, loss, run_dir=run_dir, verbose=verbose, output_activation=head)
     x_train, x_test_all = _ids_if_long(parsed, dataset.x_train), _ids_if_long(parsed, dataset.x_test)
-    x, y, x_val, y_val = _split(x_train, dataset.y_train, recipe, loss)
-    xt, yt = _tensors(x, y, loss)
-    xv, yv = _tensors(x_val, y_val, loss)
+    x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, loss)
+    xt, yt = to_tensors(x, y, loss)
+    xv, yv = to_tensors(x_val, y_val, loss)
     began = time.perf_counter()
     history = engine.fit(xt, yt, xv, yv, resume=resume is not None)
     wall = time.perf_counter() - began
-    x_test, y_test = _tensors(x_test_all, dataset.y_test, loss)
+    x_test, y_test = to_tensors(x_test_all, dataset.y_test, loss)
     test_metrics, test_out = engine.evaluate(x_test, y_test)
     if run_dir is not None:
         _record_evaluation(run_dir, spec.name, dataset, "test", "final", test_metrics, test_out, y_test, loss)
@@ -252,7 +253,7 @@ def _restore(run_dir: Path, weights: str) -> tuple[Spec, Recipe, ArchlabModel, s
     from archlab.data import load_dataset  # noqa: F401  (fail early if data support is broken)
 
     task = (spec.to_dict().get("task") or {}).get("kind", "classification")
-    loss = _loss_kind(recipe, spec, task)
+    loss = loss_kind(recipe, spec, task)
     model, head = prepare_model(spec, recipe, loss)
     path = run_dir / f"{weights}.safetensors"
     load_weights(path, model)
@@ -269,7 +270,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     spec, recipe, model, loss, head = _restore(run_dir, weights)
     dataset = load_dataset(data or recipe.data, data_dir)
     parsed = parse(spec)
-    _check_fit(parsed, dataset, loss)
+    check_fit(parsed, dataset, loss)
     if split not in ("train", "test"):
         raise SpecError(f"split is train or test, got {split!r}")
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
@@ -277,7 +278,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     if loss == "cross_entropy":  # evaluation always reports accuracy and macro-F1 beside the recipe's metrics
         recipe = recipe.model_copy(update={"metrics": sorted(set(recipe.metrics) | {"accuracy", "macro_f1"})})
     engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
-    xt, yt = _tensors(x, y, loss)
+    xt, yt = to_tensors(x, y, loss)
     metrics, out = engine.evaluate(xt, yt)
     return _record_evaluation(run_dir, spec.name, dataset, split, weights, metrics, out, yt, loss)
 
@@ -318,7 +319,7 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) 
                         color="white" if cm[i, j] > threshold else "black")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
