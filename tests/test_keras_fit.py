@@ -16,14 +16,7 @@ from archlab import layers
 from archlab.data import load_dataset
 from archlab.exceptions import SpecError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on one thread: on a busy machine torch's thread pool slows them a hundredfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 
-import torch
+import pytest
 
 from archlab.cli import run
 from archlab.training import train
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
     "name": "tiny",

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import archlab
 from archlab.compress import shrink
 from archlab.training import evaluate_run, train
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 OVERSIZED = {
     "name": "digits-oversized",

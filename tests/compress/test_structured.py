@@ -11,7 +11,7 @@ from archlab.compress import block_candidates, prunable_layers, prune_channels, 
 from archlab.exceptions import SpecError
 from archlab.spec import Spec
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _block(width: int, post: bool = True) -> dict:

@@ -12,14 +12,6 @@ import archlab
 from archlab.design import DesignError, suggest
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_csv(path: Path, n: int = 300, features: int = 6) -> Path:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, features))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 TINY_CNN = {
     "name": "tiny-cnn",
@@ -22,11 +21,8 @@ TINY_CNN = {
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _every_test_on_one_thread(one_thread):
+    """Every test in this folder runs on one thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")

@@ -71,14 +71,8 @@ class Helpers:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on one intra-op thread: on a busy machine torch's thread pool makes them a hundred
-    times slower (its threads wait for cores that other processes hold), and tiny layers gain
-    nothing from it. Restored after each module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _every_test_on_one_thread(one_thread):
+    """Every test in this folder runs on one thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")
