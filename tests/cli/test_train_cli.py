@@ -33,19 +33,8 @@ TINY = {
                {"dense": {"units": 10, "activation": "softmax"}}],
 }
 
-SEED_YAML = """\
-name: seed-mnist-cnn
-input: [1, 28, 28]
-task: {kind: classification, classes: 10}
-layers:
-  - conv2d: {filters: 32, kernel_size: 3, activation: relu}
-  - maxpool2d: {pool_size: 2}
-  - conv2d: {filters: 64, kernel_size: 3, activation: relu}
-  - maxpool2d: {pool_size: 2}
-  - flatten
-  - dense: {units: 128, activation: relu}
-  - dense: {units: 10, activation: softmax}
-"""
+# The seed CNN as the project ships it (the same spec the README and docs use).
+SEED_YAML = (Path(__file__).resolve().parents[2] / "examples" / "seed-mnist-cnn.yaml").read_text()
 
 SAMPLE_LINE = re.compile(r"^sample (\d+): (.+)$")
 
