@@ -71,26 +71,14 @@ def keras_worker(seed: int, epochs: int) -> None:
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
     import numpy as np
-    from keras import layers
+    from _keras_seed import keras_seed_cnn
 
     from archlab.data import load_dataset
 
     mnist = load_dataset("mnist")
     x_train = np.ascontiguousarray(mnist.x_train.transpose(0, 2, 3, 1))  # channels last, as Keras expects
     x_test = np.ascontiguousarray(mnist.x_test.transpose(0, 2, 3, 1))
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(32, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras_seed_cnn(seed)
     began = time.perf_counter()
     history = model.fit(x_train, mnist.y_train, epochs=epochs, batch_size=128, validation_split=0.1, verbose=2)
     train_s = time.perf_counter() - began

@@ -112,21 +112,9 @@ class KerasContender:
 
     def __init__(self, spec: archlab.Spec, x: torch.Tensor, y: torch.Tensor) -> None:
         import keras
-        from keras import layers
+        from _keras_seed import keras_seed_cnn
 
-        keras.utils.set_random_seed(SEED)
-        self.model = keras.Sequential([
-            keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(32, (3, 3), activation="relu"),
-            layers.MaxPooling2D((2, 2)),
-            layers.Conv2D(64, (3, 3), activation="relu"),
-            layers.MaxPooling2D((2, 2)),
-            layers.Flatten(),
-            layers.Dense(128, activation="relu"),
-            layers.Dense(10, activation="softmax"),
-        ])
-        self.model.compile(optimizer=keras.optimizers.Adam(LR), loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+        self.model = keras_seed_cnn(SEED, LR)
         self.x = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))  # (N, 28, 28, 1), channels last
         self.y = y.numpy()
         self.version = keras.__version__
