@@ -377,15 +377,9 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
 
 
 def _classes_of(run_dir: Path, count: int) -> list[str]:
-    summary = run_dir / "summary.json"
-    evaluation = sorted(run_dir.glob("evaluation-*.json"))
-    for path in evaluation:
-        classes = json.loads(path.read_text()).get("classes")
-        if classes and len(classes) == count:
-            return classes
-    if summary.is_file():
-        classes = json.loads(summary.read_text()).get("classes")
+    """Class names recorded by an evaluation or by training, else the indices as text."""
+    for path in [*sorted(run_dir.glob("evaluation-*.json")), run_dir / "summary.json"]:
+        classes = json.loads(path.read_text()).get("classes") if path.is_file() else None
         if classes and len(classes) == count:
             return classes
     return [str(i) for i in range(count)]
-
