@@ -1,0 +1,133 @@
+"""archlab search: architecture search over a spec with markers, on Optuna."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from archlab.search import PRUNERS, SAMPLERS, SearchProgress, SearchResult, load_report, search, trial_rows
+
+from ._app import _out, app
+
+
+class _Line:
+    """One live status line on a terminal (trials done, best so far, pruned); plain lines otherwise."""
+
+    def __init__(self, quiet: bool, objective: str) -> None:
+        self.quiet, self.objective = quiet, objective
+        self.status = None
+        self.last: tuple | None = None
+        if sys.stdout.isatty() and not quiet:
+            self.status = _out.status("search: starting")
+            self.status.start()
+
+    def __call__(self, p: SearchProgress) -> None:
+        best = f"best {self.objective} {p.best:.4f}" if p.best is not None else "no complete trial yet"
+        text = (f"search: {p.finished}/{p.target} trials, {best}, {p.pruned} pruned"
+                + (f", {p.failed} failed" if p.failed else "") + (f", {p.running} running" if p.running else ""))
+        key = (p.finished, p.failed, p.best)
+        if self.status is not None:
+            self.status.update(text)
+        elif not self.quiet and key != self.last:
+            _out.print(text, markup=False)
+        self.last = key
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
+def _print_report(result: SearchResult, top: int = 10) -> None:
+    objectives = result.objectives
+    rows = trial_rows(result.study, objectives)
+    counts = Counter(r["state"] for r in rows)
+    why = Counter(r["pruned_by"] for r in rows if r["state"] == "PRUNED")
+    pruned = ", ".join(f"{n} {k}" for k, n in why.most_common())
+    _out.print(f"study '{result.study.study_name}': {len(rows)} trials: {counts['COMPLETE']} complete, "
+               f"{counts['PRUNED']} pruned" + (f" ({pruned})" if pruned else "")
+               + (f", {counts['FAIL']} failed" if counts["FAIL"] else "")
+               + (f", {counts['RUNNING']} running" if counts["RUNNING"] else ""), markup=False)
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    first = objectives[0]
+    complete.sort(key=lambda r: r[first.name], reverse=first.direction == "maximize")
+    params = [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("param:")]
+    table = Table(title=f"best {min(top, len(complete))} of {len(complete)} complete trials by {first.name}")
+    for name in ["#", *(o.name for o in objectives), "params", "FLOPs", "epochs",
+                 *(p.removeprefix("param:") for p in params)]:
+        table.add_column(name, justify="right" if name in ("#", "params", "FLOPs", "epochs") else "left",
+                         overflow="fold")
+    for r in complete[:top]:
+        values = [f"{r[o.name]:.4g}" if o.name not in ("params", "flops") else f"{int(r[o.name]):,}"
+                  for o in objectives]
+        table.add_row(str(r["number"]), *values, f"{r['params']:,}", f"{r['flops']:,}", str(r["epochs_trained"]),
+                      *("" if r.get(p) is None else f"{r[p]:.3g}" if isinstance(r[p], float) else str(r[p])
+                        for p in params))
+    _out.print(table)
+    if len(objectives) == 1 and result.best:
+        b = result.best[0]
+        where = f" -> {b['spec_path']}" if b["spec_path"] else ""
+        _out.print(f"best: trial {b['number']}, {first.name} {b['values'][first.name]:.4f}, "
+                   f"{b['params']:,} parameters{where}", markup=False, soft_wrap=True)
+    elif result.best:
+        _out.print(f"Pareto front ({', '.join(str(o) for o in objectives)}): {len(result.best)} trials", markup=False)
+        for b in result.best:
+            values = ", ".join(f"{k} {v:.4g}" for k, v in b["values"].items())
+            where = f" -> {b['spec_path']}" if b["spec_path"] else ""
+            _out.print(f"  trial {b['number']}: {values}{where}", markup=False, soft_wrap=True)
+
+
+@app.command("search")
+def search_command(
+    space: Annotated[Path | None, typer.Argument(help="A spec with search markers: {choice: [...]}, {int: [lo, hi]}, "
+                                                "{float: [lo, hi], log: true}.", show_default=False)] = None,
+    data: Annotated[str, typer.Option(help="digits, mnist, csv:PATH or npz:PATH.")] = "digits",
+    data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold (a resumed study "
+                                        "continues up to it).")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Seconds each worker searches before it stops "
+                                                  "starting trials.")] = None,
+    sampler: Annotated[str, typer.Option(help=f"{', '.join(SAMPLERS)}.")] = "tpe",
+    pruner: Annotated[str | None, typer.Option(help=f"{', '.join(PRUNERS)} (default: asha for one objective, "
+                                               "none for several).")] = None,
+    objective: Annotated[list[str] | None, typer.Option(help="val_accuracy (default), val_loss, params:min, "
+                                                        "flops:min, latency:min; repeat for several.")] = None,
+    max_params: Annotated[int | None, typer.Option(help="Prune sampled specs with more parameters, untrained.")] = None,
+    max_flops: Annotated[int | None, typer.Option(help="Prune sampled specs with more FLOPs, untrained.")] = None,
+    storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL, e.g. postgresql://user:pw@host/db "
+                                                "(default: SQLite in the run directory).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the spec's name); the same name "
+                                              "resumes the same study.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes on the same storage.")] = 1,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs per trial (overrides train.epochs).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the sampler (worker k uses seed + k).")] = 0,
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; a trial silent for "
+                                           "twice that (its worker died) is marked failed.")] = 30,
+    force: Annotated[bool, typer.Option("--force", help="Continue a study that was created with a different "
+                                        "space.")] = False,
+    report: Annotated[str | None, typer.Option(help="Print the study STUDY from --storage and exit.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Search the architectures in SPACE: sample, check budgets, train with pruning, keep the best."""
+    if report is not None:
+        if storage is None:
+            raise ValueError("--report needs --storage URL, e.g. sqlite:///runs/search-NAME/study.db")
+        _print_report(load_report(report, storage))
+        return
+    if space is None:
+        raise ValueError("give a SPACE spec to search, or --report STUDY --storage URL")
+    line = _Line(quiet, (objective or ["val_accuracy"])[0].partition(":")[0])
+    try:
+        result = search(space, data, trials, study=study, storage=storage, objectives=objective, sampler=sampler,
+                        pruner=pruner, timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
+                        workers=workers, seed=seed, out=out, data_dir=data_dir, force=force, heartbeat=heartbeat,
+                        on_progress=line)
+    finally:
+        line.stop()
+    _print_report(result)
+    _out.print(f"run: {result.run_dir}", markup=False)

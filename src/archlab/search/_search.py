@@ -1,0 +1,519 @@
+"""search(): sample specs from a space, check their budgets, train them, and let Optuna choose.
+
+Every process that works on a study (this one, ``--workers`` children, other machines) runs the
+same loop against the shared storage; the study's trial count, not any one process, decides when
+the search is done, so a killed worker or a second machine needs no coordination.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archlab.exceptions import SpecError
+from archlab.spec import dump, first_point, load, set_at
+
+from ._space import dimensions, grid_space, sample, space_differences
+from ._study import (
+    Objective,
+    StorageError,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    parse_objectives,
+    public_url,
+    quiet_optuna,
+)
+
+__all__ = ["SearchConfig", "SearchProgress", "SearchResult", "StorageError", "count_trials", "epochs_spent",
+           "load_report", "run_worker", "search", "trial_rows", "write_results"]
+
+COUNTED = ("COMPLETE", "PRUNED", "RUNNING")  # states that use up a trial of the requested count
+
+
+@dataclass
+class SearchConfig:
+    """Everything a worker needs; plain data so that it crosses process boundaries."""
+
+    space: dict
+    data: str
+    trials: int
+    study: str
+    storage: str
+    objectives: list[str] = field(default_factory=lambda: ["val_accuracy"])
+    sampler: str = "tpe"
+    pruner: str = "asha"
+    timeout: float | None = None
+    max_params: int | None = None
+    max_flops: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    workers: int = 1
+    heartbeat: int = 30
+    data_dir: str | None = None
+
+    def record(self) -> dict:
+        """What identifies the search in the study: a study resumed with another record is refused."""
+        return {"space": self.space, "data": self.data, "objectives": self.objectives, "epochs": self.epochs}
+
+
+@dataclass
+class SearchProgress:
+    finished: int
+    target: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best: float | None
+
+
+@dataclass
+class SearchResult:
+    study: Any
+    run_dir: Path
+    objectives: list[Objective]
+    best: list[dict]  # the best trial (one objective) or the Pareto front, each {number, values, spec_path}
+    counts: dict[str, int]
+
+
+class SurplusTrial(Exception):
+    """A worker started a trial after the study had reached its count (a race between workers)."""
+
+
+# -- one trial ----------------------------------------------------------------------------------
+class TrialRunner:
+    """The objective Optuna calls: one sampled spec, checked, budgeted, trained and scored."""
+
+    def __init__(self, config: SearchConfig, dataset: Any) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.objectives = parse_objectives(config.objectives)
+        self.single = len(self.objectives) == 1
+
+    def __call__(self, trial: Any) -> float | list[float]:
+        import torch
+
+        from archlab.analysis import analyze
+        from archlab.builder import parse
+        from archlab.training import (
+            Engine,
+            TrainingError,
+            check_fit,
+            loss_kind,
+            prepare_model,
+            resolve_recipe,
+            split_validation,
+            to_tensors,
+        )
+
+        self._check_surplus(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        began = time.perf_counter()
+        point = sample(trial, self.config.space)
+        if self.config.epochs is not None:
+            point = set_at(point, "train.epochs", self.config.epochs) if point.get("train") else {
+                **point, "train": {"epochs": self.config.epochs}}
+        try:
+            spec = load(point)
+            trial.set_user_attr("spec", dump(spec))
+            parsed = parse(spec)
+            recipe = resolve_recipe(spec.to_dict().get("train"), data=self.config.data)
+            loss = loss_kind(recipe, spec, self.dataset.task)
+            check_fit(parsed, self.dataset, loss)
+        except SpecError as exc:
+            self._prune(trial, "invalid", f"invalid spec: {exc}")
+        capacity = analyze(parsed)
+        trial.set_user_attr("params", capacity.total_params)
+        trial.set_user_attr("flops", capacity.flops)
+        for limit, value, what in ((self.config.max_params, capacity.total_params, "parameters"),
+                                   (self.config.max_flops, capacity.flops, "FLOPs")):
+            if limit is not None and value > limit:
+                flag = "--max-params" if what == "parameters" else "--max-flops"
+                self._prune(trial, "budget", f"over budget: {value:,} {what} > {flag} {limit:,}")
+        if recipe.validation_split == 0:
+            recipe = recipe.model_copy(update={"validation_split": 0.2})
+        recipe = recipe.model_copy(update={"validation": "stratified"} if loss == "cross_entropy" else {})
+        x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, loss)
+        xt, yt = to_tensors(x, y, loss)
+        xv, yv = to_tensors(x_val, y_val, loss)
+        model, head = prepare_model(spec, recipe, loss)
+        engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
+        watched = next(o for o in self.objectives if o.is_metric)
+
+        def after_epoch(epoch: int, row: dict) -> None:
+            trial.set_user_attr("epochs_trained", epoch)
+            if watched.name not in row:
+                raise SpecError(f"--objective {watched.name}: training records "
+                                f"{', '.join(k for k in row if k.startswith('val_'))}; pick one of those")
+            if self.single:  # Optuna prunes on one reported value; multi-objective studies cannot
+                trial.report(float(row[watched.name]), epoch)
+                if trial.should_prune():
+                    self._prune(trial, "pruner", f"stopped by the {self.config.pruner} pruner after epoch {epoch} "
+                                f"({watched.name} {row[watched.name]:.4f})")
+
+        try:
+            engine.fit(xt, yt, xv, yv, on_epoch_end=after_epoch)
+        except TrainingError as exc:
+            self._prune(trial, "diverged", f"training failed: {exc}")
+        finally:
+            trial.set_user_attr("train_seconds", round(time.perf_counter() - began, 3))
+        with torch.no_grad():
+            metrics, _ = engine.evaluate(xv, yv)  # the final weights (restored best, if the recipe says so)
+        measures = {"params": capacity.total_params, "flops": capacity.flops}
+        if any(o.name == "latency_ms" for o in self.objectives):
+            measures["latency_ms"] = batch1_latency_ms(engine.model, xv[:1].to(engine.device))
+            trial.set_user_attr("latency_ms", measures["latency_ms"])
+        values = []
+        for objective in self.objectives:
+            key = objective.name.removeprefix("val_")
+            if objective.is_metric and key not in metrics:
+                raise SpecError(f"--objective {objective.name}: this training records "
+                                f"{', '.join('val_' + k for k in metrics)}")
+            values.append(float(metrics[key] if objective.is_metric else measures[objective.name]))
+        trial.set_user_attr("val_metrics", {k: float(v) for k, v in metrics.items()})
+        if not all(math.isfinite(v) for v in values):
+            self._prune(trial, "diverged", f"non-finite objective values {values}")
+        return values[0] if self.single else values
+
+    @staticmethod
+    def _prune(trial: Any, kind: str, reason: str) -> None:
+        import optuna
+
+        trial.set_user_attr("pruned_by", kind)
+        trial.set_user_attr("pruned_reason", reason)
+        raise optuna.TrialPruned(reason)
+
+    def _check_surplus(self, trial: Any) -> None:
+        """Two workers can both see N-1 trials and both start one; the later one steps back."""
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=_states(COUNTED))
+                 if t.number < trial.number]
+        if len(ahead) >= self.config.trials:
+            trial.set_user_attr("surplus", f"the study already had {self.config.trials} trials when this one began")
+            trial.study.stop()
+            raise SurplusTrial()
+
+
+def batch1_latency_ms(model: Any, x: Any, repeats: int = 30) -> float:
+    """Median wall time of one inference at batch size 1, after warm-up."""
+    import torch
+
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 5):
+            began = time.perf_counter()
+            model(x)
+            if i >= 5:
+                times.append(time.perf_counter() - began)
+    return round(statistics.median(times) * 1000, 4)
+
+
+def _states(names: tuple[str, ...]) -> tuple:
+    from optuna.trial import TrialState
+
+    return tuple(TrialState[n] for n in names)
+
+
+def count_trials(study: Any) -> dict[str, int]:
+    counts = {"COMPLETE": 0, "PRUNED": 0, "RUNNING": 0, "FAIL": 0, "WAITING": 0}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+def progress_of(study: Any, config: SearchConfig) -> SearchProgress:
+    counts = count_trials(study)
+    best = None
+    if len(study.directions) == 1 and counts["COMPLETE"]:
+        best = study.best_value
+    return SearchProgress(counts["COMPLETE"] + counts["PRUNED"], config.trials, counts["COMPLETE"], counts["PRUNED"],
+                          counts["FAIL"], counts["RUNNING"], best)
+
+
+# -- one worker ---------------------------------------------------------------------------------
+def run_worker(config: SearchConfig, index: int = 0, on_trial: Callable[[SearchProgress], None] | None = None,
+               dataset: Any = None) -> None:
+    """Work on the study until it holds ``config.trials`` finished or running trials (or time is up)."""
+    import optuna
+
+    from archlab.data import load_dataset
+
+    quiet_optuna()
+    if config.workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    storage = open_storage(config.storage, config.heartbeat)
+    grid = grid_space(config.space) if config.sampler == "grid" else None
+    objectives = parse_objectives(config.objectives)
+    study = optuna.load_study(study_name=config.study, storage=storage,
+                              sampler=make_sampler(config.sampler, config.seed + index, grid=grid,
+                                                   workers=config.workers),
+                              pruner=make_pruner(config.pruner if len(objectives) == 1 else "none",
+                                                 _epochs(config)))
+    dataset = dataset if dataset is not None else load_dataset(config.data, config.data_dir)
+    runner = TrialRunner(config, dataset)
+
+    def used() -> int:
+        optuna.storages.fail_stale_trials(study)
+        return len(study.get_trials(deepcopy=False, states=_states(COUNTED)))
+
+    def after_trial(study: Any, _trial: Any) -> None:
+        if on_trial is not None:
+            on_trial(progress_of(study, config))
+        if used() >= config.trials:
+            study.stop()
+
+    if used() >= config.trials:
+        return
+    study.optimize(runner, n_trials=None, timeout=config.timeout, callbacks=[after_trial], catch=(SurplusTrial,),
+                   gc_after_trial=False, show_progress_bar=False)
+
+
+def _worker_main(config_dict: dict, index: int) -> None:
+    """Entry point of a ``--workers`` child process (spawned: a clean interpreter, no forked torch)."""
+    run_worker(SearchConfig(**config_dict), index)
+
+
+def _epochs(config: SearchConfig) -> int:
+    if config.epochs is not None:
+        return config.epochs
+    from archlab.training import resolve_recipe
+
+    return resolve_recipe(first_point(config.space).get("train")).epochs
+
+
+# -- the study ----------------------------------------------------------------------------------
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "search"
+
+
+def open_study(config: SearchConfig, *, force: bool = False) -> Any:
+    """Create the study, or load it when it exists with the same space, data and objectives."""
+    import optuna
+
+    quiet_optuna()
+    storage = open_storage(config.storage, config.heartbeat)
+    objectives = parse_objectives(config.objectives)
+    directions = [o.direction for o in objectives]
+    record = json.loads(json.dumps(config.record()))
+    try:
+        study = optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        study = None
+    if study is not None:
+        old = study.user_attrs.get("archlab")
+        problems = []
+        if old is None:
+            problems.append("it was not created by archlab search")
+        else:
+            problems += [f"{k}: {old.get(k)!r} -> {record[k]!r}" for k in ("data", "objectives", "epochs")
+                         if old.get(k) != record[k]]
+            problems += space_differences(old.get("space"), record["space"])
+        if [d.name.lower() for d in study.directions] != directions and not problems:
+            problems.append(f"directions {[d.name.lower() for d in study.directions]} -> {directions}")
+        if problems and not force:
+            raise SpecError(f"study '{config.study}' in {public_url(config.storage)} exists with a different search: "
+                            + "; ".join(problems) + ". Its trials would not be comparable: use another --study "
+                            "name, or --force to continue it with this space")
+        if problems:
+            study.set_user_attr("archlab", record)
+        return study
+    study = optuna.create_study(study_name=config.study, storage=storage, directions=directions,
+                                load_if_exists=True)
+    study.set_user_attr("archlab", record)
+    return study
+
+
+def search(space: Any, data: str, trials: int, *, study: str | None = None, storage: str | None = None,
+           objectives: list[str] | None = None, sampler: str = "tpe", pruner: str | None = None,
+           timeout: float | None = None, max_params: int | None = None, max_flops: int | None = None,
+           epochs: int | None = None, workers: int = 1, seed: int = 0, out: str | Path = "runs",
+           data_dir: str | Path | None = None, force: bool = False, heartbeat: int = 30,
+           on_progress: Callable[[SearchProgress], None] | None = None) -> SearchResult:
+    """Search a space of specs on Optuna and write the best spec(s), a trials table and plots.
+
+    Args:
+        space: a spec with search markers (path, text, dict or Spec); its ``train:`` section is the recipe.
+        data: the data set name; each trial is scored on a validation split of its training part.
+        trials: the number of finished (complete or pruned) trials the study should hold; a study
+            resumed by name continues up to it.
+        study: the study name (default: the spec's name); the same name resumes the same study.
+        storage: an SQLAlchemy URL; default ``sqlite:///<run dir>/study.db``.
+        objectives: ``val_accuracy`` (default), ``val_loss``, ``params:min``, ``flops:min``, ``latency:min``...
+        sampler: tpe, random, grid, nsga2 or cmaes.
+        pruner: asha (default for one objective), hyperband, median or none (default for several).
+        timeout: seconds each worker searches before it stops starting trials.
+        max_params, max_flops: budgets checked on the capacity analysis; a spec over them is pruned
+            untrained with the reason.
+        epochs: overrides ``train.epochs`` of every sampled spec (the largest budget a trial gets).
+        workers: local worker processes sharing the storage.
+        out: the folder that receives ``search-<study>/``.
+        heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that is failed.
+
+    Returns:
+        SearchResult with the Optuna study, the run directory and the best trial(s).
+    """
+    from archlab.data import load_dataset
+
+    quiet_optuna()
+    base = load(space).to_dict()
+    dims = dimensions(base)  # malformed markers are SpecErrors here, before anything starts
+    if trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {trials}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    objective_list = parse_objectives(objectives)
+    if pruner is None:
+        pruner = "asha" if len(objective_list) == 1 else "none"
+    if pruner != "none" and len(objective_list) > 1:
+        raise ValueError(f"--pruner {pruner} needs a single objective: Optuna prunes on one reported value. "
+                         "Use --pruner none with several objectives")
+    make_pruner(pruner, 1)
+    make_sampler(sampler, seed, grid=grid_space(base) if sampler == "grid" else None)
+    name = study or _safe_name(base.get("name") or "search")
+    run_dir = Path(out) / f"search-{_safe_name(name)}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    config = SearchConfig(space=base, data=data, trials=trials, study=name, storage=url,
+                          objectives=[str(o) for o in objective_list], sampler=sampler, pruner=pruner,
+                          timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs, seed=seed,
+                          workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None)
+    dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
+    the_study = open_study(config, force=force)
+    dump(base, run_dir / "space.yaml")
+    (run_dir / "search.json").write_text(json.dumps({**asdict(config), "storage": public_url(url),
+                                                     "dimensions": [d.path for d in dims]}, indent=2),
+                                         encoding="utf-8")
+    if on_progress is not None:
+        on_progress(progress_of(the_study, config))  # a resumed study shows where it stands at once
+    if workers == 1:
+        run_worker(config, 0, on_progress, dataset)
+    else:
+        _run_workers(config, the_study, on_progress)
+    return write_results(the_study, run_dir, objective_list, target=trials)
+
+
+def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[SearchProgress], None] | None) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_main, args=(asdict(config), i), name=f"archlab-search-{i}")
+                 for i in range(config.workers)]
+    for p in processes:
+        p.start()
+    try:
+        while any(p.is_alive() for p in processes):
+            for p in processes:
+                p.join(timeout=1.0 / len(processes))
+            if on_progress is not None:
+                on_progress(progress_of(study, config))
+    except BaseException:
+        for p in processes:
+            p.terminate()
+        raise
+    crashed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
+    if crashed:
+        from archlab.exceptions import ArchlabError
+
+        raise ArchlabError(f"search worker(s) {', '.join(crashed)} stopped with an error (printed above); finished "
+                           "trials are kept in the study: run the same command again to continue")
+
+
+# -- results --------------------------------------------------------------------------------------
+def trial_rows(study: Any, objectives: list[Objective]) -> list[dict]:
+    """One flat row per trial, for trials.csv/json and the report."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for i, o in enumerate(objectives):
+            row[o.name] = t.values[i] if t.values is not None else None
+        attrs = t.user_attrs
+        row.update({"params": attrs.get("params"), "flops": attrs.get("flops"),
+                    "epochs_trained": attrs.get("epochs_trained", 0),
+                    "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
+                    "pruned_by": attrs.get("pruned_by") or ("surplus" if "surplus" in attrs else None),
+                    "reason": attrs.get("pruned_reason") or attrs.get("surplus")})
+        row.update({f"param:{k}": v for k, v in t.params.items()})
+        rows.append(row)
+    return rows
+
+
+def _front(study: Any, objectives: list[Objective]) -> list[Any]:
+    complete = [t for t in study.get_trials(deepcopy=False, states=_states(("COMPLETE",)))]
+    if not complete:
+        return []
+    if len(objectives) == 1:
+        return [study.best_trial]
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def write_results(study: Any, run_dir: Path, objectives: list[Objective], target: int | None = None) -> SearchResult:
+    """trials.csv/json, best.yaml (or pareto/*.yaml), and the plots, from what the study holds."""
+    import csv
+
+    from archlab.training import atomic_write_text
+
+    rows = trial_rows(study, objectives)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(run_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(run_dir / "trials.json", json.dumps(rows, indent=2, default=str))
+    best = []
+    front = _front(study, objectives)
+    if len(objectives) > 1:
+        (run_dir / "pareto").mkdir(exist_ok=True)
+    for t in front:
+        path = run_dir / ("best.yaml" if len(objectives) == 1 else f"pareto/trial-{t.number}.yaml")
+        atomic_write_text(path, t.user_attrs["spec"])
+        best.append({"number": t.number, "values": dict(zip([o.name for o in objectives], t.values, strict=True)),
+                     "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": str(path)})
+    if len(objectives) > 1:
+        atomic_write_text(run_dir / "pareto.json", json.dumps(best, indent=2))
+    from ._plots import plot_study
+
+    plot_study(study, objectives, run_dir)
+    counts = count_trials(study)
+    if target is not None:
+        counts["target"] = target
+    return SearchResult(study, run_dir, objectives, best, counts)
+
+
+def load_report(study: str, storage: str) -> SearchResult:
+    """An existing study, re-read from its storage (``archlab search --report``); writes nothing."""
+    import optuna
+
+    quiet_optuna()
+    try:
+        the_study = optuna.load_study(study_name=study, storage=open_storage(storage))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+        raise ValueError(f"no study '{study}' in {public_url(storage)}; it holds: {', '.join(names) or 'none'}") \
+            from None
+    record = the_study.user_attrs.get("archlab") or {}
+    objectives = parse_objectives(record.get("objectives") or [
+        f"value{i}:{d.name.lower()[:3]}" for i, d in enumerate(the_study.directions)])
+    rows_best = _front(the_study, objectives)
+    best = [{"number": t.number, "values": dict(zip([o.name for o in objectives], t.values, strict=True)),
+             "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": None}
+            for t in rows_best]
+    return SearchResult(the_study, Path("."), objectives, best, count_trials(the_study))
+
+
+def epochs_spent(study: Any) -> int:
+    """Epochs trained over all trials: the compute a search used."""
+    return int(np.sum([t.user_attrs.get("epochs_trained", 0) for t in study.get_trials(deepcopy=False)]))

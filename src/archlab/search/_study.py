@@ -1,0 +1,143 @@
+"""Objectives, storages, samplers and pruners: the Optuna side of a search, by name."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from archlab.exceptions import ArchlabError
+
+__all__ = ["Objective", "StorageError", "make_pruner", "make_sampler", "open_storage", "parse_objectives",
+           "public_url", "quiet_optuna"]
+
+SAMPLERS = ("tpe", "random", "grid", "nsga2", "cmaes")
+PRUNERS = ("asha", "hyperband", "median", "none")
+_MINIMISED = ("loss", "params", "flops", "latency_ms", "mse", "mae")
+_MEASURES = ("params", "flops", "latency_ms")
+
+
+class StorageError(ArchlabError):
+    """The study storage cannot be opened (bad URL, unreachable server, missing driver)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One thing a search optimizes: a validation metric of the trained model (``val_accuracy``,
+    ``val_loss``, ...) or a measure of the model (``params``, ``flops``, ``latency_ms`` at batch 1)."""
+
+    name: str
+    direction: str  # "maximize" or "minimize"
+
+    @property
+    def is_metric(self) -> bool:
+        return self.name not in _MEASURES
+
+    def __str__(self) -> str:
+        return f"{self.name}:{'max' if self.direction == 'maximize' else 'min'}"
+
+
+def parse_objectives(items: list[str] | tuple[str, ...] | None) -> list[Objective]:
+    """``val_accuracy``, ``params:min``, ``latency:min``...; the direction defaults by name.
+
+    Example:
+        >>> [str(o) for o in parse_objectives(["val_accuracy", "params"])]
+        ['val_accuracy:max', 'params:min']
+    """
+    out: list[Objective] = []
+    for item in items or ["val_accuracy"]:
+        name, _, direction = item.strip().partition(":")
+        name = {"latency": "latency_ms", "accuracy": "val_accuracy", "loss": "val_loss"}.get(name, name)
+        if name not in _MEASURES and not name.startswith("val_"):
+            raise ValueError(f"--objective {item!r}: use a validation metric (val_accuracy, val_loss, val_macro_f1, "
+                             "...) or a model measure (params, flops, latency)")
+        if direction not in ("", "min", "max", "minimize", "maximize"):
+            raise ValueError(f"--objective {item!r}: the direction after ':' is min or max")
+        if not direction:
+            direction = "min" if name.endswith(_MINIMISED) else "max"
+        objective = Objective(name, "minimize" if direction.startswith("min") else "maximize")
+        if any(o.name == name for o in out):
+            raise ValueError(f"--objective {name} is given twice")
+        out.append(objective)
+    if not any(o.is_metric for o in out):
+        raise ValueError("every objective is a model measure; add one validation metric (e.g. --objective "
+                         "val_accuracy), or there is nothing to train for")
+    return out
+
+
+def public_url(url: str) -> str:
+    """The URL with any password hidden, for messages and records.
+
+    Example:
+        >>> public_url("postgresql://ann:secret@db:5432/nas")
+        'postgresql://ann:***@db:5432/nas'
+    """
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO and warns on experimental features we use on purpose
+    (multivariate TPE, matplotlib plots); archlab prints its own progress instead."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> Any:
+    """An Optuna RDB storage for any SQLAlchemy URL, with heartbeats so that a trial whose worker
+    died is marked failed by the next worker that looks (after twice the heartbeat interval)."""
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several local workers share one file: wait for its lock instead of failing at once.
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                          grace_period=2 * heartbeat if heartbeat else None)
+    except ModuleNotFoundError as exc:
+        raise StorageError(f"cannot open the study storage {public_url(url)}: the database driver "
+                           f"'{exc.name}' is not installed (for PostgreSQL: pip install 'archlab[postgres]')") from exc
+    except Exception as exc:  # SQLAlchemy's errors (bad URL, refused connection, bad password) share no base
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise StorageError(f"cannot open the study storage {public_url(url)}: {reason[0] if reason else exc}. "
+                           "Check the URL (dialect://user:password@host:port/database), that the server runs "
+                           "and accepts connections from this machine") from exc
+
+
+def make_sampler(kind: str, seed: int | None, *, grid: dict[str, list] | None = None, workers: int = 1) -> Any:
+    import optuna
+
+    if kind == "tpe":
+        # multivariate+group models the conditional branches of a space jointly; constant_liar keeps
+        # parallel workers from all sampling the same point while trials are running.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=workers > 1)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        return optuna.samplers.GridSampler(grid or {}, seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if kind == "cmaes":
+        # CMA-ES handles numbers; categoricals (choices) fall back to independent random sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise ValueError(f"--sampler {kind!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(kind: str, epochs: int) -> Any:
+    """ASHA and Hyperband with one epoch as the smallest budget and a reduction factor of 3."""
+    import optuna
+
+    if kind == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"--pruner {kind!r}: choose one of {', '.join(PRUNERS)}")
