@@ -164,7 +164,8 @@ def test_grid_search_covers_the_grid_once(tmp_path):
         {"dropout": {"rate": {"float": [0.0, 0.2], "step": 0.2}}}, {"dense": {"units": 10, "activation": "softmax"}}],
         "train": {"epochs": 1}}
     result = search(space, "digits", 10, sampler="grid", pruner="none", out=tmp_path)
-    points = sorted((t.params["layers[1].dense.units"], t.params["layers[2].dropout.rate"]) for t in result.study.trials)
+    points = sorted((t.params["layers[1].dense.units"], t.params["layers[2].dropout.rate"])
+                    for t in result.study.trials)
     assert points == [(8, 0.0), (8, 0.2), (32, 0.0), (32, 0.2)]  # the grid ran out before 10 trials
 
 

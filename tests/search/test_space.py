@@ -94,3 +94,18 @@ def test_space_differences_name_the_changed_paths():
     assert space_differences(SPACE, changed) == [
         "layers[1].dropout.rate: {float: [0.0, 0.5]} -> {float: [0.0, 0.7]}", "name: added"]
     assert space_differences(SPACE, SPACE) == []
+
+
+def test_the_example_digits_space_has_seven_dimensions_and_valid_points():
+    from pathlib import Path
+
+    from archlab.builder import parse
+    from archlab.spec import first_point, load
+
+    space = load(Path(__file__).parents[2] / "examples" / "search" / "digits-space.yaml").to_dict()
+    top = [d for d in dimensions(space) if not d.conditional]
+    assert len(dimensions(space)) == 8 and len(top) == 6  # + filters and kernel size inside the conv2d option
+    parse(first_point(space))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        parse(sample(study.ask(), space))
