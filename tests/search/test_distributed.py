@@ -74,6 +74,18 @@ def test_two_worker_processes_share_one_study_on_postgresql(tmp_path, postgres_u
     assert report.returncode == 0 and f"best: trial {study.best_trial.number}" in report.stdout
 
 
+def test_two_workers_share_the_default_sqlite_study(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    done = subprocess.run(archlab_search(str(space), "--data", "digits", "--trials", "6", "--workers", "2",
+                                         "--out", str(tmp_path)),
+                          capture_output=True, text=True, env=environment(), timeout=200)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="cnn-space", storage=f"sqlite:///{tmp_path / 'search-cnn-space' / 'study.db'}")
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+
+
 def test_a_killed_worker_loses_no_finished_trial_and_the_same_command_resumes(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({**SPACE, "train": {**SPACE["train"], "epochs": 40}}))

@@ -182,3 +182,16 @@ def test_optuna_sees_the_directions_of_the_objectives(tmp_path):
     result = search(mlp_space(), "digits", 2, objectives=["val_loss", "latency:min"], out=tmp_path)
     assert result.study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
     assert all(t.user_attrs["latency_ms"] > 0 for t in result.study.trials)
+
+
+def test_a_trial_started_after_the_study_is_full_steps_back_as_surplus():
+    from archlab.search._search import SearchConfig, SurplusTrial, TrialRunner
+
+    study = optuna.create_study()
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    runner = TrialRunner(SearchConfig(space=mlp_space(), data="digits", trials=2, study="x", storage=""), None)
+    study.optimize(runner, n_trials=5, catch=(SurplusTrial,))  # as a worker that raced past the count
+    late = study.trials[-1]
+    assert len(study.trials) == 3 and late.state.name == "FAIL"  # it stopped the worker, too
+    assert late.user_attrs["surplus"] == "the study already had 2 trials when this one began"
