@@ -67,3 +67,14 @@ def test_an_unreachable_storage_is_one_line(capsys, tmp_path, space):
     code, _, err = cli(capsys, "search", str(space), "--storage", "postgresql://u:pw@127.0.0.1:9/db",
                        "--out", str(tmp_path))
     assert code == 1 and err.count("\n") == 1 and "cannot open the study storage postgresql://u:***@" in err
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(capsys, tmp_path, space, monkeypatch):
+    import archlab.cli._search as command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "search", interrupted)
+    code, _, err = cli(capsys, "search", str(space), "--out", str(tmp_path))
+    assert code == 130 and err.startswith("interrupted: the finished trials are kept") and "Traceback" not in err

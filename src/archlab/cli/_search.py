@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from archlab.search import PRUNERS, SAMPLERS, SearchProgress, SearchResult, load_report, search, trial_rows
 
 from ._app import _out, app
+
+_err = Console(stderr=True, highlight=False)
 
 
 class _Line:
@@ -127,6 +130,11 @@ def search_command(
                         pruner=pruner, timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
                         workers=workers, seed=seed, out=out, data_dir=data_dir, force=force, heartbeat=heartbeat,
                         on_progress=line)
+    except KeyboardInterrupt:
+        line.stop()
+        _err.print("interrupted: the finished trials are kept in the study; run the same command to continue",
+                   markup=False, style="red", soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         line.stop()
     _print_report(result)
