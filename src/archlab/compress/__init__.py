@@ -1,5 +1,8 @@
-"""Compression as spec -> smaller spec transforms (never inside layers): structured pruning."""
+"""Compression: structured pruning and low-rank factorization as spec -> smaller spec transforms
+(never inside layers), unstructured magnitude pruning of a built model, and distillation."""
 
+from ._distill import distill, distillation_loss
+from ._lowrank import FactoredLayer, LowRankReport, lowrank
 from ._shrink import ShrinkResult, shrink
 from ._structured import (
     BlockRef,
@@ -10,6 +13,8 @@ from ._structured import (
     prune_channels,
     remove_blocks,
 )
+from ._unstructured import SparsityReport, TensorSparsity, prune_unstructured
 
-__all__ = ["BlockRef", "ShrinkResult", "block_candidates", "bypass", "channel_scores", "prunable_layers",
-           "prune_channels", "remove_blocks", "shrink"]
+__all__ = ["BlockRef", "FactoredLayer", "LowRankReport", "ShrinkResult", "SparsityReport", "TensorSparsity",
+           "block_candidates", "bypass", "channel_scores", "distill", "distillation_loss", "lowrank",
+           "prunable_layers", "prune_channels", "prune_unstructured", "remove_blocks", "shrink"]

@@ -183,11 +183,17 @@ class Engine:
         loss: "cross_entropy", "binary_cross_entropy" or "mse".
         run_dir: where checkpoints and metrics go; None keeps everything in memory.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        criterion: the training loss as ``criterion(xb, out, yb)`` of the (augmented) batch, the
+            model's outputs (float32 logits) and the targets, in place of ``loss``'s function
+            (e.g. distillation, which needs the batch for its teacher). Validation, the metrics
+            and early stopping still use the plain ``loss``.
     """
 
     def __init__(self, model: nn.Module, recipe: Recipe, loss: str, *, run_dir: Path | None = None,
-                 verbose: int = 1, output_activation: str | None = None) -> None:
+                 verbose: int = 1, output_activation: str | None = None,
+                 criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.recipe, self.loss_kind, self.run_dir, self.verbose = recipe, loss, run_dir, verbose
+        self.criterion = criterion
         self.device = pick_device(recipe.device)
         self.model = model.to(self.device)
         self.bf16 = _use_bf16(recipe.precision, self.device)
@@ -317,7 +323,8 @@ class Engine:
                         xb = _shift(xb, self.generator)
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                         out = self.model(xb)
-                        loss = self.loss_fn(out.float(), yb)
+                        loss = (self.loss_fn(out.float(), yb) if self.criterion is None
+                                else self.criterion(xb, out.float(), yb))
                     if not torch.isfinite(loss):
                         kept = (f"the last good checkpoint (end of epoch {epoch - 1}) is "
                                 f"{self.run_dir / 'last.safetensors'}" if self.run_dir and epoch > 1
