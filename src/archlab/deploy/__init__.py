@@ -1,0 +1,27 @@
+"""Deployment: a trained run to a checked ONNX or TorchScript file, int8 quantization with ONNX
+Runtime, and latency benchmarks of models, files and runs.
+
+Example:
+    >>> from archlab.deploy import benchmark
+    >>> [row["batch_size"] for row in benchmark(lambda x: x, (3,), (1, 4), repeats=3, min_repeats=1)]
+    [1, 4]
+"""
+
+from ._bench import BenchResult, bench_path, benchmark
+from ._export import (
+    ExportError,
+    ExportResult,
+    ModelFileError,
+    Runner,
+    export_model,
+    export_run,
+    file_size,
+    load_run_model,
+    load_runner,
+    read_metadata,
+)
+from ._quantize import QuantizeResult, quantize_onnx
+
+__all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
+           "benchmark", "export_model", "export_run", "file_size", "load_run_model", "load_runner", "quantize_onnx",
+           "read_metadata"]

@@ -1,0 +1,545 @@
+"""export_model(), export_run(), read_metadata(), load_runner(): a trained model to a file that
+runs without archlab, checked against PyTorch before it is kept.
+
+ONNX goes through ``torch.onnx.export(..., dynamo=True)``, the exporter built on
+``torch.export``. It is the default and the maintained path in torch 2.13: the TorchScript-based
+exporter (``dynamo=False``) warns that it will be removed. Both export every archlab layer family
+(conv, dense, pooling, batchnorm, dropout, residual adds, concat, LSTM/GRU, the Elman loop,
+multi-head attention, transformer blocks) with the same outputs to ~1e-8; the dynamo exporter
+keeps LSTM and GRU as single ONNX ``LSTM``/``GRU`` nodes (which ONNX Runtime's int8 quantizer
+understands) and folds batchnorm into the convolution before it. It takes 1-3 s per model where
+the old one takes 0.1 s; for a deployment artefact that is a fair price.
+
+TorchScript goes through ``torch.jit.trace`` (``torch.jit.script`` cannot read the ``*args``
+forward of ArchlabModel). TorchScript is deprecated in torch 2.13 as well; it is here for C++
+(libtorch) consumers, and like ONNX it is only kept once it matches the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from archlab.exceptions import ArchlabError, SpecError
+
+__all__ = ["ExportError", "ExportResult", "ModelFileError", "Runner", "export_model", "export_run", "file_size",
+           "load_run_model", "load_runner", "read_metadata"]
+
+log = logging.getLogger("archlab")
+
+Format = Literal["onnx", "torchscript"]
+FORMATS = ("onnx", "torchscript")
+#: The one TorchScript extra file that holds the metadata (``_extra_files`` only returns the
+#: names asked for, so every key lives in one JSON document).
+TORCHSCRIPT_METADATA = "archlab.json"
+
+
+class ExportError(ArchlabError, RuntimeError):
+    """An export failed: the exporter gave up, or the exported file does not compute what the
+    model computes."""
+
+
+class ModelFileError(ArchlabError, ValueError):
+    """A model file is missing, unreadable, or not an ONNX model or TorchScript archive."""
+
+
+@dataclass
+class ExportResult:
+    """What export_model wrote and how closely it matches PyTorch.
+
+    Attributes:
+        path: the model file.
+        format: ``"onnx"`` or ``"torchscript"``.
+        opset: the ONNX opset of the file (None for TorchScript).
+        size_bytes: the file's size.
+        max_abs_diff: the largest ``|exported - torch|`` over every checked output.
+        checked_samples: how many held-out samples the check ran.
+        batch_sizes: the batch sizes it ran them at (at least two: the batch axis is dynamic).
+        rtol, atol: the tolerance, ``|exported - torch| <= atol + rtol * |torch|`` element-wise.
+    """
+
+    path: Path
+    format: str
+    opset: int | None
+    size_bytes: int
+    max_abs_diff: float
+    checked_samples: int
+    batch_sizes: tuple[int, ...] = ()
+    rtol: float = 1e-3
+    atol: float = 1e-5
+
+
+@dataclass
+class Runner:
+    """A model that takes a numpy batch and returns a numpy batch, whatever runs it.
+
+    Attributes:
+        kind: ``"torch"`` (an nn.Module), ``"onnx"`` (ONNX Runtime) or ``"torchscript"``.
+        input_shape: one sample's shape without the batch axis, when known.
+        input_dtype: the dtype the model reads (int64 for token ids), when known; inputs are cast to it.
+        threads: intra-op threads (torch's setting when the runner was made; ONNX Runtime is given the same).
+        path: the model file, None for an in-memory module.
+    """
+
+    kind: str
+    input_shape: tuple[int, ...] | None
+    input_dtype: np.dtype | None
+    threads: int
+    path: Path | None
+    run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(np.ascontiguousarray(x, dtype=self.input_dtype))  # dtype None keeps x's own
+
+
+class _SingleInput(nn.Module):
+    """A one-argument forward named ``input``: torch.export names the ONNX input after the
+    argument and reads dynamic shapes by name, and ArchlabModel's forward is ``*args``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002  (the ONNX input's name)
+        return self.model(input)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters' internal chatter (deprecations, 'torchvision is not installed', version
+    converter tracebacks) goes to archlab's debug log instead of the user's terminal."""
+    names = ("torch.onnx", "onnxscript", "onnx_ir")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for w in caught:
+            log.debug("export: %s: %s", w.category.__name__, w.message)
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _sibling_tmp(path: Path) -> Path:
+    """A temporary name beside ``path`` with the same suffix, so the final rename is atomic."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def _strip_node_metadata(graph: Any) -> None:
+    """Drop the dynamo exporter's per-node debug records (stack traces with local file paths,
+    FX node text): a third of a small model's file, and nothing a runtime reads."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                _strip_node_metadata(attr.g)
+            for sub in attr.graphs:
+                _strip_node_metadata(sub)
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: dict[str, str],
+                 opset: int | None) -> int:
+    import onnx
+
+    try:
+        with _quiet():
+            torch.onnx.export(_SingleInput(model).eval(), (example,), str(tmp), dynamo=True, input_names=["input"],
+                              output_names=["output"], opset_version=opset, external_data=False, verbose=False,
+                              dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1)}})
+    except Exception as exc:
+        raise ExportError(f"torch.onnx could not export the model{f' at opset {opset}' if opset else ''}: "
+                          f"{_summary(exc)}") from exc
+    proto = onnx.load(str(tmp))
+    actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and actual != opset:
+        raise ExportError(f"opset {opset} was asked for but the exporter produced opset {actual} (torch.onnx "
+                          f"starts at opset 18 and could not convert this model down): use --opset {actual} "
+                          "or higher")
+    _strip_node_metadata(proto.graph)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(tmp))
+    return int(actual) if actual is not None else 0
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: dict[str, str]) -> None:
+    try:
+        with _quiet(), torch.no_grad():
+            traced = torch.jit.trace(model, (example,), check_trace=False)  # our own check follows
+        traced.save(str(tmp), _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
+    except Exception as exc:
+        raise ExportError(f"torch.jit.trace could not trace the model: {_summary(exc)}") from exc
+
+
+def _summary(exc: BaseException) -> str:
+    """The line of an exporter's long report that says what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "## Exception summary" in lines:  # the dynamo exporter's report
+        after = lines[lines.index("## Exception summary") + 1:]
+        if after:
+            return after[0][:500]
+    return (lines[0][:500] if lines else type(exc).__name__)
+
+
+def _check_batches(count: int) -> list[slice]:
+    """Batches of 1, 7 and the rest: every sample is checked once, at least two batch sizes."""
+    edges = [0, 1, min(8, count), count]
+    return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
+def _compare(runner: Runner, model: nn.Module, check_inputs: torch.Tensor, rtol: float,
+             atol: float) -> tuple[float, tuple[int, ...], str | None]:
+    """The largest |exported - torch|, the batch sizes run, and the element furthest beyond the
+    tolerance described (None when every element is within it)."""
+    worst_diff, worst_excess, failure = 0.0, 0.0, None
+    sizes = []
+    for batch in _check_batches(len(check_inputs)):
+        x = check_inputs[batch]
+        with torch.no_grad():
+            expected = model(x).detach().cpu().numpy()
+        got = np.asarray(runner(x.cpu().numpy()))
+        sizes.append(len(x))
+        if got.shape != expected.shape:
+            return worst_diff, tuple(sizes), (f"the exported model returns shape {got.shape} for a batch of {len(x)}, "
+                                              f"PyTorch {expected.shape}")
+        if not np.isfinite(got).all() and np.isfinite(expected).all():
+            return float("inf"), tuple(sizes), f"the exported model returns NaN or inf for a batch of {len(x)}"
+        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+        worst_diff = max(worst_diff, float(diff.max()) if diff.size else 0.0)
+        excess = diff - (atol + rtol * np.abs(expected.astype(np.float64)))
+        if excess.size and float(excess.max()) > max(worst_excess, 0.0):
+            worst_excess = float(excess.max())
+            where = np.unravel_index(int(excess.argmax()), excess.shape)
+            sample, index = batch.start + int(where[0]), tuple(int(i) for i in where[1:])
+            failure = (f"sample {sample} (in a batch of {len(x)}), output {list(index)}: exported "
+                       f"{got[where]:.6g} vs torch {expected[where]:.6g}, |diff| {diff[where]:.3g} > "
+                       f"atol {atol:g} + rtol {rtol:g} * |torch| = {atol + rtol * abs(float(expected[where])):.3g}")
+    return worst_diff, tuple(sizes), failure
+
+
+def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx", example: torch.Tensor,
+                 check_inputs: torch.Tensor, metadata: dict[str, str] | None = None, opset: int | None = None,
+                 rtol: float = 1e-3, atol: float = 1e-5) -> ExportResult:
+    """Export a one-input, one-output model with a dynamic batch axis, and keep the file only if
+    it computes what the model computes.
+
+    The file is written beside ``path`` under a temporary name, read back (ONNX Runtime or
+    ``torch.jit.load``), run on ``check_inputs`` in batches of 1, 7 and the rest, and compared
+    element-wise with the model: ``|exported - torch| <= atol + rtol * |torch|``. Only then is it
+    renamed to ``path``; a failed export leaves nothing there (an older file stays untouched).
+
+    Args:
+        model: the module; exported in eval mode (its mode is restored afterwards).
+        path: where the file goes (ONNX: ``.onnx``; TorchScript: ``.pt``).
+        format: ``"onnx"`` (input ``"input"``, output ``"output"``, batch axis ``"batch"``) or ``"torchscript"``.
+        example: a batch to trace with; a batch of one is repeated to two, because torch.export
+            treats a size-1 axis as fixed.
+        check_inputs: held-out samples (at least 3, so that two batch sizes run).
+        metadata: text stored in the file: ONNX ``metadata_props``, TorchScript extra file ``archlab.json``.
+        opset: the ONNX opset (default: the exporter's, 20 in torch 2.13; 18 is the lowest it writes).
+        rtol, atol: the parity tolerance.
+
+    Returns:
+        ExportResult with the file, its size and the largest difference seen.
+
+    Raises:
+        ExportError: the exporter failed, or the outputs differ beyond the tolerance (saying
+            by how much, and for which sample and output).
+        ValueError: an unknown format, too few check inputs, or a model with several outputs.
+
+    Example:
+        >>> import tempfile
+        >>> from archlab import build
+        >>> model = build({"input": [4], "layers": [{"dense": {"units": 3, "activation": "softmax"}}]})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     result = export_model(model, Path(tmp) / "m.onnx", example=torch.randn(2, 4),
+        ...                           check_inputs=torch.randn(9, 4), metadata={"note": "hi"})
+        ...     read_metadata(result.path)["note"], result.checked_samples, result.batch_sizes
+        ('hi', 9, (1, 7, 1))
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format is one of {', '.join(FORMATS)}, got {format!r}")
+    if format == "torchscript" and opset is not None:
+        raise ValueError("opset applies to ONNX only; drop it for TorchScript")
+    if len(check_inputs) < 3:
+        raise ValueError(f"check_inputs needs at least 3 samples (batches of 1 and 2 prove the dynamic batch "
+                         f"axis), got {len(check_inputs)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+    was_training = model.training
+    model.eval()
+    example = example if len(example) >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    tmp = _sibling_tmp(path)
+    try:
+        with torch.no_grad():
+            out = model(example)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"export takes a model with one output tensor; this one returns {type(out).__name__}")
+        opset_used: int | None = None
+        if format == "onnx":
+            opset_used = _export_onnx(model, example, tmp, metadata, opset)
+        else:
+            _export_torchscript(model, example, tmp, metadata)
+        try:
+            runner = load_runner(tmp)
+        except ModelFileError as exc:
+            raise ExportError(f"the exported {format} file does not load: {exc}") from exc
+        max_diff, sizes, failure = _compare(runner, model, check_inputs, rtol, atol)
+        if failure is not None:
+            raise ExportError(f"the exported {format} model differs from PyTorch: max |diff| {max_diff:.3g} over "
+                              f"{len(check_inputs)} held-out samples, beyond the tolerance (atol {atol:g}, rtol "
+                              f"{rtol:g}); worst at {failure}. The file was not kept.")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
+    return ExportResult(path, format, opset_used, file_size(path), max_diff, len(check_inputs), sizes, rtol, atol)
+
+
+def file_size(path: str | Path) -> int:
+    """The size of a model file in bytes (ONNX files here never use external data)."""
+    return Path(path).stat().st_size
+
+
+def _test_metrics(spec: Any, recipe: Any, weights_path: Path, dataset: Any, x: np.ndarray) -> dict[str, float]:
+    """The exported weights' metrics on the whole test split, computed as evaluate_run does
+    (without writing files). summary.json's test metrics cannot stand in: they belong to the
+    final epoch's weights, which are the best ones only when early stopping restored them."""
+    from archlab.training import Engine, load_weights, loss_kind, prepare_model, to_tensors
+
+    loss = loss_kind(recipe, spec, dataset.task)
+    if loss == "cross_entropy":
+        recipe = recipe.model_copy(update={"metrics": sorted(set(recipe.metrics) | {"accuracy", "macro_f1"})})
+    model, head = prepare_model(spec, recipe, loss)
+    load_weights(weights_path, model)
+    xt, yt = to_tensors(x, dataset.y_test, loss)
+    metrics, _ = Engine(model, recipe, loss, verbose=0, output_activation=head).evaluate(xt, yt)
+    return metrics
+
+
+def _run_metadata(run_dir: Path, spec: Any, weights: str, data: str, metrics: dict[str, float],
+                  samples: int) -> dict[str, str]:
+    import archlab
+    from archlab.spec import dump
+
+    record = {"data": data, "split": "test", "samples": samples, "weights": weights, "metrics": metrics}
+    return {"archlab.version": archlab.__version__, "archlab.spec": dump(spec),
+            "archlab.metrics": json.dumps(record), "archlab.source_run": str(run_dir.resolve()),
+            "archlab.weights": weights}
+
+
+def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any, Any, nn.Module]:
+    """(spec, recipe, parsed spec, model) of a trained run: the full model the spec describes
+    (final softmax included, unlike training's model) with the run's weights, in eval mode.
+
+    Raises:
+        RunError: a missing spec.yaml, recipe.yaml or weights file, or weights that do not match the spec.
+        SpecError: a spec with several inputs or outputs (export takes one of each).
+    """
+    from archlab.builder import build_parsed, parse
+    from archlab.training import load_run, load_weights
+
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights is best or last, got {weights!r}")
+    run_dir = Path(run_dir)
+    spec, recipe = load_run(run_dir)
+    parsed = parse(spec)
+    if parsed.is_graph and (len(parsed.inputs) != 1 or len(parsed.outputs) != 1):
+        raise SpecError(f"export takes a spec with one input and one output; this one has inputs "
+                        f"{', '.join(parsed.inputs)} and outputs {', '.join(parsed.outputs)}")
+    model = build_parsed(parsed)
+    load_weights(run_dir / f"{weights}.safetensors", model)
+    return spec, recipe, parsed, model.eval()
+
+
+def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | None = None,
+               out: str | Path | None = None, data: str | None = None, data_dir: str | Path | None = None,
+               weights: str = "best", samples: int = 256, rtol: float = 1e-3, atol: float = 1e-5) -> ExportResult:
+    """Export a trained run: the full model its spec describes (with the final softmax, so the
+    file outputs what the spec says), checked on held-out samples of the data's test split.
+
+    Args:
+        run_dir: a run directory written by ``archlab train``.
+        format: ``"onnx"`` or ``"torchscript"``.
+        opset: the ONNX opset (default: the exporter's).
+        out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``).
+        data: the data set that gives the check samples (default: the run's).
+        weights: ``"best"`` or ``"last"`` (``best.safetensors`` / ``last.safetensors``).
+        samples: how many test samples the parity check runs.
+
+    Returns:
+        ExportResult. The file carries the spec (YAML), the exported weights' metrics on the
+        whole test split (JSON, as ``archlab evaluate`` computes them), the archlab version and
+        the source run (``read_metadata``).
+
+    Raises:
+        RunError: the run is missing files, or its weights do not match its spec (naming the file).
+        SpecError, DataError: the data does not fit the spec, or cannot be loaded.
+        ExportError: the export or its parity check failed.
+    """
+    from archlab.data import load_dataset
+    from archlab.training import check_fit, loss_kind
+
+    if format not in FORMATS:
+        raise ValueError(f"format is one of {', '.join(FORMATS)}, got {format!r}")
+    if samples < 3:
+        raise ValueError(f"samples must be at least 3 (two batch sizes), got {samples}")
+    run_dir = Path(run_dir)
+    spec, recipe, parsed, model = load_run_model(run_dir, weights)
+    name = data or recipe.data
+    if name is None:
+        raise SpecError("the run records no data set: pass --data NAME for the held-out check samples")
+    dataset = load_dataset(name, data_dir)
+    check_fit(parsed, dataset, loss_kind(recipe, spec, dataset.task))
+    x = dataset.x_test
+    if parsed.raw_inputs["input"].dtype == "long":  # token ids: the model reads int64
+        x = x.astype(np.int64)
+    metrics = _test_metrics(spec, recipe, run_dir / f"{weights}.safetensors", dataset, x)
+    inputs = torch.from_numpy(np.ascontiguousarray(x[:samples]))
+    if len(inputs) < 3:
+        raise ValueError(f"{dataset.name} has {len(inputs)} test samples; the parity check needs at least 3")
+    target = Path(out) if out is not None else run_dir / "export" / ("model.onnx" if format == "onnx" else "model.pt")
+    return export_model(model, target, format=format, example=inputs[:2], check_inputs=inputs,
+                        metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, len(x)),
+                        opset=opset, rtol=rtol, atol=atol)
+
+
+def _is_torchscript(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file (a run directory? export it with archlab export)")
+    if not path.is_file():
+        raise ModelFileError(f"model file {str(path)!r} does not exist")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The text metadata stored in an exported ONNX or TorchScript file (no model is loaded).
+
+    Example:
+        >>> read_metadata("missing.onnx")
+        Traceback (most recent call last):
+        ...
+        archlab.deploy._export.ModelFileError: model file 'missing.onnx' does not exist
+    """
+    path = _check_file(path)
+    if _is_torchscript(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_METADATA}")), None)
+                return json.loads(archive.read(name).decode("utf-8")) if name else {}
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ModelFileError(f"{path} is a damaged TorchScript archive: {exc}") from None
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path} is neither an ONNX model nor a TorchScript archive: {exc}") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def _spec_input(metadata: dict[str, str]) -> tuple[tuple[int, ...] | None, np.dtype | None]:
+    """Input shape and dtype from the spec an exported file carries (None, None without one)."""
+    if "archlab.spec" not in metadata:
+        return None, None
+    from archlab.builder import parse
+
+    info = parse(metadata["archlab.spec"]).raw_inputs.get("input")
+    if info is None:
+        return None, None
+    return tuple(info.shape), np.dtype(np.int64 if info.dtype == "long" else np.float32)
+
+
+def _torch_runner(module: nn.Module) -> Runner:
+    module.eval()
+    shape, dtype = None, None
+    if hasattr(module, "spec") and getattr(module, "input_names", None) == ["input"]:
+        from archlab.spec import dump
+
+        shape, dtype = _spec_input({"archlab.spec": dump(module.spec)})
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).cpu().numpy()
+
+    return Runner("torch", shape, dtype, torch.get_num_threads(), None, run)
+
+
+def _onnx_runner(path: Path) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same threads as torch: a fair comparison
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a model ONNX Runtime can load: {str(exc).splitlines()[0]}") from None
+    first = session.get_inputs()[0]
+    shape = tuple(d if isinstance(d, int) else -1 for d in first.shape[1:])
+    dtype = np.dtype(np.int64 if first.type == "tensor(int64)" else np.float32)
+    name, output = first.name, session.get_outputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run([output], {name: x})[0]
+
+    return Runner("onnx", shape if -1 not in shape else None, dtype, options.intra_op_num_threads, path, run)
+
+
+def _torchscript_runner(path: Path) -> Runner:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated; we know
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a loadable TorchScript archive: {str(exc).splitlines()[0]}") from None
+    module.eval()
+    shape, dtype = _spec_input(read_metadata(path))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).cpu().numpy()
+
+    return Runner("torchscript", shape, dtype, torch.get_num_threads(), path, run)
+
+
+def load_runner(model: nn.Module | str | Path) -> Runner:
+    """Something to call on a numpy batch: an nn.Module (run by torch), an ``.onnx`` file (ONNX
+    Runtime, CPU, with torch's intra-op thread count) or a TorchScript file (``torch.jit.load``).
+    The kind of file is read from its content, not its name.
+
+    Example:
+        >>> from archlab import build
+        >>> runner = load_runner(build({"input": [4], "layers": [{"dense": {"units": 3}}]}))
+        >>> runner.kind, runner.input_shape, runner(np.zeros((2, 4))).shape
+        ('torch', (4,), (2, 3))
+    """
+    if isinstance(model, nn.Module):
+        return _torch_runner(model)
+    path = _check_file(model)
+    return _torchscript_runner(path) if _is_torchscript(path) else _onnx_runner(path)

@@ -1,0 +1,109 @@
+"""archlab export and archlab bench on the command line: what they print, and exit codes (bad
+input 2, a failed parity check 1, one error line, no traceback)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from archlab.cli import run
+from archlab.training import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {
+    "name": "tiny",
+    "input": [1, 8, 8],
+    "task": {"kind": "classification", "classes": 10},
+    "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
+               {"dense": {"units": 10, "activation": "softmax"}}],
+    "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
+}
+OTHER = {**TINY, "name": "other", "layers": ["flatten", {"dense": {"units": 10, "activation": "softmax"}}]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return {spec["name"]: train(spec, out=out, verbose=0).run_dir for spec in (TINY, OTHER)}
+
+
+def test_export_prints_file_size_and_parity(runs, tmp_path, capsys):
+    out = tmp_path / "tiny.onnx"
+    assert run(["export", str(runs["tiny"]), "--out", str(out), "--samples", "40"]) == 0
+    text = capsys.readouterr().out
+    size = out.stat().st_size
+    assert f"exported: {out} (ONNX opset 20, {size:,} bytes" in text
+    match = re.search(r"parity: max \|onnx - torch\| = (\S+) within atol 1e-05 \+ rtol 0\.001 \* \|torch\| on 40 "
+                      r"held-out test samples \(batches of 1, 7, 32\): ok", text)
+    assert match and float(match.group(1)) < 1e-5
+    assert run(["export", str(runs["tiny"]), "--format", "torchscript", "--weights", "last", "--samples", "10"]) == 0
+    assert "(TorchScript," in capsys.readouterr().out and (runs["tiny"] / "export" / "model.pt").is_file()
+
+
+def test_bench_prints_a_table_and_the_file_size(runs, capsys):
+    code = run(["bench", str(runs["tiny"]), "--batch-size", "1,8", "--max-seconds", "0.1", "--threads", "1"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "on PyTorch, 1 thread" in text
+    for header in ("batch size", "median ms", "p95 ms", "samples/s"):
+        assert header in text
+    rows = re.findall(r"│\s+(\d+) │\s+([\d.]+) │\s+([\d.]+) │\s+([\d,]+) │", text)
+    assert [r[0] for r in rows] == ["1", "8"]
+    assert all(float(median) <= float(p95) for _, median, p95, _ in rows)
+    size = (runs["tiny"] / "best.safetensors").stat().st_size
+    assert f"model file: {runs['tiny'] / 'best.safetensors'} ({size:,} bytes" in text
+    assert run(["bench", str(runs["tiny"]), "--format", "onnx", "-b", "4", "--max-seconds", "0.1"]) == 0
+    text = capsys.readouterr().out
+    assert "on ONNX Runtime" in text and "model file: temporary export" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "{missing}"], "is not a run directory"),
+    (["export", "{no_recipe}"], "missing recipe.yaml"),
+    (["export", "{no_weights}"], "best.safetensors does not exist"),
+    (["export", "{corrupt}"], "is not a readable safetensors checkpoint"),
+    (["export", "{foreign}"], "best.safetensors: the weights do not match the run's spec"),
+    (["export", "{tiny}", "--format", "tflite"], "format is one of onnx, torchscript, got 'tflite'"),
+    (["export", "{tiny}", "--weights", "final"], "weights is best or last"),
+    (["bench", "{tiny}", "--batch-size", "1,x"], "--batch-size takes positive integers"),
+    (["bench", "{tiny}", "--batch-size", "0"], "--batch-size takes positive integers"),
+    (["bench", "{tiny}", "--format", "tensorrt"], "format is one of torch, onnx, torchscript"),
+    (["bench", "{missing}"], "does not exist"),
+    (["bench", "{garbage}"], "is not a model ONNX Runtime can load"),
+])
+def test_bad_input_exits_2(runs, tmp_path, capsys, argv, message):
+    paths = {"missing": tmp_path / "missing", "tiny": runs["tiny"], "garbage": tmp_path / "garbage.onnx"}
+    (tmp_path / "garbage.onnx").write_bytes(b"not onnx")
+    for name in ("no_recipe", "no_weights", "corrupt", "foreign"):
+        paths[name] = shutil.copytree(runs["tiny"], tmp_path / name)
+    (paths["no_recipe"] / "recipe.yaml").unlink()
+    (paths["no_weights"] / "best.safetensors").unlink()
+    (paths["corrupt"] / "best.safetensors").write_bytes(b"\x00" * 16)
+    shutil.copy(runs["other"] / "best.safetensors", paths["foreign"] / "best.safetensors")
+    code = run([arg.format(**paths) for arg in argv])
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert message in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_parity_failure_exits_1(runs, tmp_path, capsys, monkeypatch):
+    from archlab.deploy import _export
+
+    real = _export.load_runner
+
+    def perturbed(path):
+        runner = real(path)
+        inner = runner.run
+        runner.run = lambda x: inner(x) + 0.5
+        return runner
+
+    monkeypatch.setattr(_export, "load_runner", perturbed)
+    out = tmp_path / "bad.onnx"
+    assert run(["export", str(runs["tiny"]), "--out", str(out), "--samples", "10"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the exported onnx model differs from PyTorch: max |diff| 0.5")
+    assert "Traceback" not in err and not out.exists()
