@@ -3,6 +3,7 @@
 
 from ._distill import distill, distillation_loss
 from ._lowrank import FactoredLayer, LowRankReport, lowrank
+from ._pipeline import STEP_KINDS, CompressResult, CompressStep, compress
 from ._shrink import ShrinkResult, shrink
 from ._structured import (
     BlockRef,
@@ -15,6 +16,7 @@ from ._structured import (
 )
 from ._unstructured import SparsityReport, TensorSparsity, prune_unstructured
 
-__all__ = ["BlockRef", "FactoredLayer", "LowRankReport", "ShrinkResult", "SparsityReport", "TensorSparsity",
-           "block_candidates", "bypass", "channel_scores", "distill", "distillation_loss", "lowrank",
-           "prunable_layers", "prune_channels", "prune_unstructured", "remove_blocks", "shrink"]
+__all__ = ["STEP_KINDS", "BlockRef", "CompressResult", "CompressStep", "FactoredLayer", "LowRankReport",
+           "ShrinkResult", "SparsityReport", "TensorSparsity", "block_candidates", "bypass", "channel_scores",
+           "compress", "distill", "distillation_loss", "lowrank", "prunable_layers", "prune_channels",
+           "prune_unstructured", "remove_blocks", "shrink"]

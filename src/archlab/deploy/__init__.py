@@ -20,8 +20,8 @@ from ._export import (
     load_runner,
     read_metadata,
 )
-from ._quantize import QuantizeResult, quantize_onnx
+from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
-           "benchmark", "export_model", "export_run", "file_size", "load_run_model", "load_runner", "quantize_onnx",
+           "benchmark", "check_quantizable", "export_model", "export_run", "file_size", "load_run_model", "load_runner", "quantize_onnx",
            "read_metadata"]

@@ -43,7 +43,7 @@ from archlab.exceptions import SpecError
 
 from ._export import ExportError, _check_file, _quiet, _sibling_tmp, file_size, read_metadata
 
-__all__ = ["QuantizeResult", "quantize_onnx"]
+__all__ = ["QuantizeResult", "check_quantizable", "quantize_onnx"]
 
 log = logging.getLogger("archlab")
 
@@ -108,7 +108,7 @@ def _layers(spec: Any) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def _check_layers(spec: Any, mode: str) -> list[str]:
+def check_quantizable(spec: Any, mode: str) -> list[str]:
     """Refuse what the method cannot do, naming the layer; return the layers left in float."""
     layers = _layers(spec)
     if mode == "static":
@@ -241,7 +241,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, *, mode: Mode = "
         if "archlab.spec" not in metadata:
             raise ValueError(f"{fp32_path} carries no archlab.spec metadata: pass spec= (the model's spec)")
         spec = metadata["archlab.spec"]
-    float_layers = _check_layers(load(spec), mode)
+    float_layers = check_quantizable(load(spec), mode)
     name, shape, dtype = _model_input(fp32_path)
     if calibration is not None:
         calibration = np.ascontiguousarray(calibration, dtype=dtype)

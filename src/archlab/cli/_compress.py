@@ -1,0 +1,80 @@
+"""archlab compress: a trained run through pruning, low-rank, distillation and int8 steps, measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ._app import _out, app
+
+
+def _step(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Click processes options in command-line order; each step option records itself here, so the
+    steps run in the order they were given (``--lowrank 16 --quantize static``)."""
+    if value is not None and value is not False:
+        ctx.meta.setdefault("archlab_steps", []).append((param.name, value))
+    return value
+
+
+@app.command()
+def compress(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="A trained run directory (archlab train); only read.",
+                                        show_default=False)],
+    data: Annotated[str | None, typer.Option(help="The data set (default: the run's).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
+    prune_structured: Annotated[float | None, typer.Option(callback=_step, help="Remove this fraction of the "
+                                                           "channels/units of every prunable layer.")] = None,
+    prune_unstructured: Annotated[float | None, typer.Option(callback=_step, help="Zero this fraction of the "
+                                                             "weights (magnitude).")] = None,
+    global_: Annotated[bool, typer.Option("--global", help="Rank weights across layers for "
+                                          "--prune-unstructured.")] = False,
+    quantize: Annotated[str | None, typer.Option(callback=_step, help="int8: dynamic (dense/recurrent) or static "
+                                                 "(convolutional, calibrated); must be the last step.")] = None,
+    distill_from: Annotated[Path | None, typer.Option(callback=_step, help="A teacher run: train the student "
+                                                      "on its soft targets plus the labels.")] = None,
+    student: Annotated[Path | None, typer.Option(help="The student spec for --distill-from (default: the "
+                                                 "current model's spec, re-initialised).")] = None,
+    temperature: Annotated[float, typer.Option(min=0.01, help="Distillation temperature.")] = 4.0,
+    alpha: Annotated[float, typer.Option(min=0, max=1, help="Weight of the teacher's soft targets.")] = 0.9,
+    distill_epochs: Annotated[int | None, typer.Option(min=1, help="Student epochs (default: its recipe's).")] = None,
+    lowrank: Annotated[int | None, typer.Option(callback=_step, min=1, help="Factor large dense layers at this "
+                                                "rank (truncated SVD).")] = None,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after each PyTorch step.")] = 1,
+    train_samples: Annotated[int | None, typer.Option(min=1, help="Fine-tune/distill on the first N samples "
+                                                      "only.")] = None,
+    calibration_samples: Annotated[int, typer.Option(min=1, help="Training samples that calibrate static "
+                                                     "quantization.")] = 512,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/compress-<name>-<time>); "
+                                             "must be new or empty.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Compress RUN with the steps in the order given; every model measured side by side."""
+    from archlab.compress import CompressStep
+    from archlab.compress import compress as compress_run
+
+    names = {"prune_structured": "prune-structured", "prune_unstructured": "prune-unstructured",
+             "distill_from": "distill"}
+    steps = [CompressStep(names.get(name, name), str(value) if isinstance(value, Path) else value)
+             for name, value in ctx.meta.get("archlab_steps", [])]
+    result = compress_run(run, steps, data=data, data_dir=data_dir, out=out, finetune_epochs=finetune_epochs,
+                          global_unstructured=global_, student=student, temperature=temperature, alpha=alpha,
+                          distill_epochs=distill_epochs, calibration_samples=calibration_samples,
+                          train_samples=train_samples,
+                          on_event=None if quiet else (lambda line: _out.print(line, markup=False)))
+    table = Table(title=f"archlab compress {run}")
+    for column in ("model", "format", "test acc", "params", "non-zero", "FLOPs", "ONNX KB", "ORT b1 ms",
+                   "ORT b256 ms", "torch b1 ms"):
+        table.add_column(column, justify="left" if column in ("model", "format") else "right")
+    for r in result.rows:
+        nonzero = "" if r["nonzero_params"] is None else f"{r['nonzero_params']:,}"
+        table.add_row(r["model"], r["format"], f"{100 * r['test_accuracy']:.2f}%", f"{r['params']:,}", nonzero,
+                      f"{r['flops']:,}", f"{r['onnx_bytes'] / 1024:,.1f}", f"{r.get('onnxrt_b1_ms', 0):.3f}",
+                      f"{r.get('onnxrt_b256_ms', 0):.3f}",
+                      "" if r.get("torch_b1_ms") is None else f"{r['torch_b1_ms']:.3f}")
+    _out.print(table)
+    _out.print(f"report: {result.out_dir / 'compression.md'}, {result.out_dir / 'tradeoff.png'}", markup=False)
+    _out.print(f"final model: {result.final_dir}", markup=False)
