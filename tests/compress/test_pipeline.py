@@ -166,3 +166,13 @@ def test_the_cli_runs_steps_in_the_order_given(cnn_run, tmp_path, capsys):
     assert "final model: " + str(tmp_path / "c" / "2-prune-structured") in out
     code = cli_run(["compress", str(cnn_run), "--prune-unstructured", "2", "--out", str(tmp_path / "d")])
     assert code == 2 and "--prune-unstructured takes the fraction to remove" in capsys.readouterr().err
+
+
+def test_the_mnist_student_example_is_under_a_quarter_of_the_seed_cnn():
+    from pathlib import Path
+
+    examples = Path(__file__).parents[2] / "examples"
+    student = archlab.analyze(examples / "compress" / "mnist-student.yaml").total_params
+    teacher = archlab.analyze(examples / "seed-mnist-cnn.yaml").total_params
+    assert student == 30_762 and "30,762" in (examples / "compress" / "mnist-student.yaml").read_text()
+    assert student * 4 <= teacher
