@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -75,13 +76,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "examples" / "search" / "digits-space.yaml"
 MAX_EPOCHS = 9
 BATCH = 32
-COLORS = {"random": "tab:gray", "tpe+asha": "tab:blue", "tpe+hyperband": "tab:blue", "kerastuner": "tab:orange"}
+STYLES = {"random": ("tab:gray", "--"), "kerastuner": ("tab:orange", ":")}  # TPE: blue, solid
 EPS = 1e-9  # accuracies are k/288 in float32 on every side; equal counts give equal floats
 
 
 # -- the contenders --------------------------------------------------------------------------------
-def run_archlab(sampler: str, pruner: str, budget: float, seed: int, tmp: Path) -> dict:
-    """One ``archlab.search.search`` run; trials as dicts with times in seconds since the call."""
+def run_archlab(sampler: str, pruner: str, budget: float, seed: int, tmp: Path, sizes: tuple[int, int]) -> dict:
+    """One ``archlab.search.search`` run; trials as dicts with times in seconds since the call.
+
+    ``gflop`` is the arithmetic a trial did: per epoch, 3 x the forward FLOPs of its spec
+    (``archlab.analyze``) per training image (forward, and backward at twice the forward) plus one
+    forward per validation image. It does not count a trial's fixed costs (building, bookkeeping).
+    """
     import archlab.search as search_module
 
     name = f"{sampler}-{pruner}-s{seed}-{time.time_ns()}"
@@ -95,10 +101,12 @@ def run_archlab(sampler: str, pruner: str, budget: float, seed: int, tmp: Path) 
         if t.datetime_complete is None:
             continue
         attrs = t.user_attrs
+        epochs = int(attrs.get("epochs_trained", 0))
         trials.append({
             "number": t.number, "state": t.state.name,
             "start": (t.datetime_start - t0).total_seconds(), "end": (t.datetime_complete - t0).total_seconds(),
-            "epochs_trained": int(attrs.get("epochs_trained", 0)), "value": t.value,
+            "epochs_trained": epochs, "value": t.value,
+            "gflop": epochs * attrs.get("flops", 0) * (3 * sizes[0] + sizes[1]) / 1e9,
             "counts": t.state.name == "COMPLETE", "pruned_by": attrs.get("pruned_by"),
             "params": t.params, "flops": attrs.get("flops"),
         })
@@ -135,14 +143,15 @@ def run_keras(budget: float, seed: int, split: tuple[np.ndarray, ...]) -> dict:
 def curve(trials: list[dict], budget: float, counts: str = "counts", value: str = "value") -> list[dict]:
     """Best-so-far after each trial that finished within the budget, in completion order, with the
     epochs of every trial finished by then."""
-    points, epochs, best = [], 0, None
+    points, epochs, gflop, best = [], 0, 0.0, None
     for t in sorted(trials, key=lambda t: t["end"]):
         if t["end"] > budget:
             break
         epochs += t["epochs_trained"]
+        gflop = None if gflop is None or t.get("gflop") is None else gflop + t["gflop"]
         if t[counts] and t[value] is not None and (best is None or t[value] > best):
             best = t[value]
-        points.append({"seconds": t["end"], "epochs": epochs, "best": best})
+        points.append({"seconds": t["end"], "epochs": epochs, "gflop": gflop, "best": best})
     return points
 
 
@@ -164,6 +173,7 @@ def run_summary(run: dict, budget: float, counts: str = "counts", value: str = "
         "pruned_after_last_epoch": sum(t["state"] == "PRUNED" and t["epochs_trained"] >= MAX_EPOCHS for t in inside),
         "overrun_trials": len(run["trials"]) - len(inside),
         "epochs": sum(t["epochs_trained"] for t in inside),
+        "gflop": points[-1]["gflop"] if points else None,
         "epochs_with_overrun": sum(t["epochs_trained"] for t in run["trials"]),
         "wall": run["wall"], "final_best": final,
         "best_first_at_epochs": reached and reached["epochs"], "best_first_at_seconds": reached and reached["seconds"],
@@ -178,8 +188,9 @@ def compare(random: dict, other: dict, budget: float) -> dict:
     out: dict[str, Any] = {"target": target, "reached": hit is not None}
     if hit is not None:
         out.update({
-            "epochs": hit["epochs"], "seconds": hit["seconds"],
+            "epochs": hit["epochs"], "seconds": hit["seconds"], "gflop": hit["gflop"],
             "epoch_ratio": hit["epochs"] / random["epochs"], "second_ratio": hit["seconds"] / budget,
+            "gflop_ratio": None if hit["gflop"] is None else hit["gflop"] / random["gflop"],
             "epoch_ratio_to_random_reach": hit["epochs"] / random["best_first_at_epochs"],
             "second_ratio_to_random_reach": hit["seconds"] / random["best_first_at_seconds"],
         })
@@ -191,7 +202,8 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def plot(runs: dict[str, dict[int, dict]], budget: float, path: Path) -> None:
+def plot(runs: dict[str, dict[int, dict]], comparisons: dict[str, dict[int, dict]], budget: float,
+         path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,7 +211,7 @@ def plot(runs: dict[str, dict[int, dict]], budget: float, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     for name, by_seed in runs.items():
-        for i, summary in enumerate(by_seed.values()):
+        for i, (seed, summary) in enumerate(by_seed.items()):
             pts = [p for p in summary["curve"] if p["best"] is not None]
             if not pts:
                 continue
@@ -207,17 +219,23 @@ def plot(runs: dict[str, dict[int, dict]], budget: float, path: Path) -> None:
             xs_e = [p["epochs"] for p in pts] + [summary["epochs"]]
             ys = [p["best"] for p in pts] + [pts[-1]["best"]]
             label = name if i == 0 else None
-            axes[0].step(xs_s, ys, where="post", color=COLORS.get(name, "k"), lw=1.0, alpha=0.85, label=label)
-            axes[1].step(xs_e, ys, where="post", color=COLORS.get(name, "k"), lw=1.0, alpha=0.85, label=label)
+            color, style = STYLES.get(name, ("tab:blue", "-"))
+            axes[0].step(xs_s, ys, where="post", color=color, ls=style, lw=1.1, alpha=0.9, label=label)
+            axes[1].step(xs_e, ys, where="post", color=color, ls=style, lw=1.1, alpha=0.9, label=label)
+            hit = comparisons.get(name, {}).get(seed)
+            if hit and hit["reached"]:  # where this contender first reached random's final best
+                axes[0].plot(hit["seconds"], hit["target"], "o", ms=4, color=color)
+                axes[1].plot(hit["epochs"], hit["target"], "o", ms=4, color=color)
     axes[0].set_xlabel("wall seconds since the search started")
     axes[1].set_xlabel("epochs trained (all trials, pruned ones included)")
     axes[0].set_ylabel("best validation accuracy so far")
     axes[0].axvline(budget, color="k", lw=0.6, ls=":")
     for ax in axes:
-        ax.set_ylim(0.9, 1.0)
+        ax.set_ylim(0.95, 1.0)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    fig.suptitle(f"digits-space.yaml: best-so-far per seed (thin lines), {budget:g} s budget each")
+    fig.suptitle(f"digits-space.yaml: best-so-far per seed (thin lines), {budget:g} s budget each; "
+                 "dots: where random search's final best was first reached", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -229,6 +247,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (all contenders)")
     parser.add_argument("--pruner", choices=("asha", "hyperband"), default="asha", help="the TPE contender's pruner")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.975, 0.98, 0.985],
+                        help="fixed validation accuracies whose first-reach compute is also reported")
     parser.add_argument("--no-keras", action="store_true", help="skip the KerasTuner reference")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 10 s, output to a temp dir")
     parser.add_argument("--out", type=Path, default=None, help="folder for the plot and JSON (default docs/img)")
@@ -247,6 +267,7 @@ def main() -> None:
 
     versions["optuna"] = optuna.__version__
     split = digits_split()
+    sizes = (len(split[0]), len(split[2]))
     if not args.no_keras:
         import keras
         import keras_tuner
@@ -260,10 +281,10 @@ def main() -> None:
 
     def run(name: str, budget: float, seed: int, tmp: Path) -> dict:
         if name == "random":
-            return run_archlab("random", "none", budget, seed, tmp)
+            return run_archlab("random", "none", budget, seed, tmp, sizes)
         if name == "kerastuner":
             return run_keras(budget, seed, split)
-        return run_archlab("tpe", args.pruner, budget, seed, tmp)
+        return run_archlab("tpe", args.pruner, budget, seed, tmp, sizes)
 
     raw: dict[str, dict[int, dict]] = {c: {} for c in contenders}
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp_dir:
@@ -289,36 +310,39 @@ def main() -> None:
 
     # -- tables ---------------------------------------------------------------------------------
     print(f"\n### Per run ({args.budget:g} s each; trials that ended after the budget are left out)\n")
-    print("| seed | contender | trials (complete / pruned) | epochs | final best val acc | "
+    print("| seed | contender | trials (counted / pruned) | epochs | GFLOP | final best val acc | "
           "first reached at (epochs, s) |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         for name, by_seed in summaries.items():
             s = by_seed[seed]
             print(f"| {seed} | {name} | {s['trials']} ({s['complete']} / {s['pruned']}) | {s['epochs']} | "
-                  f"{fmt(s['final_best'])} | {s['best_first_at_epochs']}, {fmt(s['best_first_at_seconds'], '.1f')} |")
+                  f"{fmt(s['gflop'], '.0f')} | {fmt(s['final_best'])} | "
+                  f"{s['best_first_at_epochs']}, {fmt(s['best_first_at_seconds'], '.1f')} |")
 
-    print("\n### Compute to reach random search's final best B_r (ratio to random's total compute)\n")
-    print("| seed | B_r | contender | epochs (ratio) | seconds (ratio) | vs random's own epochs to B_r | "
-          "at most half? |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n### Compute to first reach random search's final best B_r (ratio to random's whole run)\n")
+    print("| seed | B_r | contender | epochs (ratio) | seconds (ratio) | GFLOP (ratio) | "
+          "epochs / random's epochs to B_r | at most half? epochs, seconds |")
+    print("|---|---|---|---|---|---|---|---|")
     verdicts: dict[str, list[bool]] = {name: [] for name in comparisons}
     for seed in args.seeds:
         for name, by_seed in comparisons.items():
             c = by_seed[seed]
             if c["reached"]:
                 ok = c["epoch_ratio"] <= 0.5
+                gflop = "-" if c["gflop"] is None else f"{c['gflop']:.0f} ({c['gflop_ratio']:.2f})"
                 cells = (f"{c['epochs']} ({c['epoch_ratio']:.2f})", f"{c['seconds']:.1f} ({c['second_ratio']:.2f})",
-                         f"{c['epoch_ratio_to_random_reach']:.2f}", "yes" if ok else "no")
+                         gflop, f"{c['epoch_ratio_to_random_reach']:.2f}",
+                         f"{'yes' if ok else 'no'}, {'yes' if c['second_ratio'] <= 0.5 else 'no'}")
             else:
                 ok = False
-                cells = ("not reached", "not reached", "-", "no")
+                cells = ("not reached", "not reached", "-", "-", "no, no")
             verdicts[name].append(ok)
             print(f"| {seed} | {fmt(c['target'])} | {name} | " + " | ".join(cells) + " |")
 
-    print("\n### Over the seeds\n")
+    print("\n### Over the seeds (not reached counts as infinite)\n")
     print("| contender | final best, median (per seed) | epochs in budget, median | "
-          "epoch ratio to reach B_r, median / mean | second ratio, median / mean | target met on |")
+          "epoch ratio to B_r, median / mean | second ratio, median / mean | at most half the epochs on |")
     print("|---|---|---|---|---|---|")
     for name, by_seed in summaries.items():
         finals = [by_seed[s]["final_best"] for s in args.seeds]
@@ -335,14 +359,34 @@ def main() -> None:
         print(row + f"{statistics.median(er):.2f} / {statistics.mean(er):.2f} | "
               f"{statistics.median(sr):.2f} / {statistics.mean(sr):.2f} | "
               f"{sum(verdicts[name])} of {len(args.seeds)} seeds |")
-    tpe_ok = verdicts[tpe]
-    print(f"\n{tpe} reaches random search's final best in at most half its epochs on "
-          f"{sum(tpe_ok)} of {len(tpe_ok)} seeds: target {'MET' if all(tpe_ok) else 'NOT MET'} on every seed.")
 
-    plot({k: v for k, v in summaries.items() if k in contenders}, args.budget, out / "search_efficiency.png")
+    print("\n### Compute to first reach fixed accuracies: median over seeds (not reached = infinite; "
+          "seeds that reached it)\n")
+    print("| contender | " + " | ".join(f">= {t:g}" for t in args.thresholds) + " |")
+    print("|---|" + "---|" * len(args.thresholds))
+    reach: dict[str, dict[float, list]] = {}
+    for name, by_seed in summaries.items():
+        cells = []
+        for t in args.thresholds:
+            hits = [first_reach(by_seed[s]["curve"], t) for s in args.seeds]
+            reach.setdefault(name, {})[t] = hits
+            secs = [h["seconds"] if h else float("inf") for h in hits]
+            eps = [h["epochs"] if h else float("inf") for h in hits]
+            n = f"({sum(h is not None for h in hits)}/{len(hits)})"
+            cells.append(f"{statistics.median(secs):.1f} s, {statistics.median(eps):g} epochs {n}"
+                         if math.isfinite(statistics.median(secs)) else f"not reached {n}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    tpe_ok = verdicts[tpe]
+    print(f"\n{tpe} reached random search's final best in at most half of random's epochs on {sum(tpe_ok)} of "
+          f"{len(tpe_ok)} seeds: the target {'holds' if all(tpe_ok) else 'does NOT hold'} on every seed.")
+
+    plot({k: v for k, v in summaries.items() if k in contenders}, comparisons, args.budget,
+         out / "search_efficiency.png")
     record = {"command": command, "date": str(dt.date.today()), "budget": args.budget, "seeds": args.seeds,
               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "versions": versions, "space": str(SPACE.relative_to(ROOT)),
+              "thresholds": {n: {str(t): h for t, h in r.items()} for n, r in reach.items()},
               "summaries": summaries, "comparisons": comparisons, "runs": raw}
     (out / "search_efficiency.json").write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
     print(f"\nwrote {out / 'search_efficiency.png'} and {out / 'search_efficiency.json'}")

@@ -176,3 +176,12 @@ def test_the_mnist_student_example_is_under_a_quarter_of_the_seed_cnn():
     teacher = archlab.analyze(examples / "seed-mnist-cnn.yaml").total_params
     assert student == 30_762 and "30,762" in (examples / "compress" / "mnist-student.yaml").read_text()
     assert student * 4 <= teacher
+
+
+def test_structured_pruning_can_keep_channel_counts_in_blocks_of_16(cnn_run, tmp_path):
+    result = compress(cnn_run, [CompressStep("prune-structured", 0.5)], out=tmp_path / "c", finetune_epochs=0,
+                      channel_multiple=16)
+    spec = archlab.load(result.out_dir / "1-prune-structured" / "spec.yaml").to_dict()
+    widths = [item["conv2d"]["filters"] if "conv2d" in item else item["dense"]["units"]
+              for item in spec["layers"] if isinstance(item, dict) and ("conv2d" in item or "dense" in item)]
+    assert widths == [16, 16, 64, 10]  # 16 -> 8 rounds up to one block of 16; 32 -> 16; 128 -> 64

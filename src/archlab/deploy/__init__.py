@@ -23,5 +23,5 @@ from ._export import (
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
-           "benchmark", "check_quantizable", "export_model", "export_run", "file_size", "load_run_model", "load_runner", "quantize_onnx",
-           "read_metadata"]
+           "benchmark", "check_quantizable", "export_model", "export_run", "file_size", "load_run_model",
+           "load_runner", "quantize_onnx", "read_metadata"]
