@@ -61,9 +61,10 @@ def main() -> None:
     parser.add_argument("--teacher", help="a trained seed-CNN run (default: train one, 10 epochs, seed 0)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--prune-ratio", type=float, default=0.3)
+    parser.add_argument("--prune-ratio", type=float, default=0.31, help="0.31 is the smallest ratio (in hundredths) "
+                        "that halves the seed CNN's FLOPs: 0.30 leaves 50.15%%")
     parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.9)
+    parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--skip-distill", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

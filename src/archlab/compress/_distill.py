@@ -72,7 +72,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, targets: tor
 
 def distill(student_model: nn.Module, teacher_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             x_val: torch.Tensor | None, y_val: torch.Tensor | None, recipe: Recipe, *, temperature: float = 4.0,
-            alpha: float = 0.9, verbose: int = 0, run_dir: Path | None = None) -> History:
+            alpha: float = 0.5, verbose: int = 0, run_dir: Path | None = None) -> History:
     """Train ``student_model`` in place on ``distillation_loss`` against ``teacher_model``.
 
     Args:

@@ -86,7 +86,7 @@ def check_steps(steps: list[CompressStep], spec: Spec) -> None:
 def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None = None,
              data_dir: str | Path | None = None, out: str | Path | None = None, finetune_epochs: int = 1,
              global_unstructured: bool = False, channel_multiple: int = 1, student: str | Path | dict | None = None,
-             temperature: float = 4.0, alpha: float = 0.9, distill_epochs: int | None = None,
+             temperature: float = 4.0, alpha: float = 0.5, distill_epochs: int | None = None,
              calibration_samples: int = 512, train_samples: int | None = None, weights: str = "best",
              batch_sizes: tuple[int, ...] = (1, 256), on_event: Callable[[str], None] | None = None) -> CompressResult:
     """Compress a trained run with ``steps`` in order and measure every model.
