@@ -168,14 +168,15 @@ def test_the_cli_runs_steps_in_the_order_given(cnn_run, tmp_path, capsys):
     assert code == 2 and "--prune-unstructured takes the fraction to remove" in capsys.readouterr().err
 
 
-def test_the_mnist_student_example_is_under_a_quarter_of_the_seed_cnn():
+@pytest.mark.parametrize(("name", "params"), [("mnist-student", 30_762), ("mnist-student-tiny", 7_834)])
+def test_the_mnist_student_examples_are_under_a_quarter_of_the_seed_cnn(name, params):
     from pathlib import Path
 
     examples = Path(__file__).parents[2] / "examples"
-    student = archlab.analyze(examples / "compress" / "mnist-student.yaml").total_params
+    path = examples / "compress" / f"{name}.yaml"
     teacher = archlab.analyze(examples / "seed-mnist-cnn.yaml").total_params
-    assert student == 30_762 and "30,762" in (examples / "compress" / "mnist-student.yaml").read_text()
-    assert student * 4 <= teacher
+    assert archlab.analyze(path).total_params == params and f"{params:,}" in path.read_text()
+    assert params * 4 <= teacher
 
 
 def test_structured_pruning_can_keep_channel_counts_in_blocks_of_16(cnn_run, tmp_path):
