@@ -27,7 +27,9 @@ shared machine's noise hits all alike.
 
 Compute is counted in epochs trained (``epochs_trained`` of every trial, pruned ones included; for
 KerasTuner, the epochs each trial actually ran: a Hyperband round that resumes a checkpoint at epoch
-3 and trains to 9 counts 6) and in wall seconds since the run started. Per seed:
+3 and trains to 9 counts 6), in wall seconds since the run started and, for archlab's contenders, in
+GFLOP (per epoch, 3 x the spec's forward FLOPs per training image plus one forward per validation
+image). Per seed:
 
 - B_r: random search's final best validation accuracy (best COMPLETE trial within the budget);
 - the epochs and seconds TPE+ASHA needed to first reach >= B_r with a COMPLETE trial (a pruned
@@ -42,7 +44,7 @@ For KerasTuner two readings are reported: its own score (each trial's best epoch
 ``get_best_models`` returns; short Hyperband rounds count), and archlab's rule (the last epoch of
 trials trained to the full 9 epochs).
 
-    python benchmarks/search_efficiency.py                       # 3 seeds x 90 s x 3 contenders, ~15 min
+    python benchmarks/search_efficiency.py                       # 3 seeds x 90 s x 3 contenders, ~14 min
     python benchmarks/search_efficiency.py --quick               # a smoke run (1 seed, 10 s), to a temp dir
     python benchmarks/search_efficiency.py --budget 60 --seeds 0 1 2 3 --no-keras
 
@@ -198,6 +200,25 @@ def compare(random: dict, other: dict, budget: float) -> dict:
 
 
 # -- output ---------------------------------------------------------------------------------------
+def compact(obj: Any) -> Any:
+    """Floats to 6 significant digits (accuracies are k/288: 6 digits tell them apart), for the JSON."""
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}") if math.isfinite(obj) else str(obj)
+    if isinstance(obj, dict):
+        return {str(k): compact(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [compact(v) for v in obj]
+    return obj
+
+
+def write_record(record: dict, path: Path) -> None:
+    """The runs' trials, the summaries without their curves (``curve()`` rebuilds them from the trials)."""
+    record = {**record, "summaries": {name: {seed: {k: v for k, v in s.items() if k != "curve"}
+                                             for seed, s in by_seed.items()}
+                                      for name, by_seed in record["summaries"].items()}}
+    path.write_text(json.dumps(compact(record), separators=(",", ":")) + "\n", encoding="utf-8")
+
+
 def fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -388,7 +409,7 @@ def main() -> None:
               "cores": os.cpu_count(), "versions": versions, "space": str(SPACE.relative_to(ROOT)),
               "thresholds": {n: {str(t): h for t, h in r.items()} for n, r in reach.items()},
               "summaries": summaries, "comparisons": comparisons, "runs": raw}
-    (out / "search_efficiency.json").write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    write_record(record, out / "search_efficiency.json")
     print(f"\nwrote {out / 'search_efficiency.png'} and {out / 'search_efficiency.json'}")
 
 
