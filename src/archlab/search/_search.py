@@ -159,7 +159,8 @@ class TrialRunner:
                                 f"{', '.join(k for k in row if k.startswith('val_'))}; pick one of those")
             if self.single:  # Optuna prunes on one reported value; multi-objective studies cannot
                 trial.report(float(row[watched.name]), epoch)
-                if trial.should_prune():
+                # after the last epoch there is nothing left to save: a finished trial is complete
+                if epoch < recipe.epochs and trial.should_prune():
                     self._prune(trial, "pruner", f"stopped by the {self.config.pruner} pruner after epoch {epoch} "
                                 f"({watched.name} {row[watched.name]:.4f})")
 
