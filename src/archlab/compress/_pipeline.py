@@ -107,18 +107,19 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     """
     from archlab.builder import parse
     from archlab.data import load_dataset
-    from archlab.training import check_fit, load_run, loss_kind, split_validation, to_tensors
+    from archlab.training import check_fit, loss_kind, split_validation, to_tensors
 
     say = on_event or (lambda line: None)
     run_dir = Path(run_dir)
-    spec, recipe = load_run(run_dir)
-    original = _load_model(run_dir, spec, recipe, weights)
+    spec, recipe, model = _trained(run_dir, weights, "")
+    original = _Model("original", spec, _state(model))
     check_steps(steps, spec)
     if finetune_epochs < 0:
         raise ValueError(f"--finetune-epochs is 0 or more, got {finetune_epochs}")
     if channel_multiple < 1:
         raise ValueError(f"--channel-multiple is 1 or more, got {channel_multiple}")
-    teachers = {str(s.value): _teacher(Path(s.value)) for s in steps if s.kind == "distill"}
+    teachers = {str(s.value): _trained(Path(s.value), "best", "--distill-from: ")[2]
+                for s in steps if s.kind == "distill"}
     student_spec = load(student) if student is not None else None
     dataset = load_dataset(data or recipe.data, data_dir)
     loss = loss_kind(recipe, spec, dataset.task)
@@ -160,32 +161,17 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
 
 
 # -- loading --------------------------------------------------------------------------------------
-def _load_model(run_dir: Path, spec: Spec, recipe: Any, weights: str) -> _Model:
-    from archlab.builder import build_parsed, parse
-    from archlab.training import RunError, load_weights
-
-    path = run_dir / f"{weights}.safetensors"
-    if not path.is_file():
-        raise RunError(f"{path} does not exist: compress needs a trained run (archlab train writes "
-                       f"{weights}.safetensors)")
-    model = build_parsed(parse(spec))
-    load_weights(path, model)
-    return _Model("original", spec, _state(model))
-
-
-def _teacher(run_dir: Path) -> nn.Module:
-    from archlab.builder import build_parsed, parse
-    from archlab.training import load_run, load_weights
-
-    spec, _ = load_run(run_dir)
-    model = build_parsed(parse(spec))
-    path = run_dir / "best.safetensors"
+def _trained(run_dir: Path, weights: str, role: str) -> tuple[Spec, Any, nn.Module]:
+    """(spec, recipe, full model with the run's weights); a run without those weights is named as such."""
+    from archlab.deploy import load_run_model
     from archlab.training import RunError
 
-    if not path.is_file():
-        raise RunError(f"--distill-from {run_dir}: {path} does not exist; the teacher must be a trained run")
-    load_weights(path, model)
-    return model.eval()
+    path = run_dir / f"{weights}.safetensors"
+    if (run_dir / "spec.yaml").is_file() and not path.is_file():
+        raise RunError(f"{role}{path} does not exist: compress needs a trained run (archlab train writes "
+                       f"{weights}.safetensors)")
+    spec, recipe, _, model = load_run_model(run_dir, weights)
+    return spec, recipe, model
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
