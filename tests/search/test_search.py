@@ -198,3 +198,12 @@ def test_a_trial_started_after_the_study_is_full_steps_back_as_surplus():
     late = study.trials[-1]
     assert len(study.trials) == 3 and late.state.name == "FAIL"  # it stopped the worker, too
     assert late.user_attrs["surplus"] == "the study already had 2 trials when this one began"
+
+
+def test_report_reads_a_study_that_archlab_did_not_create(tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    study = optuna.create_study(study_name="plain", storage=url, directions=["minimize"])
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1)) ** 2, n_trials=4)
+    report = load_report("plain", url)
+    assert [o.name for o in report.objectives] == ["value0"]
+    assert report.best[0]["number"] == study.best_trial.number

@@ -78,3 +78,14 @@ def test_ctrl_c_is_one_line_and_exit_code_130(capsys, tmp_path, space, monkeypat
     monkeypatch.setattr(command, "search", interrupted)
     code, _, err = cli(capsys, "search", str(space), "--out", str(tmp_path))
     assert code == 130 and err.startswith("interrupted: the finished trials are kept") and "Traceback" not in err
+
+
+def test_report_prints_a_study_that_archlab_did_not_create(capsys, tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    study = optuna.create_study(study_name="plain", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    code, out, err = cli(capsys, "search", "--report", "plain", "--storage", url)
+    assert code == 0, err
+    assert "study 'plain': 3 trials: 3 complete" in out and f"best: trial {study.best_trial.number}, value0" in out

@@ -67,15 +67,17 @@ def _print_report(result: SearchResult, top: int = 10) -> None:
     for r in complete[:top]:
         values = [f"{r[o.name]:.4g}" if o.name not in ("params", "flops") else f"{int(r[o.name]):,}"
                   for o in objectives]
-        table.add_row(str(r["number"]), *values, f"{r['params']:,}", f"{r['flops']:,}", str(r["epochs_trained"]),
+        size = ["" if r[k] is None else f"{r[k]:,}" for k in ("params", "flops")]  # None: not an archlab trial
+        table.add_row(str(r["number"]), *values, *size, str(r["epochs_trained"]),
                       *("" if r.get(p) is None else f"{r[p]:.3g}" if isinstance(r[p], float) else str(r[p])
                         for p in params))
     _out.print(table)
     if len(objectives) == 1 and result.best:
         b = result.best[0]
         where = f" -> {b['spec_path']}" if b["spec_path"] else ""
-        _out.print(f"best: trial {b['number']}, {first.name} {b['values'][first.name]:.4f}, "
-                   f"{b['params']:,} parameters{where}", markup=False, soft_wrap=True)
+        size = f", {b['params']:,} parameters" if b["params"] is not None else ""
+        _out.print(f"best: trial {b['number']}, {first.name} {b['values'][first.name]:.4f}{size}{where}",
+                   markup=False, soft_wrap=True)
     elif result.best:
         _out.print(f"Pareto front ({', '.join(str(o) for o in objectives)}): {len(result.best)} trials", markup=False)
         for b in result.best:

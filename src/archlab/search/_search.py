@@ -506,8 +506,8 @@ def load_report(study: str, storage: str) -> SearchResult:
         raise ValueError(f"no study '{study}' in {public_url(storage)}; it holds: {', '.join(names) or 'none'}") \
             from None
     record = the_study.user_attrs.get("archlab") or {}
-    objectives = parse_objectives(record.get("objectives") or [
-        f"value{i}:{d.name.lower()[:3]}" for i, d in enumerate(the_study.directions)])
+    objectives = (parse_objectives(record["objectives"]) if record.get("objectives") else  # a study of another tool
+                  [Objective(f"value{i}", d.name.lower()) for i, d in enumerate(the_study.directions)])
     rows_best = _front(the_study, objectives)
     best = [{"number": t.number, "values": dict(zip([o.name for o in objectives], t.values, strict=True)),
              "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": None}
