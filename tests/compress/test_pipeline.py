@@ -186,3 +186,11 @@ def test_structured_pruning_can_keep_channel_counts_in_blocks_of_16(cnn_run, tmp
     widths = [item["conv2d"]["filters"] if "conv2d" in item else item["dense"]["units"]
               for item in spec["layers"] if isinstance(item, dict) and ("conv2d" in item or "dense" in item)]
     assert widths == [16, 16, 64, 10]  # 16 -> 8 rounds up to one block of 16; 32 -> 16; 128 -> 64
+
+
+def test_a_student_that_a_later_quantize_step_cannot_take_is_refused_first(tmp_path):
+    run = fake_run(tmp_path / "run", CNN)
+    steps = [CompressStep("distill", str(run)), CompressStep("quantize", "static")]
+    with pytest.raises(SpecError, match=r"layers\[1\] \(multi_head_attention\): static int8 quantization"):
+        compress(run, steps, student=ATTENTION, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

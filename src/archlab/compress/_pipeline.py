@@ -121,6 +121,8 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     teachers = {str(s.value): _trained(Path(s.value), "best", "--distill-from: ")[2]
                 for s in steps if s.kind == "distill"}
     student_spec = load(student) if student is not None else None
+    if student_spec is not None and any(s.kind == "distill" for s in steps):
+        check_steps(steps, student_spec)  # a later --quantize works on the student's layers
     dataset = load_dataset(data or recipe.data, data_dir)
     loss = loss_kind(recipe, spec, dataset.task)
     if loss != "cross_entropy":
