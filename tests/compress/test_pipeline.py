@@ -75,6 +75,7 @@ def test_a_chain_of_steps_measures_every_model_and_leaves_the_run_untouched(cnn_
     assert record["models"] == json.loads(json.dumps(result.rows))
     report = (out / "compression.md").read_text()
     assert "| 3-quantize | onnx int8 |" in report and "dense CPU kernels" in report
+    assert "2-prune-unstructured: 6" in report and "net.0.weight" in report  # the real sparsity, per layer
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     notes = json.loads((out / "2-prune-unstructured" / "compress.json").read_text())
     assert notes["sparsity"]["overall"] >= 0.6

@@ -447,6 +447,11 @@ def markdown_report(record: dict) -> str:
             f"{'' if r['nonzero_params'] is None else format(r['nonzero_params'], ',')} | {r['flops']:,} | "
             f"{_kb(r['onnx_bytes'])} | {_kb(r['onnx_gzip_bytes'])} | {r.get('torch_b1_ms', '')} | "
             f"{r.get('torch_b256_ms', '')} | {r.get('onnxrt_b1_ms', '')} | {r.get('onnxrt_b256_ms', '')} |")
+    for r in rows:
+        sparsity = r["notes"].get("sparsity")
+        if sparsity:
+            layers = ", ".join(f"{key} {value:.1%}" for key, value in sparsity["layers"].items())
+            lines += ["", f"{r['model']}: {sparsity['overall']:.1%} of the weights are zero ({layers})."]
     if any(s.startswith("prune-unstructured") for s in record["steps"]):
         lines += ["", "Unstructured sparsity leaves every weight tensor its full shape: dense CPU kernels "
                   "(PyTorch's and ONNX Runtime's) multiply the zeros like any other number, so latency and the "
