@@ -16,3 +16,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp() -> dict:
+    """A dense model for the 8x8 digits (2,410 parameters) with two quick epochs and a validation
+    split: the trained run that the export, bench and shrink tests start from. Shared by every test
+    that asks, so copy it before changing it."""
+    return {
+        "name": "tiny",
+        "input": [1, 8, 8],
+        "task": {"kind": "classification", "classes": 10},
+        "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
+                   {"dense": {"units": 10, "activation": "softmax"}}],
+        "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
+    }

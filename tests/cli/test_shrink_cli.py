@@ -11,18 +11,10 @@ from archlab.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "name": "tiny",
-    "input": [1, 8, 8],
-    "task": {"kind": "classification", "classes": 10},
-    "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
-               {"dense": {"units": 10, "activation": "softmax"}}],
-    "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
-}
 
 
-def test_shrink_cli_writes_a_run(tmp_path, capsys):
-    run_dir = train(TINY, out=tmp_path / "runs", verbose=0).run_dir
+def test_shrink_cli_writes_a_run(tmp_path, capsys, tiny_mlp):
+    run_dir = train(tiny_mlp, out=tmp_path / "runs", verbose=0).run_dir
     code = run(["shrink", str(run_dir), "--max-drop", "100", "--finetune-epochs", "0", "--max-steps", "1",
                 "--out", str(tmp_path / "small")])
     out = capsys.readouterr().out
@@ -33,7 +25,7 @@ def test_shrink_cli_writes_a_run(tmp_path, capsys):
     assert run(["evaluate", str(new_runs[0])]) == 0
 
 
-def test_shrink_cli_bad_input_exits_2(tmp_path, capsys):
+def test_shrink_cli_bad_input_exits_2(tmp_path, capsys, tiny_mlp):
     assert run(["shrink", str(tmp_path / "missing"), "--data", "digits"]) == 2
     assert "is not a run directory" in capsys.readouterr().err
     broken = tmp_path / "broken"
@@ -41,7 +33,7 @@ def test_shrink_cli_bad_input_exits_2(tmp_path, capsys):
     (broken / "spec.yaml").write_text("input: [4]\nlayers: [{dense: {units: 2}}]\n")
     assert run(["shrink", str(broken), "--data", "digits"]) == 2
     assert "missing recipe.yaml" in capsys.readouterr().err
-    run_dir = train(TINY, out=tmp_path / "runs", verbose=0).run_dir
+    run_dir = train(tiny_mlp, out=tmp_path / "runs", verbose=0).run_dir
     no_weights = tmp_path / "no-weights"
     shutil.copytree(run_dir, no_weights)
     (no_weights / "best.safetensors").unlink()

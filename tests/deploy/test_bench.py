@@ -15,24 +15,16 @@ from archlab.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "name": "tiny",
-    "input": [1, 8, 8],
-    "task": {"kind": "classification", "classes": 10},
-    "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
-               {"dense": {"units": 10, "activation": "softmax"}}],
-    "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
-}
 FAST = {"warmup": 2, "repeats": 10, "max_seconds": 0.2}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train(TINY, out=tmp_path_factory.mktemp("runs"), verbose=0).run_dir
+def run_dir(tmp_path_factory, tiny_mlp):
+    return train(tiny_mlp, out=tmp_path_factory.mktemp("runs"), verbose=0).run_dir
 
 
-def test_rows_are_consistent():
-    model = build(TINY)
+def test_rows_are_consistent(tiny_mlp):
+    model = build(tiny_mlp)
     rows = benchmark(model, batch_sizes=(1, 16, 64), **FAST)
     assert [r["batch_size"] for r in rows] == [1, 16, 64]
     for row in rows:

@@ -13,21 +13,13 @@ from archlab.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "name": "tiny",
-    "input": [1, 8, 8],
-    "task": {"kind": "classification", "classes": 10},
-    "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
-               {"dense": {"units": 10, "activation": "softmax"}}],
-    "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
-}
-OTHER = {**TINY, "name": "other", "layers": ["flatten", {"dense": {"units": 10, "activation": "softmax"}}]}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_mlp):
     out = tmp_path_factory.mktemp("runs")
-    return {spec["name"]: train(spec, out=out, verbose=0).run_dir for spec in (TINY, OTHER)}
+    other = {**tiny_mlp, "name": "other", "layers": ["flatten", {"dense": {"units": 10, "activation": "softmax"}}]}
+    return {spec["name"]: train(spec, out=out, verbose=0).run_dir for spec in (tiny_mlp, other)}
 
 
 def test_export_prints_file_size_and_parity(runs, tmp_path, capsys):

@@ -22,15 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2}
 
-DENSE = {
-    "name": "tiny",
-    "input": [1, 8, 8],
-    "task": {"kind": "classification", "classes": 10},
-    "layers": ["flatten", {"dense": {"units": 32, "activation": "relu"}},
-               {"dense": {"units": 10, "activation": "softmax"}}],
-    "train": TRAIN,
-}
-
 # conv, batchnorm, a residual add, a concat of two branches, pooling, dropout, dense
 CNN = {
     "name": "cnn",
@@ -69,9 +60,9 @@ TOKENS = {"input": {"shape": [12], "dtype": "long"}, "layers": [
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_mlp):
     out = tmp_path_factory.mktemp("runs")
-    return {spec["name"]: train(spec, out=out, verbose=0).run_dir for spec in (DENSE, CNN)}
+    return {spec["name"]: train(spec, out=out, verbose=0).run_dir for spec in (tiny_mlp, CNN)}
 
 
 @pytest.fixture(scope="module")
