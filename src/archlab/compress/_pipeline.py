@@ -360,7 +360,7 @@ def measure_models(models: list[_Model], x_test: np.ndarray, y_test: np.ndarray,
     ones), FLOPs, ONNX file size (raw and gzipped), and latency in PyTorch and ONNX Runtime, with
     every model timed in turn within each round so that machine noise falls on all alike."""
     from archlab.analysis import analyze
-    from archlab.deploy import export_model, load_runner
+    from archlab.deploy import export_model, load_runner, timed_calls
 
     rows, runners = [], []
     for m in models:
@@ -392,7 +392,10 @@ def measure_models(models: list[_Model], x_test: np.ndarray, y_test: np.ndarray,
             for i, runner in enumerate(runners):
                 for kind, fn in runner.items():
                     if fn is not None:
-                        times.setdefault((i, kind), []).extend(_time(fn, batch))
+                        # one warm-up call, then calls for about 30 ms (at least 3): a tiny model
+                        # gets many samples per round, a big one a few
+                        times.setdefault((i, kind), []).extend(
+                            timed_calls(fn, batch, warmup=1, repeats=200, max_seconds=0.03, min_repeats=3))
         for (i, kind), values in times.items():
             rows[i][f"{kind}_b{bs}_ms"] = round(statistics.median(values) * 1000, 4)
             rows[i][f"{kind}_b{bs}_p95_ms"] = round(float(np.percentile(values, 95)) * 1000, 4)
@@ -402,18 +405,6 @@ def measure_models(models: list[_Model], x_test: np.ndarray, y_test: np.ndarray,
 def _accuracy(runner: Any, x: np.ndarray, y: np.ndarray) -> float:
     predictions = [runner(x[start:start + 512]).argmax(axis=1) for start in range(0, len(x), 512)]
     return float((np.concatenate(predictions) == y).mean())
-
-
-def _time(runner: Any, batch: np.ndarray, budget: float = 0.03, most: int = 200) -> list[float]:
-    """A warm-up call, then timed calls for about ``budget`` seconds (at least 3): a tiny model gets
-    many samples per round, a big one a few."""
-    runner(batch)
-    out: list[float] = []
-    while len(out) < 3 or (sum(out) < budget and len(out) < most):
-        began = time.perf_counter()
-        runner(batch)
-        out.append(time.perf_counter() - began)
-    return out
 
 
 # -- the report -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Example:
     [1, 4]
 """
 
-from ._bench import BenchResult, bench_path, benchmark
+from ._bench import BenchResult, bench_path, benchmark, timed_calls
 from ._export import (
     ExportError,
     ExportResult,
@@ -24,4 +24,4 @@ from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
            "benchmark", "check_quantizable", "export_model", "export_run", "file_size", "load_run_model",
-           "load_runner", "quantize_onnx", "read_metadata"]
+           "load_runner", "quantize_onnx", "read_metadata", "timed_calls"]

@@ -23,7 +23,7 @@ from torch import nn
 
 from ._export import Runner, export_run, file_size, load_run_model, load_runner, read_metadata
 
-__all__ = ["BenchResult", "bench_path", "benchmark"]
+__all__ = ["BenchResult", "bench_path", "benchmark", "timed_calls"]
 
 log = logging.getLogger("archlab")
 
@@ -57,6 +57,27 @@ def _batch(samples: np.ndarray, size: int) -> np.ndarray:
     """``size`` samples, cycling through ``samples`` when there are fewer."""
     index = np.arange(size) % len(samples)
     return np.ascontiguousarray(samples[index])
+
+
+def timed_calls(runner: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup: int = 3, repeats: int = 100,
+                max_seconds: float = 2.0, min_repeats: int = 5) -> list[float]:
+    """Seconds of each timed call of ``runner(x)``: ``warmup`` untimed calls first (stopped early
+    after ``max_seconds / 2``; at least one), then between ``min_repeats`` and ``repeats`` calls,
+    stopping once ``max_seconds`` have passed."""
+    started = time.perf_counter()
+    for i in range(max(warmup, 1)):
+        runner(x)
+        if i + 1 < warmup and time.perf_counter() - started > max_seconds / 2:
+            break
+    times: list[float] = []
+    began = time.perf_counter()
+    while len(times) < max(repeats, min_repeats):
+        t0 = time.perf_counter()
+        runner(x)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= min_repeats and time.perf_counter() - began > max_seconds:
+            break
+    return times
 
 
 def benchmark(runner: Runner | Callable[[np.ndarray], Any] | nn.Module | str | Path,
@@ -111,19 +132,8 @@ def benchmark(runner: Runner | Callable[[np.ndarray], Any] | nn.Module | str | P
     rows = []
     for size in sizes:
         x = _batch(np.asarray(inputs, dtype=dtype), size)  # made once, outside the timed calls
-        started = time.perf_counter()
-        for i in range(max(warmup, 1)):
-            runner(x)
-            if i + 1 < warmup and time.perf_counter() - started > max_seconds / 2:
-                break
-        times: list[float] = []
-        began = time.perf_counter()
-        while len(times) < max(repeats, min_repeats):
-            t0 = time.perf_counter()
-            runner(x)
-            times.append(time.perf_counter() - t0)
-            if len(times) >= min_repeats and time.perf_counter() - began > max_seconds:
-                break
+        times = timed_calls(runner, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds,
+                            min_repeats=min_repeats)
         median = float(np.median(times))
         rows.append({"batch_size": size, "median_ms": 1000 * median, "p95_ms": 1000 * float(np.percentile(times, 95)),
                      "samples_per_s": size / median, "repeats": len(times)})
