@@ -101,6 +101,7 @@ class TrialRunner:
         self.dataset = dataset
         self.objectives = parse_objectives(config.objectives)
         self.single = len(self.objectives) == 1
+        self._splits: dict[tuple, tuple] = {}
 
     def __call__(self, trial: Any) -> float | list[float]:
         import torch
@@ -145,9 +146,12 @@ class TrialRunner:
         if recipe.validation_split == 0:
             recipe = recipe.model_copy(update={"validation_split": 0.2})
         recipe = recipe.model_copy(update={"validation": "stratified"} if loss == "cross_entropy" else {})
-        x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, loss)
-        xt, yt = to_tensors(x, y, loss)
-        xv, yv = to_tensors(x_val, y_val, loss)
+        # every trial of a space usually splits alike: split and convert the data once per split
+        key = (recipe.validation_split, recipe.validation, recipe.seed, loss)
+        if key not in self._splits:
+            x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, loss)
+            self._splits[key] = (*to_tensors(x, y, loss), *to_tensors(x_val, y_val, loss))
+        xt, yt, xv, yv = self._splits[key]
         model, head = prepare_model(spec, recipe, loss)
         engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
         watched = next(o for o in self.objectives if o.is_metric)
