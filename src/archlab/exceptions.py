@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ArchlabError", "RegistryError", "ShapeError", "SpecError", "suggest"]
+__all__ = ["ArchlabError", "Interrupted", "RegistryError", "ShapeError", "SpecError", "suggest"]
 
 
 class ArchlabError(Exception):
@@ -38,6 +38,13 @@ class ShapeError(SpecError):
 
 class RegistryError(ArchlabError, LookupError):
     """A layer type is unknown, or registered twice in a way that cannot be right."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a long command; the message says what was kept and the command that continues.
+
+    A KeyboardInterrupt still, so code that does not know archlab stops as it would on Ctrl-C.
+    """
 
 
 def suggest(name: str, known: Iterable[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archlab.selection import cross_validate
+from archlab.selection import CVInterrupted, cross_validate
 
 from ._app import _out, app
+from ._train import interrupted
 
 
 class _Bar:
@@ -48,10 +50,29 @@ class _Bar:
             self.progress.stop()
 
 
+def _same_command(ctx: typer.Context, run_dir: Path) -> str:
+    """This command line again, with ``--resume RUN``: what continues an interrupted sweep."""
+    parts = ["archlab", str(ctx.info_name)]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "resume" or value is None or value == param.default or value in ([], ()):
+            continue
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+        elif isinstance(value, bool):
+            parts.append(param.opts[0])
+        else:
+            parts.extend(item for v in (value if isinstance(value, (list, tuple)) else [value])
+                         for item in (param.opts[0], str(v)))
+    return shlex.join([*parts, "--resume", str(run_dir)])
+
+
 @app.command()
 def cv(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="The base spec; its train: section is the recipe.", show_default=False)],
-    data: Annotated[str, typer.Option(help="digits, mnist, csv:PATH or npz:PATH (classification).")] = "digits",
+    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH, classification "
+                                             "(default: the spec's train.data).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     folds: Annotated[int, typer.Option(help="Stratified K-fold: K.")] = 5,
     repeats: Annotated[int, typer.Option(help="Repeat the K folds with new shuffles.")] = 1,
@@ -73,10 +94,15 @@ def cv(
         result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,
                                 out=out, data_dir=data_dir, resume=resume, learning_curve=learning_curve,
                                 on_start=bar.start, on_result=bar.update, epochs=epochs, batch_size=batch_size, lr=lr)
+    except CVInterrupted as exc:
+        bar.stop()
+        hint = f"; continue with: {_same_command(ctx, exc.run_dir)}" if exc.run_dir is not None else ""
+        raise interrupted(CVInterrupted(f"{exc}{hint}", exc.run_dir)) from None
     finally:
         bar.stop()
     paths = list(result.configs[0]["values"])
-    table = Table(title=f"{folds}-fold cross-validation on {data}" + (f", {repeats} repeats" if repeats > 1 else ""))
+    table = Table(title=f"{folds}-fold cross-validation on {result.data}"
+                  + (f", {repeats} repeats" if repeats > 1 else ""))
     for p in paths:
         table.add_column(p)
     for name in ("params", "FLOPs", "val acc", "± std", "train acc", "gap", "seconds", ""):

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from archlab import training
+from archlab.exceptions import Interrupted
 
 from ._app import _out, app
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by archlab train.", show_default=False)]
+Weights = Annotated[Literal["best", "last"], typer.Option(help="Which weights of the run to use.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; results are still printed.")]
+
+
+def interrupted(exc: Interrupted) -> typer.Exit:
+    """One line on Ctrl-C (what was kept, the command that continues) and exit code 130."""
+    print(f"interrupted: {exc}", file=sys.stderr, flush=True)
+    return typer.Exit(130)
+
+
+def _early_stopping_line(result: training.TrainResult) -> str | None:
+    history, recipe = result.history, result.recipe
+    if not history.stopped_early or recipe is None or recipe.early_stopping is None:
+        return None
+    es = recipe.early_stopping
+    restored = (f"restored the weights of epoch {history.best_epoch}" if es.restore_best
+                else f"kept the last epoch's weights (the best was epoch {history.best_epoch})")
+    return (f"early stopping: stopped after epoch {history.epoch[-1]} of {recipe.epochs} ({es.monitor} did not "
+            f"improve for {es.patience} epochs); {restored}")
 
 
 @app.command()
@@ -20,12 +42,13 @@ def train(
     spec: Annotated[Path | None, typer.Argument(help="The spec to train (not needed with --resume).")] = None,
     data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH (default: train.data).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="train.epochs; with --resume, extend the run to this "
+                                               "many epochs in all.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (train.optimizer.lr).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps.")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
+    precision: Annotated[Literal["auto", "fp32", "bf16"] | None, typer.Option(help="auto, fp32 or bf16.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue this run from its last checkpoint.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One plain line per epoch instead of bars.")] = False,
@@ -33,11 +56,17 @@ def train(
     """Train SPEC on a data set; writes runs/<name>-<timestamp>/ and reports test metrics."""
     if spec is None and resume is None:
         raise typer.BadParameter("give a SPEC to train, or --resume RUN")
-    if resume is not None and any(v is not None for v in (spec, data, epochs, batch_size, lr, seed, precision)):
-        raise typer.BadParameter("--resume continues a run with its own spec and recipe; drop the other options")
-    result = training.train(spec, data=data, data_dir=data_dir, out=out, resume=resume, verbose=2 if quiet else 1,
-                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                            precision=precision)
+    if resume is not None and spec is not None:
+        raise typer.BadParameter("--resume continues a run with its own spec and recipe; drop the SPEC")
+    try:
+        result = training.train(spec, data=data, data_dir=data_dir, out=out, resume=resume,
+                                verbose=2 if quiet else 1, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                device=device, precision=precision)
+    except Interrupted as exc:
+        raise interrupted(exc) from None
+    note = _early_stopping_line(result)
+    if note:
+        _out.print(note, markup=False, soft_wrap=True)
     test = "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
     _out.print(f"run: {result.run_dir}", markup=False)
     _out.print(f"test: {test}", markup=False)
@@ -47,13 +76,13 @@ def train(
 def evaluate(
     run: RunArg,
     data: Annotated[str | None, typer.Option(help="Another data set of the same shape (default: the run's).")] = None,
-    split: Annotated[str, typer.Option(help="test or train.")] = "test",
-    weights: Annotated[str, typer.Option(help="best or last.")] = "best",
-    data_dir: Annotated[Path | None, typer.Option()] = None,
+    split: Annotated[Literal["test", "train"], typer.Option(help="Which split of the data.")] = "test",
+    weights: Weights = "best",
+    data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
+    quiet: Quiet = False,
 ) -> None:
-    """Metrics and a confusion matrix of a trained RUN (stored in the run directory)."""
-    if weights not in ("best", "last"):
-        raise typer.BadParameter(f"--weights is best or last, got {weights!r}")
+    """Metrics and a confusion matrix of a trained RUN, stored in the run directory under a name of
+    the data, split and weights (evaluation-test-best.json, ...)."""
     result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir)
     table = Table(title=f"{result['data']} {split} ({result['samples']} samples, {weights} weights)")
     table.add_column("metric")
@@ -61,20 +90,26 @@ def evaluate(
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}")
     _out.print(table)
-    if "confusion_matrix" in result:
-        _out.print(f"confusion matrix: {Path(run) / f'confusion-{split}.png'} and evaluation-{split}.json",
-                   markup=False)
+    _out.print(f"written: {', '.join(str(Path(run) / f) for f in result['files'])}", markup=False, soft_wrap=True)
 
 
 @app.command()
 def predict(
     run: RunArg,
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=".npy, .png/.jpg or a .csv row.")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=".npy or a .csv of rows, used as they are (on "
+                                               "the scale the model was trained on); or a .png/.jpg image, "
+                                               "resized to the input (with a warning) and scaled to [0, 1].")],
     top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
-    weights: Annotated[str, typer.Option(help="best or last.")] = "best",
+    weights: Weights = "best",
+    quiet: Quiet = False,
 ) -> None:
     """The top classes of a trained RUN for each sample in INPUT, with probabilities."""
-    for i, result in enumerate(training.predict_run(run, input_path, top=top, weights=weights)):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = training.predict_run(run, input_path, top=top, weights=weights)
+    for warning in caught:  # a resized image: one line on stderr, the results stay alone on stdout
+        print(f"warning: {warning.message}", file=sys.stderr)
+    for i, result in enumerate(results):
         if "top" in result:
             line = ", ".join(f"{r['class']} {r['probability']:.4f}" for r in result["top"])
         else:

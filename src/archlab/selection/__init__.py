@@ -1,7 +1,8 @@
 """Model selection: cross-validated sweeps over spec values, the one-standard-error choice and a
 diagnosis of under- and over-fitting."""
 
-from ._cv import CVResult, cross_validate, parse_sweeps
+from ._cv import CVInterrupted, CVResult, cross_validate, parse_sweeps
 from ._diagnose import diagnose, learning_curve_answer, one_standard_error
 
-__all__ = ["CVResult", "cross_validate", "diagnose", "learning_curve_answer", "one_standard_error", "parse_sweeps"]
+__all__ = ["CVInterrupted", "CVResult", "cross_validate", "diagnose", "learning_curve_answer", "one_standard_error",
+           "parse_sweeps"]

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,12 +24,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from archlab.exceptions import SpecError
+from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, set_at
 
 from ._diagnose import diagnose, learning_curve_answer, one_standard_error
 
-__all__ = ["CVResult", "cross_validate", "parse_sweeps"]
+__all__ = ["CVInterrupted", "CVResult", "cross_validate", "parse_sweeps"]
 
 log = logging.getLogger("archlab")
 
@@ -79,6 +80,7 @@ class CVResult:
         learning_answer: "would more data help?" in words (when asked).
         run_dir: where the outputs are.
         trained: how many (configuration, fold) trainings this call ran (resume skips the others).
+        data: the name of the data set that was folded.
     """
 
     configs: list[dict[str, Any]]
@@ -89,10 +91,19 @@ class CVResult:
     learning_answer: str | None = None
     run_dir: Path | None = None
     trained: int = 0
+    data: str = ""
 
     @property
     def chosen(self) -> dict[str, Any]:
         return self.configs[self.one_se_index]
+
+
+class CVInterrupted(Interrupted):
+    """Ctrl-C stopped a sweep; ``run_dir`` (None when nothing was kept) continues it with ``resume``."""
+
+    def __init__(self, message: str, run_dir: Path | None) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
 
 
 # -- configurations ----------------------------------------------------------------------------
@@ -100,10 +111,15 @@ def _label(values: dict[str, Any]) -> str:
     return ", ".join(f"{p}={v!r}" if isinstance(v, str) else f"{p}={v}" for p, v in values.items()) or "(as given)"
 
 
-def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any) -> list[dict[str, Any]]:
-    """Every grid point as a checked spec dict; all problems reported together, before any training."""
+def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
+                 overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every grid point as a checked spec dict; all problems reported together, before any training.
+
+    Without ``dataset`` (before it is loaded) each point's spec, device and memory estimate are
+    checked; with it, that the data fits the spec.
+    """
     from archlab.builder import parse
-    from archlab.training import check_fit
+    from archlab.training import check_fit, check_memory, pick_device, resolve_recipe
 
     paths = [p for p, _ in sweeps]
     configs, problems = [], []
@@ -113,8 +129,13 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any) 
         try:
             for path, value in values.items():
                 spec = set_at(spec, path, value)
-            parsed = parse(load(spec))
-            check_fit(parsed, dataset, "cross_entropy")
+            loaded = load(spec)
+            parsed = parse(loaded)
+            if dataset is None:
+                recipe = resolve_recipe(loaded.to_dict().get("train"), **overrides)
+                check_memory(parsed, recipe, pick_device(recipe.device))
+            else:
+                check_fit(parsed, dataset, "cross_entropy")
         except SpecError as exc:
             problems.append(f"  configuration {i} ({_label(values)}): {exc}")
             continue
@@ -257,8 +278,8 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
 
     Args:
         spec: the base spec (path, text, dict or Spec); its ``train:`` section is the recipe.
-        dataset: a Dataset or a name for ``load_dataset``; its training split is folded (the test
-            split is not touched). Classification only.
+        dataset: a Dataset or a name for ``load_dataset``; None takes the spec's ``train.data``. Its
+            training split is folded (the test split is not touched). Classification only.
         sweeps: ``PATH=V1,V2`` strings or (path, values) pairs; several form a grid.
         folds, repeats: stratified K-fold, repeated with different shuffles when ``repeats > 1``;
             seeded by ``seed``, the same folds for every configuration.
@@ -275,25 +296,32 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         learning_curve.png (when asked) and chosen.yaml.
 
     Raises:
-        SpecError: a configuration is invalid (all of them listed, before any training).
+        SpecError: a configuration is invalid or does not fit in memory (all of them listed, before
+            the data is loaded or anything trained).
+        CVInterrupted: Ctrl-C; what finished is kept in ``run_dir`` for ``resume``.
         ValueError: bad folds, a class with fewer samples than folds, a non-classification data set.
     """
-    from archlab.analysis import analyze
     from archlab.data import load_dataset
 
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    base = load(spec).to_dict()
+    if dataset is None:
+        dataset = (base.get("train") or {}).get("data") if isinstance(base.get("train"), dict) else None
+        if dataset is None:
+            raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
+                            "train.data")
+    sweep_list = parse_sweeps(sweeps) if all(isinstance(s, str) for s in sweeps) else [
+        (p, list(v)) for p, v in sweeps]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides["seed"] = seed
+    _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)
     if dataset.task != "classification":
         raise ValueError(f"archlab cv scores accuracy with stratified folds: {dataset.name} is a "
                          f"{dataset.task} data set")
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}")
-    base = load(spec).to_dict()
-    sweep_list = parse_sweeps(sweeps) if all(isinstance(s, str) for s in sweeps) else [
-        (p, list(v)) for p, v in sweeps]
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides["seed"] = seed
-    configs = _materialise(base, sweep_list, dataset)
+    configs = _materialise(base, sweep_list, dataset, overrides)
     x, y = dataset.x_train, dataset.y_train
     splits = _folds(y, folds, repeats, seed)
 
@@ -312,6 +340,25 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
                              f"{', '.join(differ)}; give the same spec, data and options")
     else:
         run_dir = _new_run_dir(Path(out if out is not None else "runs"), base.get("name") or "spec")
+    try:
+        return _sweep(run_dir, plan, configs, splits, x, y, dataset.name, jobs, seed, learning_curve, fractions,
+                      on_start, on_result)
+    except KeyboardInterrupt:
+        saved = len(_read_rows(run_dir / "cv.jsonl"))
+        if resume is None and saved == 0:  # nothing finished: no directory to continue from
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise CVInterrupted("no training had finished, so nothing was kept (the run directory is removed)",
+                                None) from None
+        raise CVInterrupted(f"{saved} finished training(s) are saved in {run_dir}", run_dir) from None
+
+
+def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: np.ndarray, y: np.ndarray, data: str,
+           jobs: int, seed: int, learning_curve: bool, fractions: Sequence[float],
+           on_start: Callable[[int], None] | None, on_result: Callable[[dict], None] | None) -> CVResult:
+    """Train what is not in cv.jsonl yet, then score, choose and write the outputs."""
+    from archlab.analysis import analyze
+
+    overrides = plan["overrides"]
     _write(run_dir / "cv-plan.json", json.dumps(plan, indent=2))
     sink = run_dir / "cv.jsonl"
     done = {_key(r): r for r in _read_rows(sink)}
@@ -348,7 +395,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
                       "seconds": float(sum(r["seconds"] for r in rows)), "folds": len(rows)})
     best = max(range(len(table)), key=lambda i: table[i]["val_mean"])
     chosen = one_standard_error(table)
-    result = CVResult(table, best, chosen, diagnose(table), run_dir=run_dir, trained=trained)
+    result = CVResult(table, best, chosen, diagnose(table), run_dir=run_dir, trained=trained, data=data)
 
     if learning_curve:
         config = next(c for c in configs if c["index"] == table[chosen]["index"])
@@ -366,7 +413,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
                 "val_se": float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else 0.0,
                 "train_mean": float(np.mean([r["train_accuracy"] for r in rows]))})
         result.learning_answer = learning_curve_answer(result.learning_curve)
-    _write_outputs(result, configs, dataset.name)
+    _write_outputs(result, configs, data)
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archlab.exceptions import ArchlabError
+from archlab.exceptions import ArchlabError, SpecError, suggest
 
 from ._metrics import compute_metrics, make_loss
 from ._recipe import Recipe
@@ -35,6 +36,11 @@ EVAL_BATCH = 1024
 #: 256 than of 1024 (1 thread: 1.0-1.35 s vs 1.66-1.69 s; 2 threads: 0.80-0.84 s vs 1.01-1.03 s),
 #: ``benchmarks/train_throughput.py --eval-batches``; see docs/benchmarks.md, "Training throughput".
 EVAL_BATCH_CPU = 256
+#: A training step whose loss is more than this many times the untrained model's (the first
+#: step's loss, before any update) has diverged: a model that learned nothing stays near its
+#: starting loss, and no training that recovers climbs three orders of magnitude above it first.
+#: ``--lr 1e6`` on digits otherwise ends at a loss of 7e27 with exit 0.
+DIVERGED = 1e3
 
 
 class TrainingError(ArchlabError, RuntimeError):
@@ -61,10 +67,34 @@ class History:
         return cls(history, [row["epoch"] for row in rows], **kwargs)
 
 
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple's MPS, then the CPU; or the named device."""
+    """CUDA, then Apple's MPS, then the CPU; or the named device, which must be there: a device
+    that is not is a SpecError before any data is loaded, not an error deep in the first step.
+
+    Example:
+        >>> pick_device("cpu")
+        device(type='cpu')
+    """
     if name != "auto":
-        return torch.device(name)
+        where = f"--device {name} (train.device)"
+        if not _DEVICE.fullmatch(str(name)):
+            raise SpecError(f"{where}: expected auto, cpu, cuda, cuda:N or mps"
+                            f"{suggest(str(name), ['auto', 'cpu', 'cuda', 'mps'])}")
+        device = torch.device(name)
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise SpecError(f"{where}: this machine has no CUDA device (torch.cuda.is_available() is False); "
+                                "use --device cpu, or auto")
+            if device.index is not None and device.index >= count:
+                raise SpecError(f"{where}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                         and torch.backends.mps.is_available()):
+            raise SpecError(f"{where}: Apple's MPS is not available here; use --device cpu, or auto")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -292,7 +322,7 @@ class Engine:
         monitor, mode = self._monitor(has_val)
         delta = recipe.early_stopping.min_delta if recipe.early_stopping else 0.0
         better = (lambda a, b: a < b - delta) if mode == "min" else (lambda a, b: a > b + delta)
-        state = {"best": None, "best_epoch": None, "wait": 0, "stopped": False}
+        state = {"best": None, "best_epoch": None, "wait": 0, "stopped": False, "reference_loss": None}
         start = 0
         best_weights: dict[str, torch.Tensor] | None = None
         if resume:
@@ -300,7 +330,7 @@ class Engine:
             torch.set_rng_state(rng["torch"])
             self.generator.set_state(rng["shuffle"])
             start, self.rows = meta["epoch"], meta["rows"]
-            state = {k: meta[k] for k in state}
+            state = {k: meta.get(k) for k in state}  # checkpoints older than reference_loss lack it: None
             if state["stopped"]:
                 start = recipe.epochs
         progress = _Progress(self.verbose, recipe.epochs, steps)
@@ -325,11 +355,18 @@ class Engine:
                         out = self.model(xb)
                         loss = (self.loss_fn(out.float(), yb) if self.criterion is None
                                 else self.criterion(xb, out.float(), yb))
-                    if not torch.isfinite(loss):
+                    value = loss.item()  # the one host sync per step, which the finiteness check always took
+                    if state["reference_loss"] is None:  # the untrained model's loss: the first step, before updates
+                        state["reference_loss"] = value
+                    reference = state["reference_loss"]
+                    diverged = math.isfinite(reference) and reference > 0 and value > DIVERGED * reference
+                    if not math.isfinite(value) or diverged:
                         kept = (f"the last good checkpoint (end of epoch {epoch - 1}) is "
                                 f"{self.run_dir / 'last.safetensors'}" if self.run_dir and epoch > 1
                                 else "no epoch had finished, so there is no checkpoint")
-                        raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {step + 1} "
+                        what = (f"the loss reached {value:.3g}, more than {DIVERGED:g} times the untrained model's "
+                                f"{reference:.4g}: training diverged," if diverged else f"the loss became {value}")
+                        raise TrainingError(f"{what} at epoch {epoch}, step {step + 1} "
                                             f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); {kept}. "
                                             "Lower the learning rate, or set train.grad_clip")
                     self.optimizer.zero_grad(set_to_none=True)

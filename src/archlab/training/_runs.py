@@ -9,6 +9,7 @@ Layout of ``runs/<name>-<timestamp>/``:
                                RNG states ("rng.*"); scalars in the file's metadata
     best.safetensors           the weights of the best epoch ("model.*")
     summary.json, curves.png   written when the run ends
+    .lock                      held (fcntl.flock) by the process training in the directory
 
 Nothing here unpickles: tensors are safetensors, everything else is JSON.
 """
@@ -16,10 +17,13 @@ Nothing here unpickles: tensors are safetensors, everything else is JSON.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,8 @@ from torch import nn
 
 from archlab.exceptions import ArchlabError
 
-__all__ = ["RunError", "atomic_write_text", "load_checkpoint", "load_weights", "new_run_dir", "read_metrics",
-           "save_checkpoint", "save_weights"]
+__all__ = ["RunError", "atomic_write_text", "checkpoint_metadata", "load_checkpoint", "load_weights", "lock_run",
+           "new_run_dir", "read_metrics", "save_checkpoint", "save_weights"]
 
 
 class RunError(ArchlabError, ValueError):
@@ -48,6 +52,33 @@ def new_run_dir(out: str | Path, name: str) -> Path:
         path = Path(f"{base}-{n}")
     path.mkdir(parents=True)
     return path
+
+
+@contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock while a block trains in it, so that two processes never write
+    one run. The kernel drops an flock when its process dies, so a killed run never leaves a stale
+    lock; the file only tells a refused process who holds it.
+
+    Raises:
+        RunError: another process holds the lock (its id and host are in the message).
+    """
+    path = Path(run_dir) / ".lock"
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (closed below, when the lock is let go)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunError(f"{run_dir} is in use: {holder} is training in it; wait until it ends (or stop it), "
+                           "then run the command again") from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
 
 
 def _file_mode() -> int:
@@ -192,6 +223,17 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         scheduler.load_state_dict(metadata["scheduler"])
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return rng, metadata
+
+
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint (epoch, rows, early-stopping state), without its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import resource
+import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,15 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from pydantic import ValidationError
 
 from archlab.builder import ArchlabModel, build_parsed, parse
-from archlab.exceptions import SpecError
+from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 
-from ._engine import Engine, History, TrainingError, glorot_init, split_output_activation
+from ._engine import Engine, History, TrainingError, glorot_init, pick_device, split_output_activation
+from ._memory import check_memory
 from ._metrics import confusion_matrix
 from ._recipe import Recipe, resolve_recipe
-from ._runs import RunError, atomic_write_text, load_weights, new_run_dir, read_metrics
+from ._runs import RunError, atomic_write_text, checkpoint_metadata, load_weights, lock_run, new_run_dir, read_metrics
 
 __all__ = ["TrainResult", "TrainingError", "check_fit", "evaluate_run", "finish_run", "load_run", "loss_kind",
            "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "save_figure",
@@ -34,6 +40,7 @@ class TrainResult:
     history: History
     test_metrics: dict[str, float]
     summary: dict[str, Any] = field(default_factory=dict)
+    recipe: Recipe | None = None
 
 
 def loss_kind(recipe: Recipe, spec: Spec, task: str) -> str:
@@ -153,7 +160,7 @@ def start_run(spec: Spec, recipe: Recipe, out: str | Path) -> Path:
     """A new run directory holding the spec and the resolved recipe."""
     run_dir = new_run_dir(out, spec.name)
     atomic_write_text(run_dir / "spec.yaml", dump(spec))
-    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))
     return run_dir
 
 
@@ -184,38 +191,79 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
           **overrides: Any) -> TrainResult:
     """Train a spec on a data set and record the run.
 
+    Everything that can be checked without training is checked before the run directory is made:
+    the recipe, the device, the memory estimate, the data against the spec. A run that fails or is
+    interrupted before its first epoch ends leaves no directory behind.
+
     Args:
         spec: the spec (path, text, dict or Spec); its ``train:`` section is the recipe.
         data: a data set name (``digits``, ``mnist``, ``csv:PATH``, ``npz:PATH``); overrides train.data.
         out: the folder that receives ``<name>-<timestamp>/``; None records nothing on disk.
-        resume: a run directory to continue from its last checkpoint (spec and recipe are the run's).
+        resume: a run directory to continue from its last checkpoint (spec and recipe are the run's);
+            ``epochs`` may then extend it (see ``_extend_recipe``), nothing else may change.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
         **overrides: recipe fields (epochs, batch_size, lr, seed, device, precision, ...).
 
     Returns:
         TrainResult with the run directory, the history and the test-split metrics.
+
+    Raises:
+        Interrupted: on Ctrl-C, saying which epoch is saved and the command that continues.
     """
     from archlab.data import load_dataset
 
-    if resume is not None:
-        run_dir = Path(resume)
-        spec, recipe = load_run(run_dir)
-        if not (run_dir / "last.safetensors").is_file():
-            raise RunError(f"{run_dir} has no last.safetensors: no epoch finished, so there is nothing to resume; "
-                           "start the run again")
-    else:
-        spec = load(spec)
-        recipe = resolve_recipe(spec.to_dict().get("train"), data=data, **overrides)
-        run_dir = None
-    if recipe.data is None:
-        raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
-                        "train.data")
-    dataset = load_dataset(recipe.data, data_dir)
-    parsed = parse(spec)
-    loss = loss_kind(recipe, spec, dataset.task)
-    check_fit(parsed, dataset, loss)
-    if resume is None and out is not None:
-        run_dir = start_run(spec, recipe, out)
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            run_dir = Path(resume)
+            spec, recipe = load_run(run_dir)
+            changed = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
+            if changed or data is not None:
+                raise SpecError(f"--resume continues a run with its own spec and recipe; drop "
+                                f"{', '.join('--' + k.replace('_', '-') for k in changed or ['data'])} "
+                                "(only --epochs may extend it)")
+            if not (run_dir / "last.safetensors").is_file():
+                raise RunError(f"{run_dir} has no last.safetensors: no epoch finished, so there is nothing to "
+                               "resume; start the run again")
+            stack.enter_context(lock_run(run_dir))  # before anything is read that a running process rewrites
+            recipe = _extend_recipe(run_dir, recipe, overrides.get("epochs"))
+        else:
+            spec = load(spec)
+            recipe = resolve_recipe(spec.to_dict().get("train"), data=data, **overrides)
+            run_dir = None
+        if recipe.data is None:
+            raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
+                            "train.data")
+        check_memory(spec, recipe, pick_device(recipe.device))
+        dataset = load_dataset(recipe.data, data_dir)
+        parsed = parse(spec)
+        loss = loss_kind(recipe, spec, dataset.task)
+        check_fit(parsed, dataset, loss)
+        created = resume is None and out is not None
+        try:
+            if created:
+                run_dir = start_run(spec, recipe, out)
+                stack.enter_context(lock_run(run_dir))
+            elif run_dir is not None:
+                atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the epochs an extension set
+            return _fit_and_record(spec, recipe, parsed, dataset, loss, run_dir, resume is not None, verbose)
+        except KeyboardInterrupt:
+            saved = len(read_metrics(run_dir / "metrics.jsonl")) if run_dir is not None else 0
+            if created and not (run_dir / "last.safetensors").is_file():
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise Interrupted("no epoch had finished, so nothing was kept (the run directory is removed)") \
+                    from None
+            if run_dir is None:
+                raise Interrupted(f"after epoch {saved} of {recipe.epochs}; nothing was recorded (out=None)") from None
+            raise Interrupted(f"epoch {saved} of {recipe.epochs} is saved; continue with: archlab train --resume "
+                              f"{run_dir}") from None
+        except BaseException:
+            if created and not (run_dir / "last.safetensors").is_file():  # nothing finished: nothing to keep
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+
+def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, loss: str, run_dir: Path | None,
+                    resume: bool, verbose: int) -> TrainResult:
     model, head = prepare_model(spec, recipe, loss)
     engine = Engine(model, recipe, loss, run_dir=run_dir, verbose=verbose, output_activation=head)
     x_train, x_test_all = _ids_if_long(parsed, dataset.x_train), _ids_if_long(parsed, dataset.x_test)
@@ -223,16 +271,46 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
     xt, yt = to_tensors(x, y, loss)
     xv, yv = to_tensors(x_val, y_val, loss)
     began = time.perf_counter()
-    history = engine.fit(xt, yt, xv, yv, resume=resume is not None)
+    history = engine.fit(xt, yt, xv, yv, resume=resume)
     wall = time.perf_counter() - began
     x_test, y_test = to_tensors(x_test_all, dataset.y_test, loss)
     test_metrics, test_out = engine.evaluate(x_test, y_test)
     if run_dir is not None:
-        _record_evaluation(run_dir, spec.name, dataset, "test", "final", test_metrics, test_out, y_test, loss)
+        _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", test_metrics, test_out,
+                           y_test, loss)
     summary = finish_run(run_dir, spec, engine, history, wall, data=dataset.name, source=dataset.source,
                          test_metrics=test_metrics, classes=dataset.classes,
                          sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)})
-    return TrainResult(run_dir, history, test_metrics, summary)
+    return TrainResult(run_dir, history, test_metrics, summary, recipe)
+
+
+def _recipe_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def _extend_recipe(run_dir: Path, recipe: Recipe, epochs: int | None) -> Recipe:
+    """The recipe of a run resumed with ``--epochs N``: N epochs in all, where that continues exactly
+    as an uninterrupted N-epoch run would.
+
+    A schedule whose rate follows the epoch count (cosine, one-cycle) has annealed over the old
+    count, and a run stopped early decided it had trained enough: both are refused rather than
+    continued into something no single run would have done.
+    """
+    if epochs is None or epochs == recipe.epochs:
+        return recipe
+    meta = checkpoint_metadata(run_dir / "last.safetensors")
+    done = int(meta.get("epoch", 0))
+    where = f"--epochs {epochs} with --resume {run_dir}"
+    if epochs <= done:
+        raise RunError(f"{where}: the run has already trained {done} epoch(s); give more than {done} to extend it")
+    if recipe.schedule.name in ("cosine", "one_cycle"):
+        raise RunError(f"{where}: the run's {recipe.schedule.name} schedule spans its {recipe.epochs} epochs (the "
+                       "learning rate follows the epoch count), so more epochs would not continue it as one "
+                       f"{epochs}-epoch run; train a new run with --epochs {epochs}")
+    if meta.get("stopped"):
+        raise RunError(f"{where}: the run stopped early at epoch {done} ({recipe.early_stopping.monitor} did "
+                       "not improve); train a new run with more patience instead")
+    return recipe.model_copy(update={"epochs": epochs})
 
 
 def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
@@ -244,8 +322,19 @@ def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
     if missing:
         raise RunError(f"{run_dir} is missing {', '.join(missing)}: it is not a complete archlab run")
     spec = load(run_dir / "spec.yaml")
-    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    return spec, Recipe.model_validate(raw)
+    path = run_dir / "recipe.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return spec, Recipe.model_validate(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise RunError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc}); archlab train "
+                       "wrote it: restore it, or train the run again") from None
+    except (ValidationError, UnicodeDecodeError) as exc:
+        detail = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        what = (f"{'.'.join(map(str, detail['loc'])) or 'the file'}: {detail['msg']}" if detail else str(exc))
+        raise RunError(f"{path} is not a recipe archlab wrote ({what}); restore it, or train the run again") from None
 
 
 def _restore(run_dir: Path, weights: str) -> tuple[Spec, Recipe, ArchlabModel, str, str | None]:
@@ -260,19 +349,43 @@ def _restore(run_dir: Path, weights: str) -> tuple[Spec, Recipe, ArchlabModel, s
     return spec, recipe, model, loss, head
 
 
+SPLITS = ("test", "train")
+WEIGHTS = ("best", "last")
+
+
+def evaluation_name(run_data: str | None, data: str, split: str, weights: str) -> str:
+    """The file stem of an evaluation, unique per (data, split, weights), so that no evaluation
+    overwrites another or the one training wrote (``evaluation-test``, its final weights).
+
+    Example:
+        >>> evaluation_name("digits", "digits", "test", "best")
+        'evaluation-test-best'
+        >>> evaluation_name("mnist", "csv:/tmp/rows.csv?target=y", "train", "last")
+        'evaluation-train-last-csv-rows'
+    """
+    stem = f"evaluation-{split}-{weights}"
+    if data == run_data:
+        return stem
+    kind, _, argument = data.partition(":")
+    tag = f"{kind}-{Path(argument.split('?')[0]).stem}" if argument else kind
+    return f"{stem}-{re.sub(r'[^A-Za-z0-9_.]+', '-', tag).strip('-')}"
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test", weights: str = "best",
                  data_dir: str | Path | None = None) -> dict[str, Any]:
     """Metrics and a confusion matrix of a trained run on a split; written to the run directory
-    as ``evaluation-<split>.json`` and ``confusion-<split>.png``."""
+    as ``<evaluation_name>.json`` and, for classification, its ``confusion-...png``."""
     from archlab.data import load_dataset
 
+    if split not in SPLITS:
+        raise SpecError(f"--split is test or train, got {split!r}{suggest(split, SPLITS)}")
+    if weights not in WEIGHTS:
+        raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
     spec, recipe, model, loss, head = _restore(run_dir, weights)
     dataset = load_dataset(data or recipe.data, data_dir)
     parsed = parse(spec)
     check_fit(parsed, dataset, loss)
-    if split not in ("train", "test"):
-        raise SpecError(f"split is train or test, got {split!r}")
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
     x = _ids_if_long(parsed, x)
     if loss == "cross_entropy":  # evaluation always reports accuracy and macro-F1 beside the recipe's metrics
@@ -280,21 +393,25 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
     xt, yt = to_tensors(x, y, loss)
     metrics, out = engine.evaluate(xt, yt)
-    return _record_evaluation(run_dir, spec.name, dataset, split, weights, metrics, out, yt, loss)
+    stem = evaluation_name(recipe.data, dataset.name, split, weights)
+    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, metrics, out, yt, loss)
 
 
-def _record_evaluation(run_dir: Path, name: str, dataset: Any, split: str, weights: str, metrics: dict,
+def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, metrics: dict,
                        out: torch.Tensor, y: torch.Tensor, loss: str) -> dict[str, Any]:
-    """evaluation-<split>.json, and for classification the confusion matrix as JSON and PNG."""
+    """``<stem>.json``, and for classification the confusion matrix in it and as
+    ``confusion<stem without 'evaluation'>.png``."""
     result: dict[str, Any] = {"run": str(run_dir), "data": dataset.name, "split": split, "weights": weights,
-                              "samples": len(y), "metrics": metrics}
+                              "samples": len(y), "metrics": metrics, "files": [f"{stem}.json"]}
     if loss == "cross_entropy":
         cm = confusion_matrix(out.argmax(dim=1), y.to(out.device), dataset.num_classes).cpu()
         result["classes"] = list(dataset.classes)
         result["confusion_matrix"] = cm.tolist()
-        _plot_confusion(cm.numpy(), list(dataset.classes), run_dir / f"confusion-{split}.png",
+        picture = f"confusion{stem.removeprefix('evaluation')}.png"
+        result["files"].append(picture)
+        _plot_confusion(cm.numpy(), list(dataset.classes), run_dir / picture,
                         f"{name}: {dataset.name} {split}, accuracy {metrics['accuracy']:.4f}")
-    atomic_write_text(run_dir / f"evaluation-{split}.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / f"{stem}.json", json.dumps(result, indent=2))
     return result
 
 
@@ -323,48 +440,88 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) 
 
 
 def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
-    """One sample (or a batch) for predict: .npy, .png/.jpg (grayscale, resized, scaled to [0, 1])
-    or a CSV row of numbers."""
+    """One sample (or a batch) for predict, as the model takes it.
+
+    Scales: an image (.png, .jpg, .bmp) is converted to grayscale or RGB by the spec's channels,
+    resized to the input's height and width (with a warning that names both sizes) and scaled
+    from 0-255 to [0, 1], as archlab's image data sets are. ``.npy`` arrays and CSV rows are used
+    as they are: give them on the scale the model was trained on.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"input file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        array = np.load(path, allow_pickle=False).astype(np.float32)
-    elif suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-        from PIL import Image
-
-        if len(shape) != 3:
-            raise SpecError(f"an image input needs a spec with an image input (C, H, W); this one takes {shape}")
-        channels, height, width = shape
-        image = Image.open(path).convert("L" if channels == 1 else "RGB").resize((width, height))
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        array = array[None] if channels == 1 else array.transpose(2, 0, 1)  # (C, H, W)
-    elif suffix in (".csv", ".txt"):
-        text = path.read_text(encoding="utf-8").strip().splitlines()
-        rows = [line for line in text if line.strip()]
         try:
-            values = [[float(v) for v in row.split(",")] for row in rows]
-        except ValueError:
-            values = [[float(v) for v in row.split(",")] for row in rows[1:]]  # a header row
-        array = np.asarray(values, dtype=np.float32)
+            array = np.load(path, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError, EOFError) as exc:
+            raise SpecError(f"{path}: not a readable .npy array of numbers ({exc})") from None
+    elif suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+        array = _read_image(path, shape)
+    elif suffix in (".csv", ".txt"):
+        array = _read_csv_rows(path)
     else:
         raise SpecError(f"cannot read {path.name}: predict takes .npy, .png/.jpg or a .csv row")
     size = int(np.prod(shape))
-    if array.size % size:
+    if array.size == 0 or array.size % size:
         raise SpecError(f"{path.name} holds {array.size} values, not a multiple of the input {shape} ({size} values)")
     return array.reshape(-1, *shape)
 
 
+def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if len(shape) != 3:
+        raise SpecError(f"an image input needs a spec with an image input (C, H, W); this one takes {shape}")
+    channels, height, width = shape
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SpecError(f"{path}: not an image PIL can read ({exc}); give a .png/.jpg image, a .npy array "
+                        "or a .csv row") from None
+    if image.size != (width, height):
+        warnings.warn(f"{path.name}: resized from {image.size[0]}x{image.size[1]} to {width}x{height} (width x "
+                      "height), the spec's input", stacklevel=3)
+        image = image.resize((width, height))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
+
+
+def _read_csv_rows(path: Path) -> np.ndarray:
+    """Comma-separated rows of numbers, after an optional header row."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file of comma-separated numbers") from None
+    rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    values = []
+    for position, (number, line) in enumerate(rows):
+        try:
+            values.append([float(v) for v in line.split(",")])
+        except ValueError:
+            if position == 0:  # a header row
+                continue
+            raise SpecError(f"{path}, line {number}: {line[:60]!r} is not a row of comma-separated numbers") from None
+    if not values:
+        raise SpecError(f"{path} holds no row of numbers (only a header, or nothing): give one sample per row")
+    if len({len(v) for v in values}) > 1:
+        raise SpecError(f"{path}: the rows have different lengths ({', '.join(sorted({str(len(v)) for v in values}))} "
+                        "values); give one sample per row")
+    return np.asarray(values, dtype=np.float32)
+
+
 def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, weights: str = "best") -> list[dict]:
-    """Top classes with probabilities for each sample in ``input_path``."""
+    """Top classes with probabilities for each sample in ``input_path`` (scales: ``read_input``)."""
+    if weights not in WEIGHTS:
+        raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
     spec, recipe, model, loss, head = _restore(run_dir, weights)
     parsed = parse(spec)
     x = _ids_if_long(parsed, read_input(input_path, tuple(parsed.raw_inputs["input"].shape)))
     engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
     probs = engine.probabilities(torch.from_numpy(x)).cpu()
-    classes = _classes_of(run_dir, probs.shape[-1])
+    classes = _classes_of(run_dir, recipe.data, probs.shape[-1])
     results = []
     for row in probs:
         if loss == "cross_entropy":
@@ -376,10 +533,18 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
     return results
 
 
-def _classes_of(run_dir: Path, count: int) -> list[str]:
-    """Class names recorded by an evaluation or by training, else the indices as text."""
-    for path in [*sorted(run_dir.glob("evaluation-*.json")), run_dir / "summary.json"]:
-        classes = json.loads(path.read_text()).get("classes") if path.is_file() else None
-        if classes and len(classes) == count:
-            return classes
+def _classes_of(run_dir: Path, data: str | None, count: int) -> list[str]:
+    """Class names of the data the run was trained on: from training's evaluation, else from an
+    evaluation on that data (never one on other data, whose classes may differ), else the
+    indices as text. summary.json is not needed."""
+    own = ["evaluation-test"] + [evaluation_name(data, data or "", s, w) for s in SPLITS for w in WEIGHTS]
+    for path in (run_dir / f"{stem}.json" for stem in own):
+        if path.is_file():
+            try:
+                classes = json.loads(path.read_text(encoding="utf-8")).get("classes")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                raise RunError(f"{path} is not valid JSON ({exc}); delete it (archlab evaluate writes it again)") \
+                    from None
+            if classes and len(classes) == count:
+                return [str(c) for c in classes]
     return [str(i) for i in range(count)]
