@@ -129,10 +129,11 @@ def test_train_takes_data_from_the_spec(capsys: pytest.CaptureFixture[str], tmp_
 
 
 def test_non_finite_loss_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, {**TINY, "train": {"optimizer": {"name": "sgd", "lr": 1e15}, "batch_size": 32}})
+    # 1e30: the first step's update overflows the next loss (1e15 gives a finite 3e28: diverged, below)
+    spec = write_spec(tmp_path, {**TINY, "train": {"optimizer": {"name": "sgd", "lr": 1e30}, "batch_size": 32}})
     code, out, err = cli(capsys, "train", spec, "--data", "digits", "--epochs", 2, "--out", tmp_path / "runs", "-q")
     assert code == 1
-    assert re.match(r"error: the loss became (nan|inf) at epoch 1, step \d+ \(learning rate 1e\+15\); no epoch had "
+    assert re.match(r"error: the loss became (nan|inf) at epoch 1, step \d+ \(learning rate 1e\+30\); no epoch had "
                     r"finished, so there is no checkpoint\. Lower the learning rate", err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
@@ -140,18 +141,18 @@ def test_non_finite_loss_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: P
 # -- evaluate ------------------------------------------------------------------------------------
 
 def test_evaluate(capsys: pytest.CaptureFixture[str], run_copy: Path, digits) -> None:
-    (run_copy / "evaluation-test.json").unlink()
-    (run_copy / "confusion-test.png").unlink()
+    trained_record = (run_copy / "evaluation-test.json").read_bytes()
     code, out, err = cli(capsys, "evaluate", run_copy)
     assert code == 0, err
-    result = json.loads((run_copy / "evaluation-test.json").read_text())
+    result = json.loads((run_copy / "evaluation-test-best.json").read_text())
     assert (result["split"], result["weights"], result["samples"], result["data"]) == ("test", "best", 360, "digits")
     assert set(result["metrics"]) == {"loss", "accuracy", "macro_f1"}
-    assert (run_copy / "confusion-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_copy / "confusion-test-best.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_copy / "evaluation-test.json").read_bytes() == trained_record  # training's own record stays
     assert "digits test (360 samples, best weights)" in " ".join(out.split())  # the title may wrap
     for key, value in result["metrics"].items():
         assert re.search(rf"{key}\s.*\s{value:.4f}", out), key
-    assert "confusion matrix:" in out and "confusion-test.png" in out
+    assert f"written: {run_copy / 'evaluation-test-best.json'}, {run_copy / 'confusion-test-best.png'}" in out
     # the reported accuracy is the best weights' accuracy on the test split
     probs = probabilities(run_copy, digits.x_test)
     assert result["metrics"]["accuracy"] == pytest.approx((probs.argmax(1) == digits.y_test).mean(), abs=1e-6)
@@ -163,23 +164,60 @@ def test_evaluate_last_weights_and_train_split(capsys: pytest.CaptureFixture[str
     code, out, err = cli(capsys, "evaluate", run_copy, "--weights", "last", "--split", "train")
     assert code == 0, err
     assert "digits train (1437 samples, last weights)" in " ".join(out.split())
-    result = json.loads((run_copy / "evaluation-train.json").read_text())
+    result = json.loads((run_copy / "evaluation-train-last.json").read_text())
     assert result["weights"] == "last" and result["samples"] == 1437
     probs = probabilities(run_copy, digits.x_train, "last")
     assert result["metrics"]["accuracy"] == pytest.approx((probs.argmax(1) == digits.y_train).mean(), abs=1e-6)
-    assert (run_copy / "confusion-train.png").is_file()
+    assert (run_copy / "confusion-train-last.png").is_file()
+
+
+def test_evaluations_of_other_data_weights_and_splits_overwrite_nothing(
+        capsys: pytest.CaptureFixture[str], run_copy: Path, digits, tmp_path: Path) -> None:
+    """Each (data, split, weights) has its own file; predict's class names follow the run's own data."""
+    other = tmp_path / "other.npz"
+    names = np.array([f"c{label}".encode() for label in digits.y_test])  # bytes: the classes are named by them
+    np.savez(other, x=digits.x_test, y=names, x_test=digits.x_test, y_test=names)
+    runs = [[], ["--weights", "last"], ["--split", "train"], ["--data", f"npz:{other}"]]
+    for args in runs:
+        code, out, err = cli(capsys, "evaluate", run_copy, *args)
+        assert code == 0, err
+    names = {"evaluation-test.json", "evaluation-test-best.json", "evaluation-test-last.json",
+             "evaluation-train-best.json", "evaluation-test-best-npz-other.json"}
+    assert {p.name for p in run_copy.glob("evaluation-*.json")} == names
+    assert {p.name for p in run_copy.glob("confusion-*.png")} == {n.replace("evaluation", "confusion").replace(
+        ".json", ".png") for n in names}
+    records = {n: json.loads((run_copy / n).read_text()) for n in names}
+    assert records["evaluation-test.json"]["weights"] == "final"  # training's record, untouched
+    assert records["evaluation-test-last.json"]["weights"] == "last"
+    assert records["evaluation-train-best.json"]["split"] == "train"
+    assert records["evaluation-test-best-npz-other.json"]["classes"] == [f"c{i}" for i in range(10)]
+    # predict names classes by the run's own data, not by the other data's evaluation
+    np.save(tmp_path / "x.npy", digits.x_test[0])
+    (run_copy / "evaluation-test.json").unlink()
+    code, out, err = cli(capsys, "predict", run_copy, tmp_path / "x.npy")
+    assert code == 0, err
+    assert parse_predictions(out)[0][0][0] in [str(i) for i in range(10)]
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--weights", "middle"], "--weights is best or last, got 'middle'"),
-    (["--split", "valid"], "split is train or test, got 'valid'"),
+    (["--weights", "middle"], "'middle' is not one of 'best', 'last'"),
+    (["--split", "valid"], "'valid' is not one of 'test', 'train'"),
     (["--data", "digitz"], "unknown dataset 'digitz'; did you mean 'digits'?"),
 ])
 def test_evaluate_bad_options(capsys: pytest.CaptureFixture[str], trained: Path, args: list[str],
                               fragment: str) -> None:
     code, out, err = cli(capsys, "evaluate", trained, *args)
     assert code == 2
-    assert fragment in err and "Traceback" not in err
+    assert fragment in " ".join(err.replace("│", " ").split()) and "Traceback" not in err
+
+
+def test_evaluate_and_predict_take_quiet(capsys: pytest.CaptureFixture[str], run_copy: Path, digits,
+                                         tmp_path: Path) -> None:
+    code, out, err = cli(capsys, "evaluate", run_copy, "--quiet")
+    assert code == 0 and "written: " in out, err
+    np.save(tmp_path / "x.npy", digits.x_test[0])
+    code, out, err = cli(capsys, "predict", run_copy, tmp_path / "x.npy", "-q")
+    assert code == 0 and out.startswith("sample 0: "), err
 
 
 # -- predict -------------------------------------------------------------------------------------
@@ -276,6 +314,130 @@ def test_predict_bad_input_file(capsys: pytest.CaptureFixture[str], trained: Pat
     elif content is not None:
         path.write_text(content)
     assert_bad_input(*cli(capsys, "predict", trained, path), fragment)
+
+
+@pytest.mark.parametrize(("name", "content", "fragment"), [
+    ("text.png", "not an image at all", "text.png: not an image PIL can read"),
+    ("header.csv", ",".join(f"p{i}" for i in range(64)) + "\n", "holds no row of numbers (only a header, or nothing)"),
+    ("empty.csv", "", "holds no row of numbers"),
+    ("words.csv", "1,2\n3,x\n", "words.csv, line 2: '3,x' is not a row of comma-separated numbers"),
+    ("ragged.csv", "1,2\n3\n", "the rows have different lengths (1, 2 values)"),
+    ("broken.npy", "not numpy", "broken.npy: not a readable .npy array"),
+])
+def test_predict_unreadable_input(capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path, name: str,
+                                  content: str, fragment: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    assert_bad_input(*cli(capsys, "predict", trained, path), fragment)
+
+
+def test_predict_warns_when_it_resizes_an_image(capsys: pytest.CaptureFixture[str], trained: Path, digits,
+                                                tmp_path: Path) -> None:
+    pixels = np.kron(np.round(digits.x_test[5, 0] * 255).astype(np.uint8), np.ones((2, 2), np.uint8))  # (16, 16)
+    path = tmp_path / "big.png"
+    Image.fromarray(pixels, mode="L").save(path)
+    code, out, err = cli(capsys, "predict", trained, path)
+    assert code == 0, err
+    assert err == "warning: big.png: resized from 16x16 to 8x8 (width x height), the spec's input\n"
+    assert len(parse_predictions(out)) == 1  # stdout holds the results alone
+    same = tmp_path / "same.png"
+    Image.fromarray(pixels[::2, ::2], mode="L").save(same)
+    code, out, err = cli(capsys, "predict", trained, same)
+    assert code == 0 and err == ""
+
+
+def test_predict_needs_no_summary(capsys: pytest.CaptureFixture[str], run_copy: Path, digits, tmp_path: Path) -> None:
+    (run_copy / "summary.json").unlink()
+    np.save(tmp_path / "x.npy", digits.x_test[:2])
+    code, out, err = cli(capsys, "predict", run_copy, tmp_path / "x.npy")
+    assert code == 0, err
+    check_predictions(out, run_copy, digits.x_test[:2])
+
+
+def test_a_corrupt_evaluation_record_is_named(capsys: pytest.CaptureFixture[str], run_copy: Path, digits,
+                                              tmp_path: Path) -> None:
+    (run_copy / "evaluation-test.json").write_text('{"classes": [')
+    np.save(tmp_path / "x.npy", digits.x_test[0])
+    assert_bad_input(*cli(capsys, "predict", run_copy, tmp_path / "x.npy"),
+                     f"{run_copy / 'evaluation-test.json'} is not valid JSON")
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("epochs: [2\nbatch_size: 64\n", "recipe.yaml, line 2: not valid YAML"),
+    ("epochs: two\n", "recipe.yaml is not a recipe archlab wrote (epochs: "),
+    ("- just\n- a list\n", "recipe.yaml is not a recipe archlab wrote"),
+])
+def test_a_broken_recipe_yaml_is_named(capsys: pytest.CaptureFixture[str], run_copy: Path, digits, tmp_path: Path,
+                                       text: str, fragment: str) -> None:
+    (run_copy / "recipe.yaml").write_text(text)
+    np.save(tmp_path / "x.npy", digits.x_test[0])
+    for command in (["evaluate", run_copy], ["predict", run_copy, tmp_path / "x.npy"], ["train", "--resume", run_copy]):
+        assert_bad_input(*cli(capsys, *command), str(run_copy / "recipe.yaml"), fragment.split("recipe.yaml")[1])
+
+
+@pytest.mark.parametrize(("device", "fragment"), [
+    ("foo", "--device foo (train.device): expected auto, cpu, cuda, cuda:N or mps"),
+    ("cpuu", "did you mean 'cpu'?"),
+    pytest.param("cuda", "this machine has no CUDA device", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has CUDA")),
+    ("cuda:99", "cuda:99"),
+])
+def test_a_device_that_is_not_there_fails_before_the_data_loads(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch, device: str,
+                                                                fragment: str) -> None:
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr("archlab.data.load_dataset", no_loading)
+    spec = write_spec(tmp_path, TINY)
+    assert_bad_input(*cli(capsys, "train", spec, "--data", "digits", "--device", device, "--out", tmp_path / "runs"),
+                     fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_precision_is_a_choice_of_the_parser(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = cli(capsys, "train", write_spec(tmp_path, TINY), "--data", "digits", "--precision", "fp16")
+    assert code == 2 and "'fp16' is not one of 'auto', 'fp32', 'bf16'" in " ".join(err.replace("│", " ").split())
+
+
+def test_a_huge_learning_rate_stops_as_diverged(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--lr 1e6 used to end at a loss of 7e27 with exit 0; the loss passes 1000 times the untrained
+    model's within the first epoch, and the run stops there."""
+    spec = write_spec(tmp_path, {**TINY, "train": {"seed": 0, "device": "cpu"}})
+    code, out, err = cli(capsys, "train", spec, "--data", "digits", "--epochs", 3, "--lr", "1e6",
+                         "--out", tmp_path / "runs", "-q")
+    assert code == 1, out
+    match = re.match(r"error: the loss reached (\S+), more than 1000 times the untrained model's (\S+): training "
+                     r"diverged, at epoch 1, step \d+ \(learning rate 1e\+06\); no epoch had finished", err)
+    assert match, err
+    assert float(match.group(1)) > 1000 * float(match.group(2)) and 2.0 < float(match.group(2)) < 2.6  # ~ln 10
+    assert list((tmp_path / "runs").iterdir()) == []  # no epoch finished: no run directory left behind
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import archlab.training._train as trainer
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trainer, "prepare_model", crash)  # a crash after the run directory is made
+    code, out, err = cli(capsys, "train", write_spec(tmp_path, TINY), "--data", "digits", "--out", tmp_path / "runs")
+    assert code == 1 and "boom" in err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_early_stopping_says_which_epoch_was_restored(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, {**TINY, "train": {"data": "digits", "epochs": 30, "batch_size": 64, "device": "cpu",
+                                                   "optimizer": {"name": "adam", "lr": 0.05},
+                                                   "early_stopping": {"monitor": "val_loss", "patience": 1}}})
+    code, out, err = cli(capsys, "train", spec, "--out", tmp_path / "runs", "-q")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["epochs_run"] < 30
+    assert (f"early stopping: stopped after epoch {summary['epochs_run']} of 30 (val_loss did not improve for 1 "
+            f"epochs); restored the weights of epoch {summary['best_epoch']}") in out
 
 
 def test_unknown_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

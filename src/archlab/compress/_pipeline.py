@@ -107,10 +107,14 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     """
     from archlab.builder import parse
     from archlab.data import load_dataset
-    from archlab.training import check_fit, loss_kind, split_validation, to_tensors
+    from archlab.training import check_fit, check_memory, load_run, loss_kind, pick_device, split_validation, to_tensors
 
     say = on_event or (lambda line: None)
     run_dir = Path(run_dir)
+    run_spec, run_recipe = load_run(run_dir)  # fine-tuning and distilling train: check they fit before any work
+    check_memory(run_spec, run_recipe, pick_device(run_recipe.device), what="fine-tuning")
+    if student is not None:
+        check_memory(load(student), run_recipe, pick_device(run_recipe.device), what="distillation")
     spec, recipe, model = _trained(run_dir, weights, "")
     original = _Model("original", spec, _state(model))
     check_steps(steps, spec)

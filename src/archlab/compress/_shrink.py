@@ -75,9 +75,11 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     from archlab.training import (
         Engine,
         check_fit,
+        check_memory,
         load_run,
         load_weights,
         loss_kind,
+        pick_device,
         prepare_model,
         save_weights,
         split_validation,
@@ -91,6 +93,7 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         raise ValueError(f"finetune_epochs is 0 or more, got {finetune_epochs}")
     run_dir = Path(run_dir)
     spec, recipe = load_run(run_dir)
+    check_memory(spec, recipe, pick_device(recipe.device), what="fine-tuning")
     weights_path = run_dir / f"{weights}.safetensors"
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} does not exist: shrink needs a trained run")

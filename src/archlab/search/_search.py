@@ -110,9 +110,12 @@ class TrialRunner:
         from archlab.builder import parse
         from archlab.training import (
             Engine,
+            MemoryLimitError,
             TrainingError,
             check_fit,
+            check_memory,
             loss_kind,
+            pick_device,
             prepare_model,
             resolve_recipe,
             split_validation,
@@ -143,6 +146,10 @@ class TrialRunner:
             if limit is not None and value > limit:
                 flag = "--max-params" if what == "parameters" else "--max-flops"
                 self._prune(trial, "budget", f"over budget: {value:,} {what} > {flag} {limit:,}")
+        try:  # a spec the device cannot hold is pruned untrained, like one over budget
+            check_memory(parsed, recipe, pick_device(recipe.device))
+        except MemoryLimitError as exc:
+            self._prune(trial, "memory", str(exc))
         if recipe.validation_split == 0:
             recipe = recipe.model_copy(update={"validation_split": 0.2})
         recipe = recipe.model_copy(update={"validation": "stratified"} if loss == "cross_entropy" else {})
