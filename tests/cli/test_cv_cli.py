@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 import yaml
 
+import archlab.selection._cv as cv_module
 from archlab.cli import run
 
 TINY_CNN = {
@@ -19,7 +21,7 @@ TINY_CNN = {
         "flatten",
         {"dense": {"units": 10, "activation": "softmax"}},
     ],
-    "train": {"batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+    "train": {"data": "digits", "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
 }
 
 
@@ -71,3 +73,55 @@ def test_bad_input_exits_2_with_one_message(spec_file, tmp_path, capsys, args, f
 
 def test_missing_spec_exits_2(tmp_path, capsys):
     assert run(["cv", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_data_defaults_to_the_specs_train_data(tmp_path, capsys):
+    """--data is the spec's train.data; a spec without one asks for --data (before any work)."""
+    spec = tmp_path / "mnist.yaml"
+    spec.write_text(yaml.safe_dump({**TINY_CNN, "train": {**TINY_CNN["train"], "data": "npz:absent.npz"}}))
+    assert run(["cv", str(spec), "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "runs")]) == 2
+    assert "absent.npz" in capsys.readouterr().err  # the spec's data set was the one asked for, not digits
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({**TINY_CNN, "train": {"batch_size": 64}}))
+    assert run(["cv", str(bare), "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "train.data: no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_prints_the_command_that_continues_and_exits_130(spec_file, tmp_path, capsys, monkeypatch):
+    fit_one = cv_module._fit_one
+    calls = []
+
+    def interrupted_on_the_third(task):
+        calls.append(task)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return fit_one(task)
+
+    monkeypatch.setattr(cv_module, "_fit_one", interrupted_on_the_third)
+    args = ["cv", str(spec_file), "--folds", "2", "--epochs", "1", "--sweep", "layers[0].conv2d.filters=1,2",
+            "--out", str(tmp_path / "runs"), "-q"]
+    assert run(args) == 130
+    err = capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert err.strip().splitlines() == [
+        f"interrupted: 2 finished training(s) are saved in {run_dir}; continue with: archlab cv {spec_file} "
+        f"--folds 2 --sweep 'layers[0].conv2d.filters=1,2' --epochs 1 --out {tmp_path / 'runs'} --quiet "
+        f"--resume {run_dir}"]
+    monkeypatch.setattr(cv_module, "_fit_one", fit_one)
+    again = shlex.split(err.split("continue with: ")[1])[1:]
+    assert run(again) == 0  # the printed command continues the sweep
+    assert len((run_dir / "cv.jsonl").read_text().splitlines()) == 4
+    assert "run: " in capsys.readouterr().out
+
+
+def test_ctrl_c_before_any_fold_finished_keeps_nothing(spec_file, tmp_path, capsys, monkeypatch):
+    def interrupted(task):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cv_module, "_fit_one", interrupted)
+    assert run(["cv", str(spec_file), "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "runs")]) == 130
+    assert capsys.readouterr().err == ("interrupted: no training had finished, so nothing was kept (the run "
+                                       "directory is removed)\n")
+    assert list((tmp_path / "runs").iterdir()) == []

@@ -196,5 +196,146 @@ def test_resume_cli_errors(reference: Path, tmp_path: Path, capsys: pytest.Captu
     assert run(["train", "--resume", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "last.safetensors" in err and "Traceback" not in err
-    assert run(["train", "--resume", str(copy), "--epochs", "9"]) == 2
-    assert "--resume continues a run with its own spec and recipe" in capsys.readouterr().err
+    assert run(["train", "--resume", str(copy), "--lr", "0.1"]) == 2
+    assert "--resume continues a run with its own spec and recipe; drop --lr (only --epochs may extend it)" in \
+        capsys.readouterr().err
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------------
+
+# As CHILD, through the command line: stops forever at a training step so the test can press Ctrl-C.
+CLI_CHILD = CHILD.replace("tr.train(spec, out=out, verbose=0)", """
+from archlab.cli import run
+sys.exit(run(["train", spec, "--out", out, "-q"]))
+""")
+
+
+def interrupt_at(spec_path: Path, out: Path, stop_at: int) -> subprocess.CompletedProcess:
+    """Run ``archlab train`` in a process, send it SIGINT (Ctrl-C) at training step ``stop_at``."""
+    marker = out / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", CLI_CHILD, str(spec_path), str(out / "runs"), str(marker),
+                             str(stop_at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the training process ended early (code {proc.returncode}): {proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the training process did not reach the step in time")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_ctrl_c_prints_the_resume_command_and_exits_130(spec_path: Path, reference: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    done = interrupt_at(spec_path, tmp_path, 2 * STEPS_PER_EPOCH + 5)  # inside epoch 3
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"interrupted: epoch 2 of {EPOCHS} is saved; continue with: archlab train --resume {run_dir}"]
+    assert run(["train", "--resume", str(run_dir), "-q"]) == 0  # the printed command continues it
+    capsys.readouterr()
+    assert timeless(read_metrics(run_dir / "metrics.jsonl")) == timeless(read_metrics(reference / "metrics.jsonl"))
+    same_tensors(run_dir / "last.safetensors", reference / "last.safetensors")
+
+
+def test_ctrl_c_in_the_first_epoch_keeps_nothing(spec_path: Path, tmp_path: Path) -> None:
+    done = interrupt_at(spec_path, tmp_path, 5)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "interrupted: no epoch had finished, so nothing was kept (the run directory is removed)"]
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+# -- one process per run ---------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from archlab.training import lock_run
+
+    with lock_run(Path(sys.argv[1])):
+        Path(sys.argv[2]).write_text("locked")
+        time.sleep(600)
+""")
+
+
+def test_a_second_process_on_a_run_is_refused_with_the_holder(reference: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    copy = Path(shutil.copytree(reference, tmp_path / "run"))
+    marker = tmp_path / "locked"
+    with subprocess.Popen([sys.executable, "-c", HOLDER, str(copy), str(marker)]) as holder:
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert holder.poll() is None and time.monotonic() < deadline, "the lock holder did not start"
+                time.sleep(0.05)
+            assert run(["train", "--resume", str(copy)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {copy} is in use: process {holder.pid} on ") and "is training in it" in err
+            assert len(err.strip().splitlines()) == 1
+        finally:
+            holder.kill()  # a killed holder leaves no stale lock: the kernel drops it
+            holder.wait()
+    assert train(resume=copy, verbose=0).run_dir == copy
+
+
+# -- extending a finished run ----------------------------------------------------------------------
+
+#: A smaller spec with a step schedule (which does not depend on the epoch count), dropout,
+#: shuffling and augmentation: everything an extension must continue as one longer run would.
+STEP_SPEC = {
+    "name": "extend", "input": [1, 8, 8], "task": {"kind": "classification", "classes": 10},
+    "layers": [{"conv2d": {"filters": 4, "kernel_size": 3, "padding": "same", "activation": "relu"}},
+               {"maxpool2d": {"pool_size": 2}}, "flatten", {"dropout": {"rate": 0.25}},
+               {"dense": {"units": 10, "activation": "softmax"}}],
+    "train": {"data": "digits", "batch_size": 64, "augment": "shift", "seed": 5, "device": "cpu",
+              "schedule": {"name": "step", "step_size": 1, "gamma": 0.7},
+              "early_stopping": {"monitor": "val_accuracy", "patience": 10}},
+}
+
+
+def test_resume_with_more_epochs_extends_a_finished_run_as_one_longer_run(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {**STEP_SPEC, "train": {**STEP_SPEC["train"], "epochs": 4}}
+    longer = train(spec, out=tmp_path / "four", verbose=0).run_dir
+    short = train({**spec, "train": {**spec["train"], "epochs": 2}}, out=tmp_path / "two", verbose=0).run_dir
+    code = run(["train", "--resume", str(short), "--epochs", "4", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "epoch 3/4" in out and "epoch 4/4" in out and "epoch 2/4" not in out
+    assert yaml.safe_load((short / "recipe.yaml").read_text())["epochs"] == 4
+    assert timeless(read_metrics(short / "metrics.jsonl")) == timeless(read_metrics(longer / "metrics.jsonl"))
+    same_tensors(short / "last.safetensors", longer / "last.safetensors")
+    same_tensors(short / "best.safetensors", longer / "best.safetensors")
+    assert json.loads((short / "summary.json").read_text())["test"] == json.loads(
+        (longer / "summary.json").read_text())["test"]
+
+
+def test_extensions_that_would_not_be_one_longer_run_are_refused(reference: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    copy = Path(shutil.copytree(reference, tmp_path / "run"))
+    before = (copy / "recipe.yaml").read_text()
+    assert run(["train", "--resume", str(copy), "--epochs", "6"]) == 2
+    err = capsys.readouterr().err
+    assert f"--epochs 6 with --resume {copy}: the run's cosine schedule spans its 4 epochs" in err
+    assert "train a new run with --epochs 6" in err
+    assert run(["train", "--resume", str(copy), "--epochs", "3"]) == 2
+    assert "the run has already trained 4 epoch(s); give more than 4 to extend it" in capsys.readouterr().err
+    assert (copy / "recipe.yaml").read_text() == before  # nothing changed
+
+
+def test_a_run_stopped_early_is_not_extended(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {**STEP_SPEC, "train": {**STEP_SPEC["train"], "epochs": 30, "optimizer": {"name": "adam", "lr": 0.05},
+                                   "early_stopping": {"monitor": "val_loss", "patience": 1}}}
+    result = train(spec, out=tmp_path, verbose=0)
+    assert result.history.stopped_early
+    assert run(["train", "--resume", str(result.run_dir), "--epochs", "40"]) == 2
+    assert f"the run stopped early at epoch {len(result.history.epoch)} (val_loss did not improve)" in \
+        capsys.readouterr().err
