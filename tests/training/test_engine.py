@@ -357,6 +357,19 @@ def test_non_finite_loss_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
 
 
 def test_absurd_learning_rate_through_train(digits, helpers) -> None:
-    spec = helpers.spec_with(helpers.tiny, optimizer={"name": "sgd", "lr": 1e15}, epochs=2, batch_size=32)
-    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch 1, step \d+ \(learning rate 1e\+15\)"):
+    # 1e30 overflows the second step's loss; 1e15 gives a finite 3e28, which the divergence rule stops (below)
+    spec = helpers.spec_with(helpers.tiny, optimizer={"name": "sgd", "lr": 1e30}, epochs=2, batch_size=32)
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch 1, step \d+ \(learning rate 1e\+30\)"):
         train(spec, data="digits", out=None, verbose=0)
+
+
+def test_a_finite_loss_far_above_the_untrained_models_stops_as_diverged(digits, helpers, tmp_path: Path) -> None:
+    spec = helpers.spec_with(helpers.tiny, optimizer={"name": "sgd", "lr": 1e15}, epochs=2, batch_size=32)
+    with pytest.raises(TrainingError, match=r"the loss reached \S+, more than 1000 times the untrained model's "
+                                            r"2\.\d+: training diverged, at epoch 1, step 2 "):
+        train(spec, data="digits", out=None, verbose=0)
+    # the reference is the first step's loss, kept in the checkpoint so that a resumed run uses the same
+    result = train(helpers.spec_with(helpers.tiny, epochs=1, batch_size=32), data="digits", out=tmp_path, verbose=0)
+    with safe_open(str(result.run_dir / "last.safetensors"), framework="pt") as handle:
+        reference = json.loads(handle.metadata()["reference_loss"])
+    assert 2.0 < reference < 2.6 and reference > result.history.history["loss"][0]  # ~ln 10, then it learns

@@ -9,7 +9,7 @@ Layout of ``runs/<name>-<timestamp>/``:
                                RNG states ("rng.*"); scalars in the file's metadata
     best.safetensors           the weights of the best epoch ("model.*")
     summary.json, curves.png   written when the run ends
-    .lock                      held (fcntl.flock) by the process training in the directory
+    .lock                      exists while a process trains in the directory (an fcntl.flock)
 
 Nothing here unpickles: tensors are safetensors, everything else is JSON.
 """
@@ -56,28 +56,38 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 
 @contextmanager
 def lock_run(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock while a block trains in it, so that two processes never write
-    one run. The kernel drops an flock when its process dies, so a killed run never leaves a stale
-    lock; the file only tells a refused process who holds it.
+    """Hold the run directory's lock (``.lock``) while a block trains in it, so that two processes
+    never write one run. The kernel drops an flock when its process dies, so a killed run never
+    leaves a stale lock; the file's text only tells a refused process who holds it, and the file
+    is removed when the lock is let go.
 
     Raises:
         RunError: another process holds the lock (its id and host are in the message).
     """
     path = Path(run_dir) / ".lock"
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (closed below, when the lock is let go)
-    try:
+    while True:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (closed in the finally below)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise RunError(f"{run_dir} is in use: {holder} is training in it; wait until it ends (or stop it), "
                            "then run the command again") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file that is there
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
         handle.truncate(0)
         handle.write(f"process {os.getpid()} on {socket.gethostname()}")
         handle.flush()
         yield
     finally:
+        path.unlink(missing_ok=True)  # while still locked, so no one locks the file as it goes
         handle.close()  # closing the file releases the lock
 
 
