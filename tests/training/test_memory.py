@@ -126,3 +126,22 @@ def test_a_search_trial_that_cannot_fit_is_pruned_untrained_with_the_reason(tmp_
         assert t.user_attrs["pruned_reason"].startswith("training needs about ")
         assert "but cpu has" in t.user_attrs["pruned_reason"] and "epochs_trained" not in t.user_attrs
     assert all(t.state.name == "COMPLETE" for t in small)
+
+
+def test_shrink_and_compress_refuse_before_loading_data(tmp_path, monkeypatch) -> None:
+    from archlab.compress import CompressStep, compress, shrink
+    from archlab.training import train
+
+    run_dir = train({**TINY, "train": {"data": "digits", "epochs": 1, "device": "cpu"}}, out=tmp_path,
+                    verbose=0).run_dir
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr("archlab.data.load_dataset", no_loading)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1024)
+    with pytest.raises(MemoryLimitError, match=r"^fine-tuning needs about 0\.0 GiB .* but cpu has 0\.0 GiB"):
+        shrink(run_dir, out=tmp_path / "shrunk")
+    with pytest.raises(MemoryLimitError, match=r"^fine-tuning needs about "):
+        compress(run_dir, [CompressStep("prune-unstructured", 0.5)], out=tmp_path / "compressed")
+    assert not (tmp_path / "shrunk").exists() and not (tmp_path / "compressed").exists()
