@@ -347,11 +347,17 @@ def test_predict_warns_when_it_resizes_an_image(capsys: pytest.CaptureFixture[st
 
 
 def test_predict_needs_no_summary(capsys: pytest.CaptureFixture[str], run_copy: Path, digits, tmp_path: Path) -> None:
-    (run_copy / "summary.json").unlink()
+    """predict reads no summary.json: neither a missing nor a broken one stops it."""
+    (run_copy / "evaluation-test.json").unlink()  # no class names on record: the indices name the classes
     np.save(tmp_path / "x.npy", digits.x_test[:2])
-    code, out, err = cli(capsys, "predict", run_copy, tmp_path / "x.npy")
-    assert code == 0, err
-    check_predictions(out, run_copy, digits.x_test[:2])
+    for damage in ("garbage {", None):
+        if damage is None:
+            (run_copy / "summary.json").unlink()
+        else:
+            (run_copy / "summary.json").write_text(damage)
+        code, out, err = cli(capsys, "predict", run_copy, tmp_path / "x.npy")
+        assert code == 0, err
+        check_predictions(out, run_copy, digits.x_test[:2])
 
 
 def test_a_corrupt_evaluation_record_is_named(capsys: pytest.CaptureFixture[str], run_copy: Path, digits,
