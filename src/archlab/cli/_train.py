@@ -34,7 +34,7 @@ def _early_stopping_line(result: training.TrainResult) -> str | None:
     restored = (f"restored the weights of epoch {history.best_epoch}" if es.restore_best
                 else f"kept the last epoch's weights (the best was epoch {history.best_epoch})")
     return (f"early stopping: stopped after epoch {history.epoch[-1]} of {recipe.epochs} ({es.monitor} did not "
-            f"improve for {es.patience} epochs); {restored}")
+            f"improve for {max(es.patience, 1)} epochs); {restored}")
 
 
 @app.command()

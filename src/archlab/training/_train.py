@@ -225,11 +225,12 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 raise RunError(f"{run_dir} has no last.safetensors: no epoch finished, so there is nothing to "
                                "resume; start the run again")
             stack.enter_context(lock_run(run_dir))  # before anything is read that a running process rewrites
-            recipe = _extend_recipe(run_dir, recipe, overrides.get("epochs"))
+            extended = _extend_recipe(run_dir, recipe, overrides.get("epochs"))
+            extended, recipe = extended != recipe, extended
         else:
             spec = load(spec)
             recipe = resolve_recipe(spec.to_dict().get("train"), data=data, **overrides)
-            run_dir = None
+            run_dir, extended = None, False
         if recipe.data is None:
             raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
                             "train.data")
@@ -243,8 +244,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             if created:
                 run_dir = start_run(spec, recipe, out)
                 stack.enter_context(lock_run(run_dir))
-            elif run_dir is not None:
-                atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the epochs an extension set
+            elif extended:
+                atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
             return _fit_and_record(spec, recipe, parsed, dataset, loss, run_dir, resume is not None, verbose)
         except KeyboardInterrupt:
             saved = len(read_metrics(run_dir / "metrics.jsonl")) if run_dir is not None else 0
@@ -253,7 +254,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 raise Interrupted("no epoch had finished, so nothing was kept (the run directory is removed)") \
                     from None
             if run_dir is None:
-                raise Interrupted(f"after epoch {saved} of {recipe.epochs}; nothing was recorded (out=None)") from None
+                raise Interrupted("nothing was recorded (out=None)") from None
             raise Interrupted(f"epoch {saved} of {recipe.epochs} is saved; continue with: archlab train --resume "
                               f"{run_dir}") from None
         except BaseException:
