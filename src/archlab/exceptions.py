@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ArchlabError", "RegistryError", "ShapeError", "SpecError", "suggest"]
+__all__ = ["ArchlabError", "MemoryLimitError", "RegistryError", "ShapeError", "SpecError", "suggest"]
 
 
 class ArchlabError(Exception):
@@ -34,6 +34,10 @@ class SpecError(ArchlabError, ValueError):
 
 class ShapeError(SpecError):
     """A layer cannot take the shape (or dtype) that reaches it."""
+
+
+class MemoryLimitError(SpecError):
+    """A model needs more memory than the device has available: refused before allocating it."""
 
 
 class RegistryError(ArchlabError, LookupError):

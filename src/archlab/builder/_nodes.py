@@ -6,8 +6,9 @@ reported with its spec path. Building modules and analysing capacity both walk t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ __all__ = ["GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSp
 CONNECTIONS = ("residual", "parallel", "repeat", "sequential")
 ITEM_KEYS = ("name", "tie", "trainable")
 MERGES = ("concat", "add", "mean", "max", "mul")
+#: A repeat whose block changes the shape every time has that many different iterations at most
+#: (a block that keeps its shape has one or two, whatever ``times`` is).
+MAX_DISTINCT_ITERATIONS = 10_000
 
 
 @dataclass(eq=False)
@@ -102,11 +106,58 @@ class ParallelNode(Node):
 
 @dataclass(eq=False)
 class RepeatNode(Node):
-    iterations: list[SequenceNode] = field(default_factory=list)
+    """A block applied ``times`` times. Only the ``distinct`` iterations are parsed: once an
+    iteration receives the input its predecessor received, it and every later one are the same
+    as that predecessor, so parsing and analysis cost what the spec's size costs, not ``times``."""
+
+    distinct: list[SequenceNode] = field(default_factory=list)
+    times: int = 1
     share_weights: bool = False
 
+    @property
+    def iterations(self) -> Sequence[SequenceNode]:
+        """All ``times`` iterations; those past ``distinct`` are made on demand (their own keys)."""
+        return _Iterations(self)
+
     def children(self) -> list[Node]:
-        return list(self.iterations)
+        return list(self.distinct)
+
+
+class _Iterations(Sequence):
+    """The iterations of a repeat as a sequence of length ``times`` that holds only the distinct ones."""
+
+    def __init__(self, node: RepeatNode) -> None:
+        self.node = node
+
+    def __len__(self) -> int:
+        return self.node.times
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError(f"iteration {index} of a repeat of {len(self)}")
+        distinct = self.node.distinct
+        if i < len(distinct):
+            return distinct[i]
+        last = len(distinct) - 1
+        return _rekey(distinct[last], f"{self.node.key}.repeat[{last}].", f"{self.node.key}.repeat[{i}].")
+
+
+def _rekey(node: Node, old: str, new: str) -> Any:
+    """A copy of a subtree whose keys start with ``new`` instead of ``old`` (another iteration)."""
+    twin = copy.copy(node)
+    twin.key = new + node.key.removeprefix(old)
+    for f in dataclasses.fields(node):
+        if f.name == "tie":  # names the layer it shares a weight with: the same layer, not a copy
+            continue
+        value = getattr(node, f.name)
+        if isinstance(value, Node):
+            setattr(twin, f.name, _rekey(value, old, new))
+        elif isinstance(value, list) and value and isinstance(value[0], Node):
+            setattr(twin, f.name, [_rekey(v, old, new) for v in value])
+    return twin
 
 
 @dataclass(eq=False)
@@ -387,9 +438,17 @@ class _Parser:
             raise SpecError(f"share_weights is true or false, got {share!r}", f"{here}.share_weights")
         if "layers" not in value:
             raise SpecError("repeat needs 'layers': the block to repeat", here)
-        iterations: list[SequenceNode] = []
+        # Parse until the fixed point: an iteration whose output equals its input hands the next
+        # one the same input, so the next one (and every later one) is parsed the same.
+        distinct: list[SequenceNode] = []
         current = x
-        for i in range(times):
+        while len(distinct) < times:
+            i = len(distinct)
+            if i == MAX_DISTINCT_ITERATIONS:
+                raise ShapeError(f"(repeat) times: {times:,}, but the block changes the shape in each of its first "
+                                 f"{i:,} iterations ({fmt_shape(x.shape)} to {fmt_shape(current.shape)}); archlab "
+                                 f"analyses at most {MAX_DISTINCT_ITERATIONS:,} different iterations: use a block "
+                                 "that keeps its shape, or fewer times", f"{here}.times")
             try:
                 body = self.items(value["layers"], f"{here}.layers", f"{key}.repeat[{i}].layers", current,
                                   repeated=repeated or i > 0)
@@ -402,10 +461,12 @@ class _Parser:
                 raise ShapeError(f"(repeat) share_weights: true runs one block {times} times, so the block must "
                                  f"keep its shape, but it maps {fmt_shape(x.shape)} to {fmt_shape(body.output.shape)}",
                                  here)
-            iterations.append(body)
+            distinct.append(body)
+            if body.output == current:
+                break
             current = body.output
-        y = dataclasses.replace(current, origin=f"{path} (repeat)")
-        return RepeatNode(path, key, "repeat", x, y, iterations=iterations, share_weights=share)
+        y = dataclasses.replace(distinct[-1].output, origin=f"{path} (repeat)")
+        return RepeatNode(path, key, "repeat", x, y, distinct=distinct, times=times, share_weights=share)
 
     def sequential(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> SequenceNode:
         here = f"{path}.sequential"
