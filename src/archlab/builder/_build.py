@@ -73,16 +73,15 @@ def _layer_count(node: Node) -> int:
 
 def check_fits(parsed: ParsedSpec, device: str | torch.device | None = None) -> None:
     """Raise MemoryLimitError when the model's weights (fp32) and modules need more memory than
-    ``device`` (and the host, for the modules) has available; nothing is allocated."""
+    ``device`` (and the host, for the modules; only they on ``meta``) has available; nothing is
+    allocated."""
     # analysis imports the builder, so it is imported here, when a build is about to allocate
     from archlab.analysis import analyze, available_memory, human_bytes
 
     target = torch.device(device) if device is not None else torch.get_default_device()
-    if target.type == "meta":
-        return
-    weights = analyze(parsed).model_bytes["fp32"]
     layers = sum(_layer_count(node) for node in parsed.top_nodes())
-    host = layers * MODULE_BYTES
+    host = layers * MODULE_BYTES  # the modules live in host memory, wherever their weights are (none on meta)
+    weights = 0 if target.type == "meta" else analyze(parsed).model_bytes["fp32"]
     needs = [(target, weights + host)] if target.type == "cpu" else [(target, weights), (torch.device("cpu"), host)]
     for dev, need in needs:
         free = available_memory(dev)

@@ -445,10 +445,10 @@ class _Parser:
         while len(distinct) < times:
             i = len(distinct)
             if i == MAX_DISTINCT_ITERATIONS:
-                raise ShapeError(f"(repeat) times: {times:,}, but the block changes the shape in each of its first "
-                                 f"{i:,} iterations ({fmt_shape(x.shape)} to {fmt_shape(current.shape)}); archlab "
-                                 f"analyses at most {MAX_DISTINCT_ITERATIONS:,} different iterations: use a block "
-                                 "that keeps its shape, or fewer times", f"{here}.times")
+                raise ShapeError(f"the block changes the shape in each of its first {i:,} iterations "
+                                 f"({fmt_shape(x.shape)} to {fmt_shape(current.shape)}), so all {times:,} would "
+                                 f"differ; archlab analyses at most {MAX_DISTINCT_ITERATIONS:,} different iterations: "
+                                 "use a block that keeps its shape, or fewer times", f"{here}.times")
             try:
                 body = self.items(value["layers"], f"{here}.layers", f"{key}.repeat[{i}].layers", current,
                                   repeated=repeated or i > 0)
