@@ -19,10 +19,34 @@ from archlab.layers import Cost, LayerParams, LayerType, TensorInfo, get_layer
 from archlab.layers._registry import fmt_shape
 from archlab.spec import Spec, find_markers, load
 
-__all__ = ["GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
-           "ResidualNode", "SequenceNode", "merge_shapes", "parse", "weight_shape"]
+__all__ = ["CONNECTIONS", "Connection", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec",
+           "RepeatNode", "ResidualNode", "SequenceNode", "merge_shapes", "parse", "weight_shape"]
 
-CONNECTIONS = ("residual", "parallel", "repeat", "sequential")
+
+@dataclass(frozen=True)
+class Connection:
+    """A connection's keys, as the parser accepts them: required ones and optional ones with
+    their defaults; ``summary`` is its line in ``archlab layers``."""
+
+    required: tuple[str, ...]
+    optional: dict[str, Any]
+    summary: str
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
+
+
+CONNECTIONS = {
+    "residual": Connection(("layers",), {"shortcut": "auto", "post": [], "name": None},
+                           "y = post(layers(x) + shortcut(x)); shortcut: auto (a projection when the shape "
+                           "changes), identity or projection"),
+    "parallel": Connection(("branches",), {"merge": "concat", "axis": 0, "name": None},
+                           "runs each branch on x and merges them: concat (along axis), add, mean, max or mul"),
+    "repeat": Connection(("times", "layers"), {"share_weights": False, "name": None},
+                         "the block of layers applied times times; share_weights: one block run times times"),
+    "sequential": Connection(("layers",), {"name": None}, "a group of layer items, usually named"),
+}
 ITEM_KEYS = ("name", "tie", "trainable")
 MERGES = ("concat", "add", "mean", "max", "mul")
 #: A repeat whose block changes the shape every time has that many different iterations at most
@@ -365,12 +389,12 @@ class _Parser:
     # -- connections -------------------------------------------------------------------------
     def residual(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> ResidualNode:
         here = f"{path}.residual"
-        _check_keys(value, ("layers", "shortcut", "post", "name"), "residual", here)
+        _check_keys(value, CONNECTIONS["residual"].keys, "residual", here)
         if "layers" not in value:
             raise SpecError("residual needs 'layers': the branch f in y = f(x) + shortcut(x)", here)
         body = self.items(value["layers"], f"{here}.layers", f"{key}.residual.layers", x, repeated=repeated)
         y = body.output
-        mode = value.get("shortcut", "auto")
+        mode = value.get("shortcut", CONNECTIONS["residual"].optional["shortcut"])
         if mode not in ("auto", "identity", "projection"):
             raise SpecError(f"shortcut is auto, identity or projection, got {mode!r}", f"{here}.shortcut")
         shortcut = None
@@ -413,7 +437,7 @@ class _Parser:
 
     def parallel(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> ParallelNode:
         here = f"{path}.parallel"
-        _check_keys(value, ("branches", "merge", "axis", "name"), "parallel", here)
+        _check_keys(value, CONNECTIONS["parallel"].keys, "parallel", here)
         branches = value.get("branches")
         if not isinstance(branches, list) or not branches:
             raise SpecError("parallel needs 'branches': a list of branches, each a list of layer items", here)
@@ -429,11 +453,11 @@ class _Parser:
 
     def repeat(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> RepeatNode:
         here = f"{path}.repeat"
-        _check_keys(value, ("times", "share_weights", "layers", "name"), "repeat", here)
+        _check_keys(value, CONNECTIONS["repeat"].keys, "repeat", here)
         times = value.get("times")
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise SpecError(f"times must be an integer >= 1, got {times!r}", f"{here}.times")
-        share = value.get("share_weights", False)
+        share = value.get("share_weights", CONNECTIONS["repeat"].optional["share_weights"])
         if not isinstance(share, bool):
             raise SpecError(f"share_weights is true or false, got {share!r}", f"{here}.share_weights")
         if "layers" not in value:
@@ -470,7 +494,7 @@ class _Parser:
 
     def sequential(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> SequenceNode:
         here = f"{path}.sequential"
-        _check_keys(value, ("layers", "name"), "sequential", here)
+        _check_keys(value, CONNECTIONS["sequential"].keys, "sequential", here)
         if "layers" not in value:
             raise SpecError("sequential needs 'layers'", here)
         node = self.items(value["layers"], f"{here}.layers", f"{key}.sequential.layers", x, repeated=repeated)
