@@ -102,8 +102,8 @@ def _check_shape(value: Any, path: str) -> None:
                             f"{path}.dtype")
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-        raise SpecError(f"an input shape is a non-empty list of positive integers without the batch dimension, "
-                        f"e.g. [1, 28, 28], or [1] for one number per sample; got {shape!r}", path)
+        raise SpecError(f"an input shape is a list of positive integers (at least one) without the batch "
+                        f"dimension, e.g. [1, 28, 28], or [1] for one number per sample; got {shape!r}", path)
 
 
 def check_top_level(data: dict) -> None:
@@ -307,6 +307,8 @@ def _is_file(text: str) -> bool:
 
 
 def _is_dir(text: str) -> bool:
+    if not text.strip():
+        return False  # Path("") is the current directory; "" is empty spec text
     try:
         return Path(text).is_dir()
     except (OSError, ValueError):
