@@ -27,3 +27,10 @@ def test_iteration_paths_from_rows_resolve_in_the_spec():
     path = "layers[0].repeat[2].layers[0].dense.units"
     assert get_at(SPEC, path) == 8
     assert get_at(set_at(SPEC, path, 16), "layers[0].repeat.layers[0].dense.units") == 16
+
+
+def test_the_row_of_identical_iterations_resolves_to_its_repeat():
+    path = next(r.path for r in archlab.analyze(SPEC).layers if r.type == "iterations")
+    assert path == "layers[0].repeat[1-2]"
+    assert get_at(SPEC, path) == SPEC["layers"][0]["repeat"]
+    assert get_at(SPEC, f"{path}.times") == 3
