@@ -174,3 +174,16 @@ def test_available_memory_of_each_device():
     assert available_memory("meta") is None
     cpu = available_memory("cpu")
     assert cpu is not None and cpu > 2**20 and available_memory() == pytest.approx(cpu, rel=0.5)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_weights_are_compared_with_its_free_memory():
+    import torch
+
+    from archlab.analysis import available_memory
+
+    free = torch.cuda.mem_get_info()[0]
+    assert available_memory("cuda") == pytest.approx(free, rel=0.05)
+    with pytest.raises(MemoryLimitError, match=r"needs 650\.45 GiB on cuda"):
+        archlab.build(str(EXAMPLES / "gpt3-175b.yaml"), device="cuda")
+    assert archlab.build(repeat(3, BLOCK), device="cuda").num_params() == 3 * PER_ITERATION

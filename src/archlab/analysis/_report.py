@@ -21,7 +21,8 @@ def human_count(n: float, unit: str = "") -> str:
 
 
 def human_bytes(n: float) -> str:
-    for scale, prefix in ((2**70, "ZiB"), (2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    for scale, prefix in ((2**70, "ZiB"), (2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"),
+                          (2**20, "MiB"), (2**10, "KiB")):
         if n >= scale:
             return f"{n / scale:.2f} {prefix}"
     return f"{int(n)} B"

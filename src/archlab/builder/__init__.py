@@ -17,5 +17,5 @@ from ._nodes import (
     parse,
 )
 
-__all__ = ["CONNECTIONS", "ArchlabModel", "Connection", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
-           "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]
+__all__ = ["CONNECTIONS", "ArchlabModel", "Connection", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode",
+           "ParsedSpec", "RepeatNode", "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]
