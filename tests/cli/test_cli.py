@@ -296,6 +296,7 @@ BAD_SPECS = [
     ("yaml", "input: [4]\nlayers: [relu\n", "", "is not valid YAML/JSON at line 3, column 1"),
     ("not_mapping", "- relu\n- tanh\n", "", "a spec is a mapping at the top level, got list"),
     ("recursive_alias", "a: &a [*a]\n", "a[0]", "this value contains itself"),
+    ("control_chars", "input: [4]\x00\x07\n", "", "the control character U+0000 at position 10 is not allowed"),
     ("duplicate_key", "input: [4]\nlayers:\n  - dense:\n      units: 2\n      units: 3\n", "layers[0].dense.units",
      "key 'units' is given twice in one mapping of"),
     ("momentum", "input: [4]\nlayers: [{batchnorm: {momentum: 2}}]\n", "layers[0].batchnorm.momentum",

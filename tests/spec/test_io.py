@@ -391,6 +391,14 @@ def test_binary_junk_names_the_file(tmp_path: Path):
         load(path)
 
 
+def test_control_characters_name_the_file(tmp_path: Path):
+    path = tmp_path / "ctl.yaml"
+    path.write_bytes(b"input: [4]\x00\x01\n")
+    with pytest.raises(SpecError, match=r"ctl\.yaml is not valid YAML/JSON: the control character U\+0000 at "
+                                        r"position 10 is not allowed in YAML text \(is it a binary file\?\)"):
+        load(path)
+
+
 def test_a_directory_is_not_a_spec(tmp_path: Path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "spec.yaml").write_text(SEED_YAML)

@@ -283,20 +283,25 @@ def _parse_text_nested(text: str, origin: str) -> Any:
             pass  # a YAML flow mapping such as {input: [4], ...}, or broken JSON: YAML reports it
         except SpecError as exc:
             raise SpecError(f"{origin}: {exc}") from None
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_nodes(node, origin)
-        return loader.construct_document(node)
+        loader = _Loader(text)  # the reader refuses control characters here
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_nodes(node, origin)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(f"{origin} is not valid YAML/JSON: the control character U+{code:04X} at position "
+                        f"{exc.position} is not allowed in YAML text (is it a binary file?)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"{origin} is not valid YAML/JSON{where}: {problem}") from None
-    finally:
-        loader.dispose()
 
 
 def _is_file(text: str) -> bool:
