@@ -361,6 +361,11 @@ def test_aliases_of_aliases_are_refused_before_they_expand():
 def test_nesting_too_deep_is_a_spec_error():
     with pytest.raises(SpecError, match="nests lists and mappings too deeply"):
         load("input: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(SpecError, match="nests lists and mappings too deeply"):
+        Spec({"input": [4], "layers": ["relu"], "description": deep})
 
 
 @pytest.mark.parametrize(("text", "path", "where"), [

@@ -180,7 +180,11 @@ class Spec:
             data = data.to_dict()
         if not isinstance(data, Mapping):
             raise SpecError(f"a spec is a mapping at the top level, got {type(data).__name__}")
-        self._data: dict = _plain(data)
+        try:
+            self._data: dict = _plain(data)
+        except RecursionError:
+            raise SpecError("the spec nests lists and mappings too deeply to read; a spec is a few dozen levels "
+                            "deep at most") from None
         check_top_level(self._data)
 
     @classmethod
