@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ArchlabError", "Interrupted", "RegistryError", "ShapeError", "SpecError", "suggest"]
+__all__ = ["ArchlabError", "Interrupted", "MemoryLimitError", "RegistryError", "ShapeError", "SpecError", "suggest"]
 
 
 class ArchlabError(Exception):
@@ -34,6 +34,20 @@ class SpecError(ArchlabError, ValueError):
 
 class ShapeError(SpecError):
     """A layer cannot take the shape (or dtype) that reaches it."""
+
+
+class MemoryLimitError(SpecError):
+    """A model (or its training) needs more memory than the device has available: refused before
+    allocating it.
+
+    Attributes:
+        needed, available: bytes (None when the raiser did not say).
+    """
+
+    def __init__(self, message: str, path: str = "", *, needed: int | None = None,
+                 available: int | None = None) -> None:
+        super().__init__(message, path)
+        self.needed, self.available = needed, available
 
 
 class RegistryError(ArchlabError, LookupError):

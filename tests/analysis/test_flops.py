@@ -317,8 +317,9 @@ def test_repeat_counts_flops_times_n_and_shared_params_once(share):
     assert (a.macs, a.flops) == (3 * 36, 3 * (2 * 36 + 6))
     assert archlab.build(spec).num_params() == a.total_params
     if share:
-        notes = [r.note for r in a.layers if r.type == "iteration"]
-        assert notes == ["", "shares iteration 0's weights", "shares iteration 0's weights"]
+        notes = [(r.type, r.params, r.note) for r in a.layers if r.type.startswith("iteration")]
+        assert notes == [("iteration", one, ""),
+                         ("iterations", 0, "iterations 2-3: identical, x2; share iteration 0's weights")]
 
 
 @pytest.mark.parametrize("use_bias", [False, True])

@@ -93,6 +93,18 @@ def test_wrong_dense_param_types_and_values(params, path_param, fragment):
     ({"dropout": {"rate": -0.1}}, "layers[0].dropout.rate", "'rate' should be greater than or equal to 0; got -0.1"),
     ({"dropout": {"rate": "half"}}, "layers[0].dropout.rate", "'rate' should be a valid number; got 'half'"),
     ({"batchnorm": {"momentum": "fast"}}, "layers[0].batchnorm.momentum", "'momentum' should be a valid number"),
+    ({"batchnorm": {"momentum": 2}}, "layers[0].batchnorm.momentum", "'momentum' should be less than or equal to 1; "
+                                                                     "got 2"),
+    ({"batchnorm": {"momentum": -0.5}}, "layers[0].batchnorm.momentum", "'momentum' should be greater than or equal "
+                                                                        "to 0; got -0.5"),
+    ({"batchnorm": {"epsilon": -1}}, "layers[0].batchnorm.epsilon", "'epsilon' should be greater than 0; got -1"),
+    ({"batchnorm": {"epsilon": 0}}, "layers[0].batchnorm.epsilon", "'epsilon' should be greater than 0; got 0"),
+    ({"batchnorm": {"epsilon": float("inf")}}, "layers[0].batchnorm.epsilon", "'epsilon' should be a finite number"),
+    ({"layernorm": {"epsilon": float("nan")}}, "layers[0].layernorm.epsilon", "'epsilon' should be a finite number"),
+    ({"layernorm": {"epsilon": -1e-5}}, "layers[0].layernorm.epsilon", "'epsilon' should be greater than 0"),
+    ({"leaky_relu": {"negative_slope": float("-inf")}}, "layers[0].leaky_relu.negative_slope",
+     "'negative_slope' should be a finite number"),
+    ({"dropout": {"rate": float("nan")}}, "layers[0].dropout.rate", "'rate' should be less than 1; got nan"),
     ({"lstm": {"units": 4, "activation": "relu"}}, "layers[0].lstm.activation", "'activation' should be 'tanh'"),
     ({"additive_attention": {"units": 2, "query": "first"}}, "layers[0].additive_attention.query",
      "'query' should be 'last' or 'learned'; got 'first'"),
@@ -240,10 +252,9 @@ def test_softmax_of_a_scalar_per_sample_would_mix_the_batch():
 
 
 def test_flatten_of_a_scalar_per_sample():
-    for spec in ({"input": [], "layers": ["flatten"]},
-                 {"input": [1], "layers": [{"reshape": {"shape": []}}, "flatten"]}):
-        assert archlab.parse(spec).root.output.shape == (1,)
-        assert archlab.build(spec)(torch.zeros(3, *spec["input"])).shape == (3, 1)
+    spec = {"input": [1], "layers": [{"reshape": {"shape": []}}, "flatten"]}  # input: [] is refused (no axis)
+    assert archlab.parse(spec).root.output.shape == (1,)
+    assert archlab.build(spec)(torch.zeros(3, *spec["input"])).shape == (3, 1)
 
 
 def test_errors_deep_in_connections_carry_the_full_path():

@@ -295,6 +295,18 @@ BAD_SPECS = [
      "graph.h.from", "unknown source 'y'"),
     ("yaml", "input: [4]\nlayers: [relu\n", "", "is not valid YAML/JSON at line 3, column 1"),
     ("not_mapping", "- relu\n- tanh\n", "", "a spec is a mapping at the top level, got list"),
+    ("recursive_alias", "a: &a [*a]\n", "a[0]", "this value contains itself"),
+    ("control_chars", "input: [4]\x00\x07\n", "", "the control character U+0000 at position 10 is not allowed"),
+    ("duplicate_key", "input: [4]\nlayers:\n  - dense:\n      units: 2\n      units: 3\n", "layers[0].dense.units",
+     "key 'units' is given twice in one mapping of"),
+    ("momentum", "input: [4]\nlayers: [{batchnorm: {momentum: 2}}]\n", "layers[0].batchnorm.momentum",
+     "'momentum' should be less than or equal to 1; got 2"),
+    ("epsilon_inf", "input: [4]\nlayers: [{batchnorm: {epsilon: .inf}}]\n", "layers[0].batchnorm.epsilon",
+     "'epsilon' should be a finite number; got inf"),
+    ("epsilon_negative", "input: [4]\nlayers: [{layernorm: {epsilon: -1}}]\n", "layers[0].layernorm.epsilon",
+     "'epsilon' should be greater than 0; got -1"),
+    ("empty_input", "input: []\nlayers: [relu]\n", "input", "an input shape is a list of positive integers (at least "
+                                                             "one)"),
 ]
 
 
@@ -319,6 +331,37 @@ def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     code, out, err = cli(capsys, "validate", missing)
     assert code == 2
     assert one_line(err) == f"error: spec file {missing!r} does not exist"
+
+
+@pytest.mark.parametrize("command", ["validate", "summary"])
+def test_binary_junk_and_a_directory_are_named(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               command: str) -> None:
+    junk = tmp_path / "junk.yaml"
+    junk.write_bytes(bytes(range(128, 256)))
+    code, out, err = cli(capsys, command, str(junk))
+    assert (code, out) == (2, "")
+    assert one_line(err) == (f"error: spec file {str(junk)!r} is not text (byte 0 is not UTF-8): a spec is YAML or "
+                             "JSON text")
+    code, out, err = cli(capsys, command, str(tmp_path))
+    assert (code, out) == (2, "")
+    assert one_line(err) == (f"error: {str(tmp_path)!r} is a directory, not a spec file: give a .yaml, .yml or "
+                             ".json file")
+
+
+@pytest.mark.timeout(20)
+def test_summary_of_a_billion_iterations_is_exact_and_short(capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    spec = write(tmp_path, "deep.yaml", "input: [8]\nlayers:\n  - repeat: {times: 1000000000, layers: "
+                                        "[{dense: {units: 8, activation: relu}}]}\n")
+    code, out, _ = cli(capsys, "summary", spec, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["total_params"], data["flops"]) == (72 * 10**9, (2 * 64 + 8) * 10**9)
+    assert [r["path"] for r in data["layers"]] == ["layers[0]", "layers[0].repeat[0].layers",
+                                                   "layers[0].repeat[0].layers[0]", "layers[0].repeat[1-999999999]"]
+    code, out, _ = cli(capsys, "summary", spec)
+    assert code == 0 and "iterations 2-1,000,000,000: identical, x999,999,999" in out
+    assert "72,000,000,000" in out
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -424,6 +467,20 @@ def test_layers_lists_types_and_parameters(capsys: pytest.CaptureFixture[str]) -
     assert "units, activation=None, use_bias=True" in rows["dense"]
     assert "filters, kernel_size, strides=1, padding='valid'" in rows["conv2d"]
     assert "from: [x, memory]" in out  # summaries are printed as written, not read as markup
+
+
+def test_layers_lists_the_connections_with_their_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    from archlab.builder import CONNECTIONS
+
+    code, out, _ = cli(capsys, "layers")
+    assert code == 0
+    assert "connections" in out.split("residual")[0]  # a section of its own, after the layer types
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 3}
+    assert set(CONNECTIONS) == {"residual", "parallel", "repeat", "sequential"}
+    assert "layers, shortcut='auto', post=[], name=None" in rows["residual"]
+    assert "branches, merge='concat', axis=0, name=None" in rows["parallel"]
+    assert "times, layers, share_weights=False, name=None" in rows["repeat"]
+    assert "layers, name=None" in rows["sequential"]
 
 
 # -- usage errors -------------------------------------------------------------------------------

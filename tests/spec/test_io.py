@@ -325,3 +325,100 @@ def test_top_level_errors_name_the_path(data: dict, path: str, fragment: str) ->
     assert fragment in str(info.value)
     if path:
         assert str(info.value).startswith(f"{path}: ")
+
+
+# -- input that YAML reads silently wrong, or never finishes reading ------------------------------
+
+def test_a_recursive_alias_is_refused_with_its_path_and_line():
+    text = "input: [4]\nlayers: [relu]\ndescription: x\nextra: &a [1, *a]\n"
+    with pytest.raises(SpecError, match=r"^extra\[1\]: this value contains itself \(the spec text line 4: a "
+                                        r"recursive alias such as a: &a \[\*a\]\); a spec is a tree") as info:
+        load(text)
+    assert info.value.path == "extra[1]"
+    with pytest.raises(SpecError, match="contains itself"):
+        load("a: &a [*a]\n")
+
+
+def test_a_dict_that_contains_itself_is_refused():
+    data = {"input": [4], "layers": ["relu"]}
+    data["layers"].append({"sequential": {"layers": data["layers"]}})
+    with pytest.raises(SpecError, match=r"^layers\[1\]\.sequential\.layers: this value contains itself"):
+        Spec(data)
+
+
+def test_an_alias_used_twice_is_still_a_plain_copy():
+    spec = load("input: [4]\nlayers:\n  - &block {dense: {units: 4}}\n  - *block\n")
+    assert spec.to_dict()["layers"] == [{"dense": {"units": 4}}, {"dense": {"units": 4}}]
+
+
+def test_aliases_of_aliases_are_refused_before_they_expand():
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
+    with pytest.raises(SpecError, match=r"expands to more than 1,000,000 values \(aliases of aliases\)"):
+        load("\n".join(lines) + "\n")
+
+
+def test_nesting_too_deep_is_a_spec_error():
+    with pytest.raises(SpecError, match="nests lists and mappings too deeply"):
+        load("input: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(SpecError, match="nests lists and mappings too deeply"):
+        Spec({"input": [4], "layers": ["relu"], "description": deep})
+
+
+@pytest.mark.parametrize(("text", "path", "where"), [
+    ("input: [4]\nlayers:\n  - dense:\n      units: 2\n      units: 3\n", "layers[0].dense.units", "lines 4 and 5"),
+    ("input: [4]\nlayers:\n  - dense: {units: 2, units: 3}\n", "layers[0].dense.units", "line 3, columns 13 and 23"),
+    ("input: [4]\nlayers: [relu]\ninput: [5]\n", "input", "lines 1 and 3"),
+])
+def test_a_key_given_twice_is_refused_with_the_path_and_lines(text, path, where):
+    with pytest.raises(SpecError) as info:
+        load(text)
+    assert info.value.path == path
+    key = path.rsplit(".", 1)[-1]
+    assert str(info.value) == (f"{path}: key '{key}' is given twice in one mapping of the spec text ({where}); "
+                               "YAML would keep only the last: remove one")
+
+
+def test_a_key_given_twice_in_json_is_refused(tmp_path: Path):
+    path = tmp_path / "spec.json"
+    path.write_text('{"input": [4], "layers": [{"dense": {"units": 2, "units": 3}}]}')
+    with pytest.raises(SpecError, match=r"spec\.json: key 'units' is given twice in one JSON object"):
+        load(path)
+
+
+def test_binary_junk_names_the_file(tmp_path: Path):
+    path = tmp_path / "junk.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(SpecError, match=r"junk\.yaml' is not text \(byte 0 is not UTF-8\): a spec is YAML or JSON"):
+        load(path)
+
+
+def test_control_characters_name_the_file(tmp_path: Path):
+    path = tmp_path / "ctl.yaml"
+    path.write_bytes(b"input: [4]\x00\x01\n")
+    with pytest.raises(SpecError, match=r"ctl\.yaml is not valid YAML/JSON: the control character U\+0000 at "
+                                        r"position 10 is not allowed in YAML text \(is it a binary file\?\)"):
+        load(path)
+
+
+def test_a_directory_is_not_a_spec(tmp_path: Path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "spec.yaml").write_text(SEED_YAML)
+    for source in (tmp_path, str(tmp_path)):
+        with pytest.raises(SpecError, match=r"is a directory, not a spec file: give a \.yaml, \.yml or \.json file$"):
+            load(source)
+    with pytest.raises(SpecError, match=r"is a directory, not a spec file: .* \(a run directory's spec is its "
+                                        r"spec\.yaml\)"):
+        load(tmp_path / "run")
+
+
+@pytest.mark.parametrize("shape", [[], {"shape": []}])
+def test_an_empty_input_shape_is_refused(shape):
+    with pytest.raises(SpecError, match=r"^input: an input shape is a list of positive integers \(at least one\) .* "
+                                        r"or \[1\] for one number per sample; got \[\]"):
+        Spec({"input": shape, "layers": ["relu"]})
+    with pytest.raises(SpecError, match=r"^inputs\.x: an input shape is a list of positive integers \(at least one\)"):
+        Spec({"inputs": {"x": shape}, "graph": {"y": {"from": "x", "layers": ["relu"]}}, "outputs": "y"})

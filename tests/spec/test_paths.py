@@ -275,3 +275,9 @@ def test_set_at_needs_the_parent_to_exist() -> None:
         set_at(SPEC, "nope.x", 1)
     with pytest.raises(SpecError, match="no key or named item 'train'"):
         set_at(SPEC, "train.lr", 0.1)
+
+
+def test_a_range_of_iterations_is_read_after_repeat_only():
+    assert parse_path("layers[0].repeat[1-999].layers[0]") == ["layers", 0, "repeat", 1, "layers", 0]
+    with pytest.raises(SpecError, match=r"a range \[i-j\] of iterations follows 'repeat' only"):
+        parse_path("layers[0-2]")

@@ -104,6 +104,10 @@ class _Totals:
         self.saved += other.saved
         return self
 
+    def times(self, k: int) -> _Totals:
+        """These totals ``k`` times over (``k`` identical iterations)."""
+        return _Totals(self.params * k, self.trainable * k, self.buffers * k, self.cost * k, self.saved * k)
+
 
 def _meta_counts(node: LayerNode) -> tuple[int, int]:
     """Parameters and persistent buffers of a layer's module built on the meta device."""
@@ -155,21 +159,42 @@ class _Walker:
             totals += _Totals(cost=node.merge.cost([b.output for b in node.branches], node.output),
                               saved=node.output.numel)
         elif isinstance(node, RepeatNode):
-            for i, iteration in enumerate(node.iterations):
-                shared = node.share_weights and i > 0
-                note = "shares iteration 0's weights" if shared else ""
-                part = self.labelled(iteration, depth + 1, "iteration", note)
-                if shared:  # the weights were counted in iteration 0: rows and totals agree
-                    part.params = part.trainable = part.buffers = 0
-                    self._zero_params(iteration, depth + 1)
-                totals += part
-            if node.share_weights:
-                self.rows[index].note = f"one block, {len(node.iterations)} times"
+            totals += self.repeat(node, index, depth)
         elif isinstance(node, GraphBlock):
             if node.merge is not None:
                 totals += _Totals(cost=node.merge.cost(node.source_infos, node.input), saved=node.input.numel)
             totals += self.inline(node.body, depth + 1)
         self.fill(index, totals)
+        return totals
+
+    def repeat(self, node: RepeatNode, index: int, depth: int) -> _Totals:
+        """The distinct iterations row by row, then one row for the identical rest, counted by
+        multiplication: the table and the time do not grow with ``times``."""
+        totals = part = _Totals()
+        # one identical iteration left is shown as itself: a row "iterations 2-2" would say less
+        shown = node.iterations[:node.times] if node.times == len(node.distinct) + 1 else node.distinct
+        for i, iteration in enumerate(shown):
+            shared = node.share_weights and i > 0
+            part = self.labelled(iteration, depth + 1, "iteration", "shares iteration 0's weights" if shared else "")
+            if shared:  # the weights were counted in iteration 0: rows and totals agree
+                part.params = part.trainable = part.buffers = 0
+                self._zero_params(iteration, depth + 1)
+            totals += part
+        done, rest = len(shown), node.times - len(shown)
+        if rest:
+            tail = part.times(rest)
+            note = f"iterations {done + 1:,}-{node.times:,}: identical, x{rest:,}"
+            if node.share_weights:
+                tail.params = tail.trainable = tail.buffers = 0
+                note += "; share iteration 0's weights"
+            last = shown[-1]
+            self.rows.append(LayerStats(f"{node.key}.repeat[{done}-{node.times - 1}]", "iterations", depth + 1,
+                                        list(last.output.shape), 0, 0, 0, 0,
+                                        self.batch_size * last.output.numel * FP32, note))
+            self.fill(len(self.rows) - 1, tail)
+            totals += tail
+        if node.share_weights:
+            self.rows[index].note = f"one block, {node.times:,} times"
         return totals
 
     def _zero_params(self, node: SequenceNode, depth: int) -> None:

@@ -14,14 +14,15 @@ __all__ = ["human_bytes", "human_count", "render", "render_text"]
 
 def human_count(n: float, unit: str = "") -> str:
     """1234567 -> '1.23 M'. Exact counts are in the JSON output."""
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for scale, prefix in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= scale:
             return f"{n / scale:.2f} {prefix}{unit}"
     return f"{n:g} {unit}".rstrip()
 
 
 def human_bytes(n: float) -> str:
-    for scale, prefix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    for scale, prefix in ((2**70, "ZiB"), (2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"),
+                          (2**20, "MiB"), (2**10, "KiB")):
         if n >= scale:
             return f"{n / scale:.2f} {prefix}"
     return f"{int(n)} B"

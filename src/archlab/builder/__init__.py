@@ -3,6 +3,8 @@
 from ._build import build, build_parsed
 from ._modules import ArchlabModel
 from ._nodes import (
+    CONNECTIONS,
+    Connection,
     GraphBlock,
     LayerNode,
     Merge,
@@ -15,5 +17,5 @@ from ._nodes import (
     parse,
 )
 
-__all__ = ["ArchlabModel", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
-           "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]
+__all__ = ["CONNECTIONS", "ArchlabModel", "Connection", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode",
+           "ParsedSpec", "RepeatNode", "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]

@@ -8,12 +8,18 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from archlab.exceptions import MemoryLimitError
 from archlab.spec import Spec
 
 from ._modules import ArchlabModel, GraphNet, GraphNode, MergeModule, Parallel, Repeat, Residual
 from ._nodes import GraphBlock, LayerNode, Node, ParallelNode, ParsedSpec, RepeatNode, ResidualNode, SequenceNode, parse
 
 __all__ = ["build", "build_parsed"]
+
+#: Host memory of one built layer module besides its weights (the Python objects of the module and
+#: its nn.Sequential): 4.5 KiB per relu and 7 KiB per dense, measured with tracemalloc on repeats
+#: of 10,000 built on the meta device; a repeat of a billion relus needs terabytes without a weight.
+MODULE_BYTES = 4096
 
 
 class _Builder:
@@ -39,7 +45,7 @@ class _Builder:
             return Parallel([self.sequence(b) for b in node.branches], MergeModule(node.merge))
         if isinstance(node, RepeatNode):
             bodies = node.iterations[:1] if node.share_weights else node.iterations
-            return Repeat([self.sequence(b) for b in bodies], len(node.iterations))
+            return Repeat([self.sequence(b) for b in bodies], node.times)
         raise TypeError(f"no module for node {node.kind} at {node.path}")
 
     def sequence(self, node: SequenceNode) -> nn.Sequential:
@@ -52,8 +58,48 @@ class _Builder:
         return GraphNode(block.sources, MergeModule(block.merge) if block.merge else None, self.sequence(block.body))
 
 
+def _layer_count(node: Node) -> int:
+    """How many layer modules building ``node`` creates, counted without making the repeats'
+    identical iterations."""
+    if isinstance(node, LayerNode):
+        return 1
+    if isinstance(node, RepeatNode):
+        if node.share_weights:
+            return _layer_count(node.distinct[0])
+        rest = node.times - len(node.distinct)
+        return sum(_layer_count(b) for b in node.distinct) + rest * _layer_count(node.distinct[-1])
+    return sum(_layer_count(child) for child in node.children())
+
+
+def check_fits(parsed: ParsedSpec, device: str | torch.device | None = None) -> None:
+    """Raise MemoryLimitError when the model's weights (fp32) and modules need more memory than
+    ``device`` (and the host, for the modules; only they on ``meta``) has available; nothing is
+    allocated."""
+    # analysis imports the builder, so it is imported here, when a build is about to allocate
+    from archlab.analysis import analyze, available_memory, human_bytes
+
+    target = torch.device(device) if device is not None else torch.get_default_device()
+    layers = sum(_layer_count(node) for node in parsed.top_nodes())
+    host = layers * MODULE_BYTES  # the modules live in host memory, wherever their weights are (none on meta)
+    weights = 0 if target.type == "meta" else analyze(parsed).model_bytes["fp32"]
+    needs = [(target, weights + host)] if target.type == "cpu" else [(target, weights), (torch.device("cpu"), host)]
+    for dev, need in needs:
+        free = available_memory(dev)
+        if free is not None and need > free:
+            raise MemoryLimitError(
+                f"the model needs {human_bytes(need)} on {dev} ({human_bytes(weights)} of weights at fp32, "
+                f"{human_bytes(host)} for its {layers:,} layer modules) but {human_bytes(free)} is available; "
+                "use fewer or smaller layers, or analyse it with 'archlab summary', which allocates nothing",
+                needed=need, available=free)
+
+
 def build_parsed(parsed: ParsedSpec, *, device: str | torch.device | None = None) -> ArchlabModel:
-    """Build the module of an already-parsed spec."""
+    """Build the module of an already-parsed spec.
+
+    Raises:
+        MemoryLimitError: when the model cannot fit in the memory ``device`` has available.
+    """
+    check_fits(parsed, device)
     builder = _Builder()
     with torch.device(device) if device is not None else nullcontext():
         if parsed.root is not None:
@@ -76,6 +122,8 @@ def build(spec: Spec | dict | str, *, device: str | torch.device | None = None) 
 
     Raises:
         SpecError: when the spec is malformed, with the path of what is wrong.
+        MemoryLimitError: when its weights cannot fit in the memory ``device`` has available
+            (checked before any weight is created).
 
     Example:
         >>> model = build({"input": [4], "layers": [{"dense": {"units": 3, "activation": "relu"}}]})

@@ -6,8 +6,9 @@ reported with its spec path. Building modules and analysing capacity both walk t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +19,39 @@ from archlab.layers import Cost, LayerParams, LayerType, TensorInfo, get_layer
 from archlab.layers._registry import fmt_shape
 from archlab.spec import Spec, find_markers, load
 
-__all__ = ["GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
-           "ResidualNode", "SequenceNode", "merge_shapes", "parse", "weight_shape"]
+__all__ = ["CONNECTIONS", "Connection", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec",
+           "RepeatNode", "ResidualNode", "SequenceNode", "merge_shapes", "parse", "weight_shape"]
 
-CONNECTIONS = ("residual", "parallel", "repeat", "sequential")
+
+@dataclass(frozen=True)
+class Connection:
+    """A connection's keys, as the parser accepts them: required ones and optional ones with
+    their defaults; ``summary`` is its line in ``archlab layers``."""
+
+    required: tuple[str, ...]
+    optional: dict[str, Any]
+    summary: str
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
+
+
+CONNECTIONS = {
+    "residual": Connection(("layers",), {"shortcut": "auto", "post": [], "name": None},
+                           "y = post(layers(x) + shortcut(x)); shortcut: auto (a projection when the shape "
+                           "changes), identity or projection"),
+    "parallel": Connection(("branches",), {"merge": "concat", "axis": 0, "name": None},
+                           "runs each branch on x and merges them: concat (along axis), add, mean, max or mul"),
+    "repeat": Connection(("times", "layers"), {"share_weights": False, "name": None},
+                         "the block of layers applied times times; share_weights: one block run times times"),
+    "sequential": Connection(("layers",), {"name": None}, "a group of layer items, usually named"),
+}
 ITEM_KEYS = ("name", "tie", "trainable")
 MERGES = ("concat", "add", "mean", "max", "mul")
+#: A repeat whose block changes the shape every time has that many different iterations at most
+#: (a block that keeps its shape has one or two, whatever ``times`` is).
+MAX_DISTINCT_ITERATIONS = 10_000
 
 
 @dataclass(eq=False)
@@ -102,11 +130,58 @@ class ParallelNode(Node):
 
 @dataclass(eq=False)
 class RepeatNode(Node):
-    iterations: list[SequenceNode] = field(default_factory=list)
+    """A block applied ``times`` times. Only the ``distinct`` iterations are parsed: once an
+    iteration receives the input its predecessor received, it and every later one are the same
+    as that predecessor, so parsing and analysis cost what the spec's size costs, not ``times``."""
+
+    distinct: list[SequenceNode] = field(default_factory=list)
+    times: int = 1
     share_weights: bool = False
 
+    @property
+    def iterations(self) -> Sequence[SequenceNode]:
+        """All ``times`` iterations; those past ``distinct`` are made on demand (their own keys)."""
+        return _Iterations(self)
+
     def children(self) -> list[Node]:
-        return list(self.iterations)
+        return list(self.distinct)
+
+
+class _Iterations(Sequence):
+    """The iterations of a repeat as a sequence of length ``times`` that holds only the distinct ones."""
+
+    def __init__(self, node: RepeatNode) -> None:
+        self.node = node
+
+    def __len__(self) -> int:
+        return self.node.times
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError(f"iteration {index} of a repeat of {len(self)}")
+        distinct = self.node.distinct
+        if i < len(distinct):
+            return distinct[i]
+        last = len(distinct) - 1
+        return _rekey(distinct[last], f"{self.node.key}.repeat[{last}].", f"{self.node.key}.repeat[{i}].")
+
+
+def _rekey(node: Node, old: str, new: str) -> Any:
+    """A copy of a subtree whose keys start with ``new`` instead of ``old`` (another iteration)."""
+    twin = copy.copy(node)
+    twin.key = new + node.key.removeprefix(old)
+    for f in dataclasses.fields(node):
+        if f.name == "tie":  # names the layer it shares a weight with: the same layer, not a copy
+            continue
+        value = getattr(node, f.name)
+        if isinstance(value, Node):
+            setattr(twin, f.name, _rekey(value, old, new))
+        elif isinstance(value, list) and value and isinstance(value[0], Node):
+            setattr(twin, f.name, [_rekey(v, old, new) for v in value])
+    return twin
 
 
 @dataclass(eq=False)
@@ -314,12 +389,12 @@ class _Parser:
     # -- connections -------------------------------------------------------------------------
     def residual(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> ResidualNode:
         here = f"{path}.residual"
-        _check_keys(value, ("layers", "shortcut", "post", "name"), "residual", here)
+        _check_keys(value, CONNECTIONS["residual"].keys, "residual", here)
         if "layers" not in value:
             raise SpecError("residual needs 'layers': the branch f in y = f(x) + shortcut(x)", here)
         body = self.items(value["layers"], f"{here}.layers", f"{key}.residual.layers", x, repeated=repeated)
         y = body.output
-        mode = value.get("shortcut", "auto")
+        mode = value.get("shortcut", CONNECTIONS["residual"].optional["shortcut"])
         if mode not in ("auto", "identity", "projection"):
             raise SpecError(f"shortcut is auto, identity or projection, got {mode!r}", f"{here}.shortcut")
         shortcut = None
@@ -362,7 +437,7 @@ class _Parser:
 
     def parallel(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> ParallelNode:
         here = f"{path}.parallel"
-        _check_keys(value, ("branches", "merge", "axis", "name"), "parallel", here)
+        _check_keys(value, CONNECTIONS["parallel"].keys, "parallel", here)
         branches = value.get("branches")
         if not isinstance(branches, list) or not branches:
             raise SpecError("parallel needs 'branches': a list of branches, each a list of layer items", here)
@@ -378,18 +453,26 @@ class _Parser:
 
     def repeat(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> RepeatNode:
         here = f"{path}.repeat"
-        _check_keys(value, ("times", "share_weights", "layers", "name"), "repeat", here)
+        _check_keys(value, CONNECTIONS["repeat"].keys, "repeat", here)
         times = value.get("times")
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise SpecError(f"times must be an integer >= 1, got {times!r}", f"{here}.times")
-        share = value.get("share_weights", False)
+        share = value.get("share_weights", CONNECTIONS["repeat"].optional["share_weights"])
         if not isinstance(share, bool):
             raise SpecError(f"share_weights is true or false, got {share!r}", f"{here}.share_weights")
         if "layers" not in value:
             raise SpecError("repeat needs 'layers': the block to repeat", here)
-        iterations: list[SequenceNode] = []
+        # Parse until the fixed point: an iteration whose output equals its input hands the next
+        # one the same input, so the next one (and every later one) is parsed the same.
+        distinct: list[SequenceNode] = []
         current = x
-        for i in range(times):
+        while len(distinct) < times:
+            i = len(distinct)
+            if i == MAX_DISTINCT_ITERATIONS:
+                raise ShapeError(f"the block changes the shape in each of its first {i:,} iterations "
+                                 f"({fmt_shape(x.shape)} to {fmt_shape(current.shape)}), so all {times:,} would "
+                                 f"differ; archlab analyses at most {MAX_DISTINCT_ITERATIONS:,} different iterations: "
+                                 "use a block that keeps its shape, or fewer times", f"{here}.times")
             try:
                 body = self.items(value["layers"], f"{here}.layers", f"{key}.repeat[{i}].layers", current,
                                   repeated=repeated or i > 0)
@@ -402,14 +485,16 @@ class _Parser:
                 raise ShapeError(f"(repeat) share_weights: true runs one block {times} times, so the block must "
                                  f"keep its shape, but it maps {fmt_shape(x.shape)} to {fmt_shape(body.output.shape)}",
                                  here)
-            iterations.append(body)
+            distinct.append(body)
+            if body.output == current:
+                break
             current = body.output
-        y = dataclasses.replace(current, origin=f"{path} (repeat)")
-        return RepeatNode(path, key, "repeat", x, y, iterations=iterations, share_weights=share)
+        y = dataclasses.replace(distinct[-1].output, origin=f"{path} (repeat)")
+        return RepeatNode(path, key, "repeat", x, y, distinct=distinct, times=times, share_weights=share)
 
     def sequential(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> SequenceNode:
         here = f"{path}.sequential"
-        _check_keys(value, ("layers", "name"), "sequential", here)
+        _check_keys(value, CONNECTIONS["sequential"].keys, "sequential", here)
         if "layers" not in value:
             raise SpecError("sequential needs 'layers'", here)
         node = self.items(value["layers"], f"{here}.layers", f"{key}.sequential.layers", x, repeated=repeated)

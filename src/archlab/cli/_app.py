@@ -14,6 +14,7 @@ from rich.table import Table
 
 import archlab
 from archlab.analysis import render
+from archlab.builder import CONNECTIONS
 from archlab.schema import spec_schema
 from archlab.spec import first_point
 
@@ -72,8 +73,8 @@ def schema() -> None:
 
 @app.command(name="layers")
 def layers_command() -> None:
-    """List the registered layer types and their parameters."""
-    table = Table("type", "parameters (defaults)", "what it does")
+    """List the registered layer types and the connections, with their parameters."""
+    table = Table("type", "parameters (defaults)", "what it does", title="layer types", title_justify="left")
     for name in archlab.list_layers():
         layer_type = archlab.get_layer(name)
         params = []
@@ -81,3 +82,8 @@ def layers_command() -> None:
             params.append(field_name if info.is_required() else f"{field_name}={info.default!r}")
         table.add_row(name, escape(", ".join(params)), escape(layer_type.summary))  # "from: [x, memory]" is no markup
     _out.print(table)
+    connections = Table("connection", "keys (defaults)", "what it does", title="connections", title_justify="left")
+    for name, connection in CONNECTIONS.items():
+        keys = [*connection.required, *(f"{k}={v!r}" for k, v in connection.optional.items())]
+        connections.add_row(name, escape(", ".join(keys)), escape(connection.summary))
+    _out.print(connections)

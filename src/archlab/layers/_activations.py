@@ -9,6 +9,7 @@ from torch import nn
 
 from archlab.exceptions import ShapeError
 
+from ._params import Finite
 from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, register_layer
 
 __all__ = ["ACTIVATIONS", "ActivationName", "activation_flops", "make_activation"]
@@ -60,7 +61,7 @@ class GeluParams(LayerParams):
 
 
 class LeakyReluParams(LayerParams):
-    negative_slope: float = 0.01
+    negative_slope: Finite = 0.01
 
 
 for _name in ("relu", "tanh", "sigmoid", "silu"):

@@ -6,11 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-__all__ = ["NonNegInt", "Padding", "PosInt", "Rate", "Size", "as_tuple"]
+__all__ = ["Epsilon", "Finite", "Momentum", "NonNegInt", "Padding", "PosInt", "Rate", "Size", "as_tuple"]
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]  # a dropout probability: 1 would drop everything
+#: a running-statistics update factor: new = (1 - momentum) * old + momentum * batch
+Momentum = Annotated[float, Field(ge=0.0, le=1.0)]
+#: added to a variance before its square root: 0 divides by zero, inf erases the signal
+Epsilon = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 Size = PosInt | Annotated[list[PosInt], Field(min_length=1, max_length=3)]
 Padding = Literal["valid", "same"] | NonNegInt | Annotated[list[NonNegInt], Field(min_length=1, max_length=3)]
 

@@ -11,7 +11,7 @@ from torch import nn
 from archlab.exceptions import ShapeError
 
 from ._activations import ActivationName, activation_flops, make_activation
-from ._params import PosInt, Rate
+from ._params import Epsilon, Momentum, PosInt, Rate
 from ._registry import Cost, InputRule, LayerParams, LayerType, NoParams, TensorInfo, fmt_shape, register_layer
 
 __all__ = ["Dense", "PositionalEncoding"]
@@ -151,8 +151,8 @@ class DropoutLayer(LayerType):
 
 
 class BatchNormParams(LayerParams):
-    momentum: float = 0.1
-    epsilon: float = 1e-5
+    momentum: Momentum = 0.1
+    epsilon: Epsilon = 1e-5
 
 
 @register_layer("batchnorm")
@@ -179,7 +179,7 @@ class BatchNormLayer(LayerType):
 
 
 class LayerNormParams(LayerParams):
-    epsilon: float = 1e-5
+    epsilon: Epsilon = 1e-5
 
 
 @register_layer("layernorm")

@@ -110,28 +110,33 @@ class _RecurrentLayer(LayerType):
         width = p.units * (2 if p.bidirectional else 1)
         return TensorInfo((x.shape[0], width) if p.return_sequences else (width,))
 
-    def _runs(self, p: RecurrentParams, x: TensorInfo) -> list[int]:
-        """Input width of each (layer, direction) run."""
+    def _runs(self, p: RecurrentParams, x: TensorInfo) -> list[tuple[int, int]]:
+        """(input width, how many runs) of the (layer, direction) runs, in closed form: the first
+        layer's runs read the features, every later one ``units x directions``; a count, never a
+        list as long as ``num_layers``."""
         directions = 2 if p.bidirectional else 1
-        return [x.shape[1] if layer == 0 else p.units * directions
-                for layer in range(p.num_layers) for _ in range(directions)]
+        return [(x.shape[1], directions), (p.units * directions, (p.num_layers - 1) * directions)]
 
     def cost(self, p: RecurrentParams, x: TensorInfo, y: TensorInfo) -> Cost:
         steps, h = x.shape[0], p.units
         total = Cost()
-        for width in self._runs(p, x):
+        for width, runs in self._runs(p, x):
             macs = steps * self.gates * h * (width + h)
-            total += Cost(macs, 2 * macs + steps * h * self.pointwise_per_step)
+            total += Cost(macs, 2 * macs + steps * h * self.pointwise_per_step) * runs
         if self.name == "simple_rnn":
-            total += Cost(flops=activation_flops(p.activation, steps * h) * len(self._runs(p, x)))
+            total += Cost(flops=activation_flops(p.activation, steps * h) * self._count(p))
         return total
+
+    def _count(self, p: RecurrentParams) -> int:
+        return p.num_layers * (2 if p.bidirectional else 1)
 
     def count_params(self, p: RecurrentParams, x: TensorInfo) -> int:
         biases = 1 if self.name == "simple_rnn" else 2  # torch's LSTM/GRU keep b_ih and b_hh
-        return sum(self.gates * (p.units * (width + p.units) + biases * p.units) for width in self._runs(p, x))
+        return sum(runs * self.gates * (p.units * (width + p.units) + biases * p.units)
+                   for width, runs in self._runs(p, x))
 
     def saved_elements(self, p: RecurrentParams, x: TensorInfo, y: TensorInfo) -> int:
-        return len(self._runs(p, x)) * x.shape[0] * p.units * self.saved_per_step
+        return self._count(p) * x.shape[0] * p.units * self.saved_per_step
 
 
 @register_layer("simple_rnn")

@@ -108,9 +108,9 @@ class TrialRunner:
 
         from archlab.analysis import analyze
         from archlab.builder import parse
+        from archlab.exceptions import MemoryLimitError
         from archlab.training import (
             Engine,
-            MemoryLimitError,
             TrainingError,
             check_fit,
             check_memory,

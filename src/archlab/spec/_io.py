@@ -66,17 +66,22 @@ _Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(list, _represent_list)
 
 
-def _plain(value: Any, path: str = "") -> Any:
+def _plain(value: Any, path: str = "", _inside: frozenset[int] = frozenset()) -> Any:
     """Deep-copy into plain dicts/lists (tuples become lists) and refuse what YAML cannot hold."""
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in _inside:
+            raise SpecError("this value contains itself (a recursive YAML alias such as a: &a [*a]); a spec is "
+                            "a tree: write the value out", path)
+        _inside = _inside | {id(value)}
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise SpecError(f"keys must be strings, got {k!r}", path)
-            out[k] = _plain(v, f"{path}.{k}" if path else k)
+            out[k] = _plain(v, f"{path}.{k}" if path else k, _inside)
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_plain(v, f"{path}[{i}]", _inside) for i, v in enumerate(value)]
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars from a sweep
@@ -95,10 +100,10 @@ def _check_shape(value: Any, path: str) -> None:
         if value.get("dtype", "float") not in ("float", "long"):
             raise SpecError(f"dtype must be 'float' or 'long' (token ids), got {value['dtype']!r}",
                             f"{path}.dtype")
-    if (not isinstance(shape, list)
+    if (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-        raise SpecError(f"an input shape is a list of positive integers without the batch dimension, "
-                        f"e.g. [1, 28, 28]; got {shape!r}", path)
+        raise SpecError(f"an input shape is a list of positive integers (at least one) without the batch "
+                        f"dimension, e.g. [1, 28, 28], or [1] for one number per sample; got {shape!r}", path)
 
 
 def check_top_level(data: dict) -> None:
@@ -175,7 +180,11 @@ class Spec:
             data = data.to_dict()
         if not isinstance(data, Mapping):
             raise SpecError(f"a spec is a mapping at the top level, got {type(data).__name__}")
-        self._data: dict = _plain(data)
+        try:
+            self._data: dict = _plain(data)
+        except RecursionError:
+            raise SpecError("the spec nests lists and mappings too deeply to read; a spec is a few dozen levels "
+                            "deep at most") from None
         check_top_level(self._data)
 
     @classmethod
@@ -209,14 +218,89 @@ class Spec:
         return f"Spec(name={self.name!r}, form={'graph' if 'graph' in self._data else 'sequential'})"
 
 
+#: More values than any architecture spec holds: aliases of aliases (a "billion laughs") are refused
+#: before they are expanded into a tree that large.
+MAX_VALUES = 1_000_000
+
+
+def _check_nodes(root: yaml.Node, origin: str) -> None:
+    """Refuse, with the spec path and line, what YAML would read silently or never finish reading:
+    a key twice in one mapping (YAML keeps the last), an alias inside the node it names, and
+    aliases that expand to more than MAX_VALUES values."""
+    count = 0
+    stack: list[tuple[yaml.Node, str, frozenset[int]]] = [(root, "", frozenset())]
+    while stack:
+        node, path, inside = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise SpecError(f"{origin} expands to more than {MAX_VALUES:,} values (aliases of aliases): write the "
+                            "spec without nesting aliases")
+        if not isinstance(node, yaml.CollectionNode):
+            continue
+        line = node.start_mark.line + 1
+        if id(node) in inside:
+            raise SpecError(f"this value contains itself ({origin} line {line}: a recursive alias such as "
+                            "a: &a [*a]); a spec is a tree: write the value out", path)
+        inside = inside | {id(node)}
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{i}]", inside) for i, child in enumerate(node.value))
+            continue
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
+        for key, child in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            here = f"{path}.{name}" if path else name
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                at = (key.start_mark.line + 1, key.start_mark.column + 1)
+                if (key.tag, key.value) in seen:
+                    (l1, c1), (l2, c2) = seen[key.tag, key.value], at
+                    where = f"line {l1}, columns {c1} and {c2}" if l1 == l2 else f"lines {l1} and {l2}"
+                    raise SpecError(f"key '{name}' is given twice in one mapping of {origin} ({where}); YAML would "
+                                    "keep only the last: remove one", here)
+                seen[key.tag, key.value] = at
+            stack.append((child, here, inside))
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all different (json keeps the last of a repeated key)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError(f"key '{key}' is given twice in one JSON object; JSON readers keep only the last: "
+                            "remove one")
+        out[key] = value
+    return out
+
+
 def _parse_text(text: str, origin: str) -> Any:
+    try:
+        return _parse_text_nested(text, origin)
+    except RecursionError:
+        raise SpecError(f"{origin} nests lists and mappings too deeply to read; a spec is a few dozen levels "
+                        "deep at most") from None
+
+
+def _parse_text_nested(text: str, origin: str) -> Any:
     if origin.endswith(".json") or text.lstrip().startswith(("{", "[")):
         try:  # JSON first: YAML refuses some valid JSON, e.g. tab indentation
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError:
             pass  # a YAML flow mapping such as {input: [4], ...}, or broken JSON: YAML reports it
+        except SpecError as exc:
+            raise SpecError(f"{origin}: {exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        loader = _Loader(text)  # the reader refuses control characters here
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_nodes(node, origin)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(f"{origin} is not valid YAML/JSON: the control character U+{code:04X} at position "
+                        f"{exc.position} is not allowed in YAML text (is it a binary file?)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -231,6 +315,33 @@ def _is_file(text: str) -> bool:
         return False
 
 
+def _is_dir(text: str) -> bool:
+    if not text.strip():
+        return False  # Path("") is the current directory; "" is empty spec text
+    try:
+        return Path(text).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _read(path: Path) -> str:
+    """The text of a spec file, or a SpecError that names the file and says what it is instead."""
+    if path.is_dir():
+        raise SpecError(f"{str(path)!r} is a directory, not a spec file: give a .yaml, .yml or .json file"
+                        + (" (a run directory's spec is its spec.yaml)" if (path / "spec.yaml").is_file() else ""))
+    if not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {str(path)!r}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"spec file {str(path)!r} is not text (byte {exc.start} is not UTF-8): a spec is YAML or "
+                        "JSON text") from None
+
+
 def load(source: str | Path | Mapping | Spec) -> Spec:
     """Read a spec from a YAML/JSON file path, YAML/JSON text, a dict, or a Spec.
 
@@ -243,11 +354,9 @@ def load(source: str | Path | Mapping | Spec) -> Spec:
     if isinstance(source, Mapping):
         return Spec(source)
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and (source.endswith((".yaml", ".yml", ".json")) or _is_file(source))):
-        path = Path(source)
-        if not path.is_file():
-            raise SpecError(f"spec file {str(path)!r} does not exist")
-        data = _parse_text(path.read_text(encoding="utf-8"), str(path))
+                                    and (source.endswith((".yaml", ".yml", ".json")) or _is_file(source)
+                                         or _is_dir(source))):
+        data = _parse_text(_read(Path(source)), str(source))
     else:
         data = _parse_text(str(source), "the spec text")
     if not isinstance(data, dict):

@@ -16,7 +16,8 @@ from archlab.exceptions import SpecError, suggest
 
 __all__ = ["format_path", "get_at", "iter_named_items", "parse_path", "set_at"]
 
-_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
+# [i], and [i-j] after repeat: the row of an analysis that stands for identical iterations i..j
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)(-\d+)?\]")
 
 
 def format_path(*parts: str | int) -> str:
@@ -52,6 +53,9 @@ def parse_path(path: str) -> list[str | int]:
         if not match:
             raise SpecError(f"cannot read path {path!r} at character {pos}: write keys joined by '.' "
                             "and indices as [i], e.g. layers[3].conv2d.filters")
+        if match.group(3) and parts[-1:] != ["repeat"]:
+            raise SpecError(f"cannot read path {path!r} at character {pos}: a range [i-j] of iterations follows "
+                            "'repeat' only; elsewhere write one index [i]")
         parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
         pos = match.end()
     if not parts:

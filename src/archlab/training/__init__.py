@@ -1,7 +1,7 @@
 """Training, evaluation and prediction of specs, with run directories that can be resumed."""
 
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
-from ._memory import MemoryLimitError, available_memory, check_memory, training_memory
+from ._memory import check_memory, training_memory
 from ._metrics import compute_metrics, confusion_matrix, make_loss
 from ._recipe import EarlyStoppingConfig, OptimizerConfig, Recipe, ScheduleConfig, resolve_recipe
 from ._runs import RunError, atomic_write_text, load_weights, lock_run, new_run_dir, read_metrics, save_weights
@@ -24,8 +24,8 @@ from ._train import (
     train,
 )
 
-__all__ = ["EarlyStoppingConfig", "Engine", "History", "MemoryLimitError", "OptimizerConfig", "Recipe", "RunError",
-           "ScheduleConfig", "TrainResult", "TrainingError", "atomic_write_text", "available_memory", "check_fit",
+__all__ = ["EarlyStoppingConfig", "Engine", "History", "OptimizerConfig", "Recipe", "RunError",
+           "ScheduleConfig", "TrainResult", "TrainingError", "atomic_write_text", "check_fit",
            "check_memory", "compute_metrics", "confusion_matrix", "evaluate_run", "evaluation_name", "finish_run",
            "load_run", "load_weights", "lock_run", "loss_kind", "make_loss", "new_run_dir",
            "pick_device", "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics",

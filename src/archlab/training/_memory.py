@@ -4,52 +4,18 @@ allocator's error (or a C++ stack) minutes later."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from archlab.analysis import analyze
-from archlab.exceptions import SpecError
+from archlab.analysis import analyze, available_memory
+from archlab.exceptions import MemoryLimitError
 
 from ._recipe import Recipe
 
-__all__ = ["MemoryLimitError", "available_memory", "check_memory", "training_memory"]
+__all__ = ["check_memory", "training_memory"]
 
 GIB = 1024 ** 3
-
-
-class MemoryLimitError(SpecError):
-    """A training's estimated memory is more than its device has available.
-
-    Attributes:
-        needed, available: bytes.
-    """
-
-    def __init__(self, message: str, needed: int, available: int) -> None:
-        super().__init__(message)
-        self.needed, self.available = needed, available
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes a new allocation can take on ``device`` now, or None where that cannot be known (MPS,
-    a CPU without /proc/meminfo or psutil)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type != "cpu":
-        return None
-    try:  # MemAvailable: what the kernel can give without swapping (page cache included)
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024  # the file counts kB
-    except OSError:
-        pass
-    try:
-        import psutil  # not a dependency: macOS and Windows have no /proc
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().available)
 
 
 def training_memory(spec: Any, recipe: Recipe) -> dict[str, int]:
@@ -88,5 +54,5 @@ def check_memory(spec: Any, recipe: Recipe, device: torch.device, *, what: str =
             f"{parts['gradients'] / GIB:.1f}, {optimizer} {parts['optimizer'] / GIB:.1f}, activations "
             f"{parts['activations'] / GIB:.1f} at batch {recipe.batch_size}) but {device} has {free / GIB:.1f} GiB "
             "available: lower --batch-size, use fewer or smaller layers, or another --device",
-            parts["total"], free)
+            needed=parts["total"], available=free)
     return parts
