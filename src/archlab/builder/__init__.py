@@ -1,7 +1,9 @@
 """Spec -> checked node tree with shapes -> torch module."""
 
-from ._build import build, build_parsed
-from ._modules import ArchlabModel
+from typing import TYPE_CHECKING
+
+from archlab._lazy import lazy_attributes
+
 from ._nodes import (
     GraphBlock,
     LayerNode,
@@ -14,6 +16,14 @@ from ._nodes import (
     SequenceNode,
     parse,
 )
+
+if TYPE_CHECKING:
+    from ._build import build, build_parsed
+    from ._modules import ArchlabModel
+
+# Parsing is pure; building imports torch, which is heavy and validate/schema never build.
+__getattr__ = lazy_attributes(__name__, {"ArchlabModel": "archlab.builder._modules", "build": "archlab.builder._build",
+                                         "build_parsed": "archlab.builder._build"})
 
 __all__ = ["ArchlabModel", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
            "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]
