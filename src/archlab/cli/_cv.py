@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archlab.selection import cross_validate
-
 from ._app import _out, app
 
 
@@ -68,6 +66,8 @@ def cv(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Cross-validate SPEC over swept values; choose a capacity by the one-standard-error rule."""
+    from archlab.selection import cross_validate  # torch and scikit-learn: only when the command runs
+
     bar = _Bar(quiet)
     try:
         result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,

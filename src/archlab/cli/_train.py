@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archlab import training
-
 from ._app import _out, app
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by archlab train.", show_default=False)]
@@ -31,6 +29,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One plain line per epoch instead of bars.")] = False,
 ) -> None:
     """Train SPEC on a data set; writes runs/<name>-<timestamp>/ and reports test metrics."""
+    from archlab import training  # torch: only when the command runs
+
     if spec is None and resume is None:
         raise typer.BadParameter("give a SPEC to train, or --resume RUN")
     if resume is not None and any(v is not None for v in (spec, data, epochs, batch_size, lr, seed, precision)):
@@ -52,6 +52,8 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Metrics and a confusion matrix of a trained RUN (stored in the run directory)."""
+    from archlab import training  # torch: only when the command runs
+
     if weights not in ("best", "last"):
         raise typer.BadParameter(f"--weights is best or last, got {weights!r}")
     result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir)
@@ -74,6 +76,8 @@ def predict(
     weights: Annotated[str, typer.Option(help="best or last.")] = "best",
 ) -> None:
     """The top classes of a trained RUN for each sample in INPUT, with probabilities."""
+    from archlab import training  # torch: only when the command runs
+
     for i, result in enumerate(training.predict_run(run, input_path, top=top, weights=weights)):
         if "top" in result:
             line = ", ".join(f"{r['class']} {r['probability']:.4f}" for r in result["top"])
