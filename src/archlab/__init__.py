@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # These import torch (or numpy): loaded on first use, so that `archlab validate` and
 # `archlab schema`, which never build or train, start without them.
-__getattr__ = lazy_attributes(__name__, {
+__getattr__, __dir__ = lazy_attributes(__name__, {
     "ArchlabModel": "archlab.builder", "build": "archlab.builder",
     "DataError": "archlab.data", "Dataset": "archlab.data", "load_dataset": "archlab.data",
     "Sequential": "archlab.sequential",

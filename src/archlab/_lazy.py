@@ -15,14 +15,15 @@ from typing import Any
 __all__ = ["lazy_attributes"]
 
 
-def lazy_attributes(module: str, sources: dict[str, str]) -> Callable[[str], Any]:
-    """A module-level ``__getattr__`` for ``module``: reading ``name`` imports ``sources[name]``
-    (an absolute module name) and returns its attribute of that name.
+def lazy_attributes(module: str, sources: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module-level ``__getattr__`` and ``__dir__`` for ``module``: reading ``name`` imports
+    ``sources[name]`` (an absolute module name) and returns its attribute of that name; ``dir()``
+    lists the names before they are loaded, for completion in editors and shells.
 
     Used as, in a package's ``__init__.py`` (with the same names imported under TYPE_CHECKING
     for type checkers)::
 
-        __getattr__ = lazy_attributes(__name__, {"build": "archlab.builder._build"})
+        __getattr__, __dir__ = lazy_attributes(__name__, {"build": "archlab.builder._build"})
     """
 
     def __getattr__(name: str) -> Any:
@@ -32,4 +33,7 @@ def lazy_attributes(module: str, sources: dict[str, str]) -> Callable[[str], Any
         setattr(sys.modules[module], name, value)  # later reads find it without this hook
         return value
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[module]), *sources})
+
+    return __getattr__, __dir__

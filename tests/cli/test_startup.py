@@ -76,8 +76,10 @@ def test_import_archlab_is_light_and_build_still_builds() -> None:
     assert "torch" in imported
 
 
-def test_every_public_name_resolves() -> None:
-    done, _ = _python("-c", "import archlab\n"
+def test_every_public_name_is_listed_and_resolves() -> None:
+    done, _ = _python("-c", "import sys, archlab\n"
+                            "assert set(archlab.__all__) <= set(dir(archlab)), 'dir() misses lazy names'\n"
+                            "assert 'torch' not in sys.modules\n"
                             "from archlab import *\n"
                             "names = globals()\n"
                             "missing = [n for n in archlab.__all__ if names.get(n) is not getattr(archlab, n)]\n"

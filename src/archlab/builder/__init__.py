@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from ._modules import ArchlabModel
 
 # Parsing is pure; building imports torch, which is heavy and validate/schema never build.
-__getattr__ = lazy_attributes(__name__, {"ArchlabModel": "archlab.builder._modules", "build": "archlab.builder._build",
-                                         "build_parsed": "archlab.builder._build"})
+__getattr__, __dir__ = lazy_attributes(__name__, {"ArchlabModel": "archlab.builder._modules",
+                                                  "build": "archlab.builder._build",
+                                                  "build_parsed": "archlab.builder._build"})
 
 __all__ = ["ArchlabModel", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec", "RepeatNode",
            "ResidualNode", "SequenceNode", "build", "build_parsed", "parse"]

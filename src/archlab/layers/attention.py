@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 # torch is heavy and validate/schema never build: the modules live in _attention_modules, which each
 # module() imports when called; archlab.layers.attention.TransformerBlock still reaches them.
-__getattr__ = lazy_attributes(__name__, dict.fromkeys(("AdditiveAttention", "SelfAttention", "TransformerBlock"),
-                                                      "archlab.layers._attention_modules"))
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(
+    ("AdditiveAttention", "SelfAttention", "TransformerBlock"), "archlab.layers._attention_modules"))
 
 __all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
 

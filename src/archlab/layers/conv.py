@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # torch is heavy and validate/schema never build: the modules live in _conv_modules, which each
 # module() imports when called; archlab.layers.conv.Conv2d still reaches them.
-__getattr__ = lazy_attributes(__name__, dict.fromkeys(("Conv1d", "Conv2d"), "archlab.layers._conv_modules"))
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("Conv1d", "Conv2d"), "archlab.layers._conv_modules"))
 
 __all__ = ["Conv1d", "Conv2d", "same_padding"]
 

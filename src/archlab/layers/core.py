@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 # torch is heavy and validate/schema never build: the modules live in _core_modules, which each
 # module() imports when called; archlab.layers.core.Dense still reaches them.
-__getattr__ = lazy_attributes(__name__, dict.fromkeys(("Dense", "PositionalEncoding"), "archlab.layers._core_modules"))
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("Dense", "PositionalEncoding"),
+                                                                "archlab.layers._core_modules"))
 
 __all__ = ["Dense", "PositionalEncoding"]
 

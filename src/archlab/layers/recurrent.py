@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 # torch is heavy and validate/schema never build: the modules live in _recurrent_modules, which each
 # module() imports when called; archlab.layers.recurrent.ElmanRNN still reaches them.
-__getattr__ = lazy_attributes(__name__, dict.fromkeys(("ElmanCell", "ElmanRNN", "GatedRNN"),
-                                                      "archlab.layers._recurrent_modules"))
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("ElmanCell", "ElmanRNN", "GatedRNN"),
+                                                                "archlab.layers._recurrent_modules"))
 
 __all__ = ["ElmanCell", "ElmanRNN", "GatedRNN"]
 

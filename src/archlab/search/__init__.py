@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     )
 
 # _search imports numpy; the CLI reads SAMPLERS and PRUNERS for its help text without running a search.
-__getattr__ = lazy_attributes(__name__, dict.fromkeys(
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(
     ("SearchConfig", "SearchProgress", "SearchResult", "count_trials", "epochs_spent", "load_report", "run_worker",
      "search", "trial_rows", "write_results"), "archlab.search._search"))
 
