@@ -66,7 +66,7 @@ def cv(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Cross-validate SPEC over swept values; choose a capacity by the one-standard-error rule."""
-    from archlab.selection import cross_validate  # torch and scikit-learn: only when the command runs
+    from archlab.selection import cross_validate  # numpy, and torch to train: only when the command runs
 
     bar = _Bar(quiet)
     try:

@@ -23,7 +23,7 @@ def suggest(
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
 ) -> None:
     """A starting spec for a data set from proven templates and rules of thumb, with the reasons."""
-    from archlab import design  # loads data sets (numpy): only when the command runs
+    from archlab import design  # imports the data sets (numpy): only when the command runs
 
     suggestion = design.suggest(data, budget_params=budget_params, budget_flops=budget_flops, data_dir=data_dir)
     _out.print("Why this spec:", markup=False)
@@ -40,7 +40,7 @@ def suggest(
 @app.command()
 def templates() -> None:
     """List the spec templates that suggest starts from (src/archlab/templates/)."""
-    from archlab import design  # loads data sets (numpy): only when the command runs
+    from archlab import design  # imports the data sets (numpy): only when the command runs
 
     table = Table("template", "input", "for", "params (default size)")
     for info in design.list_templates():
