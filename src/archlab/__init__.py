@@ -8,15 +8,31 @@ Example:
     10
 """
 
+from typing import TYPE_CHECKING
+
 from . import layers
+from ._lazy import lazy_attributes
 from .analysis import Analysis, analyze
-from .builder import ArchlabModel, build, parse
-from .data import DataError, Dataset, load_dataset
+from .builder import parse
 from .exceptions import ArchlabError, RegistryError, ShapeError, SpecError
 from .layers import LayerType, get_layer, list_layers, register_layer
-from .sequential import Sequential
 from .spec import Spec, dump, load
-from .training import TrainingError, evaluate_run, predict_run, train
+
+if TYPE_CHECKING:
+    from .builder import ArchlabModel, build
+    from .data import DataError, Dataset, load_dataset
+    from .sequential import Sequential
+    from .training import TrainingError, evaluate_run, predict_run, train
+
+# These import torch (or numpy): loaded on first use, so that `archlab validate` and
+# `archlab schema`, which never build or train, start without them.
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "ArchlabModel": "archlab.builder", "build": "archlab.builder",
+    "DataError": "archlab.data", "Dataset": "archlab.data", "load_dataset": "archlab.data",
+    "Sequential": "archlab.sequential",
+    "TrainingError": "archlab.training", "evaluate_run": "archlab.training", "predict_run": "archlab.training",
+    "train": "archlab.training",
+})
 
 __version__ = "0.1.0"
 

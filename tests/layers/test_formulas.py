@@ -55,6 +55,25 @@ def test_dense_applies_its_activation_after_the_affine_map():
     torch.testing.assert_close(_dense("tanh", [3])(x), torch.tanh(torch.tensor([[-1.25, -1.0], [3.25, -9.0]])))
 
 
+# The FLOP table (pure, for analysis) and the module factories (torch, for building) live apart.
+ACTIVATION_REFERENCE = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+                        "softmax": lambda t: torch.softmax(t, dim=-1), "silu": F.silu, "leaky_relu": F.leaky_relu,
+                        "linear": lambda t: t}
+
+
+def test_every_activation_has_a_flop_count_and_the_module_it_names():
+    from typing import get_args
+
+    from archlab.layers._activation_modules import make_activation
+    from archlab.layers._activations import ACTIVATION_FLOPS, ActivationName
+
+    assert set(ACTIVATION_FLOPS) == set(get_args(ActivationName)) == set(ACTIVATION_REFERENCE)
+    x = torch.tensor([[-2.0, -0.5, 0.0, 1.5]])
+    for name, reference in ACTIVATION_REFERENCE.items():
+        torch.testing.assert_close(make_activation(name)(x), reference(x), msg=name)
+    assert isinstance(make_activation(None), nn.Identity)
+
+
 def test_dense_without_bias_has_no_bias():
     model = archlab.build({"input": [3], "layers": [{"dense": {"units": 2, "use_bias": False}}]})
     layer = only_layer(model)

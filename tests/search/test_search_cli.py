@@ -70,12 +70,12 @@ def test_an_unreachable_storage_is_one_line(capsys, tmp_path, space):
 
 
 def test_ctrl_c_is_one_line_and_exit_code_130(capsys, tmp_path, space, monkeypatch):
-    import archlab.cli._search as command
+    import archlab.search
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(command, "search", interrupted)
+    monkeypatch.setattr(archlab.search, "search", interrupted)  # the command imports it when it runs
     code, _, err = cli(capsys, "search", str(space), "--out", str(tmp_path))
     assert code == 130 and err.startswith("interrupted: the finished trials are kept") and "Traceback" not in err
 

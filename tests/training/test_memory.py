@@ -9,10 +9,10 @@ import yaml
 
 import archlab
 from archlab.cli import run
-from archlab.search import search
 from archlab.exceptions import MemoryLimitError
-from archlab.training import check_memory, resolve_recipe, training_memory
+from archlab.search import search
 from archlab.training import _memory as memory
+from archlab.training import check_memory, resolve_recipe, training_memory
 
 GIB = 1024 ** 3
 

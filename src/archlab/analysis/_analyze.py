@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from archlab.builder import (
     GraphBlock,
     LayerNode,
@@ -111,6 +109,8 @@ class _Totals:
 
 def _meta_counts(node: LayerNode) -> tuple[int, int]:
     """Parameters and persistent buffers of a layer's module built on the meta device."""
+    import torch  # only a layer type without a formula needs it; torch is heavy and summary seldom does
+
     with torch.device("meta"):
         module = node.layer_type.module(node.params, node.input)
     params = sum(p.numel() for p in module.parameters())

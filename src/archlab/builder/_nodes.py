@@ -662,11 +662,11 @@ def _input_info(value: Any, channels_last: bool, path: str) -> tuple[TensorInfo,
 def weight_shape(node: LayerNode, path: str) -> tuple[int, ...]:
     """The shape of a layer's ``weight``: by the layer type's rule, else from its module built
     on the meta device (no memory)."""
-    import torch
-
     known = node.layer_type.weight_shape(node.params, node.input)
     if known is not None:
         return known
+    import torch  # only for a layer type without the rule; torch is heavy and validate/summary seldom need it
+
     with torch.device("meta"):
         module = node.layer_type.module(node.params, node.input)
     weight = getattr(module, "weight", None)

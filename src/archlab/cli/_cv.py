@@ -10,8 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archlab.selection import CVInterrupted, cross_validate
-
 from ._app import _out, app
 from ._train import interrupted
 
@@ -89,6 +87,8 @@ def cv(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Cross-validate SPEC over swept values; choose a capacity by the one-standard-error rule."""
+    from archlab.selection import CVInterrupted, cross_validate  # numpy, and torch to train: only when the command runs
+
     bar = _Bar(quiet)
     try:
         result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 import archlab
-from archlab import design
 from archlab.analysis import render
 
 from ._app import _out, app
@@ -24,6 +23,8 @@ def suggest(
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
 ) -> None:
     """A starting spec for a data set from proven templates and rules of thumb, with the reasons."""
+    from archlab import design  # imports the data sets (numpy): only when the command runs
+
     suggestion = design.suggest(data, budget_params=budget_params, budget_flops=budget_flops, data_dir=data_dir)
     _out.print("Why this spec:", markup=False)
     for reason in suggestion.reasons:
@@ -39,6 +40,8 @@ def suggest(
 @app.command()
 def templates() -> None:
     """List the spec templates that suggest starts from (src/archlab/templates/)."""
+    from archlab import design  # imports the data sets (numpy): only when the command runs
+
     table = Table("template", "input", "for", "params (default size)")
     for info in design.list_templates():
         params = archlab.analyze(design.load_template(info.name)).total_params

@@ -5,15 +5,18 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from archlab.search import PRUNERS, SAMPLERS, SearchProgress, SearchResult, load_report, search, trial_rows
+from archlab.search import PRUNERS, SAMPLERS
 
 from ._app import _out, app
+
+if TYPE_CHECKING:
+    from archlab.search import SearchProgress, SearchResult
 
 _err = Console(stderr=True, highlight=False)
 
@@ -46,6 +49,8 @@ class _Line:
 
 
 def _print_report(result: SearchResult, top: int = 10) -> None:
+    from archlab.search import trial_rows
+
     objectives = result.objectives
     rows = trial_rows(result.study, objectives)
     counts = Counter(r["state"] for r in rows)
@@ -119,6 +124,8 @@ def search_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Search the architectures in SPACE: sample, check budgets, train with pruning, keep the best."""
+    from archlab.search import load_report, search  # numpy, Optuna and torch: only when the command runs
+
     if report is not None:
         if storage is None:
             raise ValueError("--report needs --storage URL, e.g. sqlite:///runs/search-NAME/study.db")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
-from archlab import training
 from archlab.exceptions import Interrupted
 
 from ._app import _out, app
+
+if TYPE_CHECKING:
+    from archlab import training
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by archlab train.", show_default=False)]
 Weights = Annotated[Literal["best", "last"], typer.Option(help="Which weights of the run to use.")]
@@ -54,6 +56,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One plain line per epoch instead of bars.")] = False,
 ) -> None:
     """Train SPEC on a data set; writes runs/<name>-<timestamp>/ and reports test metrics."""
+    from archlab import training  # torch: only when the command runs
+
     if spec is None and resume is None:
         raise typer.BadParameter("give a SPEC to train, or --resume RUN")
     if resume is not None and spec is not None:
@@ -83,6 +87,8 @@ def evaluate(
 ) -> None:
     """Metrics and a confusion matrix of a trained RUN, stored in the run directory under a name of
     the data, split and weights (evaluation-test-best.json, ...)."""
+    from archlab import training  # torch: only when the command runs
+
     result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir)
     table = Table(title=f"{result['data']} {split} ({result['samples']} samples, {weights} weights)")
     table.add_column("metric")
@@ -104,6 +110,8 @@ def predict(
     quiet: Quiet = False,
 ) -> None:
     """The top classes of a trained RUN for each sample in INPUT, with probabilities."""
+    from archlab import training  # torch: only when the command runs
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = training.predict_run(run, input_path, top=top, weights=weights)

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from archlab.exceptions import ShapeError
 
 from ._params import Finite
 from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, register_layer
 
-__all__ = ["ACTIVATIONS", "ActivationName", "activation_flops", "make_activation"]
+if TYPE_CHECKING:
+    from torch import nn
+
+# torch is heavy and validate/schema never build: the modules live in _activation_modules,
+# which each module() imports when called.
+
+__all__ = ["ACTIVATION_FLOPS", "ActivationName", "activation_flops"]
 
 ActivationName = Literal["relu", "gelu", "tanh", "sigmoid", "softmax", "silu", "leaky_relu", "linear"]
 
-# name -> (module factory, FLOPs per element). One FLOP per element for every pointwise
-# nonlinearity (the ptflops convention); softmax costs exp, sum and divide: 3 per element.
-ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], int]] = {
-    "relu": (nn.ReLU, 1),
-    "gelu": (nn.GELU, 1),
-    "tanh": (nn.Tanh, 1),
-    "sigmoid": (nn.Sigmoid, 1),
-    "softmax": (lambda: nn.Softmax(dim=-1), 3),
-    "silu": (nn.SiLU, 1),
-    "leaky_relu": (nn.LeakyReLU, 1),
-    "linear": (nn.Identity, 0),
+# FLOPs per element. One FLOP per element for every pointwise nonlinearity (the ptflops
+# convention); softmax costs exp, sum and divide: 3 per element.
+ACTIVATION_FLOPS: dict[str, int] = {
+    "relu": 1,
+    "gelu": 1,
+    "tanh": 1,
+    "sigmoid": 1,
+    "softmax": 3,
+    "silu": 1,
+    "leaky_relu": 1,
+    "linear": 0,
 }
 
 
-def make_activation(name: str | None) -> nn.Module:
-    """The module for an ``activation:`` value; None and 'linear' give Identity."""
-    return ACTIVATIONS[name or "linear"][0]()
-
-
 def activation_flops(name: str | None, elements: int) -> int:
-    return ACTIVATIONS[name or "linear"][1] * elements
+    return ACTIVATION_FLOPS[name or "linear"] * elements
 
 
 class _Elementwise(LayerType):
@@ -50,6 +48,8 @@ class _Elementwise(LayerType):
         return Cost(flops=activation_flops(self.name, x.numel))
 
     def module(self, p, x: TensorInfo) -> nn.Module:
+        from ._activation_modules import make_activation
+
         return make_activation(self.name)
 
     def count_params(self, p, x) -> int:
@@ -85,6 +85,8 @@ class Gelu(_Elementwise):
     summary = "GELU; approximate: tanh gives GPT-2's variant"
 
     def module(self, p: GeluParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         return nn.GELU(approximate=p.approximate)
 
 
@@ -93,4 +95,6 @@ class LeakyRelu(_Elementwise):
     Params = LeakyReluParams
 
     def module(self, p: LeakyReluParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         return nn.LeakyReLU(p.negative_slope)

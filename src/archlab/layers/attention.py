@@ -3,49 +3,31 @@ and Transformer encoder/decoder blocks (torch.nn's implementations)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
+from archlab._lazy import lazy_attributes
 from archlab.exceptions import ShapeError
 
 from ._params import PosInt, Rate
 from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, fmt_shape, register_layer
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ._attention_modules import AdditiveAttention, SelfAttention, TransformerBlock
+
+# torch is heavy and validate/schema never build: the modules live in _attention_modules, which each
+# module() imports when called; archlab.layers.attention.TransformerBlock still reaches them.
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(
+    ("AdditiveAttention", "SelfAttention", "TransformerBlock"), "archlab.layers._attention_modules"))
 
 __all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
 
 _SEQ = InputRule(ranks={2: "(time, features)"},
                  hints={1: "add 'embedding' (token ids) or 'reshape: {shape: [T, F]}' before it",
                         3: "add 'reshape' to (time, features) before it"})
-
-
-class AdditiveAttention(nn.Module):
-    """The seed's additive (Bahdanau) attention over states s_1..s_T:
-
-    e_t = v^T tanh(W_h h + W_s s_t + b),  alpha = softmax(e),  c = sum_t alpha_t s_t.
-
-    ``h`` is the last state (query='last') or a learned vector (query='learned'). The weights
-    alpha of the latest forward pass are kept in ``last_alpha`` for explanation.
-
-    Input shape: (batch, time, dim). Output shape: (batch, dim).
-    """
-
-    def __init__(self, dim: int, units: int, query: str) -> None:
-        super().__init__()
-        self.W_s = nn.Linear(dim, units)  # carries the bias b
-        self.W_h = nn.Linear(dim, units, bias=False)
-        self.v = nn.Linear(units, 1, bias=False)
-        self.query = nn.Parameter(torch.randn(dim) * 0.02) if query == "learned" else None
-        self.last_alpha: torch.Tensor | None = None
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        h = states[:, -1] if self.query is None else self.query.expand(states.shape[0], -1)  # (B, D)
-        scores = self.v(torch.tanh(self.W_h(h).unsqueeze(1) + self.W_s(states))).squeeze(-1)  # (B, T)
-        alpha = torch.softmax(scores, dim=1)  # (B, T)
-        self.last_alpha = alpha.detach()
-        return (alpha.unsqueeze(-1) * states).sum(dim=1)  # (B, D)
 
 
 class AdditiveAttentionParams(LayerParams):
@@ -75,42 +57,9 @@ class AdditiveAttentionLayer(LayerType):
         return 2 * x.shape[0] * p.units + 2 * x.shape[0] + y.numel  # tanh in/out, scores, alpha
 
     def module(self, p: AdditiveAttentionParams, x: TensorInfo) -> nn.Module:
+        from ._attention_modules import AdditiveAttention
+
         return AdditiveAttention(x.shape[1], p.units, p.query)
-
-
-def _causal_mask(steps: int, device: torch.device) -> torch.Tensor:
-    return nn.Transformer.generate_square_subsequent_mask(steps, device=device)  # (T, T), -inf above
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention (torch.nn.MultiheadAttention), optionally causal."""
-
-    def __init__(self, dim: int, heads: int, dropout: float, causal: bool) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.causal = causal
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
-        out, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=self.causal)
-        return out  # (B, T, D)
-
-
-class TransformerBlock(nn.Module):
-    """torch.nn.TransformerEncoderLayer / DecoderLayer, batch first, with an optional causal mask."""
-
-    def __init__(self, kind: str, dim: int, heads: int, ff_dim: int, dropout: float, activation: str,
-                 norm_first: bool, causal: bool) -> None:
-        super().__init__()
-        cls = nn.TransformerEncoderLayer if kind == "encoder" else nn.TransformerDecoderLayer
-        self.block = cls(dim, heads, ff_dim, dropout, activation, batch_first=True, norm_first=norm_first)
-        self.causal = causal
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
-        if memory is None:
-            return self.block(x, src_mask=mask, is_causal=self.causal)
-        return self.block(x, memory, tgt_mask=mask, tgt_is_causal=self.causal)
 
 
 def _attention_cost(t: int, s: int, d: int, heads: int) -> Cost:
@@ -162,6 +111,8 @@ class MultiHeadAttentionLayer(LayerType):
         return _attention_saved(t, t, d, p.num_heads) + y.numel
 
     def module(self, p, x: TensorInfo) -> nn.Module:
+        from ._attention_modules import SelfAttention
+
         return SelfAttention(x.shape[1], p.num_heads, p.dropout, p.causal)
 
 
@@ -199,6 +150,8 @@ class TransformerEncoderLayerType(LayerType):
         return _attention_saved(t, t, d, p.num_heads) + 6 * t * d + 2 * t * p.ff_dim
 
     def module(self, p: TransformerParams, x: TensorInfo) -> nn.Module:
+        from ._attention_modules import TransformerBlock
+
         return TransformerBlock("encoder", x.shape[1], p.num_heads, p.ff_dim, p.dropout, p.activation,
                                 p.norm_first, p.causal)
 
@@ -234,5 +187,7 @@ class TransformerDecoderLayerType(LayerType):
                 + 8 * t * d + 2 * t * p.ff_dim)
 
     def module(self, p: TransformerParams, xs) -> nn.Module:
+        from ._attention_modules import TransformerBlock
+
         return TransformerBlock("decoder", xs[0].shape[1], p.num_heads, p.ff_dim, p.dropout, p.activation,
                                 p.norm_first, p.causal)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
 from pydantic import model_validator
-from torch import nn
 
+from archlab._lazy import lazy_attributes
 from archlab.exceptions import ShapeError, SpecError
 
-from ._activations import ActivationName, activation_flops, make_activation
+from ._activations import ActivationName, activation_flops
 from ._params import Padding, PosInt, Size, as_tuple
 from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, fmt_shape, register_layer
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ._conv_modules import Conv1d, Conv2d
+
+# torch is heavy and validate/schema never build: the modules live in _conv_modules, which each
+# module() imports when called; archlab.layers.conv.Conv2d still reaches them.
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("Conv1d", "Conv2d"), "archlab.layers._conv_modules"))
 
 __all__ = ["Conv1d", "Conv2d", "same_padding"]
 
@@ -53,25 +61,6 @@ class ConvParams(LayerParams):
         if self.filters % self.groups:
             raise ValueError(f"filters ({self.filters}) must be a multiple of groups ({self.groups})")
         return self
-
-
-class _ConvMixin:
-    """Adds Keras-style asymmetric 'same' padding and an activation to a torch convolution."""
-
-    pad: tuple[int, ...] | None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad is not None:
-            x = F.pad(x, self.pad)
-        return self.activation(super().forward(x))
-
-
-class Conv1d(_ConvMixin, nn.Conv1d):
-    """y = f(W * x + b) over (batch, channels, length)."""
-
-
-class Conv2d(_ConvMixin, nn.Conv2d):
-    """y = f(W * x + b) over (batch, channels, height, width)."""
 
 
 class _ConvLayer(LayerType):
@@ -115,6 +104,9 @@ class _ConvLayer(LayerType):
         return p.filters * (x.shape[0] // p.groups) * math.prod(k) + (p.filters if p.use_bias else 0)
 
     def module(self, p: ConvParams, x: TensorInfo) -> nn.Module:
+        from ._activation_modules import make_activation
+        from ._conv_modules import Conv1d, Conv2d
+
         k, s, d, pads = self._geometry(p, x)
         symmetric = all(a == b for a, b in pads)
         cls = Conv2d if self.dims == 2 else Conv1d
@@ -177,6 +169,8 @@ class _PoolLayer(LayerType):
         return 0
 
     def module(self, p: PoolParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         k, s, pad = self._geometry(p)
         cls = {("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d,
                ("avg", 1): nn.AvgPool1d, ("avg", 2): nn.AvgPool2d}[self.op, self.dims]
@@ -201,6 +195,8 @@ class _GlobalPoolLayer(LayerType):
         return 0
 
     def module(self, p, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         cls = {("max", 1): nn.AdaptiveMaxPool1d, ("max", 2): nn.AdaptiveMaxPool2d,
                ("avg", 1): nn.AdaptiveAvgPool1d, ("avg", 2): nn.AdaptiveAvgPool2d}[self.op, self.dims]
         return nn.Sequential(cls(1), nn.Flatten())

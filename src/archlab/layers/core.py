@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
-
+from archlab._lazy import lazy_attributes
 from archlab.exceptions import ShapeError
 
-from ._activations import ActivationName, activation_flops, make_activation
+from ._activations import ActivationName, activation_flops
 from ._params import Epsilon, Momentum, PosInt, Rate
 from ._registry import Cost, InputRule, LayerParams, LayerType, NoParams, TensorInfo, fmt_shape, register_layer
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ._core_modules import Dense, PositionalEncoding
+
+# torch is heavy and validate/schema never build: the modules live in _core_modules, which each
+# module() imports when called; archlab.layers.core.Dense still reaches them.
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("Dense", "PositionalEncoding"),
+                                                                "archlab.layers._core_modules"))
+
 __all__ = ["Dense", "PositionalEncoding"]
-
-
-class Dense(nn.Linear):
-    """The seed's dense layer, y = f(W x + b), over the last axis.
-
-    Input shape: (batch, features) or (batch, time, features).
-    Output shape: (batch, units) or (batch, time, units).
-    """
-
-    def __init__(self, in_features: int, units: int, activation: str | None = None, bias: bool = True) -> None:
-        super().__init__(in_features, units, bias=bias)
-        self.activation = make_activation(activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(super().forward(x))
 
 
 class DenseParams(LayerParams):
@@ -60,6 +53,8 @@ class DenseLayer(LayerType):
         return (p.units, x.shape[-1])  # torch's Linear layout: (out, in)
 
     def module(self, p: DenseParams, x: TensorInfo) -> nn.Module:
+        from ._core_modules import Dense
+
         return Dense(x.shape[-1], p.units, p.activation, p.use_bias)
 
 
@@ -84,23 +79,15 @@ class FlattenLayer(_Reshaping):
         return TensorInfo((x.numel,), x.dtype)
 
     def module(self, p: NoParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
+        from ._core_modules import Reshape
+
         return nn.Flatten() if x.rank else Reshape((1,))  # nn.Flatten needs a (batch, ...) axis to start at
 
 
 class ReshapeParams(LayerParams):
     shape: list[int]
-
-
-class Reshape(nn.Module):
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.shape = tuple(shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], *self.shape)  # (B, *shape)
-
-    def extra_repr(self) -> str:
-        return f"shape={self.shape}"
 
 
 @register_layer("reshape")
@@ -124,6 +111,8 @@ class ReshapeLayer(_Reshaping):
         return TensorInfo(tuple(shape), x.dtype)
 
     def module(self, p: ReshapeParams, x: TensorInfo) -> nn.Module:
+        from ._core_modules import Reshape
+
         return Reshape(self.output(p, x).shape)
 
 
@@ -147,6 +136,8 @@ class DropoutLayer(LayerType):
         return 0
 
     def module(self, p: DropoutParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         return nn.Dropout(p.rate)
 
 
@@ -174,6 +165,8 @@ class BatchNormLayer(LayerType):
         return 2 * x.shape[0] + 1  # running mean, running var, num_batches_tracked
 
     def module(self, p: BatchNormParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         cls = nn.BatchNorm2d if x.rank == 3 else nn.BatchNorm1d
         return cls(x.shape[0], eps=p.epsilon, momentum=p.momentum)
 
@@ -200,6 +193,8 @@ class LayerNormLayer(LayerType):
         return 2 * x.shape[-1]
 
     def module(self, p: LayerNormParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         return nn.LayerNorm(x.shape[-1], eps=p.epsilon)
 
 
@@ -227,33 +222,14 @@ class EmbeddingLayer(LayerType):
         return (p.input_dim, p.output_dim)
 
     def module(self, p: EmbeddingParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
         return nn.Embedding(p.input_dim, p.output_dim)
 
 
 class PositionalEmbeddingParams(LayerParams):
     max_len: PosInt
     kind: Literal["learned", "sinusoidal"] = "learned"
-
-
-class PositionalEncoding(nn.Module):
-    """Adds a position vector to each step of a (batch, time, features) input."""
-
-    def __init__(self, max_len: int, dim: int, kind: str) -> None:
-        super().__init__()
-        if kind == "learned":
-            self.weight = nn.Parameter(torch.empty(max_len, dim))
-            nn.init.normal_(self.weight, std=0.02)
-        else:
-            # Vaswani et al. (2017); recomputable, so not kept in the state dict.
-            position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-            freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-            table = torch.zeros(max_len, dim)
-            table[:, 0::2] = torch.sin(position * freq)
-            table[:, 1::2] = torch.cos(position * freq[: dim // 2])
-            self.register_buffer("weight", table, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight[: x.shape[1]]  # (B, T, D) + (T, D)
 
 
 @register_layer("positional_embedding")
@@ -278,4 +254,6 @@ class PositionalEmbeddingLayer(LayerType):
         return 0  # the gradient of an addition needs no saved tensor
 
     def module(self, p: PositionalEmbeddingParams, x: TensorInfo) -> nn.Module:
+        from ._core_modules import PositionalEncoding
+
         return PositionalEncoding(p.max_len, x.shape[-1], p.kind)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
+from archlab._lazy import lazy_attributes
 
-from ._activations import ActivationName, activation_flops, make_activation
+from ._activations import ActivationName, activation_flops
 from ._params import PosInt
 from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, register_layer
 
-__all__ = ["ElmanRNN", "GatedRNN"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ._recurrent_modules import ElmanCell, ElmanRNN, GatedRNN
+
+# torch is heavy and validate/schema never build: the modules live in _recurrent_modules, which each
+# module() imports when called; archlab.layers.recurrent.ElmanRNN still reaches them.
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("ElmanCell", "ElmanRNN", "GatedRNN"),
+                                                                "archlab.layers._recurrent_modules"))
+
+__all__ = ["ElmanCell", "ElmanRNN", "GatedRNN"]
 
 _ACCEPTS = InputRule(ranks={2: "(time, features)"},
                      hints={1: "add 'reshape: {shape: [-1, 1]}' before it (one feature per step) "
@@ -30,73 +38,6 @@ class RecurrentParams(LayerParams):
 
 class GatedParams(RecurrentParams):
     activation: Literal["tanh"] = "tanh"  # PyTorch's fused LSTM/GRU kernels fix tanh
-
-
-class ElmanCell(nn.Module):
-    """One direction of one layer: h_t = f(W_xh x_t + W_hh h_(t-1) + b_h), as the seed writes it
-    (a single bias, as in Keras SimpleRNN; torch.nn.RNN carries two)."""
-
-    def __init__(self, input_size: int, units: int) -> None:
-        super().__init__()
-        self.weight_xh = nn.Parameter(torch.empty(units, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(units, units))
-        self.bias_h = nn.Parameter(torch.empty(units))
-        bound = 1.0 / math.sqrt(units)
-        for weight in (self.weight_xh, self.weight_hh, self.bias_h):
-            nn.init.uniform_(weight, -bound, bound)
-
-    def forward(self, x: torch.Tensor, activation: nn.Module, reverse: bool) -> torch.Tensor:
-        # The input projection of every step in one matmul; only the recurrence is sequential.
-        projected = x @ self.weight_xh.T + self.bias_h  # (B, T, H)
-        h = x.new_zeros(x.shape[0], self.weight_hh.shape[0])  # (B, H)
-        steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
-        outputs: list[torch.Tensor] = [h] * x.shape[1]
-        for t in steps:
-            h = activation(projected[:, t] + h @ self.weight_hh.T)
-            outputs[t] = h
-        return torch.stack(outputs, dim=1)  # (B, T, H)
-
-
-class ElmanRNN(nn.Module):
-    """Stacked, optionally bidirectional Elman network (simple_rnn)."""
-
-    def __init__(self, input_size: int, units: int, activation: str | None, num_layers: int,
-                 bidirectional: bool, return_sequences: bool) -> None:
-        super().__init__()
-        self.directions = 2 if bidirectional else 1
-        self.return_sequences = return_sequences
-        self.activation = make_activation(activation)
-        self.cells = nn.ModuleList(
-            ElmanCell(input_size if layer == 0 else units * self.directions, units)
-            for layer in range(num_layers) for _ in range(self.directions))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        finals: list[torch.Tensor] = []
-        for first in range(0, len(self.cells), self.directions):
-            runs = [self.cells[first + d](x, self.activation, reverse=d == 1) for d in range(self.directions)]
-            # the final state of the backward direction is the one at t = 0
-            finals = [run[:, -1] if d == 0 else run[:, 0] for d, run in enumerate(runs)]
-            x = torch.cat(runs, dim=-1)  # (B, T, H * directions)
-        return x if self.return_sequences else torch.cat(finals, dim=-1)
-
-
-class GatedRNN(nn.Module):
-    """torch.nn.LSTM / GRU, batch first, returning the sequence or the final states."""
-
-    def __init__(self, kind: str, input_size: int, units: int, num_layers: int, bidirectional: bool,
-                 return_sequences: bool) -> None:
-        super().__init__()
-        cls = nn.LSTM if kind == "lstm" else nn.GRU
-        self.rnn = cls(input_size, units, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
-        self.directions = 2 if bidirectional else 1
-        self.return_sequences = return_sequences
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        output, state = self.rnn(x)
-        if self.return_sequences:
-            return output  # (B, T, H * directions)
-        h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)
-        return torch.cat(list(h_n[-self.directions:]), dim=-1)  # (B, H * directions)
 
 
 class _RecurrentLayer(LayerType):
@@ -145,6 +86,8 @@ class SimpleRNNLayer(_RecurrentLayer):
     summary = "Elman RNN: h_t = f(W_xh x_t + W_hh h_(t-1) + b_h)"
 
     def module(self, p: RecurrentParams, x: TensorInfo) -> nn.Module:
+        from ._recurrent_modules import ElmanRNN
+
         return ElmanRNN(x.shape[1], p.units, p.activation, p.num_layers, p.bidirectional, p.return_sequences)
 
 
@@ -158,6 +101,8 @@ class LSTMLayer(_RecurrentLayer):
     summary = "LSTM (torch.nn.LSTM)"
 
     def module(self, p: GatedParams, x: TensorInfo) -> nn.Module:
+        from ._recurrent_modules import GatedRNN
+
         return GatedRNN("lstm", x.shape[1], p.units, p.num_layers, p.bidirectional, p.return_sequences)
 
 
@@ -171,4 +116,6 @@ class GRULayer(_RecurrentLayer):
     summary = "GRU (torch.nn.GRU)"
 
     def module(self, p: GatedParams, x: TensorInfo) -> nn.Module:
+        from ._recurrent_modules import GatedRNN
+
         return GatedRNN("gru", x.shape[1], p.units, p.num_layers, p.bidirectional, p.return_sequences)

@@ -1,0 +1,70 @@
+"""The torch side of the attention layers: the modules that ``attention``'s factories make."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
+
+
+class AdditiveAttention(nn.Module):
+    """The seed's additive (Bahdanau) attention over states s_1..s_T:
+
+    e_t = v^T tanh(W_h h + W_s s_t + b),  alpha = softmax(e),  c = sum_t alpha_t s_t.
+
+    ``h`` is the last state (query='last') or a learned vector (query='learned'). The weights
+    alpha of the latest forward pass are kept in ``last_alpha`` for explanation.
+
+    Input shape: (batch, time, dim). Output shape: (batch, dim).
+    """
+
+    def __init__(self, dim: int, units: int, query: str) -> None:
+        super().__init__()
+        self.W_s = nn.Linear(dim, units)  # carries the bias b
+        self.W_h = nn.Linear(dim, units, bias=False)
+        self.v = nn.Linear(units, 1, bias=False)
+        self.query = nn.Parameter(torch.randn(dim) * 0.02) if query == "learned" else None
+        self.last_alpha: torch.Tensor | None = None
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        h = states[:, -1] if self.query is None else self.query.expand(states.shape[0], -1)  # (B, D)
+        scores = self.v(torch.tanh(self.W_h(h).unsqueeze(1) + self.W_s(states))).squeeze(-1)  # (B, T)
+        alpha = torch.softmax(scores, dim=1)  # (B, T)
+        self.last_alpha = alpha.detach()
+        return (alpha.unsqueeze(-1) * states).sum(dim=1)  # (B, D)
+
+
+def _causal_mask(steps: int, device: torch.device) -> torch.Tensor:
+    return nn.Transformer.generate_square_subsequent_mask(steps, device=device)  # (T, T), -inf above
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (torch.nn.MultiheadAttention), optionally causal."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, causal: bool) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        out, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=self.causal)
+        return out  # (B, T, D)
+
+
+class TransformerBlock(nn.Module):
+    """torch.nn.TransformerEncoderLayer / DecoderLayer, batch first, with an optional causal mask."""
+
+    def __init__(self, kind: str, dim: int, heads: int, ff_dim: int, dropout: float, activation: str,
+                 norm_first: bool, causal: bool) -> None:
+        super().__init__()
+        cls = nn.TransformerEncoderLayer if kind == "encoder" else nn.TransformerDecoderLayer
+        self.block = cls(dim, heads, ff_dim, dropout, activation, batch_first=True, norm_first=norm_first)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        if memory is None:
+            return self.block(x, src_mask=mask, is_causal=self.causal)
+        return self.block(x, memory, tgt_mask=mask, tgt_is_causal=self.causal)
