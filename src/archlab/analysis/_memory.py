@@ -4,8 +4,10 @@ before allocating, so that a model that cannot fit is refused with numbers, not 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["available_memory"]
 
@@ -23,10 +25,13 @@ def available_memory(device: str | torch.device | None = None) -> int | None:
         >>> available_memory("cpu") > 0 and available_memory("meta") is None
         True
     """
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda":
+    kind = "cpu" if device is None else getattr(device, "type", str(device).partition(":")[0])
+    if kind == "cuda":
+        import torch  # only a GPU's free memory needs it; summary and validate never import torch
+
+        dev = torch.device(device)
         return torch.cuda.mem_get_info(dev)[0] if torch.cuda.is_available() else None
-    if dev.type != "cpu":
+    if kind != "cpu":
         return None
     linux = linux_available_memory()
     if linux is not None:
