@@ -23,6 +23,7 @@ from torch import nn
 from archlab.exceptions import ArchlabError
 
 from ._metrics import compute_metrics, make_loss
+from ._precision import resolve_precision
 from ._recipe import Recipe
 from ._runs import load_checkpoint, save_checkpoint, save_weights, write_metrics
 
@@ -70,13 +71,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "bf16":
-        return True
-    # auto: bf16 only where it is fast (CUDA with bf16 support); on a CPU fp32 is usually faster
-    return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def split_output_activation(model: nn.Module, loss: str) -> str | None:
@@ -196,7 +190,13 @@ class Engine:
         self.criterion = criterion
         self.device = pick_device(recipe.device)
         self.model = model.to(self.device)
-        self.bf16 = _use_bf16(recipe.precision, self.device)
+        self.precision = resolve_precision(recipe.precision, self.device, self.model)
+        self.bf16 = self.precision.bf16
+        if self.bf16 and self.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
+            # oneDNN's bf16 CPU kernels are written for channels-last: in NCHW, bf16 max-pooling alone
+            # takes half of a seed-CNN step, and channels-last makes the step 2x faster again
+            # (docs/training.md, "Precision"). The layout does not change any value.
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.output_activation = output_activation
         self.loss_fn = make_loss(loss, recipe.label_smoothing)
         self.generator = torch.Generator().manual_seed(recipe.seed)
