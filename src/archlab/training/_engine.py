@@ -303,6 +303,8 @@ class Engine:
             state = {k: meta[k] for k in state}
             if state["stopped"]:
                 start = recipe.epochs
+        if self.verbose and recipe.precision == "auto":  # what auto chose is worth a line: it is machine-dependent
+            print(f"precision auto: {self.precision.precision} ({self.precision.reason})", flush=True)
         progress = _Progress(self.verbose, recipe.epochs, steps)
         augment = recipe.augment == "shift" and x.dim() == 4
         try:

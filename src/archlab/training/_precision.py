@@ -7,7 +7,7 @@ autocast adds to be small beside it. The rule, in that order, each step cheap:
 1. a model under ``MIN_BF16_PARAMS`` parameters keeps fp32 (a 2,410-parameter MLP steps 0.62x as
    fast in bf16, a 101,770-parameter one 1.39x: docs/training.md, "Precision");
 2. a CPU without ``amx_bf16`` / ``avx512_bf16`` (``/proc/cpuinfo``) keeps fp32, without measuring;
-3. otherwise a one-time probe (about 15 ms) times a 512 x 512 matmul in both precisions, and bf16
+3. otherwise a one-time probe (about 20 ms) times a 512 x 512 matmul in both precisions, and bf16
    is taken when it is at least ``MIN_MATMUL_SPEEDUP`` times faster. The probe's result is cached
    per machine (CPU model, bf16 flags, torch version) in the user cache folder, so every later run
    decides the same way without measuring.
@@ -60,19 +60,31 @@ class PrecisionChoice:
         return self.precision == "bf16"
 
 
-def cpu_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
-    """The bf16 flags (``BF16_FLAGS``) of this CPU, from /proc/cpuinfo; none where it is missing
-    (macOS, Windows), so those keep fp32."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ()
-    flags: set[str] = set()
+def _cpuinfo() -> str:
+    """/proc/cpuinfo; empty where there is none (macOS, Windows), so those keep fp32."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _field(cpuinfo: str, name: str) -> str | None:
+    """The first core's ``name`` line (every core lists the same model and flags)."""
     for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-            break  # every core lists the same flags
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The bf16 flags (``BF16_FLAGS``) in /proc/cpuinfo (or in the given text of it).
+
+    Example:
+        >>> cpu_bf16_flags("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni")
+        ('avx512_bf16',)
+    """
+    flags = set((_field(_cpuinfo() if cpuinfo is None else cpuinfo, "flags") or "").split())
     return tuple(f for f in BF16_FLAGS if f in flags)
 
 
@@ -104,14 +116,16 @@ def choose_cpu_precision(flags: tuple[str, ...], params: int, speedup: float | N
     return PrecisionChoice("bf16", f"{units}, {speedup:.1f}x faster matmul")
 
 
-def _probe(size: int = PROBE_SIZE, repeats: int = 3) -> float:
-    """bf16 / fp32 matmul speed: the best of ``repeats`` interleaved trials each, after a warm-up
-    (the best, because other processes only ever slow a trial down)."""
+def _probe(size: int = PROBE_SIZE, repeats: int = 5) -> float:
+    """bf16 / fp32 matmul speed: the best of ``repeats`` interleaved trials each, after two warm-up
+    calls (the first calls also start torch's thread pool); the best, because other processes only
+    ever slow a trial down."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     pairs = {"fp32": (a, b), "bf16": (a.bfloat16(), b.bfloat16())}
     best = dict.fromkeys(pairs, float("inf"))
-    for name, (p, q) in pairs.items():
-        torch.matmul(p, q)
+    for _ in range(2):
+        for p, q in pairs.values():
+            torch.matmul(p, q)
     for _ in range(repeats):
         for name, (p, q) in pairs.items():
             began = time.perf_counter()
@@ -122,16 +136,8 @@ def _probe(size: int = PROBE_SIZE, repeats: int = 3) -> float:
 
 def _machine_key(flags: tuple[str, ...]) -> str:
     """What the probe's result depends on: the CPU model, its bf16 units and torch's kernels."""
-    model = next((line.partition(":")[2].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
-                 platform.processor() or platform.machine())
+    model = _field(_cpuinfo(), "model name") or platform.processor() or platform.machine()
     return f"{model} | {'+'.join(flags)} | torch {torch.__version__}"
-
-
-def _cpuinfo_lines() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
 
 
 def matmul_speedup(flags: tuple[str, ...]) -> float:
