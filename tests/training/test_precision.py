@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import archlab
+from archlab.deploy import export_run, load_runner, read_metadata
 from archlab.training import Engine, load_weights, resolve_recipe, train
 from archlab.training import _precision as precision_module
 from archlab.training._precision import (
@@ -191,3 +192,22 @@ def test_bf16_resume_and_best_weights_are_exact(digits, tmp_path: Path, helpers)
     fresh.model.load_state_dict(best.state_dict())
     metrics, _ = fresh.evaluate(xv, yv)
     assert metrics["accuracy"] == whole.rows[history.best_epoch - 1]["val_accuracy"]
+
+
+def test_a_bf16_run_exports_in_fp32_with_fp32_metrics(digits, tmp_path: Path) -> None:
+    """The exported file computes in fp32, so the metrics it carries are fp32 ones (not the bf16
+    evaluation of the run), and they match what the file itself predicts."""
+    spec = {**WIDE_CNN, "train": {"data": "digits", "epochs": 1, "device": "cpu", "precision": "bf16"}}
+    run_dir = train(spec, out=tmp_path / "runs", verbose=0).run_dir
+    result = export_run(run_dir, out=tmp_path / "model.onnx")
+    record = json.loads(read_metadata(result.path)["archlab.metrics"])["metrics"]
+    torch.manual_seed(0)
+    model = archlab.build(WIDE_CNN)
+    load_weights(run_dir / "best.safetensors", model)
+    model.net[-1].activation = nn.Identity()
+    recipe = resolve_recipe({"device": "cpu", "precision": "fp32", "metrics": ["accuracy", "macro_f1"]})
+    fp32, _ = Engine(model, recipe, "cross_entropy", verbose=0).evaluate(
+        torch.from_numpy(digits.x_test), torch.from_numpy(digits.y_test).long())
+    assert record == fp32
+    predicted = load_runner(result.path)(digits.x_test).argmax(axis=1)
+    assert (predicted == digits.y_test).mean() == pytest.approx(record["accuracy"], abs=1e-6)
