@@ -125,12 +125,18 @@ def test_auto_trains_in_what_the_rule_says_and_records_it(machine, tmp_path: Pat
     assert summary["test"]["accuracy"] > 0.5  # one epoch on digits learns in either precision
 
 
-def test_an_explicit_precision_wins(machine) -> None:
+def test_an_explicit_precision_wins(machine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = archlab.build(WIDE_CNN)
     machine(("avx512_bf16",), 4.0)
-    assert resolve_precision("fp32", CPU, model) == PrecisionChoice("fp32", "set in the recipe")
+    assert resolve_precision("auto", CPU, model).precision == "bf16"
+    result = train({**WIDE_CNN, "train": {"data": "digits", "epochs": 1, "device": "cpu"}}, out=tmp_path,
+                   verbose=2, precision="fp32")  # the override --precision fp32 makes
+    assert (result.summary["precision"], result.summary["precision_reason"]) == (
+        "fp32", "given (train.precision or --precision)")
+    assert "precision auto" not in capsys.readouterr().out
+    assert resolve_precision("fp32", CPU, model) == PrecisionChoice("fp32", "given (train.precision or --precision)")
     machine((), None)
-    assert resolve_precision("bf16", CPU, model) == PrecisionChoice("bf16", "set in the recipe")
+    assert resolve_precision("bf16", CPU, model) == PrecisionChoice("bf16", "given (train.precision or --precision)")
     assert resolve_precision("auto", CPU, model).precision == "fp32"
 
 

@@ -177,7 +177,7 @@ def resolve_precision(requested: str, device: torch.device, model: nn.Module) ->
     """The recipe's ``precision`` for ``model`` on ``device``: fp32 and bf16 as given; auto by the
     rule in this module's docstring."""
     if requested in ("fp32", "bf16"):
-        return PrecisionChoice(requested, "set in the recipe")  # type: ignore[arg-type]
+        return PrecisionChoice(requested, "given (train.precision or --precision)")  # type: ignore[arg-type]
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return PrecisionChoice("bf16", f"{torch.cuda.get_device_name(device)} supports bf16")
