@@ -42,7 +42,7 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 #: 50,890 1.08x, 101,770 1.39x, 669,706 2.51x. Below about 50,000 the casts cost more than bf16 saves.
 MIN_BF16_PARAMS = 100_000
 #: A bf16 matmul must be this many times faster than fp32 for training to gain: a training step
-#: also runs element-wise work that bf16 speeds up less (the seed CNN: 4.4x matmul, 3.2x step).
+#: also runs element-wise work that bf16 speeds up less (the seed CNN: 4.0-4.4x matmul, 2.0x training).
 MIN_MATMUL_SPEEDUP = 1.5
 PROBE_SIZE = 512
 CACHE_FILE = "precision-probe.json"
