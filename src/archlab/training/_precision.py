@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -154,12 +155,12 @@ def matmul_speedup(flags: tuple[str, ...]) -> float:
     entry = cached.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float)):
         return float(entry["speedup"])
-    speedup = _probe()
-    cached[key] = {"speedup": round(speedup, 2), "size": PROBE_SIZE, "threads": torch.get_num_threads(),
+    speedup = round(_probe(), 2)  # as the cache holds it, so the first run decides as the later ones
+    cached[key] = {"speedup": speedup, "size": PROBE_SIZE, "threads": torch.get_num_threads(),
                    "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel workers (cv --jobs) probe at once
         tmp.write_text(json.dumps(cached, indent=2), encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:  # a read-only cache costs a probe per process, not the run
