@@ -24,6 +24,10 @@ the whole command, Python start-up and data loading included. Mean and std over 
     ARCHLAB_DATA=/work/shared/data python benchmarks/mnist_results.py --framework archlab --seeds 0 1 2
     ARCHLAB_DATA=/work/shared/data python benchmarks/mnist_results.py --framework keras --seeds 0 1 2
     ARCHLAB_DATA=/work/shared/data python benchmarks/mnist_results.py --framework archlab --recipe recommended
+    ARCHLAB_DATA=/work/shared/data python benchmarks/mnist_results.py --framework archlab --precision bf16
+
+``--precision`` passes ``--precision P`` to ``archlab train``; the rows record the precision the
+run trained in (summary.json's ``precision``) and why.
 """
 
 from __future__ import annotations
@@ -42,16 +46,18 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def archlab_command(recipe: str, seed: int, out: str) -> list[str]:
+def archlab_command(recipe: str, seed: int, out: str, precision: str | None = None) -> list[str]:
     exe = str(BIN / "archlab") if (BIN / "archlab").exists() else "archlab"
+    extra = ["--precision", precision] if precision else []
     if recipe == "seed":
         return [exe, "train", "examples/seed-mnist-cnn.yaml", "--data", "mnist", "--epochs", "10", "--batch-size",
-                "128", "--lr", "0.001", "--seed", str(seed), "--quiet", "--out", out]
-    return [exe, "train", f"examples/seed-mnist-cnn-{recipe}.yaml", "--seed", str(seed), "--quiet", "--out", out]
+                "128", "--lr", "0.001", "--seed", str(seed), *extra, "--quiet", "--out", out]
+    return [exe, "train", f"examples/seed-mnist-cnn-{recipe}.yaml", "--seed", str(seed), *extra, "--quiet",
+            "--out", out]
 
 
-def run_archlab(recipe: str, seed: int, out: str) -> dict:
-    command = archlab_command(recipe, seed, out)
+def run_archlab(recipe: str, seed: int, out: str, precision: str | None = None) -> dict:
+    command = archlab_command(recipe, seed, out, precision)
     began = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     process_s = time.perf_counter() - began
@@ -63,6 +69,7 @@ def run_archlab(recipe: str, seed: int, out: str) -> dict:
     return {"seed": seed, "command": shlex.join(command), "test_accuracy": summary["test"]["accuracy"],
             "test_loss": summary["test"]["loss"], "train_s": summary["wall_seconds"], "process_s": round(process_s, 1),
             "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+            "precision": summary["precision"], "precision_reason": summary.get("precision_reason"),
             "train_samples_per_s": summary["train_samples_per_s"], "run_dir": str(run_dir)}
 
 
@@ -114,6 +121,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="seed", help="seed, or X for examples/seed-mnist-cnn-X.yaml (archlab)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10, help="Keras epochs (archlab: the recipe's)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="archlab's --precision (default: the recipe's, auto)")
     parser.add_argument("--out", default="/tmp/results-runs", help="archlab's folder of run directories")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -125,10 +134,12 @@ def main() -> None:
 
     rows = []
     for seed in args.seeds:
-        row = run_archlab(args.recipe, seed, args.out) if args.framework == "archlab" else run_keras(seed, args.epochs)
+        row = (run_archlab(args.recipe, seed, args.out, args.precision) if args.framework == "archlab"
+               else run_keras(seed, args.epochs))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    label = f"archlab ({args.recipe})" if args.framework == "archlab" else "keras 3, torch backend (seed recipe)"
+    label = (f"archlab ({args.recipe}, {rows[0]['precision']})" if args.framework == "archlab"
+             else "keras 3, torch backend (seed recipe)")
     print(f"\n| {label} | seed | test accuracy | train s | process s |")
     print("|---|---|---|---|---|")
     for row in rows:

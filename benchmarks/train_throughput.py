@@ -1,6 +1,6 @@
 """Training throughput of the seed MNIST CNN: archlab's engine vs a hand-written PyTorch loop vs Keras 3.
 
-All three train the same architecture (examples/seed-mnist-cnn.yaml: conv 32, pool, conv 64,
+All of them train the same architecture (examples/seed-mnist-cnn.yaml: conv 32, pool, conv 64,
 pool, flatten, dense 128, dense 10) on the same real MNIST samples with Adam (lr 1e-3) and
 batch 128, in one process. Each round times one epoch-slice of ``--steps`` optimizer steps for
 every contender, one after another, after an untimed warm-up slice each; the order of the
@@ -9,19 +9,25 @@ Noise on a shared machine only ever slows a contender down, so besides the media
 rounds the best round of each is reported; the ratios are the median of the per-round ratios
 (each round's contenders ran back to back) and the ratio of the best rounds.
 
-- archlab: ``archlab.training.Engine.fit`` (the path ``archlab train`` and ``Sequential.fit``
-  take), verbose=0, no run directory, on the slice's tensors; it also accumulates the epoch's
-  loss and accuracy and checks the loss is finite every step, as it does in every run.
-- hand: the usual plain PyTorch loop on the model ``archlab.build`` makes (same seed, same
+- archlab, auto: ``archlab.training.Engine.fit`` (the path ``archlab train`` and ``Sequential.fit``
+  take) with the default ``precision: auto``, verbose=0, no run directory, on the slice's tensors;
+  it also accumulates the epoch's loss and accuracy and checks the loss is finite every step, as it
+  does in every run. The first line printed says what auto chose on this machine and why.
+- archlab, fp32: the same with ``precision: fp32``.
+- hand, fp32: the usual plain PyTorch loop on the model ``archlab.build`` makes (same seed, same
   initial weights; final softmax removed so ``F.cross_entropy`` takes logits):
   ``torch.randperm`` indices into in-memory tensors, forward, loss, zero_grad, backward, step.
+  The baseline of the "this / hand" columns.
+- hand, bf16 autocast: the same loop with the forward under ``torch.autocast("cpu", bfloat16)``,
+  the model left in PyTorch's default (NCHW) layout.
 - keras: Keras 3 with the torch backend, the same layers (channels-last input, as Keras
   expects), ``model.fit(x, y, batch_size=128, epochs=1, verbose=0)`` on the same samples.
 
-The same run measures the machine's float32 matmul peak (``torch.matmul`` of 2048 x 2048
-float32 matrices) and reports the fraction of it each contender achieves, counting training
-FLOPs per sample as 3 x the forward FLOPs of ``archlab.analyze(spec).flops`` (forward 1x,
-backward 2x: the gradients of the inputs and of the weights).
+Each round also measures the machine's matmul peak (``torch.matmul`` of 2048 x 2048 matrices) in
+float32 and in bfloat16, and the table reports the fraction of the float32 peak each contender
+achieves, counting training FLOPs per sample as 3 x the forward FLOPs of
+``archlab.analyze(spec).flops`` (forward 1x, backward 2x: the gradients of the inputs and of the
+weights).
 
     ARCHLAB_DATA=/work/shared/data python benchmarks/train_throughput.py [--rounds 15] [--steps 60]
 
@@ -55,10 +61,10 @@ LR = 1e-3
 SEED = 0
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """Best observed float32 matmul rate (FLOP/s) over a few timed trials."""
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+def matmul_peak(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Best observed matmul rate (FLOP/s) in ``dtype`` over a few timed trials."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
     for _ in range(3):
         torch.matmul(a, b)
     best = 0.0
@@ -70,15 +76,16 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
 
 
 class ArchlabContender:
-    name = "archlab Engine.fit"
-
-    def __init__(self, spec: archlab.Spec, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, spec: archlab.Spec, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> None:
         recipe = resolve_recipe({"epochs": 1, "batch_size": BATCH, "seed": SEED, "validation_split": 0.0},
-                                lr=LR, device="cpu", precision="fp32")
+                                lr=LR, device="cpu", precision=precision)
         torch.manual_seed(SEED)
         model = archlab.build(spec)
         head = split_output_activation(model, "cross_entropy")
         self.engine = Engine(model, recipe, "cross_entropy", run_dir=None, verbose=0, output_activation=head)
+        chosen = self.engine.precision
+        self.name = (f"archlab Engine.fit, auto: {chosen.precision}" if precision == "auto"
+                     else f"archlab Engine.fit, {precision}")
         self.x, self.y = x, y
 
     def run(self) -> None:
@@ -86,13 +93,13 @@ class ArchlabContender:
 
 
 class HandContender:
-    name = "hand-written PyTorch loop"
-
-    def __init__(self, spec: archlab.Spec, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, spec: archlab.Spec, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> None:
         torch.manual_seed(SEED)
         self.model = archlab.build(spec)
         self.model.net[-1].activation = nn.Identity()  # logits for F.cross_entropy
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.bf16 = bf16
+        self.name = "hand-written PyTorch loop, bf16 autocast" if bf16 else "hand-written PyTorch loop, fp32"
         self.x, self.y = x, y
 
     def run(self) -> None:
@@ -101,7 +108,9 @@ class HandContender:
         order = torch.randperm(len(x))
         for start in range(0, len(x), BATCH):
             index = order[start:start + BATCH]
-            loss = F.cross_entropy(model(x[index]), y[index])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits = model(x[index])
+            loss = F.cross_entropy(logits.float(), y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -168,11 +177,13 @@ def main() -> None:
         eval_batches(spec, x, y, x_val, y_val, args.rounds)
         return
 
-    contenders = [ArchlabContender(spec, x, y), HandContender(spec, x, y)]
+    contenders = [ArchlabContender(spec, x, y, "auto"), ArchlabContender(spec, x, y, "fp32"),
+                  HandContender(spec, x, y), HandContender(spec, x, y, bf16=True)]
     if not args.skip_keras:
         contenders.append(KerasContender(spec, x, y))
     print(f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads" + (f", keras {contenders[-1].version}" if not args.skip_keras else ""))
+    print(f"precision auto: {contenders[0].engine.precision.precision} ({contenders[0].engine.precision.reason})")
     print(f"{args.rounds} interleaved rounds of {args.steps} steps x batch {BATCH} = {n} samples per contender; "
           f"forward {forward_flops / 1e6:.2f} MFLOP/sample, "
           f"training 3 x forward = {train_flops / 1e6:.2f} MFLOP/sample")
@@ -180,30 +191,37 @@ def main() -> None:
     for contender in contenders:  # warm-up: first-call costs (allocator, Keras' train function) untimed
         contender.run()
     rates: dict[str, list[float]] = {c.name: [] for c in contenders}
-    peaks: list[float] = []
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for r in range(args.rounds):
         order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
-        peaks.append(matmul_peak())
+        peaks["fp32"].append(matmul_peak())
+        peaks["bf16"].append(matmul_peak(dtype=torch.bfloat16))
         for contender in order:
             began = time.perf_counter()
             contender.run()
             rates[contender.name].append(n / (time.perf_counter() - began))
         print(f"round {r + 1}: " + ", ".join(f"{c.name} {rates[c.name][-1]:,.0f}" for c in contenders)
-              + f" samples/s; matmul {peaks[-1] / 1e9:.1f} GFLOP/s", flush=True)
+              + f" samples/s; matmul fp32 {peaks['fp32'][-1] / 1e9:.1f}, bf16 {peaks['bf16'][-1] / 1e9:.1f} GFLOP/s",
+              flush=True)
 
-    peak = max(peaks)
+    peak = {name: max(values) for name, values in peaks.items()}
     median = {name: statistics.median(values) for name, values in rates.items()}
     best = {name: max(values) for name, values in rates.items()}
-    ours = ArchlabContender.name
-    print(f"\nfloat32 matmul peak (2048 x 2048, best of all trials): {peak / 1e9:.1f} GFLOP/s\n")
-    print("| contender | samples/s, median | samples/s, best round | archlab / this, median of rounds "
-          "| archlab / this, best rounds | training GFLOP/s, best | fraction of matmul peak, best |")
-    print("|---|---|---|---|---|---|---|")
+    ours, hand = contenders[0].name, contenders[2].name
+    print(f"\nmatmul peak (2048 x 2048, best of all trials): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s ({peak['bf16'] / peak['fp32']:.2f}x; median of rounds' ratios "
+          f"{statistics.median(b / a for a, b in zip(peaks['fp32'], peaks['bf16'], strict=True)):.2f}x)\n")
+    print(f"| contender | samples/s, median | samples/s, best round | this / {hand}, median of rounds "
+          f"| this / {hand}, best rounds | {ours} / this, median of rounds | {ours} / this, best rounds "
+          "| training GFLOP/s, best | fraction of fp32 matmul peak, best |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in rates:
+        over_hand = statistics.median(a / b for a, b in zip(rates[name], rates[hand], strict=True))
         ratio = statistics.median(a / b for a, b in zip(rates[ours], rates[name], strict=True))
         achieved = best[name] * train_flops
-        print(f"| {name} | {median[name]:,.0f} | {best[name]:,.0f} | {ratio:.3f} | {best[ours] / best[name]:.3f} | "
-              f"{achieved / 1e9:.1f} | {achieved / peak:.1%} |")
+        print(f"| {name} | {median[name]:,.0f} | {best[name]:,.0f} | {over_hand:.3f} | {best[name] / best[hand]:.3f} "
+              f"| {ratio:.3f} | {best[ours] / best[name]:.3f} | {achieved / 1e9:.1f} | {achieved / peak['fp32']:.1%} |")
+
 
 if __name__ == "__main__":
     main()

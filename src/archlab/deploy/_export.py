@@ -328,6 +328,7 @@ def _test_metrics(spec: Any, recipe: Any, weights_path: Path, dataset: Any, x: n
     loss = loss_kind(recipe, spec, dataset.task)
     if loss == "cross_entropy":
         recipe = recipe.model_copy(update={"metrics": sorted(set(recipe.metrics) | {"accuracy", "macro_f1"})})
+    recipe = recipe.model_copy(update={"precision": "fp32"})  # the file computes in fp32, whatever the run trained in
     model, head = prepare_model(spec, recipe, loss)
     load_weights(weights_path, model)
     xt, yt = to_tensors(x, dataset.y_test, loss)

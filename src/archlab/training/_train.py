@@ -170,7 +170,8 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
     rows = engine.rows
     summary = {
         "name": spec.name, "data": data, "source": source, "device": str(engine.device),
-        "precision": "bf16" if engine.bf16 else "fp32", "epochs_run": len(rows),
+        "precision": engine.precision.precision, "precision_reason": engine.precision.reason,
+        "epochs_run": len(rows),
         "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "final": rows[-1] if rows else {}, "test": test_metrics, "wall_seconds": round(wall, 2),
         "train_samples_per_s": round(sizes["train_samples"] * len(rows)
