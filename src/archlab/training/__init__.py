@@ -3,7 +3,16 @@
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
 from ._metrics import compute_metrics, confusion_matrix, make_loss
 from ._recipe import EarlyStoppingConfig, OptimizerConfig, Recipe, ScheduleConfig, resolve_recipe
-from ._runs import RunError, atomic_write_text, load_weights, new_run_dir, read_metrics, save_weights
+from ._runs import (
+    RunError,
+    atomic_write_text,
+    check_out_dir,
+    check_out_file,
+    load_weights,
+    new_run_dir,
+    read_metrics,
+    save_weights,
+)
 from ._train import (
     TrainResult,
     check_fit,
@@ -23,7 +32,8 @@ from ._train import (
 )
 
 __all__ = ["EarlyStoppingConfig", "Engine", "History", "OptimizerConfig", "Recipe", "RunError", "ScheduleConfig",
-           "TrainResult", "TrainingError", "atomic_write_text", "check_fit", "compute_metrics", "confusion_matrix",
+           "TrainResult", "TrainingError", "atomic_write_text", "check_fit", "check_out_dir", "check_out_file",
+           "compute_metrics", "confusion_matrix",
            "evaluate_run", "finish_run", "load_run", "load_weights", "loss_kind", "make_loss", "new_run_dir",
            "pick_device", "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics",
            "resolve_recipe", "save_figure", "save_weights", "split_output_activation", "split_validation", "start_run",
