@@ -51,8 +51,8 @@ def compress(
                                                       "only.")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Training samples that calibrate static "
                                                      "quantization.")] = 512,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/compress-<name>-<time>); "
-                                             "must be new or empty.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder that receives compress-<name>-<timestamp>/, with one model "
+                                       "folder per step.")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Compress RUN with the steps in the order given; every model measured side by side."""

@@ -84,7 +84,7 @@ def check_steps(steps: list[CompressStep], spec: Spec) -> None:
 
 
 def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None = None,
-             data_dir: str | Path | None = None, out: str | Path | None = None, finetune_epochs: int = 1,
+             data_dir: str | Path | None = None, out: str | Path = "runs", finetune_epochs: int = 1,
              global_unstructured: bool = False, channel_multiple: int = 1, student: str | Path | dict | None = None,
              temperature: float = 4.0, alpha: float = 0.5, distill_epochs: int | None = None,
              calibration_samples: int = 512, train_samples: int | None = None, weights: str = "best",
@@ -94,7 +94,8 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     Args:
         run_dir: a run written by ``archlab train`` (only read).
         steps: ``CompressStep``s; ``quantize`` must be last.
-        out: the output folder (default ``runs/compress-<name>-<timestamp>``); nothing else is written.
+        out: the folder that receives ``compress-<name>-<timestamp>/`` (default ``runs``); nothing else
+            is written.
         finetune_epochs: epochs of the run's recipe after each PyTorch step (0: none).
         global_unstructured: rank weights across layers for ``prune-unstructured``.
         channel_multiple: ``prune-structured`` keeps a multiple of this many outputs per layer.
@@ -107,9 +108,10 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     """
     from archlab.builder import parse
     from archlab.data import load_dataset
-    from archlab.training import check_fit, loss_kind, split_validation, to_tensors
+    from archlab.training import check_fit, check_out_dir, loss_kind, new_run_dir, split_validation, to_tensors
 
     say = on_event or (lambda line: None)
+    check_out_dir(out)
     run_dir = Path(run_dir)
     spec, recipe, model = _trained(run_dir, weights, "")
     original = _Model("original", spec, _state(model))
@@ -135,7 +137,7 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         x, y = x[:train_samples], y[:train_samples]
     tensors = (*to_tensors(x, y, loss), *to_tensors(x_val, y_val, loss))
 
-    out_dir = _out_dir(out, spec.name)
+    out_dir = new_run_dir(out, f"compress-{spec.name}")
     models = [original]
     original.directory = _write_model(out_dir / "0-original", original, recipe, run_dir)
     current = original
@@ -187,18 +189,6 @@ def _module(m: _Model) -> nn.Module:
     model = build_parsed(parse(m.spec))
     model.load_state_dict(m.state)
     return model.eval()
-
-
-def _out_dir(out: str | Path | None, name: str) -> Path:
-    from archlab.training import new_run_dir
-
-    if out is None:
-        return new_run_dir("runs", f"compress-{name}")
-    path = Path(out)
-    if path.exists() and any(path.iterdir()):
-        raise ValueError(f"--out {path} exists and is not empty; compress writes only into a new or empty folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _write_model(directory: Path, m: _Model, recipe: Any, source: Path) -> Path:
@@ -342,9 +332,13 @@ def _quantize(current: _Model, mode: str, directory: Path, calibration: np.ndarr
     export_model(model, fp32, format="onnx", example=sample[:1], check_inputs=sample, metadata=_metadata(current))
     result = quantize_onnx(fp32, directory / "model.onnx", mode=mode, calibration=calibration, spec=current.spec)
     fp32.unlink()
+    notes = {"step": f"quantize {mode}", "ops_quantized": result.ops_quantized}
+    # An int8 ONNX model has no PyTorch weights, so this folder is no run: bench takes it (it reads
+    # model.onnx), and the commands that load a run say why they cannot.
     (directory / "spec.yaml").write_text(dump(current.spec), encoding="utf-8")
-    return _Model(name, current.spec, None, onnx_int8=result.path,
-                  notes={"step": f"quantize {mode}", "ops_quantized": result.ops_quantized})
+    (directory / "compress.json").write_text(json.dumps({"model": name, "format": "onnx int8", "file": "model.onnx",
+                                                         **notes}, indent=2), encoding="utf-8")
+    return _Model(name, current.spec, None, onnx_int8=result.path, notes=notes)
 
 
 def _metadata(m: _Model) -> dict[str, str]:
