@@ -24,7 +24,7 @@ def runs(tmp_path_factory, tiny_mlp):
 
 def test_export_prints_file_size_and_parity(runs, tmp_path, capsys):
     out = tmp_path / "tiny.onnx"
-    assert run(["export", str(runs["tiny"]), "--out", str(out), "--samples", "40"]) == 0
+    assert run(["export", str(runs["tiny"]), "-o", str(out), "--samples", "40"]) == 0
     captured = capsys.readouterr()
     text = captured.out
     size = out.stat().st_size

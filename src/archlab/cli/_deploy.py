@@ -35,7 +35,8 @@ def export(
     opset: Annotated[int | None, typer.Option(min=1, help="ONNX opset, 7 to the newest the onnx package defines "
                                               "(default: the exporter's, 20; below 18 only if the model's "
                                               "operators convert down).")] = None,
-    out: Annotated[Path | None, typer.Option(help="The file (default RUN/export/model.onnx or model.pt).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The file (default RUN/export/model.onnx or "
+                                             "model.pt).")] = None,
     data: Annotated[str | None, typer.Option(help="Data set for the parity samples (default: the run's).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="best or last.")] = "best",

@@ -69,12 +69,15 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         out: the folder that receives the new run directory; None writes nothing.
 
     Returns:
-        ShrinkResult: the new run directory, the final spec and one row per step.
+        ShrinkResult: the new run directory, the final spec and one row per step. When no step
+        could be kept (nothing removable, or every removal cost more than ``max_drop``), no run is
+        written and ``run_dir`` is None: the result would be the source model again.
     """
     from archlab.data import load_dataset
     from archlab.training import (
         Engine,
         check_fit,
+        check_out_dir,
         load_run,
         load_weights,
         loss_kind,
@@ -85,6 +88,8 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         to_tensors,
     )
 
+    if out is not None:
+        check_out_dir(out)
     if max_drop < 0:
         raise ValueError(f"max_drop is in percentage points and not negative, got {max_drop}")
     if finetune_epochs < 0:
@@ -200,7 +205,7 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
             kinds.remove(kind)
     test_after = measure(model, head, xs, ys)
     result = ShrinkResult(None, spec, steps, test_before, test_after)
-    if out is not None:
+    if out is not None and any(s["kept"] for s in steps[1:]):
         new_dir = start_run(spec, recipe, out)
         save_weights(new_dir / "best.safetensors", model)
         save_weights(new_dir / "last.safetensors", model)
