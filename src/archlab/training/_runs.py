@@ -61,10 +61,12 @@ def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     (or, when it does not exist yet, its nearest existing parent) that this process cannot write.
 
     Example:
-        >>> check_out_dir("README.md")
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile() as f:
+        ...     check_out_dir(f.name)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: --out README.md is a file; give the folder that receives the run directories
+        ValueError: --out /... is a file; give the folder that receives the run directories
     """
     path = Path(path)
     existing = _nearest_existing(path)
