@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import statistics
 import time
@@ -326,11 +327,21 @@ def sampler_seed(seed: int, worker: int, held: int) -> int:
 
 
 def _worker_main(config_dict: dict, index: int) -> None:
-    """Entry point of a ``--workers`` child process (spawned: a clean interpreter, no forked torch)."""
+    """Entry point of a ``--workers`` child process (spawned: a clean interpreter, no forked torch).
+
+    It ignores SIGINT (set by the parent before the start, so from the first instruction): Ctrl-C is
+    the parent's to handle. The parent stops it with SIGTERM, raised here as KeyboardInterrupt, so
+    that Optuna records the running trial as failed before the worker exits with code 130.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         run_worker(SearchConfig(**config_dict), index)
-    except KeyboardInterrupt:  # Ctrl-C reaches every worker: the parent reports it, once
+    except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _epochs(config: SearchConfig) -> int:
@@ -472,8 +483,12 @@ def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[Search
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(asdict(config), i), name=f"archlab-search-{i}")
                  for i in range(config.workers)]
-    for p in processes:
-        p.start()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children start ignoring Ctrl-C (_worker_main)
+    try:
+        for p in processes:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
     try:
         while any(p.is_alive() for p in processes):
             for p in processes:
@@ -482,7 +497,11 @@ def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[Search
                 on_progress(progress_of(study, config))
     except BaseException:
         for p in processes:
-            p.terminate()
+            p.terminate()  # SIGTERM: each records its running trial as failed, then exits
+        for p in processes:
+            p.join(timeout=10)
+            if p.is_alive():  # its trial stays RUNNING until the heartbeat marks it failed
+                p.kill()
         raise
     if any(p.exitcode == 130 for p in processes):  # a worker was interrupted (Ctrl-C): so is the search
         raise KeyboardInterrupt
