@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import yaml
 
 from archlab.cli import run
 from archlab.training import train
@@ -16,12 +17,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_shrink_cli_writes_a_run(tmp_path, capsys, tiny_mlp):
     run_dir = train(tiny_mlp, out=tmp_path / "runs", verbose=0).run_dir
     code = run(["shrink", str(run_dir), "--max-drop", "100", "--finetune-epochs", "0", "--max-steps", "1",
-                "--out", str(tmp_path / "small")])
+                "--out", str(tmp_path / "small"), "--batch-size", "16"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "archlab shrink" in out and "prune layers[1] 32->24" in out
     new_runs = list((tmp_path / "small").iterdir())
     assert len(new_runs) == 1 and (new_runs[0] / "shrink.json").is_file()
+    assert yaml.safe_load((new_runs[0] / "recipe.yaml").read_text())["batch_size"] == 16  # tuned at that batch
     assert run(["evaluate", str(new_runs[0])]) == 0
 
 

@@ -186,13 +186,16 @@ def test_every_model_folder_is_taken_by_the_run_commands_and_the_int8_one_by_ben
 
     source = train(tiny_mlp, out=tmp_path / "runs", verbose=0).run_dir
     code = cli_run(["compress", str(source), "--prune-structured", "0.5", "--quantize", "dynamic",
-                    "--finetune-epochs", "0", "--out", str(tmp_path / "c"), "-q"])
+                    "--finetune-epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "c"), "-q"])
     out = capsys.readouterr().out
     assert code == 0
     [folder] = (tmp_path / "c").iterdir()
     final = folder / "2-quantize"
     assert f"final model: {final}" in out
-    accuracy = [r["test_accuracy"] for r in json.loads((folder / "compression.json").read_text())["models"]]
+    record = json.loads((folder / "compression.json").read_text())
+    accuracy = [r["test_accuracy"] for r in record["models"]]
+    assert record["finetune_batch_size"] == 16  # --batch-size; each model folder keeps the run's recipe
+    assert yaml.safe_load((folder / "1-prune-structured" / "recipe.yaml").read_text())["batch_size"] == 64
     sample = tmp_path / "sample.npy"
     np.save(sample, np.zeros((1, 1, 8, 8), np.float32))
     for i, name in enumerate(("0-original", "1-prune-structured")):  # PyTorch models: complete runs

@@ -100,6 +100,20 @@ def test_data_defaults_to_the_space_train_data_else_it_asks_for_data(capsys, tmp
     assert code == 0 and "study 'tiny': 1 trials: 1 complete" in again, err
 
 
+def test_batch_size_overrides_every_trial_and_is_part_of_the_study(capsys, tmp_path, space):
+    import optuna
+
+    args = ["search", str(space), "--data", "digits", "--pruner", "none", "--quiet", "--out", str(tmp_path)]
+    code, _, err = cli(capsys, *args, "--trials", "1", "--batch-size", "7")
+    assert code == 0, err
+    [trial] = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search-tiny' / 'study.db'}").trials
+    assert yaml.safe_load(trial.user_attrs["spec"])["train"]["batch_size"] == 7
+    code, _, err = cli(capsys, *args, "--trials", "2", "--batch-size", "9")  # not comparable: refused
+    assert code == 2 and "batch_size: 7 -> 9" in err
+    code, _, err = cli(capsys, *args, "--batch-size", "0")
+    assert code == 2 and "Invalid value for '--batch-size'" in err
+
+
 def test_the_bare_postgresql_url_of_the_docs_works_against_a_live_server(capsys, tmp_path, space, postgres_url):
     import optuna
 

@@ -115,6 +115,8 @@ def search_command(
                                               "resumes the same study.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes on the same storage.")] = 1,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs per trial (overrides train.epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch of every trial (overrides "
+                                                   "train.batch_size).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seeds the sampler (worker k uses seed + k; a resumed study "
                                       "derives new seeds from it and its trial count).")] = 0,
     heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; a trial silent for "
@@ -136,8 +138,8 @@ def search_command(
     try:
         result = search(space, data, trials, study=study, storage=storage, objectives=objective, sampler=sampler,
                         pruner=pruner, timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
-                        workers=workers, seed=seed, out=out, data_dir=data_dir, force=force, heartbeat=heartbeat,
-                        on_progress=line)
+                        batch_size=batch_size, workers=workers, seed=seed, out=out, data_dir=data_dir, force=force,
+                        heartbeat=heartbeat, on_progress=line)
     except KeyboardInterrupt:
         line.stop()
         argv = (ctx.obj or {}).get("argv") or sys.argv[1:]

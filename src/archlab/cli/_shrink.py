@@ -24,6 +24,8 @@ def shrink(
     channel_ratio: Annotated[float, typer.Option(min=0, max=0.95, help="Share of channels pruned per step.")] = 0.25,
     max_steps: Annotated[int, typer.Option(min=1)] = 12,
     train_samples: Annotated[int | None, typer.Option(min=1, help="Fine-tune on the first N samples only.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Fine-tuning batch (default: the run's "
+                                                   "train.batch_size).")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (one line per step).")] = False,
 ) -> None:
@@ -36,7 +38,7 @@ def shrink(
         logging.basicConfig(format="%(message)s")
     result = shrink_run(run, data=data, data_dir=data_dir, max_drop=max_drop, finetune_epochs=finetune_epochs,
                         block_fraction=block_fraction, channel_ratio=channel_ratio, max_steps=max_steps,
-                        train_samples=train_samples, out=out)
+                        train_samples=train_samples, out=out, batch_size=batch_size)
     table = Table(title="archlab shrink")
     for column in ("step", "action", "params", "FLOPs", "val accuracy", "kept"):
         table.add_column(column, justify="left" if column == "action" else "right")

@@ -88,7 +88,8 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
              global_unstructured: bool = False, channel_multiple: int = 1, student: str | Path | dict | None = None,
              temperature: float = 4.0, alpha: float = 0.5, distill_epochs: int | None = None,
              calibration_samples: int = 512, train_samples: int | None = None, weights: str = "best",
-             batch_sizes: tuple[int, ...] = (1, 256), on_event: Callable[[str], None] | None = None) -> CompressResult:
+             batch_sizes: tuple[int, ...] = (1, 256), on_event: Callable[[str], None] | None = None,
+             batch_size: int | None = None) -> CompressResult:
     """Compress a trained run with ``steps`` in order and measure every model.
 
     Args:
@@ -104,6 +105,8 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
             the student's recipe epochs).
         calibration_samples: training samples that calibrate static quantization.
         train_samples: fine-tune and distill on the first N training samples only, to bound time.
+        batch_size: the batch for fine-tuning and distillation (default: the recipe's); each model
+            folder keeps the source run's recipe.
         on_event: called with a line per stage, for progress output.
     """
     from archlab.builder import parse
@@ -120,6 +123,9 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         raise ValueError(f"--finetune-epochs is 0 or more, got {finetune_epochs}")
     if channel_multiple < 1:
         raise ValueError(f"--channel-multiple is 1 or more, got {channel_multiple}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number, got {batch_size}")
+    tune = {} if batch_size is None else {"batch_size": batch_size}
     teachers = {str(s.value): _trained(Path(s.value), "best", "--distill-from: ")[2]
                 for s in steps if s.kind == "distill"}
     student_spec = load(student) if student is not None else None
@@ -149,17 +155,17 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
             current = _quantize(current, step.value, out_dir / name, x[:calibration_samples], name)
         elif step.kind == "distill":
             current = _distill(current, teachers[str(step.value)], student_spec, recipe, tensors, name,
-                               temperature=temperature, alpha=alpha, epochs=distill_epochs)
+                               temperature=temperature, alpha=alpha, epochs=distill_epochs, tune=tune)
         else:
-            current = _transform(current, step, recipe, tensors, finetune_epochs, global_unstructured,
-                                 channel_multiple, name)
+            current = _transform(current, step, recipe.model_copy(update=tune), tensors, finetune_epochs,
+                                 global_unstructured, channel_multiple, name)
         current.notes["seconds"] = round(time.perf_counter() - began, 1)
         if current.onnx_int8 is None:
             current.directory = _write_model(out_dir / name, current, recipe, run_dir)
         models.append(current)
     say("measuring every model (accuracy, size, latency)")
     rows = measure_models(models, dataset.x_test, dataset.y_test, out_dir, batch_sizes)
-    _write_report(out_dir, run_dir, steps, rows)
+    _write_report(out_dir, run_dir, steps, rows, batch_size or recipe.batch_size)
     final = models[-1].directory if models[-1].onnx_int8 is None else models[-1].onnx_int8.parent
     return CompressResult(out_dir, rows, final)
 
@@ -306,7 +312,7 @@ def _sparsity(model: nn.Module) -> dict[str, Any]:
 
 
 def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, recipe: Any, tensors: tuple,
-             name: str, *, temperature: float, alpha: float, epochs: int | None) -> _Model:
+             name: str, *, temperature: float, alpha: float, epochs: int | None, tune: dict) -> _Model:
     from archlab.training import prepare_model, resolve_recipe
 
     from ._distill import distill
@@ -314,7 +320,7 @@ def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, rec
     spec = student_spec or current.spec
     own = resolve_recipe(spec.to_dict().get("train")) if student_spec is not None and spec.to_dict().get("train") \
         else recipe
-    student_recipe = own.model_copy(update={"epochs": epochs or own.epochs})
+    student_recipe = own.model_copy(update={"epochs": epochs or own.epochs, **tune})
     student, _ = prepare_model(spec, student_recipe, "cross_entropy")
     distill(student, teacher, *tensors, student_recipe, temperature=temperature, alpha=alpha)
     notes = {"step": f"distill from {sum(p.numel() for p in teacher.parameters()):,}-parameter teacher",
@@ -402,11 +408,11 @@ def _accuracy(runner: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 # -- the report -----------------------------------------------------------------------------------
-def _write_report(out_dir: Path, source: Path, steps: list[CompressStep], rows: list[dict]) -> None:
+def _write_report(out_dir: Path, source: Path, steps: list[CompressStep], rows: list[dict], batch_size: int) -> None:
     from archlab.training import atomic_write_text
 
     record = {"source": str(source), "steps": [str(s) for s in steps], "threads": torch.get_num_threads(),
-              "models": rows}
+              "finetune_batch_size": batch_size, "models": rows}
     atomic_write_text(out_dir / "compression.json", json.dumps(record, indent=2, default=str))
     atomic_write_text(out_dir / "compression.md", markdown_report(record))
     plot_tradeoff(rows, out_dir / "tradeoff.png")

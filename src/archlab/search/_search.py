@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from archlab.exceptions import SpecError
-from archlab.spec import dump, first_point, load, set_at
+from archlab.spec import dump, first_point, load
 
 from ._space import dimensions, grid_space, sample, space_differences
 from ._study import (
@@ -60,6 +60,7 @@ class SearchConfig:
     max_params: int | None = None
     max_flops: int | None = None
     epochs: int | None = None
+    batch_size: int | None = None
     seed: int = 0
     workers: int = 1
     heartbeat: int = 30
@@ -67,7 +68,10 @@ class SearchConfig:
 
     def record(self) -> dict:
         """What identifies the search in the study: a study resumed with another record is refused."""
-        return {"space": self.space, "data": self.data, "objectives": self.objectives, "epochs": self.epochs}
+        record = {"space": self.space, "data": self.data, "objectives": self.objectives, "epochs": self.epochs}
+        if self.batch_size is not None:  # only when given: studies made before the option stay comparable
+            record["batch_size"] = self.batch_size
+        return record
 
 
 @dataclass
@@ -125,9 +129,10 @@ class TrialRunner:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         began = time.perf_counter()
         point = sample(trial, self.config.space)
-        if self.config.epochs is not None:
-            point = set_at(point, "train.epochs", self.config.epochs) if point.get("train") else {
-                **point, "train": {"epochs": self.config.epochs}}
+        overrides = {k: v for k, v in (("epochs", self.config.epochs), ("batch_size", self.config.batch_size))
+                     if v is not None}
+        if overrides:
+            point = {**point, "train": {**(point.get("train") or {}), **overrides}}
         try:
             spec = load(point)
             trial.set_user_attr("spec", dump(spec))
@@ -376,8 +381,8 @@ def open_study(config: SearchConfig, *, force: bool = False) -> Any:
         if old is None:
             problems.append("it was not created by archlab search")
         else:
-            problems += [f"{k}: {old.get(k)!r} -> {record[k]!r}" for k in ("data", "objectives", "epochs")
-                         if old.get(k) != record[k]]
+            problems += [f"{k}: {old.get(k)!r} -> {record.get(k)!r}"
+                         for k in ("data", "objectives", "epochs", "batch_size") if old.get(k) != record.get(k)]
             problems += space_differences(old.get("space"), record["space"])
         if [d.name.lower() for d in study.directions] != directions and not problems:
             problems.append(f"directions {[d.name.lower() for d in study.directions]} -> {directions}")
@@ -402,7 +407,8 @@ def study_dir(out: str | Path, study: str) -> Path:
 def search(space: Any, data: str | None, trials: int, *, study: str | None = None, storage: str | None = None,
            objectives: list[str] | None = None, sampler: str = "tpe", pruner: str | None = None,
            timeout: float | None = None, max_params: int | None = None, max_flops: int | None = None,
-           epochs: int | None = None, workers: int = 1, seed: int = 0, out: str | Path = "runs",
+           epochs: int | None = None, batch_size: int | None = None, workers: int = 1, seed: int = 0,
+           out: str | Path = "runs",
            data_dir: str | Path | None = None, force: bool = False, heartbeat: int = 30,
            on_progress: Callable[[SearchProgress], None] | None = None) -> SearchResult:
     """Search a space of specs on Optuna and write the best spec(s), a trials table and plots.
@@ -422,6 +428,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         max_params, max_flops: budgets checked on the capacity analysis; a spec over them is pruned
             untrained with the reason.
         epochs: overrides ``train.epochs`` of every sampled spec (the largest budget a trial gets).
+        batch_size: overrides ``train.batch_size`` of every sampled spec.
         workers: local worker processes sharing the storage.
         out: the folder that receives ``search-<study>/``.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that is failed.
@@ -437,6 +444,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     dims = dimensions(base)  # malformed markers are SpecErrors here, before anything starts
     for option, value in (("--trials", trials), ("--workers", workers), ("--max-params", max_params),
                           ("--max-flops", max_flops), ("--timeout", timeout), ("--epochs", epochs),
+                          ("--batch-size", batch_size),
                           ("--heartbeat", heartbeat)):
         if value is not None and not value > 0:  # `not >` also refuses NaN
             raise ValueError(f"{option} must be a positive number, got {value}")
@@ -459,7 +467,8 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
     config = SearchConfig(space=base, data=data, trials=trials, study=name, storage=url,
                           objectives=[str(o) for o in objective_list], sampler=sampler, pruner=pruner,
-                          timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs, seed=seed,
+                          timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
+                          batch_size=batch_size, seed=seed,
                           workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None)
     dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
     run_dir.mkdir(parents=True, exist_ok=True)
