@@ -24,12 +24,28 @@ def test_templates_lists_every_template(capsys: pytest.CaptureFixture[str]) -> N
         assert info.name in out
 
 
-def test_suggest_prints_reasons_table_and_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+def test_suggest_prints_the_spec_alone_on_stdout_and_the_reasons_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "suggest", "--data", "digits")
     assert code == 0, err
-    assert "Why this spec" in out and "Template: small-cnn" in out and "Width" in out and "Depth" in out
-    assert "Total params" in out
-    assert "name: small-cnn-digits" in out and "train:" in out
+    assert "Why this spec" in err and "Template: small-cnn" in err and "Width" in err and "Depth" in err
+    assert "Total params" in err
+    spec = archlab.load(out)  # archlab suggest > s.yaml writes a spec that loads
+    assert spec == archlab.design.suggest("digits").spec and archlab.dump(spec) == out
+    assert spec.name == "small-cnn-digits" and spec.to_dict()["train"]["data"] == "digits"
+    assert "Why" not in out and "Total params" not in out
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("s.txt", "--out {path}: a spec file ends in .yaml, .yml or .json"),
+    ("folder.yaml", "--out {path} is a folder; give the file to write"),
+    ("file/s.yaml", "--out {path}: {tmp}/file is a file, not a folder"),
+])
+def test_suggest_refuses_an_out_it_cannot_write_before_loading_data(capsys, tmp_path, name, message):
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "file").write_text("a file")
+    path = tmp_path / name
+    code, out, err = cli(capsys, "suggest", "--data", "npz:/does/not/exist.npz", "-o", path)
+    assert code == 2 and message.format(path=path, tmp=tmp_path) in err and "Traceback" not in err
 
 
 def test_suggest_writes_out_within_budget(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

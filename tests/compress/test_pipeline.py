@@ -150,23 +150,72 @@ def test_bad_input_is_one_clear_error_before_anything_is_written(tmp_path, case,
     assert not (tmp_path / "out").exists() and digest(run) == before
 
 
-def test_a_non_empty_output_folder_is_refused(cnn_run, tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="exists and is not empty"):
-        compress(cnn_run, [CompressStep("prune-structured", 0.5)], out=tmp_path / "out")
+def test_out_is_the_parent_folder_and_a_file_there_is_refused_before_any_work(tmp_path, monkeypatch):
+    run = fake_run(tmp_path / "run", CNN)
+    (tmp_path / "taken").write_text("a file")
+    import archlab.data
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded before --out was checked")
+
+    monkeypatch.setattr(archlab.data, "load_dataset", no_loading)
+    taken = tmp_path / "taken"
+    for out, message in ((taken, f"--out {taken} is a file"), (taken / "c", f"--out {taken / 'c'}: {taken} is a file")):
+        with pytest.raises(ValueError, match="give the folder that receives the run directories") as info:
+            compress(run, [CompressStep("prune-structured", 0.5)], out=out)
+        assert message in str(info.value)
 
 
 def test_the_cli_runs_steps_in_the_order_given(cnn_run, tmp_path, capsys):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "keep.txt").write_text("mine: --out is a parent folder, other things may live there")
     code = cli_run(["compress", str(cnn_run), "--lowrank", "8", "--prune-structured", "0.25", "--finetune-epochs",
                     "0", "--out", str(tmp_path / "c"), "-q"])
     out = capsys.readouterr().out
     assert code == 0
-    assert [p.name for p in sorted((tmp_path / "c").iterdir()) if p.is_dir()] == [
-        "0-original", "1-lowrank", "2-prune-structured"]
-    assert "final model: " + str(tmp_path / "c" / "2-prune-structured") in out
+    [folder] = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
+    assert folder.name.startswith("compress-digits-cnn-small-")
+    assert [p.name for p in sorted(folder.iterdir()) if p.is_dir()] == ["0-original", "1-lowrank", "2-prune-structured"]
+    assert "final model: " + str(folder / "2-prune-structured") in out
     code = cli_run(["compress", str(cnn_run), "--prune-unstructured", "2", "--out", str(tmp_path / "d")])
     assert code == 2 and "--prune-unstructured takes the fraction to remove" in capsys.readouterr().err
+
+
+def test_every_model_folder_is_taken_by_the_run_commands_and_the_int8_one_by_bench(tiny_mlp, tmp_path, capsys):
+    import numpy as np
+
+    source = train(tiny_mlp, out=tmp_path / "runs", verbose=0).run_dir
+    code = cli_run(["compress", str(source), "--prune-structured", "0.5", "--quantize", "dynamic",
+                    "--finetune-epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "c"), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    [folder] = (tmp_path / "c").iterdir()
+    final = folder / "2-quantize"
+    assert f"final model: {final}" in out
+    record = json.loads((folder / "compression.json").read_text())
+    accuracy = [r["test_accuracy"] for r in record["models"]]
+    assert record["finetune_batch_size"] == 16  # --batch-size; each model folder keeps the run's recipe
+    assert yaml.safe_load((folder / "1-prune-structured" / "recipe.yaml").read_text())["batch_size"] == 64
+    sample = tmp_path / "sample.npy"
+    np.save(sample, np.zeros((1, 1, 8, 8), np.float32))
+    for i, name in enumerate(("0-original", "1-prune-structured")):  # PyTorch models: complete runs
+        model = folder / name
+        assert evaluate_run(model)["metrics"]["accuracy"] == pytest.approx(accuracy[i], abs=1e-6)
+        assert cli_run(["bench", str(model), "--batch-sizes", "1,4", "--max-seconds", "0.05"]) == 0
+        assert f"model file: {model / 'best.safetensors'}" in capsys.readouterr().out
+        assert cli_run(["export", str(model), "--out", str(tmp_path / f"{name}.onnx"), "-q"]) == 0
+        assert capsys.readouterr().out.startswith(f"exported: {tmp_path / f'{name}.onnx'} (ONNX opset 20")
+        assert cli_run(["predict", str(model), str(sample)]) == 0
+        assert capsys.readouterr().out.startswith("sample 0: ")
+    assert cli_run(["bench", str(final), "--batch-sizes", "1,4", "--max-seconds", "0.05"]) == 0  # int8 ONNX
+    text = capsys.readouterr().out
+    assert "on ONNX Runtime" in " ".join(text.split()) and f"model file: {final / 'model.onnx'}" in text
+    for argv in (["evaluate", str(final)], ["predict", str(final), str(sample)], ["export", str(final)],
+                 ["shrink", str(final)]):
+        assert cli_run(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"{final} holds an ONNX model, not a PyTorch run" in err and f"archlab bench {final}" in err
 
 
 @pytest.mark.parametrize(("name", "params"), [("mnist-student", 30_762), ("mnist-student-tiny", 7_834)])

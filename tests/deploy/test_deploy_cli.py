@@ -24,19 +24,26 @@ def runs(tmp_path_factory, tiny_mlp):
 
 def test_export_prints_file_size_and_parity(runs, tmp_path, capsys):
     out = tmp_path / "tiny.onnx"
-    assert run(["export", str(runs["tiny"]), "--out", str(out), "--samples", "40"]) == 0
-    text = capsys.readouterr().out
+    assert run(["export", str(runs["tiny"]), "-o", str(out), "--samples", "40"]) == 0
+    captured = capsys.readouterr()
+    text = captured.out
     size = out.stat().st_size
     assert f"exported: {out} (ONNX opset 20, {size:,} bytes" in text
+    # progress on standard error, the results alone on standard output
+    assert captured.err == f"export: {runs['tiny']} to onnx, then the parity check on 40 held-out test samples\n"
+    assert "export:" not in text
     match = re.search(r"parity: max \|onnx - torch\| = (\S+) within atol 1e-05 \+ rtol 0\.001 \* \|torch\| on 40 "
                       r"held-out test samples \(batches of 1, 7, 32\): ok", text)
     assert match and float(match.group(1)) < 1e-5
-    assert run(["export", str(runs["tiny"]), "--format", "torchscript", "--weights", "last", "--samples", "10"]) == 0
-    assert "(TorchScript," in capsys.readouterr().out and (runs["tiny"] / "export" / "model.pt").is_file()
+    assert run(["export", str(runs["tiny"]), "--format", "torchscript", "--weights", "last", "--samples", "10",
+                "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "(TorchScript," in captured.out and (runs["tiny"] / "export" / "model.pt").is_file()
+    assert captured.err == ""  # --quiet: no progress line
 
 
 def test_bench_prints_a_table_and_the_file_size(runs, capsys):
-    code = run(["bench", str(runs["tiny"]), "--batch-size", "1,8", "--max-seconds", "0.1", "--threads", "1"])
+    code = run(["bench", str(runs["tiny"]), "--batch-sizes", "1,8", "--max-seconds", "0.1", "--threads", "1"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "on PyTorch, 1 thread" in text
@@ -47,7 +54,7 @@ def test_bench_prints_a_table_and_the_file_size(runs, capsys):
     assert all(float(median) <= float(p95) for _, median, p95, _ in rows)
     size = (runs["tiny"] / "best.safetensors").stat().st_size
     assert f"model file: {runs['tiny'] / 'best.safetensors'} ({size:,} bytes" in text
-    assert run(["bench", str(runs["tiny"]), "--format", "onnx", "-b", "4", "--max-seconds", "0.1"]) == 0
+    assert run(["bench", str(runs["tiny"]), "--format", "onnx", "--batch-sizes", "4", "--max-seconds", "0.1"]) == 0
     text = capsys.readouterr().out
     assert "on ONNX Runtime" in text and "model file: temporary export" in text
 
@@ -60,14 +67,23 @@ def test_bench_prints_a_table_and_the_file_size(runs, capsys):
     (["export", "{foreign}"], "best.safetensors: the weights do not match the run's spec"),
     (["export", "{tiny}", "--format", "tflite"], "format is one of onnx, torchscript, got 'tflite'"),
     (["export", "{tiny}", "--weights", "final"], "weights is best or last"),
-    (["bench", "{tiny}", "--batch-size", "1,x"], "--batch-size takes positive integers"),
-    (["bench", "{tiny}", "--batch-size", "0"], "--batch-size takes positive integers"),
+    (["bench", "{tiny}", "--batch-sizes", "1,x"], "--batch-sizes takes positive integers"),
+    (["bench", "{tiny}", "--batch-sizes", "0"], "--batch-sizes takes positive integers"),
+    (["bench", "{tiny}", "--batch-size", "8"], "No such option: --batch-size"),  # one integer elsewhere: not here
+    # checked before any work: the run given does not even exist
+    (["bench", "{missing}", "--batch-sizes", "-1"], "--batch-sizes takes positive integers"),
+    (["export", "{missing}", "--opset", "99"], "--opset 99: torch.onnx writes ONNX opsets 7 to "),
+    (["export", "{missing}", "--opset", "5"], "--opset 5: torch.onnx writes ONNX opsets 7 to "),
+    (["export", "{missing}", "--format", "torchscript", "--opset", "18"], "--opset applies to ONNX only"),
+    (["export", "{missing}", "--out", "{folder}"], "is a folder; give the file to write"),
+    (["export", "{missing}", "--out", "{garbage}/model.onnx"], "garbage.onnx is a file, not a folder"),
     (["bench", "{tiny}", "--format", "tensorrt"], "format is one of torch, onnx, torchscript"),
     (["bench", "{missing}"], "does not exist"),
     (["bench", "{garbage}"], "is not a model ONNX Runtime can load"),
 ])
 def test_bad_input_exits_2(runs, tmp_path, capsys, argv, message):
-    paths = {"missing": tmp_path / "missing", "tiny": runs["tiny"], "garbage": tmp_path / "garbage.onnx"}
+    paths = {"missing": tmp_path / "missing", "tiny": runs["tiny"], "garbage": tmp_path / "garbage.onnx",
+             "folder": tmp_path}
     (tmp_path / "garbage.onnx").write_bytes(b"not onnx")
     for name in ("no_recipe", "no_weights", "corrupt", "foreign"):
         paths[name] = shutil.copytree(runs["tiny"], tmp_path / name)
@@ -78,7 +94,7 @@ def test_bad_input_exits_2(runs, tmp_path, capsys, argv, message):
     code = run([arg.format(**paths) for arg in argv])
     captured = capsys.readouterr()
     assert code == 2, captured.out + captured.err
-    assert message in captured.err
+    assert message in " ".join(captured.err.split())
     assert "Traceback" not in captured.err
 
 
@@ -95,7 +111,7 @@ def test_parity_failure_exits_1(runs, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(_export, "load_runner", perturbed)
     out = tmp_path / "bad.onnx"
-    assert run(["export", str(runs["tiny"]), "--out", str(out), "--samples", "10"]) == 1
+    assert run(["export", str(runs["tiny"]), "--out", str(out), "--samples", "10", "-q"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the exported onnx model differs from PyTorch: max |diff| 0.5")
     assert "Traceback" not in err and not out.exists()

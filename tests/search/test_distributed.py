@@ -119,3 +119,28 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_same_command_resumes(tm
     assert trials[killed].state.name == "FAIL"
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4 and len(trials) == 5
     assert "1 failed" in again.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_mid_trial_prints_one_line_with_the_command_that_continues_and_exits_130(tmp_path, workers):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "train": {**SPACE["train"], "epochs": 40}}))
+    db = tmp_path / "search-cnn-space" / "study.db"
+    args = ["search", str(space), "--data", "digits", "--trials", "3", "--pruner", "none", "--out", str(tmp_path),
+            "--workers", str(workers), "--quiet"]
+    # its own process group: Ctrl-C on a terminal signals the whole group, the workers too
+    with subprocess.Popen([sys.executable, "-m", "archlab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=environment(), start_new_session=True) as proc:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None and ("RUNNING" not in {s for _, s in
+                                                                                          trial_states(db)}):
+            time.sleep(0.2)
+        time.sleep(1.0)  # well inside the trial's training loop (40 epochs take far longer)
+        assert proc.poll() is None, "the search ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err == f"interrupted: the finished trials are kept in the study; continue with: archlab {' '.join(args)}\n"
+    assert "Traceback" not in out + err and "[W " not in err  # no Optuna warning with a KeyboardInterrupt traceback
+    assert {s for _, s in trial_states(db)} <= {"FAIL", "COMPLETE"}  # the interrupted trials failed: they do not count
+    assert "FAIL" in {s for _, s in trial_states(db)}

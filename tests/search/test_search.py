@@ -207,3 +207,15 @@ def test_report_reads_a_study_that_archlab_did_not_create(tmp_path):
     report = load_report("plain", url)
     assert [o.name for o in report.objectives] == ["value0"]
     assert report.best[0]["number"] == study.best_trial.number
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_resumed_study_samples_new_configurations_instead_of_replaying_its_first_trials(tmp_path, sampler):
+    first = search(mlp_space(epochs=1), "digits", 2, sampler=sampler, pruner="none", out=tmp_path, seed=0)
+    before = [t.params for t in first.study.trials]
+    resumed = search(mlp_space(epochs=1), "digits", 4, sampler=sampler, pruner="none", out=tmp_path, seed=0)
+    trials = resumed.study.trials
+    assert [t.params for t in trials[:2]] == before and len(trials) == 4
+    lrs = [t.params["train.optimizer.lr"] for t in trials]  # a float: equal only when the sampler replays
+    assert len(set(lrs)) == 4
+    assert trials[2].params != trials[0].params and trials[3].params != trials[1].params

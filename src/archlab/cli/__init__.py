@@ -27,7 +27,9 @@ def run(argv: list[str] | None = None) -> int:
     if debug:  # a global option, also accepted after the subcommand (archlab validate spec.yaml --debug)
         args = ["--debug", *(a for a in args if a != "--debug")]
     try:
-        app(args=args, prog_name="archlab")  # usage errors exit 2 through SystemExit, as in Click
+        # usage errors exit 2 through SystemExit, as in Click; obj: commands that are interrupted
+        # print the command line that continues them
+        app(args=args, prog_name="archlab", obj={"argv": args})
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

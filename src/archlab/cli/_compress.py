@@ -47,12 +47,14 @@ def compress(
     lowrank: Annotated[int | None, typer.Option(callback=_step, min=1, help="Factor large dense layers at this "
                                                 "rank (truncated SVD).")] = None,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after each PyTorch step.")] = 1,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Fine-tuning and distillation batch (default: "
+                                                   "the run's train.batch_size).")] = None,
     train_samples: Annotated[int | None, typer.Option(min=1, help="Fine-tune/distill on the first N samples "
                                                       "only.")] = None,
     calibration_samples: Annotated[int, typer.Option(min=1, help="Training samples that calibrate static "
                                                      "quantization.")] = 512,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/compress-<name>-<time>); "
-                                             "must be new or empty.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder that receives compress-<name>-<timestamp>/, with one model "
+                                       "folder per step.")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Compress RUN with the steps in the order given; every model measured side by side."""
@@ -67,7 +69,7 @@ def compress(
                           global_unstructured=global_, channel_multiple=channel_multiple, student=student,
                           temperature=temperature, alpha=alpha,
                           distill_epochs=distill_epochs, calibration_samples=calibration_samples,
-                          train_samples=train_samples,
+                          train_samples=train_samples, batch_size=batch_size,
                           on_event=None if quiet else (lambda line: _out.print(line, markup=False)))
     table = Table(title=f"archlab compress {run}")
     for column in ("model", "format", "test acc", "params", "non-zero", "FLOPs", "ONNX KB", "ORT b1 ms",

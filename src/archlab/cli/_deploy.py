@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from ._app import _out, app
+
+_err = Console(stderr=True, highlight=False)  # progress: standard output holds the results
 
 
 def _size(count: int) -> str:
@@ -21,26 +24,31 @@ def _batch_sizes(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or any(s < 1 for s in sizes):
-        raise typer.BadParameter(f"--batch-size takes positive integers separated by commas (1,32,256), got {text!r}")
+        raise typer.BadParameter(f"--batch-sizes takes positive integers separated by commas (1,32,256), got {text!r}")
     return sizes
 
 
 @app.command()
 def export(
-    run: Annotated[Path, typer.Argument(help="A run directory written by archlab train.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="A run directory (train, search, shrink, compress).", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
-    opset: Annotated[int | None, typer.Option(min=1, help="ONNX opset (default: the exporter's; 18 at least).")] = None,
-    out: Annotated[Path | None, typer.Option(help="The file (default RUN/export/model.onnx or model.pt).")] = None,
+    opset: Annotated[int | None, typer.Option(min=1, help="ONNX opset, 7 to the newest the onnx package defines "
+                                              "(default: the exporter's, 20; below 18 only if the model's "
+                                              "operators convert down).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The file (default RUN/export/model.onnx or "
+                                             "model.pt).")] = None,
     data: Annotated[str | None, typer.Option(help="Data set for the parity samples (default: the run's).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="best or last.")] = "best",
     samples: Annotated[int, typer.Option(min=3, help="Held-out test samples the parity check runs.")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Export RUN's model to ONNX or TorchScript, kept only if it matches PyTorch on held-out samples."""
     from archlab.deploy import export_run
 
     result = export_run(run, format=format, opset=opset, out=out, data=data, data_dir=data_dir,  # type: ignore[arg-type]
-                        weights=weights, samples=samples)
+                        weights=weights, samples=samples,
+                        on_event=None if quiet else (lambda line: _err.print(line, markup=False, soft_wrap=True)))
     kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "TorchScript"
     _out.print(f"exported: {result.path} ({kind}, {result.size_bytes:,} bytes = {_size(result.size_bytes)})",
                markup=False, soft_wrap=True)
@@ -52,11 +60,11 @@ def export(
 
 @app.command()
 def bench(
-    path: Annotated[Path, typer.Argument(metavar="RUN_OR_FILE", help="A run directory, or an .onnx / TorchScript file.",
-                                         show_default=False)],
+    path: Annotated[Path, typer.Argument(metavar="RUN_OR_FILE", help="A run directory, a model folder of compress "
+                                         "(int8 ones too), or an .onnx / TorchScript file.", show_default=False)],
     format: Annotated[str | None, typer.Option("--format", "-f", help="torch, onnx or torchscript (default: torch "
                                                                       "for a run, the file's own).")] = None,
-    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Comma-separated batch sizes.")] = "1,32,256",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32,256",
     data: Annotated[str | None, typer.Option(help="Time on this data set's test samples (default: random).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="A run's best or last weights.")] = "best",
@@ -65,9 +73,10 @@ def bench(
                                                             "(default: torch's).")] = None,
 ) -> None:
     """Latency and throughput of a run or model file per batch size, and the model file's size."""
+    sizes = _batch_sizes(batch_sizes)  # before torch is imported and the run loaded
     from archlab.deploy import bench_path
 
-    result = bench_path(path, format=format, batch_sizes=_batch_sizes(batch_size), data=data, data_dir=data_dir,
+    result = bench_path(path, format=format, batch_sizes=sizes, data=data, data_dir=data_dir,
                         weights=weights, threads=threads, max_seconds=max_seconds)
     runtime = {"torch": "PyTorch", "onnx": "ONNX Runtime", "torchscript": "TorchScript"}[result.runtime]
     table = Table(title=f"{path} on {runtime}, {result.threads} thread{'s' if result.threads != 1 else ''}")

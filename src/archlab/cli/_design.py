@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 import archlab
@@ -13,28 +15,39 @@ from archlab.analysis import render
 
 from ._app import _out, app
 
+# Without --out, standard output is the spec alone (archlab suggest > spec.yaml); the reasons go here.
+_err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+
 
 @app.command()
 def suggest(
     data: Annotated[str, typer.Option(help="digits, mnist, csv:PATH or npz:PATH.", show_default=False)],
     budget_params: Annotated[int | None, typer.Option(min=1, help="At most this many parameters.")] = None,
     budget_flops: Annotated[int | None, typer.Option(min=1, help="At most this many FLOPs per sample.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the spec here (.yaml or .json); else print it.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the spec to this file (.yaml, .yml or "
+                                             ".json); without it the spec alone goes to standard output and the "
+                                             "reasons to standard error.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
 ) -> None:
     """A starting spec for a data set from proven templates and rules of thumb, with the reasons."""
     from archlab import design  # imports the data sets (numpy): only when the command runs
+    from archlab.training import check_out_file
 
+    if out is not None:
+        if out.suffix not in (".yaml", ".yml", ".json"):
+            raise ValueError(f"--out {out}: a spec file ends in .yaml, .yml or .json")
+        check_out_file(out)
     suggestion = design.suggest(data, budget_params=budget_params, budget_flops=budget_flops, data_dir=data_dir)
-    _out.print("Why this spec:", markup=False)
+    notes = _out if out is not None else _err
+    notes.print("Why this spec:", markup=False)
     for reason in suggestion.reasons:
-        _out.print(f"  - {reason}", markup=False, soft_wrap=True)
-    _out.print(render(archlab.analyze(suggestion.spec)))
+        notes.print(f"  - {reason}", markup=False, soft_wrap=True)
+    notes.print(render(archlab.analyze(suggestion.spec)))
     if out is not None:
         archlab.dump(suggestion.spec, out)
         _out.print(f"wrote {out}; train it with: archlab train {out}", markup=False, soft_wrap=True)
     else:
-        _out.print(archlab.dump(suggestion.spec), markup=False, soft_wrap=True)
+        sys.stdout.write(archlab.dump(suggestion.spec))  # the document as is: no console wrapping
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -93,9 +94,11 @@ def _print_report(result: SearchResult, top: int = 10) -> None:
 
 @app.command("search")
 def search_command(
+    ctx: typer.Context,
     space: Annotated[Path | None, typer.Argument(help="A spec with search markers: {choice: [...]}, {int: [lo, hi]}, "
                                                 "{float: [lo, hi], log: true}.", show_default=False)] = None,
-    data: Annotated[str, typer.Option(help="digits, mnist, csv:PATH or npz:PATH.")] = "digits",
+    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH (default: the space's "
+                                            "train.data).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold (a resumed study "
                                         "continues up to it).")] = 20,
@@ -106,20 +109,27 @@ def search_command(
                                                "none for several).")] = None,
     objective: Annotated[list[str] | None, typer.Option(help="val_accuracy (default), val_loss, params:min, "
                                                         "flops:min, latency:min; repeat for several.")] = None,
-    max_params: Annotated[int | None, typer.Option(help="Prune sampled specs with more parameters, untrained.")] = None,
-    max_flops: Annotated[int | None, typer.Option(help="Prune sampled specs with more FLOPs, untrained.")] = None,
+    max_params: Annotated[int | None, typer.Option(min=1, help="Prune sampled specs with more parameters, "
+                                                   "untrained.")] = None,
+    max_flops: Annotated[int | None, typer.Option(min=1, help="Prune sampled specs with more FLOPs, "
+                                                  "untrained.")] = None,
     storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL, e.g. postgresql://user:pw@host/db "
-                                                "(default: SQLite in the run directory).")] = None,
+                                                "(default: SQLite in the run directory, OUT/search-STUDY/study.db)."
+                                                )] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: the spec's name); the same name "
                                               "resumes the same study.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes on the same storage.")] = 1,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs per trial (overrides train.epochs).")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds the sampler (worker k uses seed + k).")] = 0,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch of every trial (overrides "
+                                                   "train.batch_size).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seeds the sampler (worker k uses seed + k; a resumed study "
+                                      "derives new seeds from it and its trial count).")] = 0,
     heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; a trial silent for "
                                            "twice that (its worker died) is marked failed.")] = 30,
     force: Annotated[bool, typer.Option("--force", help="Continue a study that was created with a different "
                                         "space.")] = False,
-    report: Annotated[str | None, typer.Option(help="Print the study STUDY from --storage and exit.")] = None,
+    report: Annotated[str | None, typer.Option(help="Print the study STUDY and exit (from --storage; default: "
+                                               "OUT/search-STUDY/study.db).")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -127,22 +137,21 @@ def search_command(
     from archlab.search import load_report, search  # numpy, Optuna and torch: only when the command runs
 
     if report is not None:
-        if storage is None:
-            raise ValueError("--report needs --storage URL, e.g. sqlite:///runs/search-NAME/study.db")
-        _print_report(load_report(report, storage))
+        _print_report(load_report(report, storage, out=out))
         return
     if space is None:
-        raise ValueError("give a SPACE spec to search, or --report STUDY --storage URL")
+        raise ValueError("give a SPACE spec to search, or --report STUDY")
     line = _Line(quiet, (objective or ["val_accuracy"])[0].partition(":")[0])
     try:
         result = search(space, data, trials, study=study, storage=storage, objectives=objective, sampler=sampler,
                         pruner=pruner, timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
-                        workers=workers, seed=seed, out=out, data_dir=data_dir, force=force, heartbeat=heartbeat,
-                        on_progress=line)
+                        batch_size=batch_size, workers=workers, seed=seed, out=out, data_dir=data_dir, force=force,
+                        heartbeat=heartbeat, on_progress=line)
     except KeyboardInterrupt:
         line.stop()
-        _err.print("interrupted: the finished trials are kept in the study; run the same command to continue",
-                   markup=False, style="red", soft_wrap=True)
+        argv = (ctx.obj or {}).get("argv") or sys.argv[1:]
+        _err.print(f"interrupted: the finished trials are kept in the study; continue with: "
+                   f"archlab {shlex.join(argv)}", markup=False, style="red", soft_wrap=True)
         raise typer.Exit(130) from None
     finally:
         line.stop()

@@ -24,17 +24,21 @@ def shrink(
     channel_ratio: Annotated[float, typer.Option(min=0, max=0.95, help="Share of channels pruned per step.")] = 0.25,
     max_steps: Annotated[int, typer.Option(min=1)] = 12,
     train_samples: Annotated[int | None, typer.Option(min=1, help="Fine-tune on the first N samples only.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Fine-tuning batch (default: the run's "
+                                                   "train.batch_size).")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (one line per step).")] = False,
 ) -> None:
-    """Remove the blocks and channels a trained RUN does not need; writes a new, smaller run."""
+    """Remove the blocks and channels a trained RUN does not need; writes a new, smaller run (none when
+    nothing could be removed within --max-drop)."""
     from archlab.compress import shrink as shrink_run
 
-    logging.getLogger("archlab").setLevel(logging.INFO)
+    logging.getLogger("archlab").setLevel(logging.WARNING if quiet else logging.INFO)  # INFO: a line per step
     if not logging.getLogger("archlab").handlers:
         logging.basicConfig(format="%(message)s")
     result = shrink_run(run, data=data, data_dir=data_dir, max_drop=max_drop, finetune_epochs=finetune_epochs,
                         block_fraction=block_fraction, channel_ratio=channel_ratio, max_steps=max_steps,
-                        train_samples=train_samples, out=out)
+                        train_samples=train_samples, out=out, batch_size=batch_size)
     table = Table(title="archlab shrink")
     for column in ("step", "action", "params", "FLOPs", "val accuracy", "kept"):
         table.add_column(column, justify="left" if column == "action" else "right")
@@ -46,4 +50,9 @@ def shrink(
     after = result.test_after.get("accuracy")
     if before is not None and after is not None:
         _out.print(f"test accuracy: {100 * before:.2f}% -> {100 * after:.2f}%", markup=False)
+    if result.run_dir is None:
+        _out.print(f"nothing could be removed within --max-drop {max_drop:g} points: every step was undone, or "
+                   f"{run} had no removable block or channel; no run written ({run} is as small as it gets here; "
+                   "a larger --max-drop allows more loss)", markup=False, soft_wrap=True)
+        return
     _out.print(f"run: {result.run_dir}", markup=False)

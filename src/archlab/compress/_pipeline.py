@@ -84,17 +84,19 @@ def check_steps(steps: list[CompressStep], spec: Spec) -> None:
 
 
 def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None = None,
-             data_dir: str | Path | None = None, out: str | Path | None = None, finetune_epochs: int = 1,
+             data_dir: str | Path | None = None, out: str | Path = "runs", finetune_epochs: int = 1,
              global_unstructured: bool = False, channel_multiple: int = 1, student: str | Path | dict | None = None,
              temperature: float = 4.0, alpha: float = 0.5, distill_epochs: int | None = None,
              calibration_samples: int = 512, train_samples: int | None = None, weights: str = "best",
-             batch_sizes: tuple[int, ...] = (1, 256), on_event: Callable[[str], None] | None = None) -> CompressResult:
+             batch_sizes: tuple[int, ...] = (1, 256), on_event: Callable[[str], None] | None = None,
+             batch_size: int | None = None) -> CompressResult:
     """Compress a trained run with ``steps`` in order and measure every model.
 
     Args:
         run_dir: a run written by ``archlab train`` (only read).
         steps: ``CompressStep``s; ``quantize`` must be last.
-        out: the output folder (default ``runs/compress-<name>-<timestamp>``); nothing else is written.
+        out: the folder that receives ``compress-<name>-<timestamp>/`` (default ``runs``); nothing else
+            is written.
         finetune_epochs: epochs of the run's recipe after each PyTorch step (0: none).
         global_unstructured: rank weights across layers for ``prune-unstructured``.
         channel_multiple: ``prune-structured`` keeps a multiple of this many outputs per layer.
@@ -103,13 +105,26 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
             the student's recipe epochs).
         calibration_samples: training samples that calibrate static quantization.
         train_samples: fine-tune and distill on the first N training samples only, to bound time.
+        batch_size: the batch for fine-tuning and distillation (default: the recipe's); each model
+            folder keeps the source run's recipe.
         on_event: called with a line per stage, for progress output.
     """
     from archlab.builder import parse
     from archlab.data import load_dataset
-    from archlab.training import check_fit, check_memory, load_run, loss_kind, pick_device, split_validation, to_tensors
+    from archlab.training import (
+        check_fit,
+        check_memory,
+        check_out_dir,
+        load_run,
+        loss_kind,
+        new_run_dir,
+        pick_device,
+        split_validation,
+        to_tensors,
+    )
 
     say = on_event or (lambda line: None)
+    check_out_dir(out)
     run_dir = Path(run_dir)
     run_spec, run_recipe = load_run(run_dir)  # fine-tuning and distilling train: check they fit before any work
     check_memory(run_spec, run_recipe, pick_device(run_recipe.device), what="fine-tuning")
@@ -122,6 +137,9 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         raise ValueError(f"--finetune-epochs is 0 or more, got {finetune_epochs}")
     if channel_multiple < 1:
         raise ValueError(f"--channel-multiple is 1 or more, got {channel_multiple}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number, got {batch_size}")
+    tune = {} if batch_size is None else {"batch_size": batch_size}
     teachers = {str(s.value): _trained(Path(s.value), "best", "--distill-from: ")[2]
                 for s in steps if s.kind == "distill"}
     student_spec = load(student) if student is not None else None
@@ -139,7 +157,7 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         x, y = x[:train_samples], y[:train_samples]
     tensors = (*to_tensors(x, y, loss), *to_tensors(x_val, y_val, loss))
 
-    out_dir = _out_dir(out, spec.name)
+    out_dir = new_run_dir(out, f"compress-{spec.name}")
     models = [original]
     original.directory = _write_model(out_dir / "0-original", original, recipe, run_dir)
     current = original
@@ -151,17 +169,17 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
             current = _quantize(current, step.value, out_dir / name, x[:calibration_samples], name)
         elif step.kind == "distill":
             current = _distill(current, teachers[str(step.value)], student_spec, recipe, tensors, name,
-                               temperature=temperature, alpha=alpha, epochs=distill_epochs)
+                               temperature=temperature, alpha=alpha, epochs=distill_epochs, tune=tune)
         else:
-            current = _transform(current, step, recipe, tensors, finetune_epochs, global_unstructured,
-                                 channel_multiple, name)
+            current = _transform(current, step, recipe.model_copy(update=tune), tensors, finetune_epochs,
+                                 global_unstructured, channel_multiple, name)
         current.notes["seconds"] = round(time.perf_counter() - began, 1)
         if current.onnx_int8 is None:
             current.directory = _write_model(out_dir / name, current, recipe, run_dir)
         models.append(current)
     say("measuring every model (accuracy, size, latency)")
     rows = measure_models(models, dataset.x_test, dataset.y_test, out_dir, batch_sizes)
-    _write_report(out_dir, run_dir, steps, rows)
+    _write_report(out_dir, run_dir, steps, rows, batch_size or recipe.batch_size)
     final = models[-1].directory if models[-1].onnx_int8 is None else models[-1].onnx_int8.parent
     return CompressResult(out_dir, rows, final)
 
@@ -191,18 +209,6 @@ def _module(m: _Model) -> nn.Module:
     model = build_parsed(parse(m.spec))
     model.load_state_dict(m.state)
     return model.eval()
-
-
-def _out_dir(out: str | Path | None, name: str) -> Path:
-    from archlab.training import new_run_dir
-
-    if out is None:
-        return new_run_dir("runs", f"compress-{name}")
-    path = Path(out)
-    if path.exists() and any(path.iterdir()):
-        raise ValueError(f"--out {path} exists and is not empty; compress writes only into a new or empty folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _write_model(directory: Path, m: _Model, recipe: Any, source: Path) -> Path:
@@ -320,7 +326,7 @@ def _sparsity(model: nn.Module) -> dict[str, Any]:
 
 
 def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, recipe: Any, tensors: tuple,
-             name: str, *, temperature: float, alpha: float, epochs: int | None) -> _Model:
+             name: str, *, temperature: float, alpha: float, epochs: int | None, tune: dict) -> _Model:
     from archlab.training import prepare_model, resolve_recipe
 
     from ._distill import distill
@@ -328,7 +334,7 @@ def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, rec
     spec = student_spec or current.spec
     own = resolve_recipe(spec.to_dict().get("train")) if student_spec is not None and spec.to_dict().get("train") \
         else recipe
-    student_recipe = own.model_copy(update={"epochs": epochs or own.epochs})
+    student_recipe = own.model_copy(update={"epochs": epochs or own.epochs, **tune})
     student, _ = prepare_model(spec, student_recipe, "cross_entropy")
     distill(student, teacher, *tensors, student_recipe, temperature=temperature, alpha=alpha)
     notes = {"step": f"distill from {sum(p.numel() for p in teacher.parameters()):,}-parameter teacher",
@@ -346,9 +352,13 @@ def _quantize(current: _Model, mode: str, directory: Path, calibration: np.ndarr
     export_model(model, fp32, format="onnx", example=sample[:1], check_inputs=sample, metadata=_metadata(current))
     result = quantize_onnx(fp32, directory / "model.onnx", mode=mode, calibration=calibration, spec=current.spec)
     fp32.unlink()
+    notes = {"step": f"quantize {mode}", "ops_quantized": result.ops_quantized}
+    # An int8 ONNX model has no PyTorch weights, so this folder is no run: bench takes it (it reads
+    # model.onnx), and the commands that load a run say why they cannot.
     (directory / "spec.yaml").write_text(dump(current.spec), encoding="utf-8")
-    return _Model(name, current.spec, None, onnx_int8=result.path,
-                  notes={"step": f"quantize {mode}", "ops_quantized": result.ops_quantized})
+    (directory / "compress.json").write_text(json.dumps({"model": name, "format": "onnx int8", "file": "model.onnx",
+                                                         **notes}, indent=2), encoding="utf-8")
+    return _Model(name, current.spec, None, onnx_int8=result.path, notes=notes)
 
 
 def _metadata(m: _Model) -> dict[str, str]:
@@ -412,11 +422,11 @@ def _accuracy(runner: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 # -- the report -----------------------------------------------------------------------------------
-def _write_report(out_dir: Path, source: Path, steps: list[CompressStep], rows: list[dict]) -> None:
+def _write_report(out_dir: Path, source: Path, steps: list[CompressStep], rows: list[dict], batch_size: int) -> None:
     from archlab.training import atomic_write_text
 
     record = {"source": str(source), "steps": [str(s) for s in steps], "threads": torch.get_num_threads(),
-              "models": rows}
+              "finetune_batch_size": batch_size, "models": rows}
     atomic_write_text(out_dir / "compression.json", json.dumps(record, indent=2, default=str))
     atomic_write_text(out_dir / "compression.md", markdown_report(record))
     plot_tradeoff(rows, out_dir / "tradeoff.png")

@@ -51,7 +51,7 @@ def markdown_table(steps: list[dict[str, Any]]) -> str:
 def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path | None = None,
            max_drop: float = 0.5, finetune_epochs: int = 1, block_fraction: float = 0.25,
            channel_ratio: float = 0.25, max_steps: int = 12, train_samples: int | None = None,
-           out: str | Path | None = "runs", weights: str = "best") -> ShrinkResult:
+           out: str | Path | None = "runs", weights: str = "best", batch_size: int | None = None) -> ShrinkResult:
     """Shrink a trained run: alternately remove the least important blocks and prune channels.
 
     Each step removes ``block_fraction`` of the removable blocks (the ones whose bypass raises the
@@ -67,15 +67,20 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         train_samples: fine-tune on only the first N training samples (the validation split is
             the run's, taken first), to bound the time.
         out: the folder that receives the new run directory; None writes nothing.
+        batch_size: the batch for fine-tuning and measuring (default: the run's recipe's); the new
+            run's recipe records it.
 
     Returns:
-        ShrinkResult: the new run directory, the final spec and one row per step.
+        ShrinkResult: the new run directory, the final spec and one row per step. When no step
+        could be kept (nothing removable, or every removal cost more than ``max_drop``), no run is
+        written and ``run_dir`` is None: the result would be the source model again.
     """
     from archlab.data import load_dataset
     from archlab.training import (
         Engine,
         check_fit,
         check_memory,
+        check_out_dir,
         load_run,
         load_weights,
         loss_kind,
@@ -87,12 +92,18 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         to_tensors,
     )
 
+    if out is not None:
+        check_out_dir(out)
     if max_drop < 0:
         raise ValueError(f"max_drop is in percentage points and not negative, got {max_drop}")
     if finetune_epochs < 0:
         raise ValueError(f"finetune_epochs is 0 or more, got {finetune_epochs}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number, got {batch_size}")
     run_dir = Path(run_dir)
     spec, recipe = load_run(run_dir)
+    if batch_size is not None:
+        recipe = recipe.model_copy(update={"batch_size": batch_size})
     check_memory(spec, recipe, pick_device(recipe.device), what="fine-tuning")
     weights_path = run_dir / f"{weights}.safetensors"
     if not weights_path.is_file():
@@ -203,7 +214,7 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
             kinds.remove(kind)
     test_after = measure(model, head, xs, ys)
     result = ShrinkResult(None, spec, steps, test_before, test_after)
-    if out is not None:
+    if out is not None and any(s["kept"] for s in steps[1:]):
         new_dir = start_run(spec, recipe, out)
         save_weights(new_dir / "best.safetensors", model)
         save_weights(new_dir / "last.safetensors", model)

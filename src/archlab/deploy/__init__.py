@@ -13,15 +13,17 @@ from ._export import (
     ExportResult,
     ModelFileError,
     Runner,
+    check_export_options,
     export_model,
     export_run,
     file_size,
     load_run_model,
     load_runner,
     read_metadata,
+    supported_opsets,
 )
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
-           "benchmark", "check_quantizable", "export_model", "export_run", "file_size", "load_run_model",
-           "load_runner", "quantize_onnx", "read_metadata", "timed_calls"]
+           "benchmark", "check_export_options", "check_quantizable", "export_model", "export_run", "file_size",
+           "load_run_model", "load_runner", "quantize_onnx", "read_metadata", "supported_opsets", "timed_calls"]

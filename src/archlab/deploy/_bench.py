@@ -181,6 +181,8 @@ def bench_path(path: str | Path, *, format: str | None = None, batch_sizes: Sequ
 def _bench_path(path: Path, format: str | None, batch_sizes: Sequence[int], data: str | None,
                 data_dir: str | Path | None, weights: str, options: dict[str, Any]) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="archlab-bench-") as tmp:
+        if path.is_dir() and not (path / "recipe.yaml").is_file() and (path / "model.onnx").is_file():
+            path = path / "model.onnx"  # a model folder of compress without PyTorch weights (int8 ONNX)
         if path.is_dir():
             runner, file = _run_runner(path, format or "torch", weights, data, data_dir, Path(tmp))
         else:

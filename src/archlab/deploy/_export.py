@@ -34,8 +34,8 @@ from torch import nn
 
 from archlab.exceptions import ArchlabError, SpecError
 
-__all__ = ["ExportError", "ExportResult", "ModelFileError", "Runner", "export_model", "export_run", "file_size",
-           "load_run_model", "load_runner", "read_metadata"]
+__all__ = ["ExportError", "ExportResult", "ModelFileError", "Runner", "check_export_options", "export_model",
+           "export_run", "file_size", "load_run_model", "load_runner", "read_metadata", "supported_opsets"]
 
 log = logging.getLogger("archlab")
 
@@ -44,6 +44,9 @@ FORMATS = ("onnx", "torchscript")
 #: The one TorchScript extra file that holds the metadata (``_extra_files`` only returns the
 #: names asked for, so every key lives in one JSON document).
 TORCHSCRIPT_METADATA = "archlab.json"
+#: torch.onnx's lowest opset (its ONNX_MIN_OPSET). It writes opset 18 and converts from there: up to
+#: any opset the onnx package defines, down only as far as a model's operators allow.
+LOWEST_OPSET = 7
 
 
 class ExportError(ArchlabError, RuntimeError):
@@ -153,6 +156,28 @@ def _strip_node_metadata(graph: Any) -> None:
                 _strip_node_metadata(sub)
 
 
+def supported_opsets() -> tuple[int, int]:
+    """The lowest and highest ONNX opset an export can ask for: torch.onnx's lowest, and the newest
+    the installed onnx package defines (ONNX Runtime runs every opset up to it in the parity check)."""
+    import onnx
+
+    return LOWEST_OPSET, int(onnx.defs.onnx_opset_version())
+
+
+def check_export_options(format: str, opset: int | None) -> None:
+    """The format and opset, before any work (loading the run, the data, the exporter)."""
+    if format not in FORMATS:
+        raise ValueError(f"format is one of {', '.join(FORMATS)}, got {format!r}")
+    if opset is None:
+        return
+    if format != "onnx":
+        raise ValueError("--opset applies to ONNX only; drop it for TorchScript")
+    low, high = supported_opsets()
+    if not low <= opset <= high:
+        raise ValueError(f"--opset {opset}: torch.onnx writes ONNX opsets {low} to {high}; pick one in that range, "
+                         "or leave --opset out for the exporter's default")
+
+
 def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: dict[str, str],
                  opset: int | None) -> int:
     import onnx
@@ -167,10 +192,10 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: d
                           f"{_summary(exc)}") from exc
     proto = onnx.load(str(tmp))
     actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is not None and actual != opset:
-        raise ExportError(f"opset {opset} was asked for but the exporter produced opset {actual} (torch.onnx "
-                          f"starts at opset 18 and could not convert this model down): use --opset {actual} "
-                          "or higher")
+    if opset is not None and actual != opset:  # only below the opset it writes: converting up always works
+        raise ExportError(f"opset {opset} was asked for but the exporter produced opset {actual}: torch.onnx "
+                          f"writes opset {actual} and could not convert this model's operators down to {opset}; "
+                          f"use --opset {actual} or higher")
     _strip_node_metadata(proto.graph)
     del proto.metadata_props[:]
     for key, value in metadata.items():
@@ -274,10 +299,7 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         ...     read_metadata(result.path)["note"], result.checked_samples, result.batch_sizes
         ('hi', 9, (1, 7, 1))
     """
-    if format not in FORMATS:
-        raise ValueError(f"format is one of {', '.join(FORMATS)}, got {format!r}")
-    if format == "torchscript" and opset is not None:
-        raise ValueError("opset applies to ONNX only; drop it for TorchScript")
+    check_export_options(format, opset)
     if len(check_inputs) < 3:
         raise ValueError(f"check_inputs needs at least 3 samples (batches of 1 and 2 prove the dynamic batch "
                          f"axis), got {len(check_inputs)}")
@@ -373,7 +395,8 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any
 
 def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | None = None,
                out: str | Path | None = None, data: str | None = None, data_dir: str | Path | None = None,
-               weights: str = "best", samples: int = 256, rtol: float = 1e-3, atol: float = 1e-5) -> ExportResult:
+               weights: str = "best", samples: int = 256, rtol: float = 1e-3, atol: float = 1e-5,
+               on_event: Callable[[str], None] | None = None) -> ExportResult:
     """Export a trained run: the full model its spec describes (with the final softmax, so the
     file outputs what the spec says), checked on held-out samples of the data's test split.
 
@@ -385,6 +408,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         data: the data set that gives the check samples (default: the run's).
         weights: ``"best"`` or ``"last"`` (``best.safetensors`` / ``last.safetensors``).
         samples: how many test samples the parity check runs.
+        on_event: called with a progress line once the options and the run are checked.
 
     Returns:
         ExportResult. The file carries the spec (YAML), the exported weights' metrics on the
@@ -397,14 +421,17 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, loss_kind
+    from archlab.training import check_fit, check_out_file, loss_kind
 
-    if format not in FORMATS:
-        raise ValueError(f"format is one of {', '.join(FORMATS)}, got {format!r}")
+    check_export_options(format, opset)
     if samples < 3:
         raise ValueError(f"samples must be at least 3 (two batch sizes), got {samples}")
     run_dir = Path(run_dir)
+    target = Path(out) if out is not None else run_dir / "export" / ("model.onnx" if format == "onnx" else "model.pt")
+    check_out_file(target)
     spec, recipe, parsed, model = load_run_model(run_dir, weights)
+    if on_event is not None:
+        on_event(f"export: {run_dir} to {format}, then the parity check on {samples} held-out test samples")
     name = data or recipe.data
     if name is None:
         raise SpecError("the run records no data set: pass --data NAME for the held-out check samples")
@@ -417,7 +444,6 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     inputs = torch.from_numpy(np.ascontiguousarray(x[:samples]))
     if len(inputs) < 3:
         raise ValueError(f"{dataset.name} has {len(inputs)} test samples; the parity check needs at least 3")
-    target = Path(out) if out is not None else run_dir / "export" / ("model.onnx" if format == "onnx" else "model.pt")
     return export_model(model, target, format=format, example=inputs[:2], check_inputs=inputs,
                         metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, len(x)),
                         opset=opset, rtol=rtol, atol=atol)

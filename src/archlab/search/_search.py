@@ -8,9 +8,11 @@ the search is done, so a killed worker or a second machine needs no coordination
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
+import signal
 import socket
 import statistics
 import time
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from archlab.exceptions import SpecError
-from archlab.spec import dump, first_point, load, set_at
+from archlab.spec import dump, first_point, load
 
 from ._space import dimensions, grid_space, sample, space_differences
 from ._study import (
@@ -37,7 +39,7 @@ from ._study import (
 )
 
 __all__ = ["SearchConfig", "SearchProgress", "SearchResult", "StorageError", "count_trials", "epochs_spent",
-           "load_report", "run_worker", "search", "trial_rows", "write_results"]
+           "load_report", "run_worker", "sampler_seed", "search", "study_dir", "trial_rows", "write_results"]
 
 COUNTED = ("COMPLETE", "PRUNED", "RUNNING")  # states that use up a trial of the requested count
 
@@ -58,6 +60,7 @@ class SearchConfig:
     max_params: int | None = None
     max_flops: int | None = None
     epochs: int | None = None
+    batch_size: int | None = None
     seed: int = 0
     workers: int = 1
     heartbeat: int = 30
@@ -65,7 +68,10 @@ class SearchConfig:
 
     def record(self) -> dict:
         """What identifies the search in the study: a study resumed with another record is refused."""
-        return {"space": self.space, "data": self.data, "objectives": self.objectives, "epochs": self.epochs}
+        record = {"space": self.space, "data": self.data, "objectives": self.objectives, "epochs": self.epochs}
+        if self.batch_size is not None:  # only when given: studies made before the option stay comparable
+            record["batch_size"] = self.batch_size
+        return record
 
 
 @dataclass
@@ -126,9 +132,10 @@ class TrialRunner:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         began = time.perf_counter()
         point = sample(trial, self.config.space)
-        if self.config.epochs is not None:
-            point = set_at(point, "train.epochs", self.config.epochs) if point.get("train") else {
-                **point, "train": {"epochs": self.config.epochs}}
+        overrides = {k: v for k, v in (("epochs", self.config.epochs), ("batch_size", self.config.batch_size))
+                     if v is not None}
+        if overrides:
+            point = {**point, "train": {**(point.get("train") or {}), **overrides}}
         try:
             spec = load(point)
             trial.set_user_attr("spec", dump(spec))
@@ -271,10 +278,11 @@ def run_worker(config: SearchConfig, index: int = 0, on_trial: Callable[[SearchP
     grid = grid_space(config.space) if config.sampler == "grid" else None
     objectives = parse_objectives(config.objectives)
     study = optuna.load_study(study_name=config.study, storage=storage,
-                              sampler=make_sampler(config.sampler, config.seed + index, grid=grid,
-                                                   workers=config.workers),
                               pruner=make_pruner(config.pruner if len(objectives) == 1 else "none",
                                                  _epochs(config)))
+    held = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(config.sampler, sampler_seed(config.seed, index, held), grid=grid,
+                                 workers=config.workers)
     dataset = dataset if dataset is not None else load_dataset(config.data, config.data_dir)
     runner = TrialRunner(config, dataset)
 
@@ -290,13 +298,62 @@ def run_worker(config: SearchConfig, index: int = 0, on_trial: Callable[[SearchP
 
     if used() >= config.trials:
         return
-    study.optimize(runner, n_trials=None, timeout=config.timeout, callbacks=[after_trial], catch=(SurplusTrial,),
-                   gc_after_trial=False, show_progress_bar=False)
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    quiet_interrupt = _QuietInterrupt()
+    optuna_log.addFilter(quiet_interrupt)
+    try:
+        study.optimize(runner, n_trials=None, timeout=config.timeout, callbacks=[after_trial],
+                       catch=(SurplusTrial,), gc_after_trial=False, show_progress_bar=False)
+    finally:
+        optuna_log.removeFilter(quiet_interrupt)
+
+
+class _QuietInterrupt(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C as a failed trial, traceback and all, before the
+    KeyboardInterrupt reaches the caller; the caller says what happened in one line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True  # this record and the "failed with value None" one after it
+        return not self.interrupted
+
+
+def sampler_seed(seed: int, worker: int, held: int) -> int:
+    """The sampler seed of ``worker`` on a study that already holds ``held`` trials.
+
+    A fresh study gives worker k ``seed + k``. A resumed one must not restart the samplers where
+    they started (trial 2 would repeat trial 0), so its seed also depends on the trials it holds;
+    SeedSequence keeps the seeds of different (seed, worker, held) apart, where sums would collide.
+
+    Example:
+        >>> sampler_seed(0, 1, 0), sampler_seed(0, 0, 2) != sampler_seed(0, 0, 0)
+        (1, True)
+    """
+    if held == 0:
+        return seed + worker
+    return int(np.random.SeedSequence([seed, worker, held]).generate_state(1)[0])
 
 
 def _worker_main(config_dict: dict, index: int) -> None:
-    """Entry point of a ``--workers`` child process (spawned: a clean interpreter, no forked torch)."""
-    run_worker(SearchConfig(**config_dict), index)
+    """Entry point of a ``--workers`` child process (spawned: a clean interpreter, no forked torch).
+
+    It ignores SIGINT (set by the parent before the start, so from the first instruction): Ctrl-C is
+    the parent's to handle. The parent stops it with SIGTERM, raised here as KeyboardInterrupt, so
+    that Optuna records the running trial as failed before the worker exits with code 130.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run_worker(SearchConfig(**config_dict), index)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _epochs(config: SearchConfig) -> int:
@@ -331,8 +388,8 @@ def open_study(config: SearchConfig, *, force: bool = False) -> Any:
         if old is None:
             problems.append("it was not created by archlab search")
         else:
-            problems += [f"{k}: {old.get(k)!r} -> {record[k]!r}" for k in ("data", "objectives", "epochs")
-                         if old.get(k) != record[k]]
+            problems += [f"{k}: {old.get(k)!r} -> {record.get(k)!r}"
+                         for k in ("data", "objectives", "epochs", "batch_size") if old.get(k) != record.get(k)]
             problems += space_differences(old.get("space"), record["space"])
         if [d.name.lower() for d in study.directions] != directions and not problems:
             problems.append(f"directions {[d.name.lower() for d in study.directions]} -> {directions}")
@@ -349,28 +406,36 @@ def open_study(config: SearchConfig, *, force: bool = False) -> Any:
     return study
 
 
-def search(space: Any, data: str, trials: int, *, study: str | None = None, storage: str | None = None,
+def study_dir(out: str | Path, study: str) -> Path:
+    """The run directory of a study: ``<out>/search-<study>/`` (its default storage is ``study.db`` there)."""
+    return Path(out) / f"search-{_safe_name(study)}"
+
+
+def search(space: Any, data: str | None, trials: int, *, study: str | None = None, storage: str | None = None,
            objectives: list[str] | None = None, sampler: str = "tpe", pruner: str | None = None,
            timeout: float | None = None, max_params: int | None = None, max_flops: int | None = None,
-           epochs: int | None = None, workers: int = 1, seed: int = 0, out: str | Path = "runs",
+           epochs: int | None = None, batch_size: int | None = None, workers: int = 1, seed: int = 0,
+           out: str | Path = "runs",
            data_dir: str | Path | None = None, force: bool = False, heartbeat: int = 30,
            on_progress: Callable[[SearchProgress], None] | None = None) -> SearchResult:
     """Search a space of specs on Optuna and write the best spec(s), a trials table and plots.
 
     Args:
         space: a spec with search markers (path, text, dict or Spec); its ``train:`` section is the recipe.
-        data: the data set name; each trial is scored on a validation split of its training part.
+        data: the data set name (None: the space's ``train.data``); each trial is scored on a
+            validation split of its training part.
         trials: the number of finished (complete or pruned) trials the study should hold; a study
             resumed by name continues up to it.
         study: the study name (default: the spec's name); the same name resumes the same study.
         storage: an SQLAlchemy URL; default ``sqlite:///<run dir>/study.db``.
         objectives: ``val_accuracy`` (default), ``val_loss``, ``params:min``, ``flops:min``, ``latency:min``...
-        sampler: tpe, random, grid, nsga2 or cmaes.
+        sampler: tpe, random, grid or nsga2.
         pruner: asha (default for one objective), hyperband, median or none (default for several).
         timeout: seconds each worker searches before it stops starting trials.
         max_params, max_flops: budgets checked on the capacity analysis; a spec over them is pruned
             untrained with the reason.
         epochs: overrides ``train.epochs`` of every sampled spec (the largest budget a trial gets).
+        batch_size: overrides ``train.batch_size`` of every sampled spec.
         workers: local worker processes sharing the storage.
         out: the folder that receives ``search-<study>/``.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that is failed.
@@ -379,14 +444,23 @@ def search(space: Any, data: str, trials: int, *, study: str | None = None, stor
         SearchResult with the Optuna study, the run directory and the best trial(s).
     """
     from archlab.data import load_dataset
+    from archlab.training import check_out_dir
 
     quiet_optuna()
     base = load(space).to_dict()
     dims = dimensions(base)  # malformed markers are SpecErrors here, before anything starts
-    if trials < 1:
-        raise ValueError(f"--trials must be at least 1, got {trials}")
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+    for option, value in (("--trials", trials), ("--workers", workers), ("--max-params", max_params),
+                          ("--max-flops", max_flops), ("--timeout", timeout), ("--epochs", epochs),
+                          ("--batch-size", batch_size),
+                          ("--heartbeat", heartbeat)):
+        if value is not None and not value > 0:  # `not >` also refuses NaN
+            raise ValueError(f"{option} must be a positive number, got {value}")
+    if seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {seed}")
+    data = data if data is not None else (base.get("train") or {}).get("data")
+    if not isinstance(data, str):
+        raise ValueError("the space has no train.data: pass --data NAME (digits, mnist, csv:PATH or npz:PATH)")
+    check_out_dir(out)
     objective_list = parse_objectives(objectives)
     if pruner is None:
         pruner = "asha" if len(objective_list) == 1 else "none"
@@ -396,14 +470,15 @@ def search(space: Any, data: str, trials: int, *, study: str | None = None, stor
     make_pruner(pruner, 1)
     make_sampler(sampler, seed, grid=grid_space(base) if sampler == "grid" else None)
     name = study or _safe_name(base.get("name") or "search")
-    run_dir = Path(out) / f"search-{_safe_name(name)}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = study_dir(out, name)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
     config = SearchConfig(space=base, data=data, trials=trials, study=name, storage=url,
                           objectives=[str(o) for o in objective_list], sampler=sampler, pruner=pruner,
-                          timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs, seed=seed,
+                          timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
+                          batch_size=batch_size, seed=seed,
                           workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None)
     dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
+    run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(config, force=force)
     dump(base, run_dir / "space.yaml")
     (run_dir / "search.json").write_text(json.dumps({**asdict(config), "storage": public_url(url),
@@ -424,8 +499,12 @@ def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[Search
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(asdict(config), i), name=f"archlab-search-{i}")
                  for i in range(config.workers)]
-    for p in processes:
-        p.start()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children start ignoring Ctrl-C (_worker_main)
+    try:
+        for p in processes:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
     try:
         while any(p.is_alive() for p in processes):
             for p in processes:
@@ -434,8 +513,14 @@ def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[Search
                 on_progress(progress_of(study, config))
     except BaseException:
         for p in processes:
-            p.terminate()
+            p.terminate()  # SIGTERM: each records its running trial as failed, then exits
+        for p in processes:
+            p.join(timeout=10)
+            if p.is_alive():  # its trial stays RUNNING until the heartbeat marks it failed
+                p.kill()
         raise
+    if any(p.exitcode == 130 for p in processes):  # a worker was interrupted (Ctrl-C): so is the search
+        raise KeyboardInterrupt
     crashed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
     if crashed:
         from archlab.exceptions import ArchlabError
@@ -505,11 +590,21 @@ def write_results(study: Any, run_dir: Path, objectives: list[Objective], target
     return SearchResult(study, run_dir, objectives, best, counts)
 
 
-def load_report(study: str, storage: str) -> SearchResult:
-    """An existing study, re-read from its storage (``archlab search --report``); writes nothing."""
+def load_report(study: str, storage: str | None = None, *, out: str | Path = "runs") -> SearchResult:
+    """An existing study, re-read from its storage (``archlab search --report``); writes nothing.
+
+    Without ``storage``, the study is the local one that ``search(..., out=out)`` made:
+    ``<out>/search-<study>/study.db``.
+    """
     import optuna
 
     quiet_optuna()
+    if storage is None:
+        db = study_dir(out, study) / "study.db"
+        if not db.is_file():  # opening it would create an empty database
+            raise FileNotFoundError(f"--report {study}: no local study at {db}; give the --out the search used, "
+                                    "or --storage URL for a study in a database")
+        storage = f"sqlite:///{db.resolve()}"
     try:
         the_study = optuna.load_study(study_name=study, storage=open_storage(storage))
     except KeyError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import warnings
 from dataclasses import dataclass
@@ -10,9 +11,11 @@ from typing import Any
 from archlab.exceptions import ArchlabError
 
 __all__ = ["Objective", "StorageError", "make_pruner", "make_sampler", "open_storage", "parse_objectives",
-           "public_url", "quiet_optuna"]
+           "public_url", "quiet_optuna", "with_driver"]
 
-SAMPLERS = ("tpe", "random", "grid", "nsga2", "cmaes")
+# No CMA-ES: it samples numbers only (a space of choices falls back to random sampling) and Optuna
+# keeps its state as pickles in the study, which every worker would unpickle from a shared database.
+SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("asha", "hyperband", "median", "none")
 _MINIMISED = ("loss", "params", "flops", "latency_ms", "mse", "mae")
 _MEASURES = ("params", "flops", "latency_ms")
@@ -85,11 +88,35 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def with_driver(url: str) -> str:
+    """A bare ``postgresql://`` (or ``postgres://``) URL names the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2 reads the bare form as psycopg 3 while ``archlab[postgres]`` installs psycopg2, so
+    the URL the docs show would fail with an import error; psycopg 3 is still preferred when present.
+    Other URLs, and URLs that name a driver (``postgresql+psycopg2://``), are returned unchanged.
+
+    Example:
+        >>> with_driver("sqlite:///runs/study.db")
+        'sqlite:///runs/study.db'
+        >>> with_driver("postgresql+psycopg2://ann@db/nas")
+        'postgresql+psycopg2://ann@db/nas'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    for driver in ("psycopg", "psycopg2"):
+        if importlib.util.find_spec(driver) is not None:
+            return f"postgresql+{driver}://{rest}"
+    raise StorageError(f"cannot open the study storage {public_url(url)}: no PostgreSQL driver is installed "
+                       "(pip install 'archlab[postgres]' installs psycopg2)")
+
+
 def open_storage(url: str, heartbeat: int | None = None) -> Any:
     """An Optuna RDB storage for any SQLAlchemy URL, with heartbeats so that a trial whose worker
     died is marked failed by the next worker that looks (after twice the heartbeat interval)."""
     import optuna
 
+    driver_url = with_driver(url)  # messages show the URL as given
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Several local workers share one file: wait for its lock instead of failing at once.
@@ -97,7 +124,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+        return optuna.storages.RDBStorage(driver_url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                           grace_period=2 * heartbeat if heartbeat else None)
     except ModuleNotFoundError as exc:
         raise StorageError(f"cannot open the study storage {public_url(url)}: the database driver "
@@ -122,9 +149,6 @@ def make_sampler(kind: str, seed: int | None, *, grid: dict[str, list] | None = 
         return optuna.samplers.GridSampler(grid or {}, seed=seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    if kind == "cmaes":
-        # CMA-ES handles numbers; categoricals (choices) fall back to independent random sampling.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"--sampler {kind!r}: choose one of {', '.join(SAMPLERS)}")
 
 

@@ -321,6 +321,11 @@ def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a run directory (archlab train writes runs/<name>-<timestamp>/)")
     missing = [f for f in ("spec.yaml", "recipe.yaml") if not (run_dir / f).is_file()]
+    if missing and (run_dir / "model.onnx").is_file():  # the int8 model folder that archlab compress writes
+        raise RunError(f"{run_dir} holds an ONNX model, not a PyTorch run (like the int8 model that archlab "
+                       "compress --quantize writes): there are no weights for evaluate, predict, export, shrink or "
+                       f"compress to load. Time it with archlab bench {run_dir}; compress measured its test "
+                       "accuracy in compression.md")
     if missing:
         raise RunError(f"{run_dir} is missing {', '.join(missing)}: it is not a complete archlab run")
     spec = load(run_dir / "spec.yaml")
