@@ -125,3 +125,13 @@ def test_ctrl_c_before_any_fold_finished_keeps_nothing(spec_file, tmp_path, caps
     assert capsys.readouterr().err == ("interrupted: no training had finished, so nothing was kept (the run "
                                        "directory is removed)\n")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(spec_file, tmp_path, capsys, monkeypatch):
+    taken = tmp_path / "runs"
+    taken.write_text("not a folder")
+    monkeypatch.setattr(cv_module, "_folds", lambda *a: pytest.fail("the data was split before --out was checked"))
+    code = run(["cv", str(spec_file), "--epochs", "1", "--out", str(taken)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"--out {taken} is a file; give the folder that receives the run directories" in err

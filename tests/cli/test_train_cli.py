@@ -114,8 +114,7 @@ def test_train_prints_the_run_and_the_test_metrics(capsys: pytest.CaptureFixture
     test = summary["test"]
     assert lines[-1] == f"test: loss {test['loss']:.4f}  accuracy {test['accuracy']:.4f}"
     assert test["accuracy"] > 0.7
-    # -q: one plain line per epoch
-    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert not [line for line in lines if line.startswith(("epoch ", "precision "))]  # -q: no progress output
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     assert (recipe["epochs"], recipe["batch_size"], recipe["optimizer"]["lr"], recipe["seed"]) == (2, 64, 0.005, 7)
     assert [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [0.005] * 2
@@ -123,9 +122,23 @@ def test_train_prints_the_run_and_the_test_metrics(capsys: pytest.CaptureFixture
 
 def test_train_takes_data_from_the_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {**TINY, "train": {"data": "digits", "epochs": 1, "batch_size": 256}})
-    code, out, err = cli(capsys, "train", spec, "--out", tmp_path, "-q")
+    code, out, err = cli(capsys, "train", spec, "--out", tmp_path)
     assert code == 0, err
+    # without -q and without a terminal: one plain progress line per epoch, no bar
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == ["1/1"]
     assert re.search(r"^test: loss \d+\.\d{4}  accuracy \d\.\d{4}$", out, re.M)
+
+
+@pytest.mark.parametrize("where", ["runs", "runs/deeper"])
+def test_an_out_that_is_a_file_is_refused_before_any_work(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    import archlab.data
+
+    (tmp_path / "runs").write_text("not a folder")
+    monkeypatch.setattr(archlab.data, "load_dataset", lambda *a: pytest.fail("data loaded before --out was checked"))
+    spec = write_spec(tmp_path, TINY)
+    code, out, err = cli(capsys, "train", spec, "--data", "digits", "--out", tmp_path / where)
+    assert_bad_input(code, out, err, f"--out {tmp_path / where}", "is a file; give the folder that receives the run")
 
 
 def test_non_finite_loss_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

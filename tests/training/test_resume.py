@@ -136,7 +136,7 @@ def test_killed_mid_epoch_then_resumed_equals_the_uninterrupted_run(
     assert not (run_dir / "summary.json").exists()
     assert not list(run_dir.glob(".*.tmp"))  # no half-written files left behind
 
-    code = run(["train", "--resume", str(run_dir), "-q"])
+    code = run(["train", "--resume", str(run_dir)])  # no -q: the epoch lines show where it continued
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "epoch 3/4" in out and "epoch 4/4" in out and "epoch 2/4" not in out  # continued, not restarted
@@ -306,7 +306,7 @@ def test_resume_with_more_epochs_extends_a_finished_run_as_one_longer_run(tmp_pa
     spec = {**STEP_SPEC, "train": {**STEP_SPEC["train"], "epochs": 4}}
     longer = train(spec, out=tmp_path / "four", verbose=0).run_dir
     short = train({**spec, "train": {**spec["train"], "epochs": 2}}, out=tmp_path / "two", verbose=0).run_dir
-    code = run(["train", "--resume", str(short), "--epochs", "4", "-q"])
+    code = run(["train", "--resume", str(short), "--epochs", "4"])
     out = capsys.readouterr().out
     assert code == 0
     assert "epoch 3/4" in out and "epoch 4/4" in out and "epoch 2/4" not in out

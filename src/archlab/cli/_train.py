@@ -53,7 +53,7 @@ def train(
     precision: Annotated[Literal["auto", "fp32", "bf16"] | None, typer.Option(help="auto, fp32 or bf16.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue this run from its last checkpoint.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One plain line per epoch instead of bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train SPEC on a data set; writes runs/<name>-<timestamp>/ and reports test metrics."""
     from archlab import training  # torch: only when the command runs
@@ -64,7 +64,7 @@ def train(
         raise typer.BadParameter("--resume continues a run with its own spec and recipe; drop the SPEC")
     try:
         result = training.train(spec, data=data, data_dir=data_dir, out=out, resume=resume,
-                                verbose=2 if quiet else 1, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                verbose=0 if quiet else 1, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                 device=device, precision=precision)
     except Interrupted as exc:
         raise interrupted(exc) from None

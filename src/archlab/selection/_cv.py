@@ -302,9 +302,12 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         ValueError: bad folds, a class with fewer samples than folds, a non-classification data set.
     """
     from archlab.data import load_dataset
+    from archlab.training import check_out_dir
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if resume is None:
+        check_out_dir(out if out is not None else "runs")
     base = load(spec).to_dict()
     if dataset is None:
         dataset = (base.get("train") or {}).get("data") if isinstance(base.get("train"), dict) else None

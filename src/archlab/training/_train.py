@@ -27,7 +27,16 @@ from ._engine import Engine, History, TrainingError, glorot_init, pick_device, s
 from ._memory import check_memory
 from ._metrics import confusion_matrix
 from ._recipe import Recipe, resolve_recipe
-from ._runs import RunError, atomic_write_text, checkpoint_metadata, load_weights, lock_run, new_run_dir, read_metrics
+from ._runs import (
+    RunError,
+    atomic_write_text,
+    check_out_dir,
+    checkpoint_metadata,
+    load_weights,
+    lock_run,
+    new_run_dir,
+    read_metrics,
+)
 
 __all__ = ["TrainResult", "TrainingError", "check_fit", "evaluate_run", "finish_run", "load_run", "loss_kind",
            "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "save_figure",
@@ -229,6 +238,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             extended = _extend_recipe(run_dir, recipe, overrides.get("epochs"))
             extended, recipe = extended != recipe, extended
         else:
+            if out is not None:
+                check_out_dir(out)
             spec = load(spec)
             recipe = resolve_recipe(spec.to_dict().get("train"), data=data, **overrides)
             run_dir, extended = None, False
