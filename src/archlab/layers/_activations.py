@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Literal
 from archlab.exceptions import ShapeError
 
 from ._params import Finite
-from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, register_layer
+from ._registry import (
+    PASSES_QUANTIZATION,
+    Cost,
+    InputRule,
+    KeepsChannels,
+    KerasStyle,
+    LayerParams,
+    LayerType,
+    TensorInfo,
+    register_layer,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,6 +50,8 @@ def activation_flops(name: str | None, elements: int) -> int:
 class _Elementwise(LayerType):
     accepts = InputRule(dtype="float")
     summary = "elementwise activation; shape unchanged"
+    keeps_channels = KeepsChannels()
+    quantization = PASSES_QUANTIZATION
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         return x
@@ -65,12 +77,14 @@ class LeakyReluParams(LayerParams):
 
 
 for _name in ("relu", "tanh", "sigmoid", "silu"):
-    register_layer(_name)(type(_name.title(), (_Elementwise,), {}))
+    register_layer(_name)(type(_name.title(), (_Elementwise,), {"keras": KerasStyle("ReLU") if _name == "relu"
+                                                                else None}))
 
 
 @register_layer("softmax")
 class Softmax(_Elementwise):
     summary = "softmax over the last axis"
+    keras = KerasStyle("Softmax")
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         if x.rank == 0:  # the last axis of a (batch,) tensor is the batch: it would mix samples

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-__all__ = [
-    "LSTM", "GRU", "Activation", "AdditiveAttention", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
-    "AvgPool2D", "BatchNormalization", "Bidirectional", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
-    "Flatten", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-    "Input", "KerasLayer", "LayerNormalization", "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D",
-    "MultiHeadAttention", "Parallel", "PositionalEmbedding", "ReLU", "Repeat", "Reshape", "Residual",
-    "SimpleRNN", "Softmax", "TransformerDecoder", "TransformerEncoder",
-]
+from ._registry import KerasStyle, LayerType, registry
+
+# The constructors of layer types come from each type's ``keras`` trait (``keras_class``); these
+# are the ones for what is not one layer type (connections, Input, Activation, Bidirectional).
+_OWN = ["Activation", "Bidirectional", "Input", "KerasLayer", "Parallel", "Repeat", "Residual", "keras_class"]
 
 # Keras writes (3, 3) where the spec's short form is 3.
 _SQUARE = ("kernel_size", "strides", "pool_size", "dilation_rate", "padding")
@@ -68,40 +65,46 @@ class KerasLayer:
         return f"{type(self).__name__}({self.item!r})"
 
 
-def _layer(class_name: str, type_name: str, positional: tuple[str, ...] = (), defaults: dict | None = None,
-           renames: dict | None = None) -> type[KerasLayer]:
-    return type(class_name, (KerasLayer,), {"type_name": type_name, "positional": positional,
-                                           "defaults": defaults or {}, "renames": renames or {},
-                                           "__doc__": f"Writes a ``{type_name}`` spec item."})
+_classes: dict[str, tuple[LayerType, type[KerasLayer]]] = {}
 
 
-Dense = _layer("Dense", "dense", ("units",))
-Conv1D = _layer("Conv1D", "conv1d", ("filters", "kernel_size"))
-Conv2D = _layer("Conv2D", "conv2d", ("filters", "kernel_size"))
-MaxPooling1D = MaxPool1D = _layer("MaxPooling1D", "maxpool1d", ("pool_size", "strides"), {"pool_size": 2})
-MaxPooling2D = MaxPool2D = _layer("MaxPooling2D", "maxpool2d", ("pool_size", "strides"), {"pool_size": 2})
-AveragePooling1D = AvgPool1D = _layer("AveragePooling1D", "avgpool1d", ("pool_size", "strides"), {"pool_size": 2})
-AveragePooling2D = AvgPool2D = _layer("AveragePooling2D", "avgpool2d", ("pool_size", "strides"), {"pool_size": 2})
-GlobalAveragePooling1D = _layer("GlobalAveragePooling1D", "global_avgpool1d")
-GlobalAveragePooling2D = _layer("GlobalAveragePooling2D", "global_avgpool2d")
-GlobalMaxPooling1D = _layer("GlobalMaxPooling1D", "global_maxpool1d")
-GlobalMaxPooling2D = _layer("GlobalMaxPooling2D", "global_maxpool2d")
-Flatten = _layer("Flatten", "flatten")
-Reshape = _layer("Reshape", "reshape", ("shape",), renames={"target_shape": "shape"})
-Dropout = _layer("Dropout", "dropout", ("rate",))
-BatchNormalization = _layer("BatchNormalization", "batchnorm")
-LayerNormalization = _layer("LayerNormalization", "layernorm")
-ReLU = _layer("ReLU", "relu")
-Softmax = _layer("Softmax", "softmax")
-Embedding = _layer("Embedding", "embedding", ("input_dim", "output_dim"))
-PositionalEmbedding = _layer("PositionalEmbedding", "positional_embedding", ("max_len",))
-SimpleRNN = _layer("SimpleRNN", "simple_rnn", ("units",))
-LSTM = _layer("LSTM", "lstm", ("units",))
-GRU = _layer("GRU", "gru", ("units",))
-AdditiveAttention = _layer("AdditiveAttention", "additive_attention", ("units",))
-MultiHeadAttention = _layer("MultiHeadAttention", "multi_head_attention", ("num_heads",))
-TransformerEncoder = _layer("TransformerEncoder", "transformer_encoder", ("num_heads", "ff_dim"))
-TransformerDecoder = _layer("TransformerDecoder", "transformer_decoder", ("num_heads", "ff_dim"))
+def _make(layer_type: LayerType, keras: KerasStyle) -> type[KerasLayer]:
+    held = _classes.get(layer_type.name)
+    if held is not None and held[0] is layer_type:  # one class per registration, so isinstance holds
+        return held[1]
+    cls = type(keras.name, (KerasLayer,), {"type_name": layer_type.name, "positional": keras.args,
+                                           "defaults": dict(keras.defaults), "renames": dict(keras.renames),
+                                           "__doc__": f"Writes a ``{layer_type.name}`` spec item.",
+                                           "__module__": "archlab.layers"})
+    _classes[layer_type.name] = (layer_type, cls)
+    return cls
+
+
+def keras_class(name: str) -> type[KerasLayer] | None:
+    """The Keras-style constructor called ``name`` (``Conv2D``, or an alias such as ``MaxPool2D``),
+    made from the ``keras`` trait of the layer type that declares it, built-in or a plugin's;
+    None when no registered type does.
+
+    Example:
+        >>> keras_class("Dense")(10, activation="relu").item
+        {'dense': {'units': 10, 'activation': 'relu'}}
+    """
+    for type_name in registry:
+        layer_type = registry.get(type_name)
+        keras = layer_type.keras
+        if keras is not None and name in (keras.name, *keras.aliases):
+            return _make(layer_type, keras)
+    return None
+
+
+def _builtins() -> dict[str, type[KerasLayer]]:
+    """The constructors of the types registered so far (the built-ins, at import), by every name."""
+    found: dict[str, type[KerasLayer]] = {}
+    for layer_type in registry.registered():
+        if layer_type.keras is not None:
+            cls = _make(layer_type, layer_type.keras)
+            found.update(dict.fromkeys((layer_type.keras.name, *layer_type.keras.aliases), cls))
+    return found
 
 
 class Activation(KerasLayer):
@@ -171,3 +174,8 @@ class Repeat(KerasLayer):
         self.params = {"times": times, "layers": _items(layers)}
         if share_weights:
             self.params["share_weights"] = True
+
+
+_BUILTIN = _builtins()
+globals().update(_BUILTIN)
+__all__ = sorted([*_OWN, *_BUILTIN])

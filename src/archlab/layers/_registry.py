@@ -5,6 +5,12 @@ a declarative parameter model (pydantic, which also gives validation and the JSO
 a shape rule (``output``), a FLOP rule (``cost``) and a module factory (``module``).
 Building and analysis only ever talk to layer types through this interface, so a registered
 user layer takes part in both exactly like a built-in one.
+
+Its traits are declarative data on the class too, read by the packages that transform models:
+``structured`` and ``keeps_channels`` (structured pruning, compress), ``unstructured`` (magnitude
+pruning), ``lowrank`` (low-rank factorization), ``quantization`` (int8, deploy) and ``keras``
+(the Keras-style constructors). They default to "takes no part", so a plugin layer that sets them
+is pruned, quantized and constructed exactly like the built-in it imitates.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from archlab.exceptions import RegistryError, ShapeError, suggest
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Cost", "InputRule", "LayerParams", "LayerRegistry", "LayerType", "NoParams", "TensorInfo",
-           "fmt_shape", "get_layer", "list_layers", "register_layer", "registry"]
+__all__ = ["Cost", "InputRule", "KeepsChannels", "KerasStyle", "LayerParams", "LayerRegistry", "LayerType", "NoParams",
+           "Quantization", "StructuredPruning", "TensorInfo", "fmt_shape", "get_layer", "list_layers",
+           "register_layer", "registry"]
 
 DType = Literal["float", "long"]
 
@@ -103,6 +110,87 @@ class InputRule:
             raise ShapeError(f"needs {needs} but receives {x.described}" + (f": {hint}" if hint else ""))
 
 
+@dataclass(frozen=True)
+class StructuredPruning:
+    """Trait of a layer whose outputs (filters, units) structured pruning may remove.
+
+    Attributes:
+        width: the Params field that counts the outputs (``filters``, ``units``); pruning lowers it.
+        weight: the module parameter holding one slice per output on axis 0 (scored by its L1 norm).
+        input_axis: the axis of ``weight`` that runs over the input channels, sliced when the
+            layer before lost some (1 for a convolution's (out, in, *k), -1 for dense's (out, in)).
+        bias: the per-output parameter sliced with the outputs, if any.
+    """
+
+    width: str
+    weight: str = "weight"
+    input_axis: int = -1
+    bias: str | None = "bias"
+
+
+@dataclass(frozen=True)
+class KeepsChannels:
+    """Trait of a layer a pruned channel passes through: its output has the channels of its
+    input on axis 0 (channels first), in the same order, so pruning the layer before it prunes
+    them here too.
+
+    Attributes:
+        state: per-channel tensors of the module (parameters or buffers, one value per channel
+            on axis 0) that are sliced with the channels: batchnorm's weight, bias and running
+            statistics. Empty for layers without weights along the channel axis.
+        score: the tensor of ``state`` whose magnitude scores the channels of the layer just
+            before it (batchnorm's |gamma|); None: that layer's own weights score them.
+        flattens: the layer flattens (C, *rest) channels first, so channel c becomes the run of
+            outputs c*prod(rest) ... (c+1)*prod(rest) - 1.
+    """
+
+    state: tuple[str, ...] = ()
+    score: str | None = None
+    flattens: bool = False
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Trait: what ONNX Runtime's int8 methods (``archlab.deploy.quantize_onnx``) do with a layer.
+
+    Attributes:
+        static: True when static (QDQ, calibrated) quantization handles the layer, or it carries
+            no weights and passes through; False when it is not covered; a string when it is
+            refused for a reason worth telling, and what to use instead.
+        dynamic: True when dynamic quantization turns its weights into int8; False when it has no
+            weights that method reads; a string when its weights stay float, and why.
+    """
+
+    static: bool | str = False
+    dynamic: bool | str = False
+
+
+@dataclass(frozen=True)
+class KerasStyle:
+    """Trait: the Keras-style constructor of a layer type (``archlab.layers.Dense(10)``).
+
+    Attributes:
+        name: the class name, as Keras spells it (``Conv2D``).
+        args: the positional arguments, in Keras' order (``("filters", "kernel_size")``).
+        defaults: values Keras gives where the spec has none (``MaxPooling2D`` pools 2 by default).
+        renames: Keras keyword -> spec key (``target_shape`` -> ``shape``).
+        aliases: other names Keras accepts for the same class (``MaxPool2D``).
+    """
+
+    name: str
+    args: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    renames: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+#: Why static int8 refuses attention, recurrent and embedding layers (their ``Quantization.static``).
+SEQUENCE_STATIC = ("use --quantize dynamic for attention, recurrent and embedding layers (int8 weights, "
+                   "activations quantized at run time)")
+#: A layer without weights that static int8 passes through (pooling, activations, reshaping).
+PASSES_QUANTIZATION = Quantization(static=True)
+
+
 class LayerParams(BaseModel):
     """Base of every layer's parameter model: unknown keys are errors, values are immutable."""
 
@@ -136,6 +224,24 @@ class LayerType:
     num_inputs: ClassVar[int] = 1
     #: A one-line description for ``archlab layers`` and docs.
     summary: ClassVar[str] = ""
+
+    # -- traits: declarative data for compress, deploy and the Keras-style constructors ----------
+    #: Structured pruning may remove this layer's outputs (dense, conv); None: it makes no
+    #: prunable outputs, and a pruned channel cannot reach it unless ``keeps_channels`` is set.
+    structured: ClassVar[StructuredPruning | None] = None
+    #: A pruned channel passes through this layer (activations, pooling, dropout, batchnorm, flatten).
+    keeps_channels: ClassVar[KeepsChannels | None] = None
+    #: Magnitude pruning zeroes this layer's weight matrices and kernels (parameters of 2 or more
+    #: dimensions). False for lookup tables (embeddings), whose rows are not weights of a product.
+    unstructured: ClassVar[bool] = True
+    #: Low-rank factorization may replace this layer by two thinner ones of the same type: it is
+    #: a linear map over the last axis with a (out, in) ``weight``, an optional ``bias`` and the
+    #: Params fields ``units`` and ``use_bias`` (dense).
+    lowrank: ClassVar[bool] = False
+    #: What int8 quantization does with the layer; the default refuses static and quantizes nothing.
+    quantization: ClassVar[Quantization] = Quantization()
+    #: The Keras-style constructor archlab.layers offers for the type; None: none.
+    keras: ClassVar[KerasStyle | None] = None
 
     def check_input(self, p: Any, x: TensorInfo | tuple[TensorInfo, ...]) -> None:
         """Raise ShapeError when the layer cannot take ``x``; the default applies ``accepts``."""
@@ -222,6 +328,10 @@ class LayerRegistry:
     def __iter__(self) -> Iterator[str]:
         self.load_plugins()
         return iter(sorted(self._types))
+
+    def registered(self) -> list[LayerType]:
+        """The types registered so far, without loading plugins (for work done at import)."""
+        return list(self._types.values())
 
     def unregister(self, name: str) -> None:
         self._types.pop(name, None)

@@ -11,7 +11,21 @@ from archlab._lazy import lazy_attributes
 from archlab.exceptions import ShapeError
 
 from ._params import PosInt, Rate
-from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, fmt_shape, register_layer
+from ._registry import (
+    SEQUENCE_STATIC,
+    Cost,
+    InputRule,
+    KerasStyle,
+    LayerParams,
+    LayerType,
+    Quantization,
+    TensorInfo,
+    fmt_shape,
+    register_layer,
+)
+
+# ONNX Runtime's dynamic quantizer makes the projections' MatMuls int8; static has no rule for them.
+_QUANTIZATION = Quantization(static=SEQUENCE_STATIC, dynamic=True)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,6 +54,8 @@ class AdditiveAttentionLayer(LayerType):
     Params = AdditiveAttentionParams
     accepts = _SEQ
     summary = "e = v^T tanh(W_h h + W_s s + b), c = sum softmax(e) s: (time, D) -> (D,)"
+    quantization = _QUANTIZATION
+    keras = KerasStyle("AdditiveAttention", ("units",))
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         return TensorInfo((x.shape[1],))
@@ -94,6 +110,8 @@ class MultiHeadAttentionLayer(LayerType):
     Params = MultiHeadAttentionParams
     accepts = _SEQ
     summary = "multi-head self-attention, (time, D) -> (time, D)"
+    quantization = _QUANTIZATION
+    keras = KerasStyle("MultiHeadAttention", ("num_heads",))
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         _check_heads(p, x)
@@ -130,6 +148,8 @@ class TransformerEncoderLayerType(LayerType):
     Params = TransformerParams
     accepts = _SEQ
     summary = "one Transformer encoder block (torch.nn.TransformerEncoderLayer)"
+    quantization = _QUANTIZATION
+    keras = KerasStyle("TransformerEncoder", ("num_heads", "ff_dim"))
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         _check_heads(p, x)
@@ -162,6 +182,8 @@ class TransformerDecoderLayerType(LayerType):
     accepts = _SEQ
     num_inputs = 2
     summary = "one Transformer decoder block; graph form only: from: [x, memory]"
+    quantization = _QUANTIZATION
+    keras = KerasStyle("TransformerDecoder", ("num_heads", "ff_dim"))
 
     def output(self, p, xs: tuple[TensorInfo, TensorInfo]) -> TensorInfo:
         x, memory = xs

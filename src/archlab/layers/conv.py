@@ -12,7 +12,20 @@ from archlab.exceptions import ShapeError, SpecError
 
 from ._activations import ActivationName, activation_flops
 from ._params import Padding, PosInt, Size, as_tuple
-from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, fmt_shape, register_layer
+from ._registry import (
+    PASSES_QUANTIZATION,
+    Cost,
+    InputRule,
+    KeepsChannels,
+    KerasStyle,
+    LayerParams,
+    LayerType,
+    Quantization,
+    StructuredPruning,
+    TensorInfo,
+    fmt_shape,
+    register_layer,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,6 +79,8 @@ class ConvParams(LayerParams):
 class _ConvLayer(LayerType):
     Params = ConvParams
     dims = 2
+    # ORT's ConvInteger made a small digits CNN 8x slower than fp32 (docs in deploy/_quantize.py)
+    quantization = Quantization(static=True, dynamic="ORT's ConvInteger is slower than float convolution")
 
     @property
     def accepts(self) -> InputRule:  # type: ignore[override]
@@ -122,12 +137,15 @@ class _ConvLayer(LayerType):
 class Conv1dLayer(_ConvLayer):
     dims = 1
     summary = "1-D convolution over (channels, length)"
+    keras = KerasStyle("Conv1D", ("filters", "kernel_size"))
 
 
 @register_layer("conv2d")
 class Conv2dLayer(_ConvLayer):
     dims = 2
     summary = "2-D convolution over (channels, height, width)"
+    structured = StructuredPruning(width="filters", input_axis=1)  # weight: (out, in / groups, kh, kw)
+    keras = KerasStyle("Conv2D", ("filters", "kernel_size"))
 
 
 class PoolParams(LayerParams):
@@ -140,6 +158,8 @@ class _PoolLayer(LayerType):
     Params = PoolParams
     dims = 2
     op = "max"
+    keeps_channels = KeepsChannels()
+    quantization = PASSES_QUANTIZATION
 
     @property
     def accepts(self) -> InputRule:  # type: ignore[override]
@@ -180,6 +200,8 @@ class _PoolLayer(LayerType):
 class _GlobalPoolLayer(LayerType):
     dims = 2
     op = "avg"
+    keeps_channels = KeepsChannels()
+    quantization = PASSES_QUANTIZATION
 
     @property
     def accepts(self) -> InputRule:  # type: ignore[override]
@@ -202,9 +224,13 @@ class _GlobalPoolLayer(LayerType):
         return nn.Sequential(cls(1), nn.Flatten())
 
 
+_KERAS_OP = {"max": "Max", "avg": "Average"}
 for _op in ("max", "avg"):
     for _dims in (1, 2):
         register_layer(f"{_op}pool{_dims}d")(type(f"{_op.title()}Pool{_dims}dLayer", (_PoolLayer,), {
-            "dims": _dims, "op": _op, "summary": f"{_op} pooling over {_RANK_DESC[_dims]}"}))
+            "dims": _dims, "op": _op, "summary": f"{_op} pooling over {_RANK_DESC[_dims]}",
+            "keras": KerasStyle(f"{_KERAS_OP[_op]}Pooling{_dims}D", ("pool_size", "strides"), {"pool_size": 2},
+                                aliases=(f"{_op.title()}Pool{_dims}D",))}))
         register_layer(f"global_{_op}pool{_dims}d")(type(f"Global{_op.title()}Pool{_dims}dLayer", (_GlobalPoolLayer,), {
-            "dims": _dims, "op": _op, "summary": f"global {_op} pooling: {_RANK_DESC[_dims]} -> (channels,)"}))
+            "dims": _dims, "op": _op, "summary": f"global {_op} pooling: {_RANK_DESC[_dims]} -> (channels,)",
+            "keras": KerasStyle(f"Global{_KERAS_OP[_op]}Pooling{_dims}D")}))

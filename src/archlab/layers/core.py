@@ -10,7 +10,22 @@ from archlab.exceptions import ShapeError
 
 from ._activations import ActivationName, activation_flops
 from ._params import Epsilon, Momentum, PosInt, Rate
-from ._registry import Cost, InputRule, LayerParams, LayerType, NoParams, TensorInfo, fmt_shape, register_layer
+from ._registry import (
+    PASSES_QUANTIZATION,
+    SEQUENCE_STATIC,
+    Cost,
+    InputRule,
+    KeepsChannels,
+    KerasStyle,
+    LayerParams,
+    LayerType,
+    NoParams,
+    Quantization,
+    StructuredPruning,
+    TensorInfo,
+    fmt_shape,
+    register_layer,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,6 +53,10 @@ class DenseLayer(LayerType):
                         hints={0: "add 'reshape: {shape: [1]}' before it",
                                3: "add 'flatten' before it", 4: "add 'flatten' before it"})
     summary = "y = f(Wx + b) over the last axis"
+    structured = StructuredPruning(width="units", input_axis=-1)  # torch's Linear weight: (out, in)
+    lowrank = True
+    quantization = Quantization(static=True, dynamic=True)
+    keras = KerasStyle("Dense", ("units",))
 
     def output(self, p: DenseParams, x: TensorInfo) -> TensorInfo:
         return TensorInfo((*x.shape[:-1], p.units))
@@ -60,6 +79,7 @@ class DenseLayer(LayerType):
 
 class _Reshaping(LayerType):
     accepts = InputRule(dtype="any")
+    quantization = PASSES_QUANTIZATION
 
     def cost(self, p, x, y) -> Cost:
         return Cost()
@@ -74,6 +94,8 @@ class _Reshaping(LayerType):
 @register_layer("flatten")
 class FlattenLayer(_Reshaping):
     summary = "(d1, d2, ...) -> (d1*d2*...,)"
+    keeps_channels = KeepsChannels(flattens=True)
+    keras = KerasStyle("Flatten")
 
     def output(self, p: NoParams, x: TensorInfo) -> TensorInfo:
         return TensorInfo((x.numel,), x.dtype)
@@ -94,6 +116,7 @@ class ReshapeParams(LayerParams):
 class ReshapeLayer(_Reshaping):
     Params = ReshapeParams
     summary = "to any shape with the same number of elements; one dimension may be -1"
+    keras = KerasStyle("Reshape", ("shape",), renames={"target_shape": "shape"})
 
     def output(self, p: ReshapeParams, x: TensorInfo) -> TensorInfo:
         shape = list(p.shape)
@@ -125,6 +148,9 @@ class DropoutLayer(LayerType):
     Params = DropoutParams
     accepts = InputRule(dtype="float")
     summary = "zeroes a fraction `rate` of elements while training"
+    keeps_channels = KeepsChannels()
+    quantization = PASSES_QUANTIZATION
+    keras = KerasStyle("Dropout", ("rate",))
 
     def output(self, p: DropoutParams, x: TensorInfo) -> TensorInfo:
         return x
@@ -151,6 +177,9 @@ class BatchNormLayer(LayerType):
     Params = BatchNormParams
     accepts = InputRule(ranks={1: "(features,)", 2: "(channels, length)", 3: "(channels, height, width)"})
     summary = "normalizes each channel (axis 0) over the batch; 1-D or 2-D from the input's rank"
+    keeps_channels = KeepsChannels(state=("weight", "bias", "running_mean", "running_var"), score="weight")
+    quantization = PASSES_QUANTIZATION  # folded into the convolution before it
+    keras = KerasStyle("BatchNormalization")
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         return x
@@ -180,6 +209,8 @@ class LayerNormLayer(LayerType):
     Params = LayerNormParams
     accepts = InputRule(dtype="float", hints={0: "add 'reshape: {shape: [1]}' before it"})
     summary = "normalizes over the last axis"
+    quantization = PASSES_QUANTIZATION
+    keras = KerasStyle("LayerNormalization")
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         if x.rank == 0:
@@ -208,6 +239,9 @@ class EmbeddingLayer(LayerType):
     Params = EmbeddingParams
     accepts = InputRule(dtype="long")
     summary = "token ids (...) -> vectors (..., output_dim)"
+    unstructured = False  # a row is a token's whole representation, looked up, not multiplied
+    quantization = Quantization(static=SEQUENCE_STATIC, dynamic=True)
+    keras = KerasStyle("Embedding", ("input_dim", "output_dim"))
 
     def output(self, p: EmbeddingParams, x: TensorInfo) -> TensorInfo:
         return TensorInfo((*x.shape, p.output_dim))
@@ -237,6 +271,9 @@ class PositionalEmbeddingLayer(LayerType):
     Params = PositionalEmbeddingParams
     accepts = InputRule(ranks={2: "(time, features)"}, hints={1: "add 'embedding' before it"})
     summary = "adds learned or sinusoidal position vectors to (time, features)"
+    unstructured = False  # a lookup table of positions, as an embedding's
+    quantization = Quantization(static=SEQUENCE_STATIC)
+    keras = KerasStyle("PositionalEmbedding", ("max_len",))
 
     def output(self, p: PositionalEmbeddingParams, x: TensorInfo) -> TensorInfo:
         if x.shape[0] > p.max_len:

@@ -8,7 +8,17 @@ from archlab._lazy import lazy_attributes
 
 from ._activations import ActivationName, activation_flops
 from ._params import PosInt
-from ._registry import Cost, InputRule, LayerParams, LayerType, TensorInfo, register_layer
+from ._registry import (
+    SEQUENCE_STATIC,
+    Cost,
+    InputRule,
+    KerasStyle,
+    LayerParams,
+    LayerType,
+    Quantization,
+    TensorInfo,
+    register_layer,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,6 +56,7 @@ class _RecurrentLayer(LayerType):
     gates = 1
     pointwise_per_step = 0  # elementwise FLOPs per unit per step besides the matmuls
     saved_per_step = 2  # elements per unit per step kept for backward
+    quantization = Quantization(static=SEQUENCE_STATIC, dynamic=True)
 
     def output(self, p: RecurrentParams, x: TensorInfo) -> TensorInfo:
         width = p.units * (2 if p.bidirectional else 1)
@@ -84,6 +95,7 @@ class _RecurrentLayer(LayerType):
 class SimpleRNNLayer(_RecurrentLayer):
     pointwise_per_step = 1  # adding the two projections
     summary = "Elman RNN: h_t = f(W_xh x_t + W_hh h_(t-1) + b_h)"
+    keras = KerasStyle("SimpleRNN", ("units",))
 
     def module(self, p: RecurrentParams, x: TensorInfo) -> nn.Module:
         from ._recurrent_modules import ElmanRNN
@@ -99,6 +111,7 @@ class LSTMLayer(_RecurrentLayer):
     pointwise_per_step = 13
     saved_per_step = 7
     summary = "LSTM (torch.nn.LSTM)"
+    keras = KerasStyle("LSTM", ("units",))
 
     def module(self, p: GatedParams, x: TensorInfo) -> nn.Module:
         from ._recurrent_modules import GatedRNN
@@ -114,6 +127,8 @@ class GRULayer(_RecurrentLayer):
     pointwise_per_step = 11
     saved_per_step = 5
     summary = "GRU (torch.nn.GRU)"
+    quantization = Quantization(static=SEQUENCE_STATIC, dynamic="ONNX Runtime has no int8 GRU kernel")
+    keras = KerasStyle("GRU", ("units",))
 
     def module(self, p: GatedParams, x: TensorInfo) -> nn.Module:
         from ._recurrent_modules import GatedRNN
