@@ -13,6 +13,9 @@ index, so one item stays one item and no later layer is renumbered. Every other 
 state-dict key stays as it was; only ``net.3.weight``/``net.3.bias`` become ``net.3.0.weight``,
 ``net.3.1.weight`` and ``net.3.1.bias``. A named item keeps its name on the group.
 
+Which layers are "dense" is each layer type's ``lowrank`` trait (``archlab.layers.LayerType``):
+a plugin's linear layer that sets it is factored into a pair of its own type.
+
 The weights come from the truncated SVD W = U S V^T: A = sqrt(S_r) V_r^T, B = U_r sqrt(S_r)
 (the singular values split evenly, so neither factor is much larger than the other when
 fine-tuned), and the bias stays on the second layer, after which the activation runs as before.
@@ -88,10 +91,10 @@ def _slot(data: dict, path: str) -> tuple[list, int]:
     return get_at(data, grand), int(branch.rstrip("]"))
 
 
-def _pair(item: dict, rank: int) -> dict:
-    """The spec item of the factored pair that replaces a dense item."""
-    first: dict[str, Any] = {"dense": {"units": rank, "use_bias": False}}
-    second: dict[str, Any] = {"dense": dict(item["dense"])}
+def _pair(item: dict, kind: str, rank: int) -> dict:
+    """The spec item of the factored pair that replaces a dense item of layer type ``kind``."""
+    first: dict[str, Any] = {kind: {"units": rank, "use_bias": False}}
+    second: dict[str, Any] = {kind: dict(item[kind])}
     if "trainable" in item:  # a frozen layer stays frozen, both halves of it
         first["trainable"] = second["trainable"] = item["trainable"]
     new: dict[str, Any] = {"sequential": {"layers": [first, second]}}
@@ -171,7 +174,7 @@ def lowrank(spec: Spec | dict | str, state_dict: dict[str, torch.Tensor], rank: 
     entries = list(layer_modules(parsed))
     dense: dict[str, list[tuple[str, LayerNode]]] = {}
     for module, node, in_spec in entries:
-        if node.kind == "dense" and in_spec:
+        if node.layer_type.lowrank and in_spec:
             dense.setdefault(node.path, []).append((module, node))
     wanted = None if layers is None else [layers] if isinstance(layers, str) else list(layers)
     if wanted is not None:
@@ -203,11 +206,12 @@ def lowrank(spec: Spec | dict | str, state_dict: dict[str, torch.Tensor], rank: 
         for _, node in places:
             partner = node.tie.path if node.tie is not None else tie_targets.get(id(node))
             if partner is not None:
-                raise SpecError(f"(dense) shares its weight with {partner} (tie); factoring it would break the tie. "
+                raise SpecError(f"({node.kind}) shares its weight with {partner} (tie); factoring it would break "
+                                f"the tie. "
                                 f"Leave it out with layers=[...] (the other dense layers: "
                                 f"{', '.join(p for p in dense if p != path) or 'none'}), or remove the tie", path)
         items, index = _slot(data, path)
-        items[index] = _pair(items[index], rank)
+        items[index] = _pair(items[index], places[0][1].kind, rank)
         for module, node in places:
             n_in, n_out, bias = node.input.shape[-1], node.params.units, node.params.use_bias
             a, b, error = _factor(tensors.pop(f"{module}.weight"), rank)

@@ -3,8 +3,14 @@
 Every function takes a spec and a state dict of the model ``archlab.build`` makes from it, and
 returns a NEW, SMALLER spec plus a state dict for it: real smaller layers, never masks.
 
-Channel criterion (``channel_scores``): a conv2d/dense output is scored by |gamma| of the
-batchnorm that directly follows it, else by the L1 norm of its weights for that output.
+Which layers take part is each layer type's traits (``archlab.layers.LayerType``): a type with
+``structured`` has outputs that can be removed (dense units, conv2d filters), a type with
+``keeps_channels`` lets a pruned channel through (activations, pooling, dropout, batchnorm,
+flatten), and any other type stops it. A plugin layer that sets them is pruned like a built-in.
+
+Channel criterion (``channel_scores``): an output is scored by |gamma| of the batchnorm (any
+``keeps_channels`` layer with a ``score``) that directly follows it, else by the L1 norm of its
+weights for that output.
 Channels that meet at a residual ``add`` are pruned together: the block's body keeps exactly the
 channels of the block input (identity shortcut), so the layer that starts such a residual stream
 (e.g. a stem conv) decides the kept channels of the whole stream. Parallel branches keep all their
@@ -23,16 +29,12 @@ from torch import nn
 from archlab.builder import build_parsed, parse
 from archlab.builder._nodes import LayerNode, ParallelNode, RepeatNode, ResidualNode, SequenceNode
 from archlab.exceptions import SpecError
+from archlab.layers import KeepsChannels
 from archlab.spec import Spec, get_at
 
 __all__ = ["BlockRef", "block_candidates", "bypass", "channel_scores", "prunable_layers", "prune_channels",
            "remove_blocks"]
 
-_PRODUCERS = ("conv2d", "dense")
-# Layers that keep the channel axis as it is (no weights along it).
-_PASS = {"relu", "gelu", "sigmoid", "tanh", "softmax", "activation", "leaky_relu", "elu", "silu", "dropout",
-         "maxpool2d", "avgpool2d", "global_avgpool2d", "global_maxpool2d", "maxpool1d", "avgpool1d",
-         "spatial_dropout2d", "identity"}
 _NOTSET: Any = object()
 
 
@@ -182,6 +184,11 @@ def remove_blocks(spec: Spec | dict, state_dict: dict[str, torch.Tensor],
 
 # -- channels --------------------------------------------------------------------------------------
 
+def _keeps(node: Any) -> KeepsChannels | None:
+    """The ``keeps_channels`` trait of a layer item (None for other layers and for connections)."""
+    return node.layer_type.keeps_channels if isinstance(node, LayerNode) and node.layer_type is not None else None
+
+
 def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -198,22 +205,20 @@ class _Walk:
 
     def seq(self, seq: SequenceNode, prefix: str, keep_in: torch.Tensor | None, forced: Any) -> torch.Tensor | None:
         keys = _child_keys(seq)
-        last = max((i for i, it in enumerate(seq.items) if not (isinstance(it, LayerNode) and it.kind in _PASS
-                                                                  | {"batchnorm", "flatten"})), default=-1)
+        # the last item that decides the sequence's output channels (what follows only passes them on)
+        last = max((i for i, it in enumerate(seq.items) if _keeps(it) is None), default=-1)
         for i, (key, item) in enumerate(zip(keys, seq.items, strict=True)):
             nxt = seq.items[i + 1] if i + 1 < len(seq.items) else None
-            nxt_key = keys[i + 1] if nxt is not None else None
             keep_in = self.item(item, f"{prefix}.{key}", keep_in, forced if i == last else _NOTSET,
-                                f"{prefix}.{nxt_key}" if isinstance(nxt, LayerNode) and nxt.kind == "batchnorm"
-                                else None)
+                                f"{prefix}.{keys[i + 1]}" if _keeps(nxt) is not None else None, _keeps(nxt))
         if forced is not _NOTSET and not _same(keep_in, forced):
             raise _Unprunable(f"{seq.path}: its output channels must match the other side of a merge")
         return keep_in
 
     def item(self, node: Any, prefix: str, keep_in: torch.Tensor | None, forced: Any,
-             bn_prefix: str | None) -> torch.Tensor | None:
+             next_prefix: str | None = None, after: KeepsChannels | None = None) -> torch.Tensor | None:
         if isinstance(node, LayerNode):
-            return self.layer(node, prefix, keep_in, forced, bn_prefix)
+            return self.layer(node, prefix, keep_in, forced, next_prefix, after)
         if isinstance(node, SequenceNode):
             return self.seq(node, prefix, keep_in, forced)
         if isinstance(node, ResidualNode):
@@ -240,21 +245,21 @@ class _Walk:
             self.sd[key] = self.sd[key].index_select(dim, index.to(self.sd[key].device))
 
     def layer(self, node: LayerNode, prefix: str, keep_in: torch.Tensor | None, forced: Any,
-              bn_prefix: str | None) -> torch.Tensor | None:
+              next_prefix: str | None, after: KeepsChannels | None) -> torch.Tensor | None:
+        """Prune one layer; ``after`` is the trait of the layer that follows it (at ``next_prefix``)
+        when that one passes channels on, and may score this layer's outputs."""
         kind = node.kind
-        if kind in _PASS:
-            return keep_in
-        if kind == "batchnorm":
-            for name in ("weight", "bias", "running_mean", "running_var"):
+        keeps = _keeps(node)
+        if keeps is not None:
+            for name in keeps.state:
                 self._slice(f"{prefix}.{name}", 0, keep_in)
-            return keep_in
-        if kind == "flatten":
-            if keep_in is None:
-                return None
+            if not keeps.flattens or keep_in is None:
+                return keep_in
             shape = node.input.shape  # (C, *spatial): channels first inside the model
             inner = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
             return (keep_in[:, None] * inner + torch.arange(inner)[None, :]).reshape(-1)
-        if kind not in _PRODUCERS:
+        trait = node.layer_type.structured if node.layer_type is not None else None
+        if trait is None:
             if keep_in is not None or node.layer_type is None:
                 raise _Unprunable(f"{node.path}: cannot slice the input of a {kind} layer")
             return None
@@ -262,8 +267,9 @@ class _Walk:
             raise _Unprunable(f"{node.path}: grouped convolutions are not pruned")
         if node.tie is not None:
             raise _Unprunable(f"{node.path}: tied weights are not pruned")
-        self._slice(f"{prefix}.weight", 1 if kind == "conv2d" else -1, keep_in)
-        width = self.sd[f"{prefix}.weight"].shape[0]
+        weight = f"{prefix}.{trait.weight}"
+        self._slice(weight, trait.input_axis, keep_in)
+        width = self.sd[weight].shape[0]
         if forced is not _NOTSET:
             keep = forced
         else:
@@ -273,28 +279,36 @@ class _Walk:
             if count >= width:
                 keep = None
             else:
-                scores = channel_scores(self.sd, prefix, bn_prefix)
+                scored = after is not None and after.score is not None
+                scores = channel_scores(self.sd, prefix, next_prefix if scored else None, weight=trait.weight,
+                                        score=after.score if scored else "weight")
                 keep = torch.topk(scores, max(1, count)).indices.sort().values
         if keep is not None:
-            self._slice(f"{prefix}.weight", 0, keep)
-            self._slice(f"{prefix}.bias", 0, keep)
+            self._slice(weight, 0, keep)
+            if trait.bias is not None:
+                self._slice(f"{prefix}.{trait.bias}", 0, keep)
             if self.edit:
                 item = get_at(self.data, node.path)
-                item[kind]["filters" if kind == "conv2d" else "units"] = int(len(keep))
+                item[kind][trait.width] = int(len(keep))
         return keep
 
 
-def channel_scores(state_dict: dict[str, torch.Tensor], prefix: str, bn_prefix: str | None = None) -> torch.Tensor:
+def channel_scores(state_dict: dict[str, torch.Tensor], prefix: str, bn_prefix: str | None = None, *,
+                   weight: str = "weight", score: str = "weight") -> torch.Tensor:
     """Importance of each output of the layer at module path ``prefix``: |gamma| of the batchnorm
-    at ``bn_prefix`` when one follows (and is affine), else the L1 norm of the output's weights."""
-    if bn_prefix is not None and f"{bn_prefix}.weight" in state_dict:
-        return state_dict[f"{bn_prefix}.weight"].detach().abs().float().cpu()
-    weight = state_dict[f"{prefix}.weight"].detach().float().cpu()
-    return weight.abs().reshape(weight.shape[0], -1).sum(1)
+    at ``bn_prefix`` when one follows (and is affine), else the L1 norm of the output's weights.
+
+    ``weight`` and ``score`` name the tensors (the layer's ``StructuredPruning.weight``, the
+    batchnorm's ``KeepsChannels.score``)."""
+    if bn_prefix is not None and f"{bn_prefix}.{score}" in state_dict:
+        return state_dict[f"{bn_prefix}.{score}"].detach().abs().float().cpu()
+    tensor = state_dict[f"{prefix}.{weight}"].detach().float().cpu()
+    return tensor.abs().reshape(tensor.shape[0], -1).sum(1)
 
 
 def prunable_layers(spec: Spec | dict) -> dict[str, int]:
-    """The conv2d/dense layers whose outputs can be pruned, as {spec path: width}.
+    """The layers whose outputs can be pruned (types with the ``structured`` trait: conv2d,
+    dense), as {spec path: width}.
 
     Excluded: the model's output layer, layers whose outputs meet another side at an add (they
     follow the stream's source), grouped or tied layers, and layers feeding one prune cannot pass."""

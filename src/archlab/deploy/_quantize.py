@@ -23,6 +23,9 @@ transformers, static for CNNs):
   calibration. For convolutional and dense models; refused (naming the layer) for attention,
   recurrent and embedding layers: ORT's static quantizer has no rule for LSTM or GRU, and one
   activation range per tensor, fixed in advance, fits attention scores and recurrent states poorly.
+
+What each method does with a layer type is that type's ``quantization`` trait
+(``archlab.layers.Quantization``), so a plugin layer that declares one is treated like a built-in.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 
 from archlab.exceptions import SpecError
+from archlab.layers import Quantization
 
 from ._export import ExportError, _check_file, _quiet, _sibling_tmp, file_size, read_metadata
 
@@ -49,23 +53,6 @@ log = logging.getLogger("archlab")
 
 Mode = Literal["dynamic", "static"]
 
-#: Layer types static QDQ quantization handles (or that carry no weights and pass through).
-STATIC_TYPES = frozenset({
-    "conv1d", "conv2d", "dense", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "global_avgpool1d",
-    "global_avgpool2d", "global_maxpool1d", "global_maxpool2d", "batchnorm", "layernorm", "dropout", "flatten",
-    "reshape", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "softmax"})
-#: Sequence layers: dynamic quantization covers them, static does not.
-SEQUENCE_TYPES = frozenset({
-    "multi_head_attention", "transformer_encoder", "transformer_decoder", "additive_attention", "lstm", "gru",
-    "simple_rnn", "embedding", "positional_embedding"})
-#: Layer types whose weights dynamic quantization turns into int8.
-DYNAMIC_TYPES = frozenset({
-    "dense", "lstm", "simple_rnn", "multi_head_attention", "transformer_encoder", "transformer_decoder",
-    "additive_attention", "embedding"})
-#: Weighted layer types dynamic quantization leaves in float, and why.
-DYNAMIC_FLOAT = {"conv1d": "ORT's ConvInteger is slower than float convolution",
-                 "conv2d": "ORT's ConvInteger is slower than float convolution",
-                 "gru": "ONNX Runtime has no int8 GRU kernel"}
 DYNAMIC_OPS = ["MatMul", "LSTM", "Gather", "Attention"]
 #: Quantized ops of ONNX Runtime's dynamic quantizer, by the float op they replace.
 _INTEGER_OPS = {"MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul", "DynamicQuantizeLSTM": "LSTM",
@@ -97,33 +84,33 @@ class QuantizeResult:
     max_abs_diff: float | None = None
 
 
-def _layers(spec: Any) -> list[tuple[str, str]]:
-    """(spec path, layer type) of every layer, once each (repeat iterations share a path)."""
+def _layers(spec: Any) -> list[tuple[str, str, Quantization]]:
+    """(spec path, layer type, its quantization trait) of every layer, once each (repeat
+    iterations share a path)."""
     from archlab.builder import LayerNode, parse
 
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str, Quantization]] = {}
     for _, node in parse(spec).walk():
         if isinstance(node, LayerNode):
-            seen.setdefault(node.path, node.kind)
-    return list(seen.items())
+            seen.setdefault(node.path, (node.path, node.kind, node.layer_type.quantization))
+    return list(seen.values())
 
 
 def check_quantizable(spec: Any, mode: str) -> list[str]:
     """Refuse what the method cannot do, naming the layer; return the layers left in float."""
     layers = _layers(spec)
     if mode == "static":
-        for path, kind in layers:
-            if kind in SEQUENCE_TYPES:
-                raise SpecError(f"({kind}): static int8 quantization covers convolutional and dense layers; use "
-                                "--quantize dynamic for attention, recurrent and embedding layers (int8 weights, "
-                                "activations quantized at run time)", path)
-            if kind not in STATIC_TYPES:
+        for path, kind, trait in layers:
+            if isinstance(trait.static, str):
+                raise SpecError(f"({kind}): static int8 quantization covers convolutional and dense layers; "
+                                f"{trait.static}", path)
+            if not trait.static:
                 raise SpecError(f"({kind}): static int8 quantization covers convolutional and dense layers (conv, "
                                 "dense, pooling, batchnorm, activations); this layer type is not one of them", path)
         return []
-    floats = [f"{path} ({kind}): {DYNAMIC_FLOAT[kind]}" for path, kind in layers if kind in DYNAMIC_FLOAT]
-    if not any(kind in DYNAMIC_TYPES for _, kind in layers):
-        where = ", ".join(f"{p} ({k})" for p, k in layers if k in DYNAMIC_FLOAT) or "no layer"
+    floats = [f"{path} ({kind}): {trait.dynamic}" for path, kind, trait in layers if isinstance(trait.dynamic, str)]
+    if not any(trait.dynamic is True for _, _, trait in layers):
+        where = ", ".join(f"{p} ({k})" for p, k, trait in layers if isinstance(trait.dynamic, str)) or "no layer"
         raise SpecError(f"dynamic int8 quantization has nothing to quantize here: it covers dense, LSTM, Elman, "
                         f"attention and embedding weights, and this spec's weights are in {where}; use "
                         "--quantize static for convolutional models")
