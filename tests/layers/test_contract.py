@@ -16,6 +16,7 @@ import torch
 
 import archlab
 from archlab.spec import Spec
+from archlab.testing import check_layer_traits
 
 
 def seq(input_shape, *items, dtype: str = "float") -> dict:
@@ -194,3 +195,13 @@ def test_meta_device_build_allocates_nothing_and_counts_the_same():
         model = archlab.build(spec, device="meta")
         assert all(p.is_meta for p in model.parameters()), type_name
         assert model.num_params() == archlab.analyze(spec).total_params, type_name
+
+
+@pytest.mark.parametrize("type_name,index", CASE_IDS, ids=[f"{n}-{i}" for n, i in CASE_IDS])
+def test_layer_traits_agree_with_params_and_module(type_name, index):
+    spec = _case(type_name, index)
+    parsed = archlab.parse(spec)
+    if parsed.is_graph:
+        pytest.skip("check_layer_traits takes one layer on one input (a graph node's layer reads several)")
+    node = parsed.root.items[-1]
+    check_layer_traits(spec["layers"][-1], list(node.input.shape), dtype=node.input.dtype)

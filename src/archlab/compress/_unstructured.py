@@ -13,6 +13,10 @@ convolution, recurrent and attention layers. What is not, and why:
   representation, looked up rather than multiplied, and its magnitudes are not comparable with a
   layer's weights in global pruning. A dense layer tied to an embedding shares that table, so
   it is left alone too.
+
+Which layers those are is each layer type's ``unstructured`` trait (``archlab.layers.LayerType``),
+read through the model's spec; a model archlab did not build has no spec, and there every
+``torch.nn.Embedding`` is left alone.
 """
 
 from __future__ import annotations
@@ -28,9 +32,6 @@ from archlab.builder._nodes import LayerNode, ParallelNode, ParsedSpec, RepeatNo
 from archlab.exceptions import ArchlabError
 
 __all__ = ["SparsityReport", "TensorSparsity", "prune_unstructured"]
-
-_EMBEDDINGS = ("Embedding", "PositionalEncoding")
-
 
 @dataclass(frozen=True)
 class TensorSparsity:
@@ -135,29 +136,29 @@ def layer_modules(parsed: ParsedSpec) -> Iterator[tuple[str, LayerNode, bool]]:
             yield from seq(block.body, f"net.nodes.{name}.layers", True)
 
 
-def _spec_paths(model: nn.Module) -> dict[str, str]:
-    """Module path -> spec path, for a model archlab built (else empty)."""
+def _spec_layers(model: nn.Module) -> list[tuple[str, LayerNode, bool]]:
+    """``layer_modules`` of the spec of a model archlab built (else empty)."""
     spec = getattr(model, "spec", None)
     if spec is None or not hasattr(model, "net"):
-        return {}
+        return []
     from archlab.builder import parse
 
     try:
         parsed = parse(spec)
     except ArchlabError:  # a spec that no longer parses: prune anyway, without spec paths
-        return {}
-    return {module: node.path for module, node, in_spec in layer_modules(parsed) if in_spec}
+        return []
+    return list(layer_modules(parsed))
 
 
-def _prunable_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+def _prunable_weights(model: nn.Module, layers: list[tuple[str, LayerNode, bool]]) -> list[tuple[str, nn.Module, str]]:
     """(module path, module, parameter name) of every weight ``prune_unstructured`` prunes, each
     parameter once (a shared or tied weight counts for its first owner)."""
-    skip = {id(p) for m in model.modules() if type(m).__name__ in _EMBEDDINGS or isinstance(m, nn.Embedding)
-            for p in m.parameters(recurse=False)}
+    modules = dict(model.named_modules())
+    kept = [modules[path] for path, node, _ in layers if not node.layer_type.unstructured and path in modules]
+    kept += [m for m in modules.values() if isinstance(m, nn.Embedding)]
+    skip = {id(p) for m in kept for p in m.parameters()}
     found: list[tuple[str, nn.Module, str]] = []
-    for path, module in model.named_modules():
-        if type(module).__name__ in _EMBEDDINGS or isinstance(module, nn.Embedding):
-            continue
+    for path, module in modules.items():
         for name, param in module.named_parameters(recurse=False):
             if param.dim() < 2 or id(param) in skip:
                 continue
@@ -194,7 +195,8 @@ def prune_unstructured(model: nn.Module, ratio: float, *, global_: bool = False)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
         raise ValueError(f"prune_unstructured: ratio is the fraction of weights to zero, in [0, 1); got {ratio!r}. "
                          "Use e.g. 0.5 to zero half of them")
-    targets = _prunable_weights(model)
+    layers = _spec_layers(model)
+    targets = _prunable_weights(model, layers)
     # prune.remove registers each weight again, last: note the order to restore the state dict's
     orders = {id(m): (m, list(m._parameters)) for _, m, _ in targets}
     if targets:
@@ -212,7 +214,7 @@ def prune_unstructured(model: nn.Module, ratio: float, *, global_: bool = False)
         module._parameters.update((name, params[name]) for name in order)
         if isinstance(module, nn.RNNBase):
             module.flatten_parameters()  # cuDNN's single weight buffer again (a no-op on the CPU)
-    spec_paths = _spec_paths(model)
+    spec_paths = {module: node.path for module, node, in_spec in layers if in_spec}
     report = SparsityReport(float(ratio), global_)
     for path, module, name in targets:
         weight = getattr(module, name).detach()

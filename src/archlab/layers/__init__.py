@@ -8,6 +8,7 @@ from ._keras import *  # noqa: F403
 from ._keras import __all__ as _keras_all
 from ._keras import keras_class
 from ._registry import (
+    SEQUENCE_STATIC,
     Cost,
     InputRule,
     KeepsChannels,
@@ -25,9 +26,9 @@ from ._registry import (
     registry,
 )
 
-__all__ = ["Cost", "InputRule", "KeepsChannels", "KerasStyle", "LayerParams", "LayerRegistry", "LayerType", "NoParams",
-           "Quantization", "StructuredPruning", "TensorInfo", "get_layer", "list_layers", "register_layer", "registry",
-           *_keras_all]
+__all__ = ["SEQUENCE_STATIC", "Cost", "InputRule", "KeepsChannels", "KerasStyle", "LayerParams", "LayerRegistry",
+           "LayerType", "NoParams", "Quantization", "StructuredPruning", "TensorInfo", "get_layer", "list_layers",
+           "register_layer", "registry", *_keras_all]
 
 
 def __getattr__(name: str) -> type:
