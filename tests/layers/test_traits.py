@@ -15,7 +15,7 @@ import torch
 import archlab
 from archlab import layers
 from archlab.compress import lowrank, prunable_layers, prune_channels, prune_unstructured
-from archlab.deploy import check_quantizable, export_model, quantize_onnx
+from archlab.deploy import check_quantizable, export_model, load_runner, quantize_onnx
 from archlab.exceptions import SpecError
 from archlab.layers import (
     SEQUENCE_STATIC,
@@ -201,8 +201,6 @@ def test_dynamic_int8_of_a_plugin_model_equals_the_builtins(tmp_path):
         results[name] = quantize_onnx(tmp_path / f"{name}.onnx", tmp_path / f"{name}-int8.onnx", mode="dynamic")
     assert results["plugin"].ops_quantized == results["builtin"].ops_quantized == {"MatMul": 3}
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
-    from archlab.deploy import load_runner
-
     np.testing.assert_array_equal(load_runner(results["plugin"].path)(x), load_runner(results["builtin"].path)(x))
 
 

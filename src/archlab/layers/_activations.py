@@ -76,9 +76,8 @@ class LeakyReluParams(LayerParams):
     negative_slope: Finite = 0.01
 
 
-for _name in ("relu", "tanh", "sigmoid", "silu"):
-    register_layer(_name)(type(_name.title(), (_Elementwise,), {"keras": KerasStyle("ReLU") if _name == "relu"
-                                                                else None}))
+for _name, _keras in (("relu", KerasStyle("ReLU")), ("tanh", None), ("sigmoid", None), ("silu", None)):
+    register_layer(_name)(type(_name.title(), (_Elementwise,), {"keras": _keras}))
 
 
 @register_layer("softmax")
