@@ -163,3 +163,17 @@ def test_remove_blocks_then_prune_compose():
     spec, state = remove_blocks(RESNET, model.state_dict(), block_candidates(RESNET)[:2])
     spec, state = prune_channels(spec, state, ratio=0.25)
     _fits(spec, state)
+
+
+@pytest.mark.parametrize("after", [["flatten"], ["batchnorm", "flatten"], ["global_avgpool1d"]])
+def test_dense_over_time_steps_keeps_its_units(after):
+    # dense over (time, features) puts its units on the last axis; the layers after it look for
+    # channels on axis 0, so its units stay, and the dense layer on (features,) after them prunes
+    spec = {"input": [4, 5], "layers": [{"dense": {"units": 8}}, *after, {"dense": {"units": 6}}, "relu",
+                                        {"dense": {"units": 3}}]}
+    head = f"layers[{1 + len(after)}]"
+    assert prunable_layers(spec) == {head: 6}
+    small, sd = prune_channels(spec, archlab.build(spec).state_dict(), ratio=0.5)
+    assert small.to_dict()["layers"][0] == {"dense": {"units": 8}}
+    assert small.to_dict()["layers"][1 + len(after)] == {"dense": {"units": 3}}
+    archlab.build(small).load_state_dict(sd)

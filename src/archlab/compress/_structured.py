@@ -267,6 +267,12 @@ class _Walk:
             raise _Unprunable(f"{node.path}: grouped convolutions are not pruned")
         if node.tie is not None:
             raise _Unprunable(f"{node.path}: tied weights are not pruned")
+        if trait.last_axis and (node.input.rank != 1 or node.output.rank != 1):
+            # its outputs lie on the last axis, where the layers after it (batchnorm, pooling,
+            # flatten) do not look for channels: keep them all
+            if keep_in is not None:
+                raise _Unprunable(f"{node.path}: a {kind} layer over {node.input} reads its last axis, not channels")
+            return None
         weight = f"{prefix}.{trait.weight}"
         self._slice(weight, trait.input_axis, keep_in)
         width = self.sd[weight].shape[0]

@@ -120,12 +120,16 @@ class StructuredPruning:
         input_axis: the axis of ``weight`` that runs over the input channels, sliced when the
             layer before lost some (1 for a convolution's (out, in, *k), -1 for dense's (out, in)).
         bias: the per-output parameter sliced with the outputs, if any.
+        last_axis: the layer maps the last axis of its input to the last axis of its output
+            (dense). Pruning follows channels on axis 0 (channels first), so such a layer is
+            pruned only on 1-D ``(features,)`` tensors, where the two axes are one.
     """
 
     width: str
     weight: str = "weight"
     input_axis: int = -1
     bias: str | None = "bias"
+    last_axis: bool = False
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class DenseLayer(LayerType):
                         hints={0: "add 'reshape: {shape: [1]}' before it",
                                3: "add 'flatten' before it", 4: "add 'flatten' before it"})
     summary = "y = f(Wx + b) over the last axis"
-    structured = StructuredPruning(width="units", input_axis=-1)  # torch's Linear weight: (out, in)
+    structured = StructuredPruning(width="units", input_axis=-1, last_axis=True)  # torch's Linear weight: (out, in)
     lowrank = True
     quantization = Quantization(static=True, dynamic=True)
     keras = KerasStyle("Dense", ("units",))
