@@ -11,7 +11,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -93,6 +93,12 @@ class MetricRegistry:
             raise RegistryError(f"unknown metric '{name}'{suggest(name, self._metrics)} "
                                 f"(known: {', '.join(sorted(self._metrics))})") from None
 
+    def allow(self, name: str, task: str) -> None:
+        """Let metric ``name`` apply to ``task`` as well (a task that lists it among its metrics)."""
+        metric = self._metrics[name]
+        if metric.tasks is not None and task not in metric.tasks:
+            self._metrics[name] = replace(metric, tasks=metric.tasks | {task})
+
     def for_task(self, task: str) -> list[str]:
         return sorted(n for n, m in self._metrics.items() if m.applies_to(task))
 
@@ -163,10 +169,14 @@ def direction_of(key: str, task: str | None = None, where: str = "") -> Directio
         >>> direction_of("val_auc"), direction_of("val_loss"), direction_of("r2")
         ('max', 'min', 'max')
     """
+    name = key.removeprefix("val_")
     try:
         metric = metric_of_key(key)
-    except RegistryError as exc:
-        raise SpecError(f"{exc}; record names are these, with val_ for the validation split", where) from None
+    except RegistryError:
+        known = metrics.for_task(task) if task is not None else list(metrics)
+        owner = f"task {task}'s metrics" if task is not None else "known"
+        raise SpecError(f"unknown metric '{name}'{suggest(name, known)} ({owner}: {', '.join(known)}; "
+                        "val_NAME is the validation split's)", where) from None
     if task is not None and not metric.applies_to(task):
         names = ", ".join(metrics.for_task(task))
         raise SpecError(f"metric '{metric.name}' does not apply to task {task} (it applies to "

@@ -135,7 +135,9 @@ class TaskRegistry:
         if not name.isidentifier() or name != name.lower():
             raise RegistryError(f"a task name is lower_snake_case, got {name!r}")
         for metric in (*task.default_metrics, *task.evaluation_metrics):
-            metrics.get(metric)  # an unknown metric fails at registration, not in the first evaluation
+            # an unknown metric fails at registration, not in the first evaluation; a known one now
+            # applies to this task too (a plugin task may score with mae, auc...)
+            metrics.allow(metrics.get(metric).name, name)
         if name in self._tasks and not override:
             warnings.warn(f"task {name!r} was registered before; the new one replaces it "
                           "(pass override=True to silence this)", stacklevel=3)
