@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from archlab.exceptions import SpecError
 
@@ -13,7 +12,8 @@ from . import _plots
 from ._metrics import Predictions
 from ._registry import TaskKind, register_task
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy too: the arrays' own methods do the work (see _registry.py)
+    import numpy as np
     import torch
 
 __all__ = ["Binary", "Classification", "Multilabel", "Regression"]
@@ -54,7 +54,7 @@ class Classification(TaskKind):
         return scores.argmax(axis=1)
 
     def describe_prediction(self, scores: np.ndarray, classes: list[str], top: int) -> dict[str, Any]:
-        order = np.argsort(-scores, kind="stable")[:min(top, len(scores))]
+        order = (-scores).argsort(kind="stable")[:min(top, len(scores))]
         return {"top": [{"class": classes[i], "probability": float(scores[i])} for i in order]}
 
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
@@ -62,7 +62,7 @@ class Classification(TaskKind):
         from sklearn.metrics import confusion_matrix
 
         names = list(classes) if classes else [str(i) for i in range(predictions.scores.shape[1])]
-        cm = confusion_matrix(predictions.y_true, predictions.labels, labels=np.arange(len(names)))
+        cm = confusion_matrix(predictions.y_true, predictions.labels, labels=list(range(len(names))))
         return ({"classes": names, "confusion_matrix": cm.tolist()},
                 {"confusion": _plots.confusion_figure(cm, names, title)})
 
@@ -99,17 +99,17 @@ class Binary(TaskKind):
         return ((out.reshape(y.shape) > 0).to(y.dtype) == y).sum()
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
-        return (scores > 0.5).astype(np.int64)
+        return (scores > 0.5).astype("int64")
 
     def describe_prediction(self, scores: np.ndarray, classes: list[str], top: int) -> dict[str, Any]:
-        p = float(np.ravel(scores)[0])
+        p = float(scores.ravel()[0])
         names = classes if len(classes) == 2 else ["0", "1"]
         return {"class": names[int(p > 0.5)], "probability": p}
 
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
                   title: str) -> tuple[dict[str, Any], dict[str, Any]]:
         y, p = predictions.y_true, predictions.scores
-        if len(np.unique(y)) < 2:  # one class only: no curve to draw
+        if len(y) == 0 or y.min() == y.max():  # one class only: no curve to draw
             return {}, {}
         return {}, {"roc": _plots.roc_figure(y, p, title), "pr": _plots.pr_figure(y, p, title)}
 
@@ -134,7 +134,7 @@ class Multilabel(TaskKind):
     def check_data(self, dataset: Any) -> None:
         super().check_data(dataset)
         y = dataset.y_train
-        if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+        if y.ndim != 2 or not ((y == 0) | (y == 1)).all():
             raise SpecError(f"task multilabel needs 0/1 targets of shape (samples, labels) but {dataset.name}'s "
                             f"are {_fmt(y.shape)}" + ("" if y.ndim != 2 else " with values other than 0 and 1")
                             + ": give one 0/1 column per label, or set task.kind: regression", "task.kind")
@@ -146,7 +146,7 @@ class Multilabel(TaskKind):
                             f"{_fmt(shape)}: end with dense: {{units: {labels}, activation: sigmoid}}", "layers")
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
-        return (scores > 0.5).astype(np.int64)
+        return (scores > 0.5).astype("int64")
 
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
                   title: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -174,8 +174,8 @@ class Regression(TaskKind):
         return lambda out, y: F.mse_loss(out.reshape(y.shape), y.float())
 
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
-        values = int(np.prod(dataset.y_train.shape[1:]))
-        if int(np.prod(shape)) != values:
+        values = math.prod(dataset.y_train.shape[1:])
+        if math.prod(shape) != values:
             raise SpecError(f"the model's output is {_fmt(shape)} but {dataset.name} has {values} target value(s) per "
                             f"sample: end with dense: {{units: {values}}} (no activation)", "layers")
 

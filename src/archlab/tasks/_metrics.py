@@ -12,11 +12,12 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from archlab.exceptions import RegistryError, SpecError, suggest
+
+if TYPE_CHECKING:  # type hints only: importing the registry loads no heavy library (see _registry.py)
+    import numpy as np
 
 __all__ = ["Metric", "MetricRegistry", "Predictions", "direction_of", "get_metric", "list_metrics", "metric_of_key",
            "metrics", "register_metric", "score"]
@@ -120,6 +121,7 @@ def register_metric(name: str, direction: Direction, tasks: tuple[str, ...] | No
     """Decorator registering ``compute(predictions, top_k) -> float`` as a metric.
 
     Example:
+        >>> import numpy as np
         >>> @register_metric("median_abs_error", "min", ("regression",), override=True)
         ... def _median(p, top_k):
         ...     return float(np.median(np.abs(p.y_true - p.scores)))
@@ -188,6 +190,7 @@ def score(predictions: Predictions, names: list[str] | tuple[str, ...], top_k: i
     """The named metrics of one split (``loss`` is the engine's: it is skipped here).
 
     Example:
+        >>> import numpy as np
         >>> p = Predictions(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), np.array([0, 1, 0]))
         >>> score(p, ["accuracy", "auc"])
         {'accuracy': 0.6666666666666666, 'auc': 1.0}
@@ -223,7 +226,7 @@ def _top_k_accuracy(p: Predictions, top_k: int) -> float:
     classes = p.scores.shape[1]
     if top_k >= classes:  # every class is among the top k: sklearn warns and returns 1.0
         return 1.0
-    return float(top_k_accuracy_score(p.y_true, p.scores, k=top_k, labels=np.arange(classes)))
+    return float(top_k_accuracy_score(p.y_true, p.scores, k=top_k, labels=list(range(classes))))
 
 
 @register_metric("macro_f1", "max", ("classification", "multilabel"),
@@ -252,7 +255,7 @@ def _subset_accuracy(p: Predictions, top_k: int) -> float:
 def _auc(p: Predictions, top_k: int) -> float:
     from sklearn.metrics import roc_auc_score
 
-    if len(np.unique(p.y_true)) < 2:  # a split with one class has no ROC curve: not a number, not a crash
+    if len(p.y_true) == 0 or p.y_true.min() == p.y_true.max():  # one class: no ROC curve; not a number, not a crash
         return math.nan
     return float(roc_auc_score(p.y_true, p.scores))
 

@@ -3,9 +3,10 @@ saves it). matplotlib is imported inside: it is heavy and only evaluations draw.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # type hints only (see _registry.py)
+    import numpy as np
 
 __all__ = ["confusion_figure", "per_label_figure", "pr_figure", "residuals_figure", "roc_figure"]
 
@@ -63,7 +64,7 @@ def pr_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Any:
     precision, recall, _ = precision_recall_curve(y_true, scores)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(recall, precision, label=f"average precision {average_precision_score(y_true, scores):.4f}")
-    ax.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="chance (positive rate)")
+    ax.axhline(float(y_true.mean()), linestyle="--", color="grey", label="chance (positive rate)")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.legend(loc="lower left")

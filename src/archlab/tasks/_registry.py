@@ -15,13 +15,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-
 from archlab.exceptions import RegistryError, SpecError, suggest
 
 from ._metrics import Predictions, metrics
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and torch for type hints only: the arrays' and tensors' own methods do the
+    # work, so that importing the registry (archlab validate does, for task.kind) loads no heavy library
+    import numpy as np
     import torch
 
 __all__ = ["ENTRY_POINT_GROUP", "TaskKind", "TaskRegistry", "as_task", "get_task", "list_tasks", "register_task",
@@ -74,7 +74,7 @@ class TaskKind:
 
     def targets(self, y: np.ndarray) -> np.ndarray:
         """The targets as the loss takes them."""
-        return np.ascontiguousarray(y, dtype=np.int64 if self.target_dtype == "long" else np.float32)
+        return y.astype("int64" if self.target_dtype == "long" else "float32", order="C", copy=False)
 
     def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """How many samples of a training batch are right, on the device (no host sync); None when the
@@ -102,7 +102,7 @@ class TaskKind:
 
     def describe_prediction(self, scores: np.ndarray, classes: list[str], top: int) -> dict[str, Any]:
         """One sample's prediction as ``archlab predict`` prints it."""
-        return {"output": np.asarray(scores).tolist()}
+        return {"output": scores.tolist()}
 
     # -- evaluation ----------------------------------------------------------------------------
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
