@@ -19,7 +19,7 @@ from archlab.search._study import parse_objectives
 from archlab.selection import cross_validate
 from archlab.selection._diagnose import one_standard_error
 from archlab.tasks import Predictions, TaskKind, direction_of, get_task, list_tasks, register_task, score, tasks
-from archlab.training import Engine, resolve_recipe, train
+from archlab.training import Engine, predict_run, resolve_recipe, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -196,6 +196,10 @@ def test_binary_reports_auc_log_loss_accuracy_and_draws_roc(tmp_path: Path) -> N
     assert result.test_metrics["log_loss"] == pytest.approx(result.test_metrics["loss"], rel=1e-4)
     assert (result.run_dir / "roc-test.png").is_file() and (result.run_dir / "pr-test.png").is_file()
     assert len(ds.y_test) == json.loads((result.run_dir / "evaluation-test.json").read_text())["samples"]
+    np.save(tmp_path / "one.npy", ds.x_test[:1])
+    top = predict_run(result.run_dir, tmp_path / "one.npy")[0]["top"]  # both classes, the likelier first
+    assert [t["class"] for t in top] in (["0", "1"], ["1", "0"]) and top[0]["probability"] >= 0.5
+    assert sum(t["probability"] for t in top) == pytest.approx(1.0)
 
 
 def test_regression_reports_rmse_r2_and_draws_residuals(tmp_path: Path) -> None:

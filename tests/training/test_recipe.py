@@ -16,7 +16,8 @@ def test_defaults_are_the_seed_recipe() -> None:
     assert (recipe.batch_size, recipe.epochs) == (128, 10)
     assert (recipe.validation_split, recipe.validation, recipe.shuffle) == (0.1, "last", True)
     assert recipe.schedule.name == "none" and recipe.early_stopping is None and recipe.grad_clip is None
-    assert (recipe.loss, recipe.metrics, recipe.seed, recipe.data) == ("auto", None, 0, None)  # None: the task's default metrics
+    # metrics None: the task's default metrics
+    assert (recipe.loss, recipe.metrics, recipe.seed, recipe.data) == ("auto", None, 0, None)
     assert (recipe.device, recipe.precision, recipe.init, recipe.augment) == ("auto", "auto", "torch", "none")
 
 

@@ -96,7 +96,8 @@ def cv(
     try:
         result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,
                                 out=out, data_dir=data_dir, resume=resume, learning_curve=learning_curve,
-                                metric=metric, on_start=bar.start, on_result=bar.update, epochs=epochs, batch_size=batch_size, lr=lr)
+                                metric=metric, on_start=bar.start, on_result=bar.update, epochs=epochs,
+                                batch_size=batch_size, lr=lr)
     except CVInterrupted as exc:
         bar.stop()
         hint = f"; continue with: {_same_command(ctx, exc.run_dir)}" if exc.run_dir is not None else ""
@@ -126,6 +127,7 @@ def cv(
     _out.print(f"diagnosis: {result.diagnosis}", markup=False, soft_wrap=True)
     if result.learning_curve:
         curve = ", ".join(f"{r['train_samples']}: {r['val_mean']:.4f}" for r in result.learning_curve)
-        _out.print(f"learning curve (training samples: validation {result.metric}): {curve}", markup=False, soft_wrap=True)
+        _out.print(f"learning curve (training samples: validation {result.metric}): {curve}", markup=False,
+                   soft_wrap=True)
         _out.print(f"more data? {result.learning_answer}", markup=False, soft_wrap=True)
     _out.print(f"run: {result.run_dir}", markup=False)

@@ -296,8 +296,8 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         sweeps: ``PATH=V1,V2`` strings or (path, values) pairs; several form a grid.
         metric: what each fold scores; default the task's first metric (accuracy for classification,
             auc for binary, mse for regression). The choice follows its direction (``archlab.tasks``).
-        folds, repeats: K-fold (stratified for the tasks that stratify), repeated with different shuffles when ``repeats > 1``;
-            seeded by ``seed``, the same folds for every configuration.
+        folds, repeats: K-fold (stratified for the tasks that stratify), repeated with different shuffles
+            when ``repeats > 1``; seeded by ``seed``, the same folds for every configuration.
         jobs: (configuration, fold) trainings run in this many processes.
         data_dir: where to look for data files first (when ``dataset`` is a name).
         out: the folder receiving ``cv-<name>-<timestamp>/``.

@@ -17,5 +17,5 @@ from ._metrics import (
 from ._registry import ENTRY_POINT_GROUP, TaskKind, TaskRegistry, as_task, get_task, list_tasks, register_task, tasks
 
 __all__ = ["ENTRY_POINT_GROUP", "Metric", "MetricRegistry", "Predictions", "TaskKind", "TaskRegistry", "as_task",
-           "direction_of", "get_metric", "list_metrics", "list_tasks", "metric_of_key", "metrics", "register_metric",
-           "register_task", "score", "tasks", "get_task"]
+           "direction_of", "get_metric", "get_task", "list_metrics", "list_tasks", "metric_of_key", "metrics",
+           "register_metric", "register_task", "score", "tasks"]

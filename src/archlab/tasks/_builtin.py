@@ -102,9 +102,10 @@ class Binary(TaskKind):
         return (scores > 0.5).astype("int64")
 
     def describe_prediction(self, scores: np.ndarray, classes: list[str], top: int) -> dict[str, Any]:
-        p = float(scores.ravel()[0])
+        p = float(scores.ravel()[0])  # the positive class's probability
         names = classes if len(classes) == 2 else ["0", "1"]
-        return {"class": names[int(p > 0.5)], "probability": p}
+        both = sorted([(names[1], p), (names[0], 1 - p)], key=lambda item: -item[1])
+        return {"top": [{"class": c, "probability": q} for c, q in both[:top]]}
 
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
                   title: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -39,8 +39,8 @@ from ._runs import (
 )
 
 __all__ = ["TrainResult", "TrainingError", "check_fit", "check_recipe", "evaluate_run", "finish_run", "load_run",
-           "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "resolve_task", "run_task", "save_figure",
-           "split_validation", "start_run", "to_tensors", "train"]
+           "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "resolve_task", "run_task",
+           "save_figure", "split_validation", "start_run", "to_tensors", "train"]
 
 
 @dataclass
@@ -61,7 +61,8 @@ def resolve_task(recipe: Recipe, spec: Spec, data_task: str | None = None) -> Ta
 
     Example:
         >>> from archlab.spec import Spec
-        >>> spec = Spec.from_dict({"name": "s", "input": [4], "task": {"kind": "binary"}, "layers": [{"dense": {"units": 1}}]})
+        >>> spec = Spec.from_dict({"name": "s", "input": [4], "task": {"kind": "binary"},
+        ...                        "layers": [{"dense": {"units": 1}}]})
         >>> resolve_task(resolve_recipe({}), spec, "classification").name
         'binary'
     """
