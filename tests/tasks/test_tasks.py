@@ -236,3 +236,28 @@ def test_a_plugin_task_takes_part(tmp_path: Path) -> None:
         assert get_metric_task.name == "absolute_regression"
     finally:
         tasks.unregister("absolute_regression")
+
+
+def test_search_maximises_auc_on_a_binary_task(tmp_path: Path) -> None:
+    import optuna
+
+    from archlab.search import search
+
+    data = npz(tmp_path, lambda x: (x[:, 0] + 0.3 * x[:, 1] > 0).astype(np.int64), "sbin", seed=4)
+    space = mlp({"kind": "binary"}, 1, "sigmoid", epochs=2)
+    space["layers"][0]["dense"]["units"] = {"choice": [1, 2, 16]}
+    result = search(space, data, 3, objectives=["val_auc"], pruner="none", out=tmp_path, seed=0)
+    assert result.study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    values = [t.value for t in result.study.trials if t.value is not None]
+    assert result.best[0]["values"]["val_auc"] == max(values)
+
+
+def test_search_objective_that_does_not_apply_fails_before_any_study(tmp_path: Path) -> None:
+    from archlab.search import search
+
+    data = npz(tmp_path, lambda x: x[:, 0].astype(np.float32), "sreg")
+    space = mlp({"kind": "regression"}, 1)
+    space["layers"][0]["dense"]["units"] = {"choice": [2, 16]}
+    with pytest.raises(SpecError, match="metric 'auc' does not apply to task regression"):
+        search(space, data, 1, objectives=["val_auc"], out=tmp_path)
+    assert not list(tmp_path.glob("search-*"))
