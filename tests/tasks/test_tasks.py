@@ -261,3 +261,37 @@ def test_search_objective_that_does_not_apply_fails_before_any_study(tmp_path: P
     with pytest.raises(SpecError, match="metric 'auc' does not apply to task regression"):
         search(space, data, 1, objectives=["val_auc"], out=tmp_path)
     assert not list(tmp_path.glob("search-*"))
+
+
+def test_a_run_recorded_before_tasks_still_evaluates(tmp_path: Path) -> None:
+    """Old runs wrote ``loss: mse`` or ``auto`` and ``metrics: [accuracy]`` whatever the task."""
+    import yaml
+
+    from archlab.training import evaluate_run
+
+    data = npz(tmp_path, lambda x: x[:, 0].astype(np.float32), "old")
+    spec = mlp({"kind": "regression"}, 1, epochs=1)
+    del spec["task"]  # old specs often named no task: the data set's (regression) decides
+    run = train(spec, data=data, out=tmp_path, verbose=0).run_dir
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "loss": "mse", "metrics": ["accuracy"]}))
+    result = evaluate_run(run)
+    assert {"loss", "mse", "rmse", "mae", "r2"} == set(result["metrics"])
+    assert "residuals-test-best.png" in result["files"]
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_every_task_scores_its_own_metrics(name: str) -> None:
+    """Contract over the registry: a task's loss is finite on logits, and each of its metrics applies
+    to it, has a direction and computes a number from its predictions."""
+    task = get_task(name)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(12, 3 if name in ("classification", "multilabel") else 1, generator=gen)
+    y = {"classification": torch.arange(12) % 3, "binary": (torch.arange(12) % 2).float(),
+         "multilabel": (torch.rand(12, 3, generator=gen) > 0.5).float(),
+         "regression": torch.randn(12, generator=gen)}[name]
+    assert math.isfinite(task.loss()(logits, y).item())
+    names = [*task.default_metrics, *task.evaluation_metrics]
+    assert all(direction_of(m, name) in ("max", "min") for m in names)
+    got = score(task.predictions(logits, y), names, top_k=2)
+    assert got and all(isinstance(v, float) for v in got.values())
