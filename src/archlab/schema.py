@@ -10,6 +10,7 @@ from typing import Any
 
 from .builder._nodes import CONNECTIONS, MERGES
 from .layers import get_layer, list_layers
+from .tasks import list_tasks
 
 __all__ = ["spec_schema"]
 
@@ -82,7 +83,7 @@ def spec_schema() -> dict:
             "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
             "data_format": {"enum": ["channels_first", "channels_last"]},
             "task": {"type": "object", "properties": {
-                "kind": {"enum": ["classification", "binary", "regression", "multilabel"]},
+                "kind": {"enum": list_tasks()},
                 "classes": {"type": "integer", "minimum": 2}}},
             "layers": layer_list,
             "graph": {"type": "object", "additionalProperties": node},

@@ -14,13 +14,14 @@ from .exceptions import SpecError
 from .layers import KerasLayer
 from .layers._keras import Input, _items
 from .spec import Spec
+from .tasks import get_task
 
 __all__ = ["Sequential"]
 
-# Keras loss and metric names -> archlab's
-_LOSSES = {"categorical_crossentropy": "cross_entropy", "sparse_categorical_crossentropy": "cross_entropy",
-           "cross_entropy": "cross_entropy", "binary_crossentropy": "binary_cross_entropy",
-           "binary_cross_entropy": "binary_cross_entropy", "mse": "mse", "mean_squared_error": "mse"}
+# Keras loss names -> the archlab task that trains with that loss; Keras metric names -> archlab's
+_LOSSES = {"categorical_crossentropy": "classification", "sparse_categorical_crossentropy": "classification",
+           "cross_entropy": "classification", "binary_crossentropy": "binary",
+           "binary_cross_entropy": "binary", "mse": "regression", "mean_squared_error": "regression"}
 _METRICS = {"accuracy": "accuracy", "acc": "accuracy", "sparse_categorical_accuracy": "accuracy",
             "categorical_accuracy": "accuracy", "top_k_categorical_accuracy": "top_k_accuracy",
             "sparse_top_k_categorical_accuracy": "top_k_accuracy", "macro_f1": "macro_f1", "mse": "mse",
@@ -109,17 +110,18 @@ class Sequential:
             if metric not in _METRICS:
                 raise SpecError(f"unknown metric {metric!r}; known: {', '.join(_METRICS)}")
             names.append(_METRICS[metric])
-        self._loss = _LOSSES[loss]
+        self._task = get_task(_LOSSES[loss])
         self._one_hot = loss in ("categorical_crossentropy",)
-        self._recipe = resolve_recipe({"optimizer": optimizer, "loss": self._loss, "metrics": names, **recipe})
-        self.model_, self._head = prepare_model(self.to_spec(), self._recipe, self._loss)
+        self._recipe = resolve_recipe({"optimizer": optimizer, "loss": self._task.loss_name, "metrics": names,
+                                       **recipe})
+        self.model_, self._head = prepare_model(self.to_spec(), self._recipe, self._task)
 
     def _engine(self, recipe: Any = None, run_dir: Any = None, verbose: int = 0):
         from .training import Engine
 
         if not hasattr(self, "model_"):
             raise SpecError("call compile() before fit(), evaluate() or predict(), as in Keras")
-        return Engine(self.model_, recipe or self._recipe, self._loss, run_dir=run_dir, verbose=verbose,
+        return Engine(self.model_, recipe or self._recipe, self._task, run_dir=run_dir, verbose=verbose,
                       output_activation=self._head)
 
     def _targets(self, y: Any):
@@ -128,7 +130,7 @@ class Sequential:
         y = np.asarray(y)
         if self._one_hot and y.ndim == 2:
             y = y.argmax(axis=1)  # categorical_crossentropy takes one-hot targets
-        return torch.from_numpy(y.astype(np.int64 if self._loss == "cross_entropy" else np.float32))
+        return torch.from_numpy(self._task.targets(y))
 
     @staticmethod
     def _inputs(x: Any):

@@ -16,7 +16,8 @@ def test_defaults_are_the_seed_recipe() -> None:
     assert (recipe.batch_size, recipe.epochs) == (128, 10)
     assert (recipe.validation_split, recipe.validation, recipe.shuffle) == (0.1, "last", True)
     assert recipe.schedule.name == "none" and recipe.early_stopping is None and recipe.grad_clip is None
-    assert (recipe.loss, recipe.metrics, recipe.seed, recipe.data) == ("auto", ["accuracy"], 0, None)
+    # metrics None: the task's default metrics
+    assert (recipe.loss, recipe.metrics, recipe.seed, recipe.data) == ("auto", None, 0, None)
     assert (recipe.device, recipe.precision, recipe.init, recipe.augment) == ("auto", "auto", "torch", "none")
 
 
@@ -119,7 +120,7 @@ def test_bad_values_name_the_train_path(section: dict, overrides: dict, path: st
     ({"schedule": "cosin"}, "train.schedule.name", "did you mean 'cosine'?", "'one_cycle'"),
     ({"loss": "crossentropy"}, "train.loss", "did you mean 'cross_entropy'?", "'binary_cross_entropy'"),
     ({"validation": "stratifed"}, "train.validation", "did you mean 'stratified'?", "'last' or 'stratified'"),
-    ({"metrics": ["acuracy"]}, "train.metrics", "did you mean 'accuracy'?", "known: accuracy, top_k_accuracy"),
+    ({"metrics": ["acuracy"]}, "train.metrics", "did you mean 'accuracy'?", "known: accuracy, auc, log_loss"),
 ])
 def test_typos_get_a_suggestion(section: dict, path: str, suggestion: str, listed: str) -> None:
     with pytest.raises(SpecError) as info:

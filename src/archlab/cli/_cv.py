@@ -40,8 +40,9 @@ class _Bar:
             self.progress.advance(self.task)
         elif not self.quiet:
             what = f"fraction {row['fraction']}" if row["kind"] == "learning_curve" else f"config {row['config']}"
-            _out.print(f"[{self.done}/{self.total}] {what} fold {row['fold']}: val {row['val_accuracy']:.4f} "
-                       f"train {row['train_accuracy']:.4f} ({row['seconds']:.1f}s)", markup=False)
+            metric = row.get("metric", "accuracy")
+            _out.print(f"[{self.done}/{self.total}] {what} fold {row['fold']}: val {row[f'val_{metric}']:.4f} "
+                       f"train {row[f'train_{metric}']:.4f} ({row['seconds']:.1f}s)", markup=False)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -69,7 +70,7 @@ def _same_command(ctx: typer.Context, run_dir: Path) -> str:
 def cv(
     ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="The base spec; its train: section is the recipe.", show_default=False)],
-    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH, classification "
+    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH "
                                              "(default: the spec's train.data).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     folds: Annotated[int, typer.Option(help="Stratified K-fold: K.")] = 5,
@@ -80,6 +81,8 @@ def cv(
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (train.optimizer.lr).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the folds and every training.")] = 0,
+    metric: Annotated[str | None, typer.Option(help="What each fold scores (accuracy, auc, rmse...; default: "
+                                               "the task's first metric); the choice follows its direction.")] = None,
     learning_curve: Annotated[bool, typer.Option("--learning-curve", help="Score the chosen configuration on "
                                                  "10%, 25%, 50%, 100% of each training fold.")] = False,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
@@ -93,7 +96,8 @@ def cv(
     try:
         result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,
                                 out=out, data_dir=data_dir, resume=resume, learning_curve=learning_curve,
-                                on_start=bar.start, on_result=bar.update, epochs=epochs, batch_size=batch_size, lr=lr)
+                                metric=metric, on_start=bar.start, on_result=bar.update, epochs=epochs,
+                                batch_size=batch_size, lr=lr)
     except CVInterrupted as exc:
         bar.stop()
         hint = f"; continue with: {_same_command(ctx, exc.run_dir)}" if exc.run_dir is not None else ""
@@ -105,7 +109,8 @@ def cv(
                   + (f", {repeats} repeats" if repeats > 1 else ""))
     for p in paths:
         table.add_column(p)
-    for name in ("params", "FLOPs", "val acc", "± std", "train acc", "gap", "seconds", ""):
+    short = "acc" if result.metric == "accuracy" else result.metric
+    for name in ("params", "FLOPs", f"val {short}", "± std", f"train {short}", "gap", "seconds", ""):
         table.add_column(name, justify="right")
     for i, row in enumerate(result.configs):
         mark = " ".join(m for m, hit in (("best", i == result.best_index), ("one-SE", i == result.one_se_index))
@@ -122,6 +127,7 @@ def cv(
     _out.print(f"diagnosis: {result.diagnosis}", markup=False, soft_wrap=True)
     if result.learning_curve:
         curve = ", ".join(f"{r['train_samples']}: {r['val_mean']:.4f}" for r in result.learning_curve)
-        _out.print(f"learning curve (training samples: validation accuracy): {curve}", markup=False, soft_wrap=True)
+        _out.print(f"learning curve (training samples: validation {result.metric}): {curve}", markup=False,
+                   soft_wrap=True)
         _out.print(f"more data? {result.learning_answer}", markup=False, soft_wrap=True)
     _out.print(f"run: {result.run_dir}", markup=False)

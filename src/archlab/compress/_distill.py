@@ -18,12 +18,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from archlab.tasks import as_task, get_task
+
 if TYPE_CHECKING:
     from archlab.training import History, Recipe
 
 __all__ = ["distill", "distillation_loss"]
 
 log = logging.getLogger("archlab")
+#: Distillation matches class probabilities: a classifier's.
+CLASSIFICATION = get_task("classification")
 
 
 def _check(temperature: float, alpha: float) -> None:
@@ -81,7 +85,7 @@ def distill(student_model: nn.Module, teacher_model: nn.Module, x: torch.Tensor,
         teacher_model: a trained classifier over the same classes. It is not changed: a copy of
             it runs in eval mode without gradients, its final softmax split off so that it too
             gives logits.
-        x, y: training inputs and class ids (``to_tensors(..., "cross_entropy")``).
+        x, y: training inputs and class ids (``to_tensors(..., "classification")``).
         x_val, y_val: validation data or None; its loss is the plain cross-entropy, so runs
             with and without a teacher compare directly.
         recipe: epochs, batch size, optimizer, schedule, augmentation, seed (``resolve_recipe``).
@@ -97,23 +101,23 @@ def distill(student_model: nn.Module, teacher_model: nn.Module, x: torch.Tensor,
     from archlab.training import Engine, make_loss, pick_device, split_output_activation
 
     _check(temperature, alpha)
-    if recipe.loss not in ("auto", "cross_entropy"):
+    if recipe.loss != "auto" and as_task(recipe.loss) is not CLASSIFICATION:
         raise ValueError(f"distill trains classifiers (cross-entropy), but the recipe's loss is {recipe.loss!r}: "
                          "set train.loss to cross_entropy or auto")
-    removed = split_output_activation(student_model, "cross_entropy")
+    removed = split_output_activation(student_model, CLASSIFICATION)
     if removed is not None:
         log.info("distill: removed the student's final %s so it trains on logits; apply it to the outputs for "
                  "probabilities", removed)
     # A copy, so the caller's teacher keeps its softmax, its mode and its requires_grad flags.
     teacher = copy.deepcopy(teacher_model)
-    split_output_activation(teacher, "cross_entropy")
+    split_output_activation(teacher, CLASSIFICATION)
     teacher.eval().requires_grad_(False).to(pick_device(recipe.device))
-    hard_loss = make_loss("cross_entropy", recipe.label_smoothing)  # what the Engine trains on without a teacher
+    hard_loss = make_loss(CLASSIFICATION, recipe.label_smoothing)  # what the Engine trains on without a teacher
 
     def criterion(xb: torch.Tensor, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             soft_targets = teacher(xb).float()
         return distillation_loss(out, soft_targets, yb, temperature=temperature, alpha=alpha, hard_loss=hard_loss)
 
-    engine = Engine(student_model, recipe, "cross_entropy", verbose=verbose, run_dir=run_dir, criterion=criterion)
+    engine = Engine(student_model, recipe, CLASSIFICATION, verbose=verbose, run_dir=run_dir, criterion=criterion)
     return engine.fit(x, y, x_val, y_val)

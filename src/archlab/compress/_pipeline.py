@@ -24,6 +24,10 @@ from torch import nn
 
 from archlab.exceptions import SpecError
 from archlab.spec import Spec, dump, load
+from archlab.tasks import get_task
+
+#: compress works on classifiers: it distils class probabilities and reports test accuracy.
+CLASSIFICATION = get_task("classification")
 
 __all__ = ["STEP_KINDS", "CompressResult", "CompressStep", "compress"]
 
@@ -116,9 +120,9 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         check_memory,
         check_out_dir,
         load_run,
-        loss_kind,
         new_run_dir,
         pick_device,
+        run_task,
         split_validation,
         to_tensors,
     )
@@ -146,16 +150,17 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     if student_spec is not None and any(s.kind == "distill" for s in steps):
         check_steps(steps, student_spec)  # a later --quantize works on the student's layers
     dataset = load_dataset(data or recipe.data, data_dir)
-    loss = loss_kind(recipe, spec, dataset.task)
-    if loss != "cross_entropy":
-        raise SpecError(f"compress reports test accuracy: the run's task trains with {loss}, not classification")
-    check_fit(parse(spec), dataset, loss)
+    task, recipe = run_task(spec, recipe)
+    if task is not CLASSIFICATION:  # distillation's soft targets and the accuracy report are a classifier's
+        raise SpecError(f"compress reports test accuracy and distils class probabilities: the run's task is "
+                        f"{task.name}, not classification", "task.kind")
+    check_fit(parse(spec), dataset, task)
     if student_spec is not None:
-        check_fit(parse(student_spec), dataset, loss)
-    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, loss)
+        check_fit(parse(student_spec), dataset, task)
+    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, task)
     if train_samples is not None:
         x, y = x[:train_samples], y[:train_samples]
-    tensors = (*to_tensors(x, y, loss), *to_tensors(x_val, y_val, loss))
+    tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
 
     out_dir = new_run_dir(out, f"compress-{spec.name}")
     models = [original]
@@ -236,9 +241,9 @@ def _finetune(spec: Spec, model: nn.Module, recipe: Any, tensors: tuple, epochs:
 
     if epochs == 0:
         return
-    head = split_output_activation(model, "cross_entropy")
+    head = split_output_activation(model, CLASSIFICATION)
     ft = recipe.model_copy(update={"epochs": epochs, "early_stopping": None})
-    Engine(model, ft, "cross_entropy", verbose=0, output_activation=head).fit(*tensors)
+    Engine(model, ft, CLASSIFICATION, verbose=0, output_activation=head).fit(*tensors)
 
 
 def kept_channels(width: int, ratio: float, multiple: int = 1) -> int:
@@ -335,7 +340,7 @@ def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, rec
     own = resolve_recipe(spec.to_dict().get("train")) if student_spec is not None and spec.to_dict().get("train") \
         else recipe
     student_recipe = own.model_copy(update={"epochs": epochs or own.epochs, **tune})
-    student, _ = prepare_model(spec, student_recipe, "cross_entropy")
+    student, _ = prepare_model(spec, student_recipe, CLASSIFICATION)
     distill(student, teacher, *tensors, student_recipe, temperature=temperature, alpha=alpha)
     notes = {"step": f"distill from {sum(p.numel() for p in teacher.parameters()):,}-parameter teacher",
              "temperature": temperature, "alpha": alpha, "epochs": student_recipe.epochs}

@@ -83,9 +83,9 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         check_out_dir,
         load_run,
         load_weights,
-        loss_kind,
         pick_device,
         prepare_model,
+        run_task,
         save_weights,
         split_validation,
         start_run,
@@ -111,34 +111,34 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     dataset = load_dataset(data or recipe.data, data_dir)
     from archlab.builder import parse
 
-    loss = loss_kind(recipe, spec, dataset.task)
-    check_fit(parse(spec), dataset, loss)
+    task, recipe = run_task(spec, recipe)
+    check_fit(parse(spec), dataset, task)
     if recipe.validation_split == 0:
         raise ValueError(f"{run_dir}: the run has no validation split (validation_split: 0); shrink measures on it")
-    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, loss)
+    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, task)
     if train_samples is not None:
         x, y = x[:train_samples], y[:train_samples]
-    xt, yt = to_tensors(x, y, loss)
-    xv, yv = to_tensors(x_val, y_val, loss)
-    xs, ys = to_tensors(dataset.x_test, dataset.y_test, loss)
+    xt, yt = to_tensors(x, y, task)
+    xv, yv = to_tensors(x_val, y_val, task)
+    xs, ys = to_tensors(dataset.x_test, dataset.y_test, task)
     ft_recipe = recipe.model_copy(update={"epochs": max(1, finetune_epochs), "early_stopping": None})
 
     def model_of(spec: Spec, state: dict[str, torch.Tensor] | None):
-        model, head = prepare_model(spec, recipe, loss)
+        model, head = prepare_model(spec, recipe, task)
         if state is not None:
             model.load_state_dict(state)
         return model, head
 
     def measure(model, head, x_, y_) -> dict[str, float]:
-        return Engine(model, recipe, loss, verbose=0, output_activation=head).evaluate(x_, y_)[0]
+        return Engine(model, recipe, task, verbose=0, output_activation=head).evaluate(x_, y_)[0]
 
     def finetune(spec: Spec, state: dict[str, torch.Tensor]):
         model, head = model_of(spec, state)
         if finetune_epochs > 0:
-            Engine(model, ft_recipe, loss, verbose=0, output_activation=head).fit(xt, yt, xv, yv)
+            Engine(model, ft_recipe, task, verbose=0, output_activation=head).fit(xt, yt, xv, yv)
         return model, head
 
-    model, head = prepare_model(spec, recipe, loss)
+    model, head = prepare_model(spec, recipe, task)
     load_weights(weights_path, model)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     start = measure(model, head, xv, yv)

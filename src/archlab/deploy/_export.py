@@ -345,16 +345,17 @@ def _test_metrics(spec: Any, recipe: Any, weights_path: Path, dataset: Any, x: n
     """The exported weights' metrics on the whole test split, computed as evaluate_run does
     (without writing files). summary.json's test metrics cannot stand in: they belong to the
     final epoch's weights, which are the best ones only when early stopping restored them."""
-    from archlab.training import Engine, load_weights, loss_kind, prepare_model, to_tensors
+    from archlab.training import Engine, load_weights, prepare_model, run_task, to_tensors
 
-    loss = loss_kind(recipe, spec, dataset.task)
-    if loss == "cross_entropy":
-        recipe = recipe.model_copy(update={"metrics": sorted(set(recipe.metrics) | {"accuracy", "macro_f1"})})
-    recipe = recipe.model_copy(update={"precision": "fp32"})  # the file computes in fp32, whatever the run trained in
-    model, head = prepare_model(spec, recipe, loss)
+    task, recipe = run_task(spec, recipe)
+    recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
+    # the file computes in fp32, whatever the run trained in
+    recipe = recipe.model_copy(update={"metrics": sorted(set(recorded) | set(task.evaluation_metrics)),
+                                       "precision": "fp32"})
+    model, head = prepare_model(spec, recipe, task)
     load_weights(weights_path, model)
-    xt, yt = to_tensors(x, dataset.y_test, loss)
-    metrics, _ = Engine(model, recipe, loss, verbose=0, output_activation=head).evaluate(xt, yt)
+    xt, yt = to_tensors(x, dataset.y_test, task)
+    metrics, _ = Engine(model, recipe, task, verbose=0, output_activation=head).evaluate(xt, yt)
     return metrics
 
 
@@ -421,7 +422,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, check_out_file, loss_kind
+    from archlab.training import check_fit, check_out_file, run_task
 
     check_export_options(format, opset)
     if samples < 3:
@@ -436,7 +437,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     if name is None:
         raise SpecError("the run records no data set: pass --data NAME for the held-out check samples")
     dataset = load_dataset(name, data_dir)
-    check_fit(parsed, dataset, loss_kind(recipe, spec, dataset.task))
+    check_fit(parsed, dataset, run_task(spec, recipe)[0])
     x = dataset.x_test
     if parsed.raw_inputs["input"].dtype == "long":  # token ids: the model reads int64
         x = x.astype(np.int64)

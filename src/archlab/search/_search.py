@@ -25,6 +25,7 @@ import numpy as np
 
 from archlab.exceptions import SpecError
 from archlab.spec import dump, first_point, load
+from archlab.tasks import direction_of, metric_of_key
 
 from ._space import dimensions, grid_space, sample, space_differences
 from ._study import (
@@ -120,10 +121,10 @@ class TrialRunner:
             TrainingError,
             check_fit,
             check_memory,
-            loss_kind,
             pick_device,
             prepare_model,
             resolve_recipe,
+            resolve_task,
             split_validation,
             to_tensors,
         )
@@ -141,8 +142,8 @@ class TrialRunner:
             trial.set_user_attr("spec", dump(spec))
             parsed = parse(spec)
             recipe = resolve_recipe(spec.to_dict().get("train"), data=self.config.data)
-            loss = loss_kind(recipe, spec, self.dataset.task)
-            check_fit(parsed, self.dataset, loss)
+            task = resolve_task(recipe, spec, self.dataset.task)
+            check_fit(parsed, self.dataset, task)
         except SpecError as exc:
             self._prune(trial, "invalid", f"invalid spec: {exc}")
         capacity = analyze(parsed)
@@ -159,15 +160,20 @@ class TrialRunner:
             self._prune(trial, "memory", str(exc))
         if recipe.validation_split == 0:
             recipe = recipe.model_copy(update={"validation_split": 0.2})
-        recipe = recipe.model_copy(update={"validation": "stratified"} if loss == "cross_entropy" else {})
+        recipe = recipe.model_copy(update={"validation": "stratified"} if task.stratify else {})
+        # the objectives are scored on the validation split: record every metric they name
+        wanted = [metric_of_key(o.name).name for o in self.objectives if o.is_metric]
+        recorded = list(task.default_metrics if recipe.metrics is None else recipe.metrics)
+        recipe = recipe.model_copy(update={"metrics": recorded + [m for m in wanted
+                                                                  if m not in recorded and m != "loss"]})
         # every trial of a space usually splits alike: split and convert the data once per split
-        key = (recipe.validation_split, recipe.validation, recipe.seed, loss)
+        key = (recipe.validation_split, recipe.validation, recipe.seed, task.name)
         if key not in self._splits:
-            x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, loss)
-            self._splits[key] = (*to_tensors(x, y, loss), *to_tensors(x_val, y_val, loss))
+            x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, task)
+            self._splits[key] = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
         xt, yt, xv, yv = self._splits[key]
-        model, head = prepare_model(spec, recipe, loss)
-        engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
+        model, head = prepare_model(spec, recipe, task)
+        engine = Engine(model, recipe, task, verbose=0, output_activation=head)
         watched = next(o for o in self.objectives if o.is_metric)
 
         def after_epoch(epoch: int, row: dict) -> None:
@@ -444,7 +450,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         SearchResult with the Optuna study, the run directory and the best trial(s).
     """
     from archlab.data import load_dataset
-    from archlab.training import check_out_dir
+    from archlab.training import check_out_dir, resolve_recipe, resolve_task
 
     quiet_optuna()
     base = load(space).to_dict()
@@ -478,6 +484,11 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
                           batch_size=batch_size, seed=seed,
                           workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None)
     dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
+    point = load(first_point(base))  # the task does not vary over a space: its objectives must apply to it
+    task = resolve_task(resolve_recipe(point.to_dict().get("train"), data=data), point, dataset.task)
+    for objective in objective_list:
+        if objective.is_metric:
+            direction_of(objective.name, task.name, f"--objective {objective.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(config, force=force)
     dump(base, run_dir / "space.yaml")

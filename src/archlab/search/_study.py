@@ -8,7 +8,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from archlab.exceptions import ArchlabError
+from archlab.exceptions import ArchlabError, SpecError
+from archlab.tasks import direction_of
 
 __all__ = ["Objective", "StorageError", "make_pruner", "make_sampler", "open_storage", "parse_objectives",
            "public_url", "quiet_optuna", "with_driver"]
@@ -17,7 +18,7 @@ __all__ = ["Objective", "StorageError", "make_pruner", "make_sampler", "open_sto
 # keeps its state as pickles in the study, which every worker would unpickle from a shared database.
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("asha", "hyperband", "median", "none")
-_MINIMISED = ("loss", "params", "flops", "latency_ms", "mse", "mae")
+#: Measures of the model, all minimised; a validation metric's direction is the metric registry's.
 _MEASURES = ("params", "flops", "latency_ms")
 
 
@@ -42,7 +43,8 @@ class Objective:
 
 
 def parse_objectives(items: list[str] | tuple[str, ...] | None) -> list[Objective]:
-    """``val_accuracy``, ``params:min``, ``latency:min``...; the direction defaults by name.
+    """``val_accuracy``, ``params:min``, ``latency:min``...; a metric's direction defaults to the
+    metric registry's (``archlab.tasks.direction_of``: val_auc is maximised), a measure's to min.
 
     Example:
         >>> [str(o) for o in parse_objectives(["val_accuracy", "params"])]
@@ -58,7 +60,10 @@ def parse_objectives(items: list[str] | tuple[str, ...] | None) -> list[Objectiv
         if direction not in ("", "min", "max", "minimize", "maximize"):
             raise ValueError(f"--objective {item!r}: the direction after ':' is min or max")
         if not direction:
-            direction = "min" if name.endswith(_MINIMISED) else "max"
+            try:
+                direction = "min" if name in _MEASURES else direction_of(name, where=f"--objective {item}")
+            except SpecError as exc:
+                raise ValueError(str(exc)) from None
         objective = Objective(name, "minimize" if direction.startswith("min") else "maximize")
         if any(o.name == name for o in out):
             raise ValueError(f"--objective {name} is given twice")

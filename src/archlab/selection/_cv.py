@@ -26,6 +26,7 @@ import yaml
 
 from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, set_at
+from archlab.tasks import TaskKind, direction_of, get_task
 
 from ._diagnose import diagnose, learning_curve_answer, one_standard_error
 
@@ -73,7 +74,7 @@ class CVResult:
     Attributes:
         configs: one dict per configuration: ``values`` (path -> value), ``params``, ``flops``,
             ``val_mean``, ``val_std``, ``val_se``, ``train_mean``, ``gap``, ``seconds``, ``folds``.
-        best_index: the configuration with the best mean validation accuracy.
+        best_index: the configuration with the best mean validation score (``metric``, by its direction).
         one_se_index: the smallest configuration (by parameters) within one standard error of the best.
         diagnosis: the plain-words reading of the capacity curve, with the next move.
         learning_curve: rows ``fraction``, ``train_samples``, ``val_mean``, ``val_std`` (when asked).
@@ -81,6 +82,7 @@ class CVResult:
         run_dir: where the outputs are.
         trained: how many (configuration, fold) trainings this call ran (resume skips the others).
         data: the name of the data set that was folded.
+        metric: what the folds score (``accuracy``, ``auc``, ``rmse``...) and its direction.
     """
 
     configs: list[dict[str, Any]]
@@ -92,6 +94,8 @@ class CVResult:
     run_dir: Path | None = None
     trained: int = 0
     data: str = ""
+    metric: str = "accuracy"
+    direction: str = "max"
 
     @property
     def chosen(self) -> dict[str, Any]:
@@ -112,7 +116,7 @@ def _label(values: dict[str, Any]) -> str:
 
 
 def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
-                 overrides: dict[str, Any]) -> list[dict[str, Any]]:
+                 overrides: dict[str, Any], task: TaskKind | None = None) -> list[dict[str, Any]]:
     """Every grid point as a checked spec dict; all problems reported together, before any training.
 
     Without ``dataset`` (before it is loaded) each point's spec, device and memory estimate are
@@ -135,7 +139,7 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
                 recipe = resolve_recipe(loaded.to_dict().get("train"), **overrides)
                 check_memory(parsed, recipe, pick_device(recipe.device))
             else:
-                check_fit(parsed, dataset, "cross_entropy")
+                check_fit(parsed, dataset, task)
         except SpecError as exc:
             problems.append(f"  configuration {i} ({_label(values)}): {exc}")
             continue
@@ -146,13 +150,20 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
     return configs
 
 
-def _folds(y: np.ndarray, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
+def _folds(y: np.ndarray, folds: int, repeats: int, seed: int,
+           stratify: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import KFold, RepeatedKFold, RepeatedStratifiedKFold, StratifiedKFold
 
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    if not stratify:  # values or label sets: plain shuffled K-fold
+        if len(y) < folds:
+            raise ValueError(f"{len(y)} sample(s) cannot make --folds {folds}")
+        plain = (RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed) if repeats > 1
+                 else KFold(n_splits=folds, shuffle=True, random_state=seed))
+        return list(plain.split(np.zeros(len(y))))
     counts = np.bincount(y.astype(np.int64))
     present = counts[counts > 0]
     if present.min() < folds:
@@ -183,7 +194,7 @@ def _init_worker(x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
-    """Train one configuration on one fold's training part; accuracy on both parts."""
+    """Train one configuration on one fold's training part; its metric on both parts."""
     import torch
 
     from archlab.training import Engine, prepare_model, resolve_recipe, to_tensors
@@ -192,20 +203,22 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     spec = load(task["spec"])
     recipe = resolve_recipe(spec.to_dict().get("train"), **task["overrides"])
     # The held-out fold is the score; it must not steer training (no early stopping, no split of it).
-    recipe = recipe.model_copy(update={"validation_split": 0.0, "early_stopping": None, "metrics": ["accuracy"]})
+    metric, kind = task.get("metric", "accuracy"), get_task(task.get("task", "classification"))
+    recipe = recipe.model_copy(update={"validation_split": 0.0, "early_stopping": None,
+                                       "metrics": [] if metric == "loss" else [metric]})
     train_idx, val_idx = np.asarray(task["train_idx"]), np.asarray(task["val_idx"])
     began = time.perf_counter()
-    model, head = prepare_model(spec, recipe, "cross_entropy")
-    engine = Engine(model, recipe, "cross_entropy", verbose=0, output_activation=head)
-    xt, yt = to_tensors(x[train_idx], y[train_idx], "cross_entropy")
-    xv, yv = to_tensors(x[val_idx], y[val_idx], "cross_entropy")
+    model, head = prepare_model(spec, recipe, kind)
+    engine = Engine(model, recipe, kind, verbose=0, output_activation=head)
+    xt, yt = to_tensors(x[train_idx], y[train_idx], kind)
+    xv, yv = to_tensors(x[val_idx], y[val_idx], kind)
     engine.fit(xt, yt)
     with torch.no_grad():
         train_metrics, _ = engine.evaluate(xt, yt)
         val_metrics, _ = engine.evaluate(xv, yv)
     row = {k: v for k, v in task.items() if k in ("kind", "config", "fold", "fraction", "values")}
-    row.update(train_accuracy=float(train_metrics["accuracy"]), val_accuracy=float(val_metrics["accuracy"]),
-               train_samples=len(train_idx), seconds=round(time.perf_counter() - began, 3))
+    row.update({f"train_{metric}": float(train_metrics[metric]), f"val_{metric}": float(val_metrics[metric])},
+               metric=metric, train_samples=len(train_idx), seconds=round(time.perf_counter() - began, 3))
     return row
 
 
@@ -271,7 +284,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
                    folds: int = 5, repeats: int = 1, jobs: int = 1, seed: int = 0,
                    out: str | Path | None = "runs", data_dir: str | Path | None = None,
                    resume: str | Path | None = None,
-                   learning_curve: bool = False, fractions: Sequence[float] = FRACTIONS,
+                   learning_curve: bool = False, fractions: Sequence[float] = FRACTIONS, metric: str | None = None,
                    on_result: Callable[[dict], None] | None = None, on_start: Callable[[int], None] | None = None,
                    **overrides: Any) -> CVResult:
     """K-fold cross-validation of every configuration of a sweep, and a capacity choice.
@@ -279,10 +292,12 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     Args:
         spec: the base spec (path, text, dict or Spec); its ``train:`` section is the recipe.
         dataset: a Dataset or a name for ``load_dataset``; None takes the spec's ``train.data``. Its
-            training split is folded (the test split is not touched). Classification only.
+            training split is folded (the test split is not touched).
         sweeps: ``PATH=V1,V2`` strings or (path, values) pairs; several form a grid.
-        folds, repeats: stratified K-fold, repeated with different shuffles when ``repeats > 1``;
-            seeded by ``seed``, the same folds for every configuration.
+        metric: what each fold scores; default the task's first metric (accuracy for classification,
+            auc for binary, mse for regression). The choice follows its direction (``archlab.tasks``).
+        folds, repeats: K-fold (stratified for the tasks that stratify), repeated with different shuffles
+            when ``repeats > 1``; seeded by ``seed``, the same folds for every configuration.
         jobs: (configuration, fold) trainings run in this many processes.
         data_dir: where to look for data files first (when ``dataset`` is a name).
         out: the folder receiving ``cv-<name>-<timestamp>/``.
@@ -299,7 +314,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         SpecError: a configuration is invalid or does not fit in memory (all of them listed, before
             the data is loaded or anything trained).
         CVInterrupted: Ctrl-C; what finished is kept in ``run_dir`` for ``resume``.
-        ValueError: bad folds, a class with fewer samples than folds, a non-classification data set.
+        ValueError: bad folds, a class with fewer samples than folds.
     """
     from archlab.data import load_dataset
     from archlab.training import check_out_dir
@@ -321,23 +336,28 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)
-    if dataset.task != "classification":
-        raise ValueError(f"archlab cv scores accuracy with stratified folds: {dataset.name} is a "
-                         f"{dataset.task} data set")
-    configs = _materialise(base, sweep_list, dataset, overrides)
+    from archlab.training import resolve_recipe, resolve_task
+
+    task = resolve_task(resolve_recipe(base.get("train"), **overrides), load(base), dataset.task)
+    metric = metric or task.default_metrics[0]
+    direction = direction_of(metric, task.name, "--metric")
+    configs = _materialise(base, sweep_list, dataset, overrides, task)
     x, y = dataset.x_train, dataset.y_train
-    splits = _folds(y, folds, repeats, seed)
+    splits = _folds(y, folds, repeats, seed, task.stratify)
 
     plan = {"spec": base, "sweeps": [[p, v] for p, v in sweep_list], "folds": folds, "repeats": repeats,
             "seed": seed, "data": dataset.name, "samples": len(y), "overrides": overrides,
-            "learning_curve": bool(learning_curve), "fractions": list(fractions)}
+            "learning_curve": bool(learning_curve), "fractions": list(fractions), "task": task.name,
+            "metric": metric}
+    defaults = {"task": "classification", "metric": "accuracy"}  # what cv-plan.json meant before it said
     if resume is not None:
         run_dir = Path(resume)
         plan_file = run_dir / "cv-plan.json"
         if not plan_file.is_file():
             raise ValueError(f"{run_dir} is not an archlab cv run (no cv-plan.json)")
         old = json.loads(plan_file.read_text(encoding="utf-8"))
-        differ = [k for k in plan if k != "learning_curve" and old.get(k) != json.loads(json.dumps(plan[k]))]
+        differ = [k for k in plan if k != "learning_curve"
+                  and old.get(k, defaults.get(k)) != json.loads(json.dumps(plan[k]))]
         if differ:
             raise ValueError(f"--resume {run_dir}: this sweep differs from the interrupted one in "
                              f"{', '.join(differ)}; give the same spec, data and options")
@@ -345,7 +365,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         run_dir = _new_run_dir(Path(out if out is not None else "runs"), base.get("name") or "spec")
     try:
         return _sweep(run_dir, plan, configs, splits, x, y, dataset.name, jobs, seed, learning_curve, fractions,
-                      on_start, on_result)
+                      on_start, on_result, task, direction)
     except KeyboardInterrupt:
         saved = len(_read_rows(run_dir / "cv.jsonl"))
         if resume is None and saved == 0:  # nothing finished: no directory to continue from
@@ -357,11 +377,12 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
 
 def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: np.ndarray, y: np.ndarray, data: str,
            jobs: int, seed: int, learning_curve: bool, fractions: Sequence[float],
-           on_start: Callable[[int], None] | None, on_result: Callable[[dict], None] | None) -> CVResult:
+           on_start: Callable[[int], None] | None, on_result: Callable[[dict], None] | None,
+           task: TaskKind, direction: str) -> CVResult:
     """Train what is not in cv.jsonl yet, then score, choose and write the outputs."""
     from archlab.analysis import analyze
 
-    overrides = plan["overrides"]
+    overrides, metric = plan["overrides"], plan["metric"]
     _write(run_dir / "cv-plan.json", json.dumps(plan, indent=2))
     sink = run_dir / "cv.jsonl"
     done = {_key(r): r for r in _read_rows(sink)}
@@ -369,8 +390,9 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: np.n
     def fold_task(config: dict, fold: int, kind: str = "fold", fraction: float | None = None) -> dict:
         train_idx, val_idx = splits[fold]
         if fraction is not None and fraction < 1:
-            train_idx = _stratified_subset(train_idx, y, fraction, seed + fold)
-        return {"kind": kind, "config": config["index"], "fold": fold, "fraction": fraction,
+            train_idx = _subset(train_idx, y, fraction, seed + fold, task.stratify)
+        return {"kind": kind, "config": config["index"], "fold": fold, "fraction": fraction, "task": task.name,
+                "metric": metric,
                 "values": config["values"], "spec": config["spec"], "overrides": overrides,
                 "train_idx": train_idx.tolist(), "val_idx": val_idx.tolist()}
 
@@ -387,18 +409,20 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: np.n
     table = []
     for config in configs:
         rows = [done[("fold", config["index"], f, None)] for f in range(len(splits))]
-        val = np.array([r["val_accuracy"] for r in rows])
+        val = np.array([r[f"val_{metric}"] for r in rows])
         analysis = analyze(config["spec"])
         table.append({"index": config["index"], "values": config["values"], "params": int(analysis.total_params),
                       "flops": int(analysis.flops), "val_mean": float(val.mean()),
                       "val_std": float(val.std(ddof=1)) if len(val) > 1 else 0.0,
                       "val_se": float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else 0.0,
-                      "train_mean": float(np.mean([r["train_accuracy"] for r in rows])),
-                      "gap": float(np.mean([r["train_accuracy"] - r["val_accuracy"] for r in rows])),
+                      "train_mean": float(np.mean([r[f"train_{metric}"] for r in rows])),
+                      "gap": float(np.mean([r[f"train_{metric}"] - r[f"val_{metric}"] for r in rows])),
                       "seconds": float(sum(r["seconds"] for r in rows)), "folds": len(rows)})
-    best = max(range(len(table)), key=lambda i: table[i]["val_mean"])
-    chosen = one_standard_error(table)
-    result = CVResult(table, best, chosen, diagnose(table), run_dir=run_dir, trained=trained, data=data)
+    sign = 1 if direction == "max" else -1
+    best = max(range(len(table)), key=lambda i: sign * table[i]["val_mean"])
+    chosen = one_standard_error(table, direction)
+    result = CVResult(table, best, chosen, diagnose(table, direction, metric), run_dir=run_dir, trained=trained,
+                      data=data, metric=metric, direction=direction)
 
     if learning_curve:
         config = next(c for c in configs if c["index"] == table[chosen]["index"])
@@ -409,25 +433,25 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: np.n
             done[_key(row)] = row
         for fr in fractions:
             rows = [done[("learning_curve", config["index"], f, float(fr))] for f in range(len(splits))]
-            val = np.array([r["val_accuracy"] for r in rows])
+            val = np.array([r[f"val_{metric}"] for r in rows])
             result.learning_curve.append({
                 "fraction": float(fr), "train_samples": int(np.mean([r["train_samples"] for r in rows])),
                 "val_mean": float(val.mean()), "val_std": float(val.std(ddof=1)) if len(val) > 1 else 0.0,
                 "val_se": float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else 0.0,
-                "train_mean": float(np.mean([r["train_accuracy"] for r in rows]))})
-        result.learning_answer = learning_curve_answer(result.learning_curve)
+                "train_mean": float(np.mean([r[f"train_{metric}"] for r in rows]))})
+        result.learning_answer = learning_curve_answer(result.learning_curve, direction, metric)
     _write_outputs(result, configs, data)
     return result
 
 
-def _stratified_subset(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def _subset(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, stratify: bool) -> np.ndarray:
     from sklearn.model_selection import train_test_split
 
-    classes = len(np.unique(y[idx]))
+    classes = len(np.unique(y[idx])) if stratify else 1
     size = max(int(round(len(idx) * fraction)), classes)
     if size >= len(idx):
         return idx
-    part, _ = train_test_split(idx, train_size=size, stratify=y[idx], random_state=seed)
+    part, _ = train_test_split(idx, train_size=size, stratify=y[idx] if stratify else None, random_state=seed)
     return np.sort(part)
 
 
@@ -444,7 +468,8 @@ def _write_outputs(result: CVResult, configs: list[dict], data: str) -> None:
     best, chosen = result.configs[result.best_index], result.chosen
     payload = {"data": data, "configs": result.configs, "best_index": result.best_index,
                "one_se_index": result.one_se_index, "best": best["values"], "chosen": chosen["values"],
-               "chosen_rule": "one-standard-error", "diagnosis": result.diagnosis,
+               "chosen_rule": "one-standard-error", "metric": result.metric, "direction": result.direction,
+               "diagnosis": result.diagnosis,
                "learning_curve": result.learning_curve, "learning_answer": result.learning_answer}
     _write(run_dir / "cv.json", json.dumps(payload, indent=2))
     paths = list(result.configs[0]["values"]) if result.configs else []
@@ -457,7 +482,7 @@ def _write_outputs(result: CVResult, configs: list[dict], data: str) -> None:
     _write(run_dir / "cv.csv", buffer.getvalue())
     spec = next(c["spec"] for c in configs if c["index"] == chosen["index"])
     header = (f"# chosen by archlab cv: the smallest configuration within one standard error of the best\n"
-              f"# ({_label(chosen['values'])}: {chosen['params']:,} params, validation accuracy "
+              f"# ({_label(chosen['values'])}: {chosen['params']:,} params, validation {result.metric} "
               f"{chosen['val_mean']:.4f} +- {chosen['val_std']:.4f}; best mean: {_label(best['values'])}, "
               f"{best['val_mean']:.4f})\n")
     _write(run_dir / "chosen.yaml", header + dump(load(spec)))

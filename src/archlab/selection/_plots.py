@@ -30,7 +30,7 @@ def plot_capacity(result: Any, path: Path, data: str) -> None:
     if len(set(params)) > 1:
         ax.set_xscale("log")
     ax.set_xlabel("parameters")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(result.metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"capacity curve on {data} ({rows[0]['folds']}-fold CV)", fontsize=10)
@@ -54,7 +54,7 @@ def plot_learning_curve(result: Any, path: Path, data: str) -> None:
                 label="validation")
     ax.plot(samples, [r["train_mean"] for r in rows], marker="s", linestyle="--", label="training")
     ax.set_xlabel("training samples")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(result.metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"learning curve on {data}", fontsize=10)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from archlab.exceptions import SpecError, suggest
+from archlab.tasks import get_task, list_tasks
 
 from ._markers import Marker, find_markers
 
@@ -26,7 +27,6 @@ FORMAT_VERSION = 1
 TOP_LEVEL_KEYS = ("archlab", "name", "description", "input", "inputs", "data_format", "task",
                   "layers", "graph", "outputs", "train")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_TASK_KINDS = ("classification", "binary", "regression", "multilabel")
 
 
 class _Loader(yaml.SafeLoader):
@@ -152,8 +152,9 @@ def check_top_level(data: dict) -> None:
                         "data_format")
     task = data.get("task")
     if task is not None:
-        if not isinstance(task, dict) or task.get("kind") not in _TASK_KINDS:
-            raise SpecError(f"task needs kind: one of {', '.join(_TASK_KINDS)}; got {task!r}", "task")
+        if not isinstance(task, dict) or "kind" not in task:
+            raise SpecError(f"task needs kind: one of {', '.join(list_tasks())}; got {task!r}", "task")
+        get_task(task["kind"], "task.kind")  # unknown: a SpecError listing the registered ones
         classes = task.get("classes")
         if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 2):
             raise SpecError(f"task.classes must be an integer >= 2, got {classes!r}", "task.classes")

@@ -19,15 +19,17 @@ from ._runs import (
 from ._train import (
     TrainResult,
     check_fit,
+    check_recipe,
     evaluate_run,
     evaluation_name,
     finish_run,
     load_run,
-    loss_kind,
     plot_curves,
     predict_run,
     prepare_model,
     read_input,
+    resolve_task,
+    run_task,
     save_figure,
     split_validation,
     start_run,
@@ -37,8 +39,8 @@ from ._train import (
 
 __all__ = ["EarlyStoppingConfig", "Engine", "History", "OptimizerConfig", "PrecisionChoice", "Recipe", "RunError",
            "ScheduleConfig", "TrainResult", "TrainingError", "atomic_write_text", "check_fit", "check_memory",
-           "check_out_dir", "check_out_file", "compute_metrics", "confusion_matrix", "evaluate_run", "evaluation_name",
-           "finish_run", "load_run", "load_weights", "lock_run", "loss_kind", "make_loss", "new_run_dir",
+           "check_out_dir", "check_out_file", "check_recipe", "compute_metrics", "confusion_matrix", "evaluate_run",
+           "evaluation_name", "finish_run", "load_run", "load_weights", "lock_run", "make_loss", "new_run_dir",
            "pick_device", "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics",
-           "resolve_precision", "resolve_recipe", "save_figure", "save_weights", "split_output_activation",
-           "split_validation", "start_run", "to_tensors", "train", "training_memory"]
+           "resolve_precision", "resolve_recipe", "resolve_task", "run_task", "save_figure", "save_weights",
+           "split_output_activation", "split_validation", "start_run", "to_tensors", "train", "training_memory"]

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from archlab.exceptions import ArchlabError, SpecError, suggest
+from archlab.tasks import TaskKind, as_task, direction_of
 
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
@@ -103,12 +104,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def split_output_activation(model: nn.Module, loss: str) -> str | None:
-    """Remove a final softmax (cross-entropy) or sigmoid (binary cross-entropy) from the model
-    so the loss works on logits, as Keras does internally for softmax + categorical_crossentropy
-    (the log of a softmax is unstable; log_softmax is not). Returns the removed activation,
-    which ``predict`` applies again."""
-    wanted = {"cross_entropy": nn.Softmax, "binary_cross_entropy": nn.Sigmoid}.get(loss)
+_ACTIVATIONS = {"softmax": nn.Softmax, "sigmoid": nn.Sigmoid}
+
+
+def split_output_activation(model: nn.Module, task: TaskKind | str) -> str | None:
+    """Remove the task's final activation (``TaskKind.output_activation``: a softmax for
+    classification, a sigmoid for binary and multilabel) from the model so the loss works on
+    logits, as Keras does internally for softmax + categorical_crossentropy (the log of a softmax
+    is unstable; log_softmax is not). Returns the removed activation, which ``predict`` applies again."""
+    wanted = _ACTIVATIONS.get(as_task(task).output_activation or "")
     if wanted is None:
         return None
     container = getattr(model, "net", model)
@@ -204,7 +208,8 @@ class Engine:
     Args:
         model: the module; its final softmax/sigmoid is handled by ``split_output_activation``.
         recipe: the resolved recipe.
-        loss: "cross_entropy", "binary_cross_entropy" or "mse".
+        task: the task kind (``archlab.tasks``), or its name or recipe loss name: it gives the loss,
+            the metrics' meaning and the prediction transform.
         run_dir: where checkpoints and metrics go; None keeps everything in memory.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         criterion: the training loss as ``criterion(xb, out, yb)`` of the (augmented) batch, the
@@ -213,10 +218,11 @@ class Engine:
             and early stopping still use the plain ``loss``.
     """
 
-    def __init__(self, model: nn.Module, recipe: Recipe, loss: str, *, run_dir: Path | None = None,
+    def __init__(self, model: nn.Module, recipe: Recipe, task: TaskKind | str, *, run_dir: Path | None = None,
                  verbose: int = 1, output_activation: str | None = None,
                  criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
-        self.recipe, self.loss_kind, self.run_dir, self.verbose = recipe, loss, run_dir, verbose
+        self.recipe, self.task, self.run_dir, self.verbose = recipe, as_task(task), run_dir, verbose
+        self.metric_names = list(self.task.default_metrics if recipe.metrics is None else recipe.metrics)
         self.criterion = criterion
         self.device = pick_device(recipe.device)
         self.model = model.to(self.device)
@@ -228,7 +234,7 @@ class Engine:
             # (docs/training.md, "Precision"). Only rounding differs; saved weights stay contiguous.
             self.model = self.model.to(memory_format=torch.channels_last)
         self.output_activation = output_activation
-        self.loss_fn = make_loss(loss, recipe.label_smoothing)
+        self.loss_fn = make_loss(self.task, recipe.label_smoothing)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.optimizer = self._optimizer()
         self.scheduler = None
@@ -275,7 +281,7 @@ class Engine:
         out = self.outputs(x)
         y = y.to(out.device)
         loss = self.loss_fn(out, y).item()
-        return compute_metrics(out, y, loss, self.loss_kind, self.recipe.metrics, self.recipe.top_k), out
+        return compute_metrics(out, y, loss, self.task, self.metric_names, self.recipe.top_k), out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """What the spec's model outputs, final activation included (Keras' ``predict``)."""
@@ -285,12 +291,8 @@ class Engine:
         return out.sigmoid() if self.output_activation == "sigmoid" else out
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.outputs(x)
-        if self.loss_kind == "cross_entropy":
-            return out.softmax(dim=1)
-        if self.loss_kind == "binary_cross_entropy":
-            return out.sigmoid()
-        return out
+        """The task's prediction transform of the outputs: probabilities, or the values."""
+        return self.task.scores(self.outputs(x))
 
     # -- training ----------------------------------------------------------------------------
     def _monitor(self, has_val: bool) -> tuple[str, str]:
@@ -298,7 +300,7 @@ class Engine:
         key = es.monitor if es else ("val_loss" if has_val else "loss")
         mode = es.mode if es else "auto"
         if mode == "auto":
-            mode = "max" if any(w in key for w in ("acc", "f1")) else "min"
+            mode = direction_of(key, self.task.name, "train.early_stopping.monitor")
         return key, mode
 
     def _checkpoint(self, epoch: int, state: dict) -> None:
@@ -347,7 +349,7 @@ class Engine:
                 order = order.to(self.device)
                 loss_sum = torch.zeros((), device=self.device)
                 correct = torch.zeros((), device=self.device, dtype=torch.long)
-                count_acc = self.loss_kind == "cross_entropy" and "accuracy" in recipe.metrics
+                count_acc = "accuracy" in self.metric_names and type(self.task).correct is not TaskKind.correct
                 for step in range(steps):
                     index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
                     xb, yb = x[index], y[index]
@@ -380,7 +382,7 @@ class Engine:
                         self.scheduler.step()
                     loss_sum += loss.detach() * len(index)
                     if count_acc:
-                        correct += (out.detach().argmax(dim=1) == yb).sum()
+                        correct += self.task.correct(out.detach(), yb)
                     if self.verbose == 1 and (step % 20 == 0 or step == steps - 1):
                         seen = min((step + 1) * recipe.batch_size, n)
                         rate = seen / max(time.perf_counter() - began, 1e-9)

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from archlab.exceptions import SpecError, suggest
+from archlab.tasks import list_metrics, tasks
 
 __all__ = ["EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig", "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
-METRICS = ("accuracy", "top_k_accuracy", "macro_f1", "loss", "mse", "mae")
 
 
 class _Config(BaseModel):
@@ -59,9 +59,12 @@ class Recipe(_Config):
     batch_size: Annotated[int, Field(ge=1)] = 128
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    loss: Literal["auto", "cross_entropy", "binary_cross_entropy", "mse"] = "auto"
+    #: auto: the task's loss; a loss name (cross_entropy, binary_cross_entropy, mse) picks the task that
+    #: trains with it when the spec names no task (runs record it).
+    loss: str = "auto"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    #: None: the task's default metrics (``archlab.tasks``); each must apply to the task.
+    metrics: list[str] | None = None
     top_k: Annotated[int, Field(ge=1)] = 5
     #: Keras' meaning: the last fraction of the training data, taken before shuffling.
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.1
@@ -96,10 +99,20 @@ class Recipe(_Config):
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name not in METRICS:
-                raise ValueError(f"unknown metric '{name}'{suggest(name, METRICS)} (known: {', '.join(METRICS)})")
+    def _known_metrics(cls, value: list[str] | None) -> list[str] | None:
+        known = list_metrics()
+        for name in value or []:
+            if name not in known:
+                raise ValueError(f"unknown metric '{name}'{suggest(name, known)} (known: {', '.join(known)})")
+        return value
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        known = ["auto", *sorted({tasks.get(t).loss_name for t in tasks})]
+        if value not in known:
+            raise ValueError(f"unknown loss {value!r}{suggest(value, known)} (known: "
+                             f"{', '.join(repr(k) for k in known)})")
         return value
 
 

@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from archlab.builder import ArchlabModel, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
+from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, tasks
 
 from ._engine import Engine, History, TrainingError, glorot_init, pick_device, split_output_activation
 from ._memory import check_memory
-from ._metrics import confusion_matrix
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
     RunError,
@@ -38,9 +38,9 @@ from ._runs import (
     read_metrics,
 )
 
-__all__ = ["TrainResult", "TrainingError", "check_fit", "evaluate_run", "finish_run", "load_run", "loss_kind",
-           "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "save_figure",
-           "split_validation", "start_run", "to_tensors", "train"]
+__all__ = ["TrainResult", "TrainingError", "check_fit", "check_recipe", "evaluate_run", "finish_run", "load_run",
+           "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "resolve_task", "run_task",
+           "save_figure", "split_validation", "start_run", "to_tensors", "train"]
 
 
 @dataclass
@@ -52,15 +52,65 @@ class TrainResult:
     recipe: Recipe | None = None
 
 
-def loss_kind(recipe: Recipe, spec: Spec, task: str) -> str:
-    if recipe.loss != "auto":
-        return recipe.loss
-    kind = (spec.to_dict().get("task") or {}).get("kind", task)
-    return {"classification": "cross_entropy", "binary": "binary_cross_entropy"}.get(kind, "mse")
+def resolve_task(recipe: Recipe, spec: Spec, data_task: str | None = None) -> TaskKind:
+    """The one rule that decides what a spec trains for: its ``task.kind``; else the task whose loss
+    ``train.loss`` names; else the data set's task (``Dataset.task``); else classification. A
+    ``train.loss`` that is not the declared task's is a SpecError, and so is a recipe metric or
+    early-stopping monitor that does not apply to the task (``check_recipe``). Whether the data
+    set suits the task is ``check_fit``'s part.
+
+    Example:
+        >>> from archlab.spec import Spec
+        >>> spec = Spec.from_dict({"name": "s", "input": [4], "task": {"kind": "binary"},
+        ...                        "layers": [{"dense": {"units": 1}}]})
+        >>> resolve_task(resolve_recipe({}), spec, "classification").name
+        'binary'
+    """
+    declared = (spec.to_dict().get("task") or {}).get("kind")
+    by_loss = tasks.by_loss(recipe.loss) if recipe.loss != "auto" else None
+    if declared is not None:
+        task = get_task(declared)
+        if by_loss is not None and by_loss is not task:
+            raise SpecError(f"task {task.name} trains with {task.loss_name}, not {recipe.loss}: drop train.loss "
+                            f"(auto takes the task's loss) or set task.kind: {by_loss.name}", "train.loss")
+    elif by_loss is not None:
+        task = by_loss
+    else:
+        task = get_task(data_task or "classification", "task.kind")
+    check_recipe(recipe, task)
+    return task
 
 
-def check_fit(parsed, dataset, loss: str) -> None:
-    """The data must fit the spec: same input shape, as many outputs as classes."""
+def check_recipe(recipe: Recipe, task: TaskKind) -> None:
+    """Every recipe metric applies to the task, and early stopping monitors one that is recorded."""
+    for i, name in enumerate(recipe.metrics or []):
+        direction_of(name, task.name, f"train.metrics[{i}]")
+    es = recipe.early_stopping
+    if es is not None:
+        where = "train.early_stopping.monitor"
+        direction_of(es.monitor, task.name, where)
+        name = metric_of_key(es.monitor).name
+        recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
+        if name != "loss" and name not in recorded:
+            raise SpecError(f"'{es.monitor}' is not recorded: add {name} to train.metrics (it records "
+                            f"{', '.join(recorded) or 'only the loss'})", where)
+
+
+def run_task(spec: Spec, recipe: Recipe) -> tuple[TaskKind, Recipe]:
+    """The task of a trained run, and its recipe with only the metrics that apply to it: runs
+    written before tasks were objects recorded ``metrics: [accuracy]`` whatever the task (only the
+    applicable ones were ever computed), so they are dropped here rather than refused."""
+    task = resolve_task(recipe.model_copy(update={"metrics": None, "early_stopping": None}), spec)
+    if recipe.metrics is not None:
+        recipe = recipe.model_copy(update={"metrics": [m for m in recipe.metrics
+                                                       if get_metric(m).applies_to(task.name)]})
+    return task, recipe
+
+
+def check_fit(parsed, dataset, task: TaskKind | str) -> None:
+    """The data must fit the spec: same input shape, a data set the task trains on, and the output
+    the task needs (as many units as classes for classification, one for binary...)."""
+    task = as_task(task)
     if parsed.is_graph:
         raise SpecError("training takes a single-input spec; this one has the graph form with inputs "
                         f"{', '.join(parsed.inputs)}")
@@ -68,21 +118,20 @@ def check_fit(parsed, dataset, loss: str) -> None:
     if tuple(dataset.input_shape) != spec_shape:
         raise SpecError(f"the spec's input is {spec_shape} but {dataset.name} gives samples of shape "
                         f"{tuple(dataset.input_shape)}: set input: {list(dataset.input_shape)}", "input")
-    out = parsed.output_infos[0].shape
-    if loss == "cross_entropy" and out != (dataset.num_classes,):
-        raise SpecError(f"the model's output is {out} but {dataset.name} has {dataset.num_classes} classes: end the "
-                        f"spec with dense: {{units: {dataset.num_classes}, activation: softmax}}", "layers")
-    task = parsed.spec.to_dict().get("task") or {}
-    if task.get("classes") not in (None, dataset.num_classes):
-        raise SpecError(f"task.classes is {task['classes']} but {dataset.name} has {dataset.num_classes} classes",
+    task.check_data(dataset)
+    task.check_output(tuple(parsed.output_infos[0].shape), dataset)
+    declared = parsed.spec.to_dict().get("task") or {}
+    if declared.get("classes") not in (None, dataset.num_classes):
+        raise SpecError(f"task.classes is {declared['classes']} but {dataset.name} has {dataset.num_classes} classes",
                         "task.classes")
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, loss: str):
-    """Keras' validation_split: the last fraction, before shuffling; or a stratified split."""
+def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
+    """Keras' validation_split: the last fraction, before shuffling; or a stratified split, for the
+    tasks whose splits stratify."""
     if recipe.validation_split == 0:
         return x, y, x[:0], y[:0]
-    if recipe.validation == "stratified" and loss == "cross_entropy":
+    if recipe.validation == "stratified" and as_task(task).stratify:
         from sklearn.model_selection import train_test_split
 
         idx = np.arange(len(x))
@@ -104,21 +153,20 @@ def _ids_if_long(parsed, x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def to_tensors(x: np.ndarray, y: np.ndarray, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(x: np.ndarray, y: np.ndarray, task: TaskKind | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs as float32 (or int64 ids) and targets as the task's loss takes them."""
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) if x.dtype != np.int64 else x)
-    yt = torch.from_numpy(np.ascontiguousarray(y)).long() if loss == "cross_entropy" else torch.from_numpy(
-        np.ascontiguousarray(y, dtype=np.float32))
-    return xt, yt
+    return xt, torch.from_numpy(as_task(task).targets(y))
 
 
-def prepare_model(spec: Spec, recipe: Recipe, loss: str) -> tuple[ArchlabModel, str | None]:
+def prepare_model(spec: Spec, recipe: Recipe, task: TaskKind | str) -> tuple[ArchlabModel, str | None]:
     """Seeded build (so the same seed gives the same initial weights), initialisation, and the
     final activation split off for a stable loss."""
     torch.manual_seed(recipe.seed)
     model = build_parsed(parse(spec))
     if recipe.init == "glorot":
         glorot_init(model)
-    return model, split_output_activation(model, loss)
+    return model, split_output_activation(model, task)
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -147,7 +195,8 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
-    metric = next((k for k in ("accuracy", "macro_f1", "mse", "mae") if k in rows[0] or f"val_{k}" in rows[0]), None)
+    recorded = [k.removeprefix("val_") for k in rows[0]]
+    metric = next((k for k in recorded if k in metrics and k != "loss"), None)
     panels = ["loss"] + ([metric] if metric else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, key in zip(axes[0], panels, strict=True):
@@ -249,8 +298,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         check_memory(spec, recipe, pick_device(recipe.device))
         dataset = load_dataset(recipe.data, data_dir)
         parsed = parse(spec)
-        loss = loss_kind(recipe, spec, dataset.task)
-        check_fit(parsed, dataset, loss)
+        task = resolve_task(recipe, spec, dataset.task)
+        check_fit(parsed, dataset, task)
         created = resume is None and out is not None
         try:
             if created:
@@ -258,7 +307,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 stack.enter_context(lock_run(run_dir))
             elif extended:
                 atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
-            return _fit_and_record(spec, recipe, parsed, dataset, loss, run_dir, resume is not None, verbose)
+            return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose)
         except KeyboardInterrupt:
             saved = len(read_metrics(run_dir / "metrics.jsonl")) if run_dir is not None else 0
             if created and not (run_dir / "last.safetensors").is_file():
@@ -275,22 +324,22 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             raise
 
 
-def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, loss: str, run_dir: Path | None,
+def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task: TaskKind, run_dir: Path | None,
                     resume: bool, verbose: int) -> TrainResult:
-    model, head = prepare_model(spec, recipe, loss)
-    engine = Engine(model, recipe, loss, run_dir=run_dir, verbose=verbose, output_activation=head)
+    model, head = prepare_model(spec, recipe, task)
+    engine = Engine(model, recipe, task, run_dir=run_dir, verbose=verbose, output_activation=head)
     x_train, x_test_all = _ids_if_long(parsed, dataset.x_train), _ids_if_long(parsed, dataset.x_test)
-    x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, loss)
-    xt, yt = to_tensors(x, y, loss)
-    xv, yv = to_tensors(x_val, y_val, loss)
+    x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
+    xt, yt = to_tensors(x, y, task)
+    xv, yv = to_tensors(x_val, y_val, task)
     began = time.perf_counter()
     history = engine.fit(xt, yt, xv, yv, resume=resume)
     wall = time.perf_counter() - began
-    x_test, y_test = to_tensors(x_test_all, dataset.y_test, loss)
+    x_test, y_test = to_tensors(x_test_all, dataset.y_test, task)
     test_metrics, test_out = engine.evaluate(x_test, y_test)
     if run_dir is not None:
         _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", test_metrics, test_out,
-                           y_test, loss)
+                           y_test, task)
     summary = finish_run(run_dir, spec, engine, history, wall, data=dataset.name, source=dataset.source,
                          test_metrics=test_metrics, classes=dataset.classes,
                          sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)})
@@ -355,16 +404,16 @@ def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
         raise RunError(f"{path} is not a recipe archlab wrote ({what}); restore it, or train the run again") from None
 
 
-def _restore(run_dir: Path, weights: str) -> tuple[Spec, Recipe, ArchlabModel, str, str | None]:
+def _restore(run_dir: Path, weights: str) -> tuple[Spec, Recipe, ArchlabModel, TaskKind, str | None]:
+    """A run's spec, recipe, task and model with its weights."""
     spec, recipe = load_run(run_dir)
     from archlab.data import load_dataset  # noqa: F401  (fail early if data support is broken)
 
-    task = (spec.to_dict().get("task") or {}).get("kind", "classification")
-    loss = loss_kind(recipe, spec, task)
-    model, head = prepare_model(spec, recipe, loss)
+    task, recipe = run_task(spec, recipe)
+    model, head = prepare_model(spec, recipe, task)
     path = run_dir / f"{weights}.safetensors"
     load_weights(path, model)
-    return spec, recipe, model, loss, head
+    return spec, recipe, model, task, head
 
 
 SPLITS = ("test", "train")
@@ -400,61 +449,39 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
-    spec, recipe, model, loss, head = _restore(run_dir, weights)
+    spec, recipe, model, task, head = _restore(run_dir, weights)
     dataset = load_dataset(data or recipe.data, data_dir)
     parsed = parse(spec)
-    check_fit(parsed, dataset, loss)
+    check_fit(parsed, dataset, task)
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
     x = _ids_if_long(parsed, x)
-    if loss == "cross_entropy":  # evaluation always reports accuracy and macro-F1 beside the recipe's metrics
-        recipe = recipe.model_copy(update={"metrics": sorted(set(recipe.metrics) | {"accuracy", "macro_f1"})})
-    engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
-    xt, yt = to_tensors(x, y, loss)
-    metrics, out = engine.evaluate(xt, yt)
+    # evaluation always reports the task's evaluation metrics beside the recipe's
+    recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
+    recipe = recipe.model_copy(update={"metrics": sorted(set(recorded) | set(task.evaluation_metrics))})
+    engine = Engine(model, recipe, task, verbose=0, output_activation=head)
+    xt, yt = to_tensors(x, y, task)
+    values, out = engine.evaluate(xt, yt)
     stem = evaluation_name(recipe.data, dataset.name, split, weights)
-    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, metrics, out, yt, loss)
+    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task)
 
 
-def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, metrics: dict,
-                       out: torch.Tensor, y: torch.Tensor, loss: str) -> dict[str, Any]:
-    """``<stem>.json``, and for classification the confusion matrix in it and as
-    ``confusion<stem without 'evaluation'>.png``."""
+def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, values: dict,
+                       out: torch.Tensor, y: torch.Tensor, task: TaskKind) -> dict[str, Any]:
+    """``<stem>.json`` with the task's artefacts (a confusion matrix, per-label F1) and its figures
+    as ``<prefix><stem without 'evaluation'>.png`` (``confusion-test-best.png``, ``roc-test.png``)."""
     result: dict[str, Any] = {"run": str(run_dir), "data": dataset.name, "split": split, "weights": weights,
-                              "samples": len(y), "metrics": metrics, "files": [f"{stem}.json"]}
-    if loss == "cross_entropy":
-        cm = confusion_matrix(out.argmax(dim=1), y.to(out.device), dataset.num_classes).cpu()
-        result["classes"] = list(dataset.classes)
-        result["confusion_matrix"] = cm.tolist()
-        picture = f"confusion{stem.removeprefix('evaluation')}.png"
+                              "samples": len(y), "metrics": values, "files": [f"{stem}.json"]}
+    headline = next((m for m in task.evaluation_metrics if m in values), "loss")
+    title = f"{name}: {dataset.name} {split}, {headline} {values[headline]:.4f}"
+    fields, figures = task.artefacts(task.predictions(out, y), list(dataset.classes) if dataset.classes else None,
+                                     title)
+    result.update(fields)
+    for prefix, figure in figures.items():
+        picture = f"{prefix}{stem.removeprefix('evaluation')}.png"
+        save_figure(figure, run_dir / picture)
         result["files"].append(picture)
-        _plot_confusion(cm.numpy(), list(dataset.classes), run_dir / picture,
-                        f"{name}: {dataset.name} {split}, accuracy {metrics['accuracy']:.4f}")
     atomic_write_text(run_dir / f"{stem}.json", json.dumps(result, indent=2))
     return result
-
-
-def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if len(classes) <= 20:
-        threshold = cm.max() / 2
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > threshold else "black")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -534,21 +561,13 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
-    spec, recipe, model, loss, head = _restore(run_dir, weights)
+    spec, recipe, model, task, head = _restore(run_dir, weights)
     parsed = parse(spec)
     x = _ids_if_long(parsed, read_input(input_path, tuple(parsed.raw_inputs["input"].shape)))
-    engine = Engine(model, recipe, loss, verbose=0, output_activation=head)
-    probs = engine.probabilities(torch.from_numpy(x)).cpu()
-    classes = _classes_of(run_dir, recipe.data, probs.shape[-1])
-    results = []
-    for row in probs:
-        if loss == "cross_entropy":
-            values, indices = row.topk(min(top, len(row)))
-            results.append({"top": [{"class": classes[i], "probability": float(v)}
-                                    for v, i in zip(values, indices.tolist(), strict=True)]})
-        else:
-            results.append({"output": row.tolist()})
-    return results
+    engine = Engine(model, recipe, task, verbose=0, output_activation=head)
+    scores = engine.probabilities(torch.from_numpy(x)).cpu().numpy()
+    classes = _classes_of(run_dir, recipe.data, scores.shape[-1])
+    return [task.describe_prediction(row, classes, top) for row in scores]
 
 
 def _classes_of(run_dir: Path, data: str | None, count: int) -> list[str]:
