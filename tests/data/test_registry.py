@@ -57,7 +57,7 @@ def test_register_a_source_and_replace_it():
             register_dataset("toy_source")(lambda request: "not a dataset")
         with pytest.raises(DataError, match="returned str, not a Dataset"):
             load_dataset("toy_source")
-        with pytest.raises(DataError, match="lower_snake_case"):
+        with pytest.raises(DataError, match="lower case letters, digits"):
             register_dataset("Bad-Name")(first)
     finally:
         registry.unregister("toy_source")
