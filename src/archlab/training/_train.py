@@ -174,8 +174,10 @@ def start_run(spec: Spec, recipe: Recipe, out: str | Path) -> Path:
 
 
 def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: History, wall: float, *, data: str,
-               source: str, test_metrics: dict[str, float], classes: Any, sizes: dict[str, int]) -> dict[str, Any]:
-    """summary.json (final metrics, wall time, speed, peak memory) and curves.png."""
+               source: str, test_metrics: dict[str, float], classes: Any, sizes: dict[str, int],
+               oov: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """summary.json (final metrics, wall time, speed, peak memory; for categorical fields the
+    values unseen in training, per split and field) and curves.png."""
     rows = engine.rows
     summary = {
         "name": spec.name, "data": data, "source": source, "device": str(engine.device),
@@ -189,6 +191,8 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
         "params": sum(p.numel() for p in engine.model.parameters()),
         "classes": list(classes) if classes else None, **sizes,
     }
+    if oov is not None:
+        summary["oov"] = oov
     if run_dir is not None:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if rows:
@@ -293,7 +297,8 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, loss:
                            y_test, loss)
     summary = finish_run(run_dir, spec, engine, history, wall, data=dataset.name, source=dataset.source,
                          test_metrics=test_metrics, classes=dataset.classes,
-                         sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)})
+                         sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)},
+                         oov=getattr(dataset, "oov", None))
     return TrainResult(run_dir, history, test_metrics, summary, recipe)
 
 
