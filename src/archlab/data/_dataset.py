@@ -126,7 +126,7 @@ class Dataset:
             for split, y in (("train", self.y_train), ("test", self.y_test)):
                 if y.size and not np.isin(y, (0, 1)).all():
                     raise DataError(f"{where}: binary targets are 0 or 1, but y_{split} holds "
-                                    f"{y[~np.isin(y, (0, 1))].flat[0]!r}")
+                                    f"{y[~np.isin(y, (0, 1))].flat[0].item()!r}")
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
                 raise DataError(f"{where}: x_{split} and y_{split} must be numpy arrays, got "
