@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from archlab.data import DataError, Dataset, Field, load_dataset
+from archlab.data import DataError, Dataset, Field, load_dataset, split_train_test
 from archlab.data._fields import discretise, encode_fields
 
 
@@ -96,3 +96,91 @@ def test_movielens_missing_or_changed_files_say_what_to_do(movielens, tmp_path):
     (copy / "u.user.gz").write_bytes(gzip.compress(b"1|24|M|technician|85711\n"))
     with pytest.raises(DataError, match=r"u.user.gz: its content differs from GroupLens' u.user"):
         load_dataset("movielens-100k", tmp_path)
+
+
+# --- criteo-sample ------------------------------------------------------------------------
+
+def test_criteo_sample_is_39_fields_binary_and_stratified(shared_data):
+    if not (shared_data / "criteo_sample").is_dir():
+        pytest.skip("no criteo_sample copy in shared/data")
+    ds = load_dataset("criteo-sample", shared_data)
+    assert ds.task == "binary" and (len(ds.x_train), len(ds.x_test)) == (160, 40)
+    assert [f.name for f in ds.fields] == [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+    assert int(ds.y_train.sum() + ds.y_test.sum()) == 49  # 151 x 0 and 49 x 1 in the file
+    assert int(ds.y_test.sum()) == 10  # stratified: a fifth of the positives (49 * 0.2, rounded)
+    # every test value that is no training value is counted under its field
+    for field in ds.fields:
+        j = ds.fields.index(field)
+        assert int((ds.x_test[:, j] == field.oov_id).sum()) == ds.oov.get("test", {}).get(field.name, 0)
+        assert not (ds.x_train[:, j] == field.oov_id).any()
+
+
+# --- csv: declared column types -----------------------------------------------------------
+
+def write_table(tmp_path, rows, header="city,visits,kind,label"):
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def cities(n=40):
+    names = ["paris", "rome", "oslo", "lima"]
+    return [f"{names[i % 4]},{[0, 1, 3, 8, ''][i % 5]},{'ab'[i % 2]},{i % 2}" for i in range(n)]
+
+
+def test_csv_categorical_and_numeric_columns_become_field_ids(tmp_path):
+    rows = cities()
+    rows[15], rows[29] = "tokyo,1000,a,1", "lima,2,b,1"  # labels kept: both rows land in the test split
+    ds = load_dataset(f"csv:{write_table(tmp_path, rows)}?target=label&categorical=city,kind&numeric=visits"
+                      "&task=binary")
+    assert ds.task == "binary" and [f.name for f in ds.fields] == ["city", "visits", "kind"]
+    assert ds.x_train.dtype == np.int64 and ds.input_shape == (3,)
+    y = np.array([int(r.rsplit(",", 1)[1]) for r in rows])
+    _, test, _, _ = split_train_test(np.arange(len(rows)), y, stratify=True, where="test")
+    assert {15, 29} <= set(test.tolist())
+    # city: lima oslo paris rome + OOV; visits buckets 0, 1, b1 (3), b4 (8), missing + OOV; kind a b + OOV
+    assert [(f.size, f.offset) for f in ds.fields] == [(5, 0), (6, 5), (3, 11)]
+    # tokyo and its 1000 visits (bucket b47), and 2 visits, are values only the test split has
+    assert ds.oov == {"test": {"city": 1, "visits": 2}}
+    tokyo = ds.x_test[test.tolist().index(15)]
+    assert tokyo.tolist() == [4, 10, 11]  # city OOV, visits OOV, kind 'a'
+
+
+@pytest.mark.parametrize("options,pattern", [
+    ("categorical=city,knd&numeric=visits", r"option categorical=: no column 'knd'.*did you mean 'kind'"),
+    ("categorical=city", r"column\(s\) 'visits', 'kind' are in neither categorical= nor numeric=.*named inputs"),
+    ("categorical=city,kind,label&numeric=visits", r"'label' is the target column"),
+    ("categorical=city,kind,visits&numeric=visits", r"'visits' is both categorical and numeric"),
+])
+def test_csv_column_type_option_errors(tmp_path, options, pattern):
+    path = write_table(tmp_path, cities())
+    with pytest.raises(DataError, match=pattern):
+        load_dataset(f"csv:{path}?{options}")
+
+
+@pytest.mark.parametrize("cell,pattern", [
+    ("nan", r"line 4, column 'visits': 'nan' is not a finite number \(the first such row\)"),
+    ("inf", r"line 4, column 'visits': 'inf' is not a finite number"),
+    ("many", r"line 4, column 'visits': 'many' is not a number; list the column in categorical="),
+])
+def test_csv_numeric_column_refuses_nan_inf_and_text_naming_the_first_row(tmp_path, cell, pattern):
+    rows = cities()
+    rows[2] = f"rome,{cell},a,0"
+    rows[5] = f"rome,{cell},a,0"
+    with pytest.raises(DataError, match=pattern):
+        load_dataset(f"csv:{write_table(tmp_path, rows)}?categorical=city,kind&numeric=visits")
+
+
+def test_binary_labels_outside_0_1_are_refused_with_the_line(tmp_path):
+    rows = cities()
+    rows[6] = "rome,1,a,2"
+    path = write_table(tmp_path, rows)
+    with pytest.raises(DataError, match=r"line 8, column 'label': '2' is not a binary label"):
+        load_dataset(f"csv:{path}?categorical=city,kind&numeric=visits&task=binary")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("a,label\n" + "\n".join(f"{i},{2 if i == 6 else i % 2}" for i in range(40)) + "\n")
+    with pytest.raises(DataError, match=r"line 8, column 'label': '2' is not a binary label"):
+        load_dataset(f"csv:{plain}?task=binary")
+    ok = load_dataset(f"csv:{path}?task=binary&categorical=city,kind&numeric=visits".replace(str(path), str(
+        write_table(tmp_path, cities()))))
+    assert ok.task == "binary" and set(np.unique(ok.y_train)) == {0, 1}

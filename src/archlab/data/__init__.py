@@ -3,7 +3,7 @@
 Sources: ``digits`` (scikit-learn's 8x8 digits, no download), ``mnist`` (the IDX files, found
 in ``data_dir``, ``$ARCHLAB_DATA/mnist`` or the user cache, else downloaded and checked),
 ``movielens-100k`` (MovieLens 100K ratings as 25 categorical fields, from ``$ARCHLAB_DATA/ml-100k``),
-``csv:PATH`` and ``npz:PATH``. Register more with ``@register_dataset``. Every source returns a
+``criteo-sample`` (DeepCTR's 200-row Criteo sample, 39 fields), ``csv:PATH`` and ``npz:PATH``. Register more with ``@register_dataset``. Every source returns a
 Dataset with float32 channels-first inputs and a fixed train/test split, and every failure is
 a DataError that names the file and says how to fix it.
 
@@ -13,7 +13,7 @@ Example:
     'digits: classification, input (1, 8, 8), 1437 train / 360 test samples, 10 classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9'
 """
 
-from . import _digits, _files, _mnist, _movielens  # noqa: F401  (registers the built-in sources)
+from . import _criteo, _digits, _files, _mnist, _movielens  # noqa: F401  (registers the built-in sources)
 from ._dataset import DataError, Dataset, Field, encode_labels, split_train_test
 from ._paths import ENV_VAR, cache_dir
 from ._registry import (
