@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -184,3 +185,68 @@ def test_binary_labels_outside_0_1_are_refused_with_the_line(tmp_path):
     ok = load_dataset(f"csv:{path}?task=binary&categorical=city,kind&numeric=visits".replace(str(path), str(
         write_table(tmp_path, cities()))))
     assert ok.task == "binary" and set(np.unique(ok.y_train)) == {0, 1}
+
+
+# --- the command line: a categorical table trains, and bad input stops before any work ----
+
+FM_SPEC = """name: tiny-fm
+input: {shape: [3], dtype: long}
+task: {kind: binary}
+layers:
+  - parallel:
+      merge: add
+      branches:
+        - [{embedding: {input_dim: 14, output_dim: 1, init_std: 0.01}}, reduce, bias]
+        - [{embedding: {input_dim: 14, output_dim: 2, init_std: 0.01}}, fm]
+  - sigmoid
+"""
+OPTIONS = "target=label&categorical=city,kind&numeric=visits&task=binary"
+
+
+def cli(capsys, *args):
+    from archlab.cli import run
+
+    code = run([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_on_a_categorical_csv_records_the_oov_counts(tmp_path, capsys):
+    rows = cities()
+    rows[15] = "tokyo,1000,a,1"
+    data = write_table(tmp_path, rows)
+    spec = tmp_path / "fm.yaml"
+    spec.write_text(FM_SPEC)
+    code, out, err = cli(capsys, "train", spec, "--data", f"csv:{data}?{OPTIONS}", "--epochs", "2", "--quiet",
+                         "--out", tmp_path / "runs")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["oov"] == {"test": {"city": 1, "visits": 1}}
+    assert summary["params"] == 14 + 1 + 14 * 2
+
+
+@pytest.mark.parametrize("change,fragments", [
+    (lambda rows, options: (rows, options.replace("kind", "knid")),
+     ["option categorical=: no column 'knid'", "did you mean 'kind'"]),
+    (lambda rows, options: (rows[:3] + ["rome,nan,a,1"] + rows[4:], options),
+     ["line 5, column 'visits': 'nan' is not a finite number"]),
+    (lambda rows, options: (rows[:3] + ["rome,inf,a,1"] + rows[4:], options),
+     ["line 5, column 'visits': 'inf' is not a finite number"]),
+    (lambda rows, options: (rows[:3] + ["rome,3,a,yes"] + rows[4:], options),
+     ["line 5, column 'label': 'yes' is not a binary label"]),
+    (lambda rows, options: (rows, options), ["layers[0].parallel.branches[0][0].embedding.input_dim",
+                                             "set input_dim: 14"]),
+])
+def test_bad_categorical_input_exits_2_with_one_message_and_writes_nothing(tmp_path, capsys, change, fragments):
+    rows, options = change(cities(), OPTIONS)
+    data = write_table(tmp_path, rows)
+    spec = tmp_path / "fm.yaml"
+    spec.write_text(FM_SPEC.replace("input_dim: 14", "input_dim: 13", 1) if "input_dim" in fragments[0] else FM_SPEC)
+    code, out, err = cli(capsys, "train", spec, "--data", f"csv:{data}?{options}", "--epochs", "1", "--quiet",
+                         "--out", tmp_path / "runs")
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

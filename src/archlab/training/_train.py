@@ -72,10 +72,29 @@ def check_fit(parsed, dataset, loss: str) -> None:
     if loss == "cross_entropy" and out != (dataset.num_classes,):
         raise SpecError(f"the model's output is {out} but {dataset.name} has {dataset.num_classes} classes: end the "
                         f"spec with dense: {{units: {dataset.num_classes}, activation: softmax}}", "layers")
+    vocab = getattr(dataset, "vocab_size", None)
+    for where, params in _embeddings(parsed.spec.to_dict().get("layers") or [], "layers"):
+        if vocab is not None and params.get("input_dim", vocab) < vocab:
+            raise SpecError(f"the embedding's input_dim is {params['input_dim']} but {dataset.name} has {vocab} ids "
+                            f"(its categorical fields' vocabularies together): set input_dim: {vocab}",
+                            f"{where}.input_dim")
     task = parsed.spec.to_dict().get("task") or {}
     if task.get("classes") not in (None, dataset.num_classes):
         raise SpecError(f"task.classes is {task['classes']} but {dataset.name} has {dataset.num_classes} classes",
                         "task.classes")
+
+
+def _embeddings(node: Any, where: str):
+    """(spec path, params) of every embedding in a layer list, nested blocks included."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _embeddings(item, f"{where}[{i}]")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "embedding" and isinstance(value, dict):
+                yield f"{where}.embedding", value
+            elif isinstance(value, (dict, list)):
+                yield from _embeddings(value, f"{where}.{key}")
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, loss: str):
