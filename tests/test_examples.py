@@ -243,12 +243,18 @@ def test_example_recipes_are_valid(name):
 
 # -- recommendation (examples/recsys/, on movielens-100k) --------------------------------------
 
-ML_VOCAB, ML_FIELDS, ML_K = 2707, 25, 8  # movielens-100k's ids, fields and the examples' embedding width
-MLP = (ML_FIELDS * ML_K * 128 + 128) + (128 * 64 + 64) + (64 * 1 + 1)  # 200 -> 128 -> 64 -> 1
+ML_VOCAB, ML_FIELDS = 2707, 25  # movielens-100k's ids and fields
+
+
+def mlp(k: int) -> int:
+    """The examples' MLP over the flattened (25, k) embeddings: 25k -> 128 -> 64 -> 1."""
+    return (ML_FIELDS * k * 128 + 128) + (128 * 64 + 64) + (64 * 1 + 1)
+
+
 RECSYS_PINNED = {
     "logreg-movielens": ML_VOCAB + 1,  # one weight per id and the intercept
-    "wide-deep-movielens": ML_VOCAB + ML_VOCAB * ML_K + MLP,
-    "deepfm-movielens": ML_VOCAB + ML_VOCAB * ML_K + MLP,  # the FM adds no parameters
+    "wide-deep-movielens": ML_VOCAB + ML_VOCAB * 8 + mlp(8),
+    "deepfm-movielens": ML_VOCAB + ML_VOCAB * 32 + mlp(32),  # the FM adds no parameters
 }
 
 
@@ -258,7 +264,7 @@ def recsys_path(name: str) -> str:
 
 def test_every_recsys_example_is_pinned():
     assert sorted(p.stem for p in (EXAMPLES / "recsys").glob("*.yaml")) == sorted(RECSYS_PINNED)
-    assert RECSYS_PINNED["deepfm-movielens"] == 58_412
+    assert RECSYS_PINNED["deepfm-movielens"] == 200_180 and RECSYS_PINNED["wide-deep-movielens"] == 58_412
 
 
 @pytest.mark.parametrize("name", sorted(RECSYS_PINNED))
@@ -281,13 +287,13 @@ def test_recsys_examples_params_header_forward_and_recipe(name):
 
 
 def test_deepfm_flops_are_its_parts():
-    fm = 3 * ML_FIELDS * ML_K + ML_K
-    first_order = ML_FIELDS - 1
-    mlp_macs = ML_FIELDS * ML_K * 128 + 128 * 64 + 64
-    mlp = 2 * mlp_macs + 128 + 64  # two relus
-    merges = 1 + 1  # the two adds of (1,)
-    sigmoid = 1
+    def parts(k: int) -> tuple[int, int, int]:
+        macs = ML_FIELDS * k * 128 + 128 * 64 + 64
+        return macs, 2 * macs + 128 + 64, 3 * ML_FIELDS * k + k  # MLP MACs, MLP FLOPs (two relus), FM FLOPs
+    first_order, sigmoid = ML_FIELDS - 1, 1
+    macs, mlp_flops, fm = parts(32)
     deepfm = archlab.analyze(recsys_path("deepfm-movielens"))
-    assert deepfm.macs == mlp_macs
-    assert deepfm.flops == fm + first_order + mlp + merges + sigmoid
-    assert archlab.analyze(recsys_path("wide-deep-movielens")).flops == first_order + mlp + 1 + sigmoid
+    assert deepfm.macs == macs
+    assert deepfm.flops == fm + first_order + mlp_flops + 2 + sigmoid  # two adds of (1,)
+    macs, mlp_flops, _ = parts(8)
+    assert archlab.analyze(recsys_path("wide-deep-movielens")).flops == first_order + mlp_flops + 1 + sigmoid
