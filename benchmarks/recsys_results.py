@@ -1,8 +1,9 @@
 """Test AUC and log-loss of the recommendation examples on MovieLens 100K, several seeds.
 
-Each spec in examples/recsys/ is trained with its own recipe (its train: section: Adam 1e-3,
-batch 256, up to 30 epochs, early stopping on the validation loss with patience 2, the best
-epoch's weights restored), one fresh process after another:
+Each spec in examples/recsys/ is trained with its own recipe (its train: section: Adam, batch
+256, up to 30 epochs, early stopping on the validation loss with patience 6, the best epoch's
+weights restored; the learning rate and the embedding width were chosen on the validation split,
+docs/results.md says how), one fresh process after another:
 
     archlab train examples/recsys/SPEC.yaml --seed S --quiet --out OUT
 
