@@ -58,6 +58,13 @@ def score(run_dir: Path, ids: Path, y: np.ndarray) -> dict:
             "oov": summary.get("oov")}
 
 
+def stat(rows: list[dict], key: str, digits: int = 4) -> str:
+    """Mean ± sample standard deviation (n - 1) over the seeds."""
+    values = [r[key] for r in rows]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -80,13 +87,9 @@ def main() -> None:
     print("\n| spec | params | test AUC | test log-loss | epochs (best) | train s |")
     print("|---|---|---|---|---|---|")
     for spec, rows in results.items():
-        def stat(key: str, digits: int = 4) -> str:
-            values = [r[key] for r in rows]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rows)
-        print(f"| {spec} | {rows[0]['params']:,} | {stat('auc')} | {stat('log_loss')} | {epochs} | "
-              f"{stat('train_s', 1)} |")
+        print(f"| {spec} | {rows[0]['params']:,} | {stat(rows, 'auc')} | {stat(rows, 'log_loss')} | {epochs} | "
+              f"{stat(rows, 'train_s', 1)} |")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Sources: ``digits`` (scikit-learn's 8x8 digits, no download), ``mnist`` (the IDX files, found
 in ``data_dir``, ``$ARCHLAB_DATA/mnist`` or the user cache, else downloaded and checked),
 ``movielens-100k`` (MovieLens 100K ratings as 25 categorical fields, from ``$ARCHLAB_DATA/ml-100k``),
-``criteo-sample`` (DeepCTR's 200-row Criteo sample, 39 fields), ``csv:PATH`` and ``npz:PATH``. Register more with ``@register_dataset``. Every source returns a
-Dataset with float32 channels-first inputs and a fixed train/test split, and every failure is
-a DataError that names the file and says how to fix it.
+``criteo-sample`` (DeepCTR's 200-row Criteo sample, 39 fields), ``csv:PATH`` and ``npz:PATH``.
+Register more with ``@register_dataset``. Every source returns a Dataset with a fixed
+train/test split: float32 channels-first inputs, or for categorical fields int64 ids in one id
+space (``Dataset.fields``). Every failure is a DataError that names the file and says how to fix it.
 
 Example:
     >>> from archlab.data import load_dataset
@@ -26,5 +27,6 @@ from ._registry import (
     registry,
 )
 
-__all__ = ["ENV_VAR", "DataError", "Dataset", "DatasetRegistry", "DatasetRequest", "Field", "cache_dir", "encode_labels",
-           "find_data_dir", "list_datasets", "load_dataset", "register_dataset", "registry", "split_train_test"]
+__all__ = ["ENV_VAR", "DataError", "Dataset", "DatasetRegistry", "DatasetRequest", "Field", "cache_dir",
+           "encode_labels", "find_data_dir", "list_datasets", "load_dataset", "register_dataset", "registry",
+           "split_train_test"]
