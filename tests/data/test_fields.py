@@ -250,3 +250,17 @@ def test_bad_categorical_input_exits_2_with_one_message_and_writes_nothing(tmp_p
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_fm_trains_on_criteo_sample_with_the_vocabulary_the_dataset_states(shared_data):
+    if not (shared_data / "criteo_sample").is_dir():
+        pytest.skip("no criteo_sample copy in shared/data")
+    import archlab
+
+    ds = load_dataset("criteo-sample", shared_data)
+    spec = FM_SPEC.replace("shape: [3]", f"shape: [{len(ds.fields)}]").replace("input_dim: 14", f"input_dim: "
+                                                                                              f"{ds.vocab_size}")
+    result = archlab.train(spec, data="criteo-sample", data_dir=shared_data, out=None, verbose=0, epochs=2)
+    assert result.summary["params"] == 3 * ds.vocab_size + 1
+    assert result.summary["oov"] == ds.oov and result.summary["test_samples"] == 40
+    assert 0 < result.test_metrics["loss"] < 1

@@ -1,8 +1,8 @@
 """The Dataset every source returns, DataError, and the helpers sources share.
 
 Sources differ in where their bytes come from, but they all hand the training engine the same
-thing: float32 inputs (channels first), integer class ids or float targets, and a fixed
-train/test split. Keeping the split and the label encoding here means a CSV file, an .npz
+thing: float32 inputs (channels first) or int64 ids of categorical fields, integer class ids
+or float targets, and a fixed train/test split. Keeping the split and the label encoding here means a CSV file, an .npz
 archive and a built-in dataset are split and encoded the same way.
 """
 
@@ -71,12 +71,13 @@ class Dataset:
     """A dataset split into train and test arrays, ready for the training engine.
 
     Inputs are float32 and channels first, ``(N, *input_shape)``: MNIST is ``(60000, 1, 28, 28)``
-    scaled to [0, 1], a table is ``(N, features)``. Targets are int64 class ids (indices into
-    ``classes``) for classification and float32 for regression.
+    scaled to [0, 1], a table is ``(N, features)``; a table of categorical fields is int64 ids
+    ``(N, F)`` (``fields``). Targets are int64 class ids (indices into ``classes``) for
+    classification and binary, and float32 for regression.
 
     Attributes:
         name: the name it was loaded by, e.g. ``"mnist"`` or ``"csv:iris.csv"``.
-        x_train: training inputs, float32 ``(N, *input_shape)``.
+        x_train: training inputs, float32 ``(N, *input_shape)`` (int64 ``(N, F)`` with ``fields``).
         y_train: training targets, int64 ``(N,)`` or float32 ``(N,)`` / ``(N, k)``.
         x_test: test inputs, float32 ``(M, *input_shape)``.
         y_test: test targets, as ``y_train``.
