@@ -239,3 +239,61 @@ def test_example_recipes_are_valid(name):
 
     recipe = resolve_recipe(archlab.load(path(name)).to_dict()["train"])
     assert recipe.data in ("digits", "mnist") and recipe.epochs <= 30
+
+
+# -- recommendation (examples/recsys/, on movielens-100k) --------------------------------------
+
+ML_VOCAB, ML_FIELDS = 2707, 25  # movielens-100k's ids and fields
+
+
+def mlp(k: int) -> int:
+    """The examples' MLP over the flattened (25, k) embeddings: 25k -> 128 -> 64 -> 1."""
+    return (ML_FIELDS * k * 128 + 128) + (128 * 64 + 64) + (64 * 1 + 1)
+
+
+RECSYS_PINNED = {
+    "logreg-movielens": ML_VOCAB + 1,  # one weight per id and the intercept
+    "wide-deep-movielens": ML_VOCAB + ML_VOCAB * 8 + mlp(8),
+    "deepfm-movielens": ML_VOCAB + ML_VOCAB * 32 + mlp(32),  # the FM adds no parameters
+}
+
+
+def recsys_path(name: str) -> str:
+    return str(EXAMPLES / "recsys" / f"{name}.yaml")
+
+
+def test_every_recsys_example_is_pinned():
+    assert sorted(p.stem for p in (EXAMPLES / "recsys").glob("*.yaml")) == sorted(RECSYS_PINNED)
+    assert RECSYS_PINNED["deepfm-movielens"] == 200_180 and RECSYS_PINNED["wide-deep-movielens"] == 58_412
+
+
+@pytest.mark.parametrize("name", sorted(RECSYS_PINNED))
+def test_recsys_examples_params_header_forward_and_recipe(name):
+    from archlab.training import resolve_recipe
+
+    text = (EXAMPLES / "recsys" / f"{name}.yaml").read_text()
+    assert f"{RECSYS_PINNED[name]:,}" in text.split("\nname:")[0], "the header states the parameter count"
+    spec = archlab.load(recsys_path(name))
+    analysis = archlab.analyze(spec)
+    assert spec.name == name and analysis.total_params == RECSYS_PINNED[name]
+    model = archlab.build(spec).eval()
+    assert sum(p.numel() for p in model.parameters()) == RECSYS_PINNED[name]
+    ids = torch.tensor([[0] * ML_FIELDS, [ML_VOCAB - 1] * ML_FIELDS])
+    with torch.no_grad():
+        y = model(ids)
+    assert y.shape == (2, 1) and ((y > 0) & (y < 1)).all()  # probabilities
+    recipe = resolve_recipe(spec.to_dict()["train"])
+    assert recipe.data == "movielens-100k" and recipe.early_stopping.monitor == "val_loss"
+
+
+def test_deepfm_flops_are_its_parts():
+    def parts(k: int) -> tuple[int, int, int]:
+        macs = ML_FIELDS * k * 128 + 128 * 64 + 64
+        return macs, 2 * macs + 128 + 64, 3 * ML_FIELDS * k + k  # MLP MACs, MLP FLOPs (two relus), FM FLOPs
+    first_order, sigmoid = ML_FIELDS - 1, 1
+    macs, mlp_flops, fm = parts(32)
+    deepfm = archlab.analyze(recsys_path("deepfm-movielens"))
+    assert deepfm.macs == macs
+    assert deepfm.flops == fm + first_order + mlp_flops + 2 + sigmoid  # two adds of (1,)
+    macs, mlp_flops, _ = parts(8)
+    assert archlab.analyze(recsys_path("wide-deep-movielens")).flops == first_order + mlp_flops + 1 + sigmoid

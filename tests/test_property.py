@@ -64,7 +64,10 @@ PARAMS: dict[str, tuple[dict, dict]] = {
     "relu": ({}, {}), "tanh": ({}, {}), "sigmoid": ({}, {}), "softmax": ({}, {}), "silu": ({}, {}),
     "gelu": ({}, {"approximate": st.sampled_from(["none", "tanh"])}),
     "leaky_relu": ({}, {"negative_slope": st.sampled_from([0.01, 0.2])}),
-    "embedding": ({"input_dim": small, "output_dim": small}, {}),
+    "embedding": ({"input_dim": small, "output_dim": small}, {"init_std": st.sampled_from([0.01, 0.5])}),
+    "fm": ({}, {}),
+    "reduce": ({}, {"op": st.sampled_from(["sum", "mean", "max"]), "axis": st.integers(-2, 2)}),
+    "bias": ({}, {}),
     "positional_embedding": ({"max_len": st.integers(1, 6)}, {"kind": st.sampled_from(["learned", "sinusoidal"])}),
     "simple_rnn": ({"units": small}, {"activation": st.sampled_from(ACTIVATIONS), "return_sequences": st.booleans(),
                                       "bidirectional": st.booleans(), "num_layers": st.integers(1, 2)}),
@@ -89,14 +92,14 @@ def test_the_property_test_draws_every_builtin_type():
 # pool (so that many specs are valid) and now and then from every type (so that many are not).
 ELEMENTWISE = ["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu", "dropout"]
 FAMILIES: dict[str, list[str]] = {
-    "vector": ["dense", "dense", "batchnorm", "layernorm", "softmax", "reshape", *ELEMENTWISE],
+    "vector": ["dense", "dense", "batchnorm", "layernorm", "softmax", "reshape", "reduce", "bias", *ELEMENTWISE],
     "sequence": ["dense", "layernorm", "simple_rnn", "lstm", "gru", "additive_attention", "multi_head_attention",
                  "transformer_encoder", "positional_embedding", "conv1d", "maxpool1d", "avgpool1d",
                  "global_avgpool1d", "global_maxpool1d", "batchnorm", "flatten", *ELEMENTWISE],
     "image": ["conv2d", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool2d", "global_maxpool2d", "batchnorm",
               "flatten", "dense", *ELEMENTWISE],
     "tokens": ["embedding", "embedding", "positional_embedding", "flatten", "reshape", "dense", "simple_rnn",
-               "multi_head_attention", "layernorm"],
+               "multi_head_attention", "layernorm", "fm"],
 }
 
 

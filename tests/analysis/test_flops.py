@@ -105,6 +105,11 @@ CASES: dict[str, list[Case]] = {
     "softmax": [Case("e", seq([3, 5], "softmax"), params=0, macs=0, flops=3 * 3 * 5)],  # exp, sum, divide
     "embedding": [Case("lookup", seq(tokens(7), {"embedding": {"input_dim": 11, "output_dim": 3}}),
                        params=11 * 3, macs=0, flops=0)],
+    # sum over fields (F-1)k, its square k, squares Fk, their sum (F-1)k, difference k, sum over k (k-1), halving 1
+    "fm": [Case("f4-k3", seq([4, 3], "fm"), params=0, macs=0, flops=3 * 4 * 3 + 3)],
+    "reduce": [Case("sum-fields", seq([4, 3], "reduce"), params=0, macs=0, flops=3 * (4 - 1)),
+               Case("mean-last", seq([4, 3], {"reduce": {"op": "mean", "axis": -1}}), params=0, macs=0, flops=4 * 3)],
+    "bias": [Case("2d", seq([4, 3], "bias"), params=3, macs=0, flops=4 * 3)],
     "positional_embedding": [
         # adds a (T, D) table: one FLOP per element; the learned table is max_len x D
         Case("learned", seq([7, 3], {"positional_embedding": {"max_len": 10}}), params=10 * 3, macs=0, flops=7 * 3),

@@ -462,7 +462,8 @@ def test_early_stopping_says_which_epoch_was_restored(capsys: pytest.CaptureFixt
 def test_unknown_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = write_spec(tmp_path, TINY)
     assert_bad_input(*cli(capsys, "train", spec, "--data", "digit", "--out", tmp_path / "runs"),
-                     "unknown dataset 'digit'; did you mean 'digits'?", "known: csv:PATH, digits, mnist, npz:PATH")
+                     "unknown dataset 'digit'; did you mean 'digits'?",
+                     "known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npz:PATH")
     assert not (tmp_path / "runs").exists()  # nothing recorded
 
 

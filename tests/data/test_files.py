@@ -120,7 +120,7 @@ def test_csv_option_errors(tmp_path):
         load_dataset(f"csv:{path}?target=lable")
     with pytest.raises(DataError, match=r"bad option 'traget=a'; did you mean 'target'"):
         load_dataset(f"csv:{path}?traget=a")
-    with pytest.raises(DataError, match=r"task is 'classification' or 'regression'"):
+    with pytest.raises(DataError, match=r"task is 'classification', 'binary' or 'regression'"):
         load_dataset(f"csv:{path}?task=ranking")
     with pytest.raises(DataError, match=r"regression target must be numeric"):
         load_dataset(f"csv:{write(tmp_path / 'w.csv', table(values=['x', 'y'] * 15))}?task=regression")

@@ -27,7 +27,8 @@ def test_list_datasets_has_the_built_in_sources():
 
 
 @pytest.mark.parametrize(("name", "pattern"), [
-    ("mnsit", r"unknown dataset 'mnsit'; did you mean 'mnist'\? \(known: csv:PATH, digits, mnist, npz:PATH"),
+    ("mnsit", r"unknown dataset 'mnsit'; did you mean 'mnist'\? "
+              r"\(known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npz:PATH"),
     ("cifar10", r"unknown dataset 'cifar10' \(known: "),
     ("iris.csv", r"prefix the source: 'csv:iris.csv'"),
     ("digits:extra", r"the 'digits' source takes no argument"),
@@ -57,7 +58,7 @@ def test_register_a_source_and_replace_it():
             register_dataset("toy_source")(lambda request: "not a dataset")
         with pytest.raises(DataError, match="returned str, not a Dataset"):
             load_dataset("toy_source")
-        with pytest.raises(DataError, match="lower_snake_case"):
+        with pytest.raises(DataError, match="lower case letters, digits"):
             register_dataset("Bad-Name")(first)
     finally:
         registry.unregister("toy_source")
@@ -76,9 +77,9 @@ def test_dataset_properties_describe_and_repr():
 
 
 @pytest.mark.parametrize(("kwargs", "pattern"), [
-    ({"task": "ranking"}, "task is 'classification' or 'regression'"),
-    ({"classes": None}, "a classification dataset has class names"),
-    ({"task": "regression"}, "a classification dataset has class names"),
+    ({"task": "ranking"}, "task is one of 'classification', 'binary', 'regression'"),
+    ({"classes": None}, "a classification or binary dataset has class names"),
+    ({"task": "regression"}, "a classification or binary dataset has class names"),
     ({"y_train": np.zeros(3)}, r"x_train \(4, 3\) and y_train \(3,\)"),
     ({"x_test": np.zeros((2, 5), np.float32)}, r"must have the same input shape"),
     ({"x_train": [[0.0]]}, "must be numpy arrays"),

@@ -58,7 +58,12 @@ CASES: dict[str, list[dict]] = {
     "softmax": [seq([3, 5], "softmax")],
     "silu": [seq([5], "silu")],
     "leaky_relu": [seq([5], "leaky_relu"), seq([5], {"leaky_relu": {"negative_slope": 0.2}})],
-    "embedding": [seq([6], {"embedding": {"input_dim": 11, "output_dim": 4}}, dtype="long")],
+    "embedding": [seq([6], {"embedding": {"input_dim": 11, "output_dim": 4}}, dtype="long"),
+                  seq([6], {"embedding": {"input_dim": 11, "output_dim": 2, "init_std": 0.01}}, dtype="long")],
+    "fm": [seq([5], {"embedding": {"input_dim": 11, "output_dim": 3}}, "fm", dtype="long"), seq([4, 2], "fm")],
+    "reduce": [seq([4, 3], "reduce"), seq([4, 3], {"reduce": {"op": "mean", "axis": -1}}),
+               seq([2, 3, 4], {"reduce": {"op": "max", "axis": 1}}), seq([5], {"reduce": {"op": "sum"}})],
+    "bias": [seq([3], "bias"), seq([4, 2], "bias")],
     "positional_embedding": [
         seq([6], {"embedding": {"input_dim": 11, "output_dim": 4}}, {"positional_embedding": {"max_len": 8}},
             dtype="long"),

@@ -1,8 +1,8 @@
 """The Dataset every source returns, DataError, and the helpers sources share.
 
 Sources differ in where their bytes come from, but they all hand the training engine the same
-thing: float32 inputs (channels first), integer class ids or float targets, and a fixed
-train/test split. Keeping the split and the label encoding here means a CSV file, an .npz
+thing: float32 inputs (channels first) or int64 ids of categorical fields, integer class ids
+or float targets, and a fixed train/test split. Keeping the split and the label encoding here means a CSV file, an .npz
 archive and a built-in dataset are split and encoded the same way.
 """
 
@@ -16,11 +16,12 @@ import numpy as np
 
 from archlab.exceptions import ArchlabError
 
-__all__ = ["TEST_SIZE", "SPLIT_SEED", "DataError", "Dataset", "Task", "encode_labels", "split_train_test"]
+__all__ = ["TEST_SIZE", "SPLIT_SEED", "DataError", "Dataset", "Field", "Task", "encode_labels", "split_train_test"]
 
 logger = logging.getLogger("archlab")
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "binary", "regression"]
+_TASKS = ("classification", "binary", "regression")
 #: Fraction of the samples held out as the test set when a source has no test split of its own.
 TEST_SIZE = 0.2
 #: ``random_state`` of that split, fixed so the same file always gives the same split.
@@ -43,23 +44,51 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
+@dataclass(frozen=True)
+class Field:
+    """One categorical field of a table whose inputs are ids in one global id space.
+
+    Field ``f``'s values are the ids ``offset .. offset + size - 1``; the last of them,
+    ``offset + size - 1``, is the field's out-of-vocabulary id (a value unseen in training).
+
+    Attributes:
+        name: the column, e.g. ``"user"`` or ``"genre_Comedy"``.
+        size: the field's vocabulary size, its out-of-vocabulary id included.
+        offset: the field's first id: the sum of the sizes of the fields before it.
+    """
+
+    name: str
+    size: int
+    offset: int
+
+    @property
+    def oov_id(self) -> int:
+        return self.offset + self.size - 1
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A dataset split into train and test arrays, ready for the training engine.
 
     Inputs are float32 and channels first, ``(N, *input_shape)``: MNIST is ``(60000, 1, 28, 28)``
-    scaled to [0, 1], a table is ``(N, features)``. Targets are int64 class ids (indices into
-    ``classes``) for classification and float32 for regression.
+    scaled to [0, 1], a table is ``(N, features)``; a table of categorical fields is int64 ids
+    ``(N, F)`` (``fields``). Targets are int64 class ids (indices into ``classes``) for
+    classification and binary, and float32 for regression.
 
     Attributes:
         name: the name it was loaded by, e.g. ``"mnist"`` or ``"csv:iris.csv"``.
-        x_train: training inputs, float32 ``(N, *input_shape)``.
+        x_train: training inputs, float32 ``(N, *input_shape)`` (int64 ``(N, F)`` with ``fields``).
         y_train: training targets, int64 ``(N,)`` or float32 ``(N,)`` / ``(N, k)``.
         x_test: test inputs, float32 ``(M, *input_shape)``.
         y_test: test targets, as ``y_train``.
-        task: ``"classification"`` or ``"regression"``.
+        task: ``"classification"``, ``"binary"`` (two classes, ids 0 and 1, one output unit) or
+            ``"regression"``.
         classes: class names in id order, e.g. ``("0", ..., "9")``; ``None`` for regression.
         source: where the data was read from (a path), for run records.
+        fields: for a table of categorical fields (``x`` int64 ids, ``(N, F)``), each field's
+            name, vocabulary size and offset; ``None`` for other inputs.
+        oov: per split and field, how many values were not in the training vocabulary, e.g.
+            ``{"test": {"zip": 12}}`` (fields without any are left out); ``None`` without fields.
 
     Example:
         >>> import numpy as np
@@ -79,16 +108,26 @@ class Dataset:
     task: Task
     classes: tuple[str, ...] | None
     source: str
+    fields: tuple[Field, ...] | None = None
+    oov: dict[str, dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         # A source that hands the engine inconsistent arrays is a bug there; say so here, not
         # later as a shape error deep inside a training step.
         where = f"dataset {self.name!r}"
-        if self.task not in ("classification", "regression"):
-            raise DataError(f"{where}: task is 'classification' or 'regression', got {self.task!r}")
-        if (self.task == "classification") != (self.classes is not None):
-            raise DataError(f"{where}: a classification dataset has class names and a regression one has "
-                            f"classes=None; got task={self.task!r}, classes={self.classes!r}")
+        if self.task not in _TASKS:
+            raise DataError(f"{where}: task is one of {', '.join(map(repr, _TASKS))}, got {self.task!r}")
+        if (self.task != "regression") != (self.classes is not None):
+            raise DataError(f"{where}: a classification or binary dataset has class names and a regression one "
+                            f"has classes=None; got task={self.task!r}, classes={self.classes!r}")
+        if self.task == "binary":
+            if len(self.classes) != 2:
+                raise DataError(f"{where}: a binary dataset has two classes (negative, positive), got "
+                                f"{self.classes!r}")
+            for split, y in (("train", self.y_train), ("test", self.y_test)):
+                if y.size and not np.isin(y, (0, 1)).all():
+                    raise DataError(f"{where}: binary targets are 0 or 1, but y_{split} holds "
+                                    f"{y[~np.isin(y, (0, 1))].flat[0].item()!r}")
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
                 raise DataError(f"{where}: x_{split} and y_{split} must be numpy arrays, got "
@@ -99,6 +138,18 @@ class Dataset:
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{where}: x_train {_fmt_shape(self.x_train.shape)} and x_test "
                             f"{_fmt_shape(self.x_test.shape)} must have the same input shape")
+        if self.fields is not None:
+            if self.input_shape != (len(self.fields),):
+                raise DataError(f"{where}: {len(self.fields)} fields need inputs of shape ({len(self.fields)},), "
+                                f"got {_fmt_shape(self.input_shape)}")
+            for split, x in (("train", self.x_train), ("test", self.x_test)):
+                if x.dtype != np.int64 or (x.size and (x.min() < 0 or x.max() >= self.vocab_size)):
+                    raise DataError(f"{where}: x_{split} must be int64 ids in 0..{self.vocab_size - 1}")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """All fields' vocabularies together: the ``input_dim`` of the embedding over the ids."""
+        return None if self.fields is None else sum(f.size for f in self.fields)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -119,6 +170,8 @@ class Dataset:
             text += f", {len(self.classes)} classes: " + ", ".join(shown)
         elif self.y_train.ndim > 1:
             text += f", {self.y_train.shape[1]} targets"
+        if self.fields is not None:
+            text += f", {len(self.fields)} categorical fields, vocabulary {self.vocab_size} ids"
         return text
 
     def __repr__(self) -> str:

@@ -18,13 +18,14 @@ import numpy as np
 from archlab.exceptions import suggest
 
 from ._dataset import DataError, Dataset, Task, encode_labels, split_train_test
+from ._fields import discretise, encode_fields
 from ._registry import DatasetRequest, register_dataset
 
-__all__ = ["TARGET_NAMES", "load_csv", "load_npz"]
+__all__ = ["TARGET_NAMES", "field_table", "load_csv", "load_npz"]
 
 #: Column names taken as the target when none is given, in this order (case does not matter).
 TARGET_NAMES = ("target", "label", "y", "class")
-_TASKS = ("classification", "regression")
+_TASKS = ("classification", "binary", "regression")
 
 
 def _split_options(request: DatasetRequest, known: tuple[str, ...]) -> tuple[str, dict[str, str]]:
@@ -44,8 +45,8 @@ def _split_options(request: DatasetRequest, known: tuple[str, ...]) -> tuple[str
         options[key] = value
     task = options.get("task")
     if task is not None and task not in _TASKS:
-        raise DataError(f"dataset {request.name!r}: task is 'classification' or 'regression', got {task!r}"
-                        f"{suggest(task, _TASKS)}")
+        raise DataError(f"dataset {request.name!r}: task is 'classification', 'binary' or 'regression', got "
+                        f"{task!r}{suggest(task, _TASKS)}")
     return path, options
 
 
@@ -109,21 +110,19 @@ def _targets(raw: np.ndarray | list[str], task: str | None, where: str, path: Pa
             raise DataError(f"{where}: a regression target must be numeric, got text such as "
                             f"{str(values.flat[0])!r}; drop task=regression to treat it as class names", path)
         return values.astype(np.float32), "regression", None
+    if task == "binary":
+        flat = values.reshape(-1)
+        bad = ~np.isin(flat, (0, 1)) if numeric else np.ones(flat.shape, bool)
+        if bad.any():
+            raise DataError(f"{where}: {flat[bad][0].item()!r} is not a binary label; task binary takes labels 0 "
+                            "and 1 (map the positive class to 1), or drop task=binary", path)
+        return flat.astype(np.int64), "binary", ("0", "1")
     ids, classes = encode_labels(values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values)
     return ids, "classification", classes
 
 
-@register_dataset("csv", argument="PATH")
-def load_csv(request: DatasetRequest) -> Dataset:
-    """A table: numeric feature columns plus one target column; x (N, F) float32.
-
-    The first row is a header when any of its cells is not a number (else columns are named
-    0, 1, ...). The target is the column given by ``?target=`` (a name or a 0-based index), else
-    the first column named target, label, y or class, else the last column. ``.tsv`` files are
-    tab-separated, and ``.gz`` files are read through gzip.
-    """
-    path_text, options = _split_options(request, ("target", "task"))
-    path = _resolve(path_text, request)
+def _read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The column names, the rows of text cells and each row's line number of a CSV/TSV file."""
     compressed = path.suffix == ".gz"
     delimiter = "\t" if Path(path.stem if compressed else path.name).suffix == ".tsv" else ","
     rows: list[list[str]] = []
@@ -156,35 +155,133 @@ def load_csv(request: DatasetRequest) -> Dataset:
                             "per column", path)
     if not rows:
         raise DataError(f"{path}: has a header but no data rows", path)
+    return names, rows, lines
 
-    wanted = options.get("target")
-    lowered = [n.lower() for n in names]
-    if wanted is not None:
-        if wanted in names:
-            target = names.index(wanted)
-        elif wanted.lstrip("-").isdigit() and -width <= int(wanted) < width:
-            target = int(wanted) % width
-        else:
-            raise DataError(f"dataset {request.name!r}: no column {wanted!r} in {path}{suggest(wanted, names)}; "
-                            f"columns: {', '.join(names)} (or a 0-based index below {width})", path)
-    else:
-        target = next((lowered.index(n) for n in TARGET_NAMES if n in lowered), width - 1)
-    feature_cols = [j for j in range(width) if j != target]
-    x = _to_float([[row[j] for j in feature_cols] for row in rows], lines, [names[j] for j in feature_cols],
-                  path, "feature")
 
-    column = [row[target] for row in rows]
-    where = f"{path}, column {names[target]!r}"
+def _find_column(wanted: str, names: list[str], where: str, path: Path) -> int:
+    """A column by name or 0-based index, or a DataError listing the columns."""
+    width = len(names)
+    if wanted in names:
+        return names.index(wanted)
+    if wanted.lstrip("-").isdigit() and -width <= int(wanted) < width:
+        return int(wanted) % width
+    raise DataError(f"{where}: no column {wanted!r} in {path}{suggest(wanted, names)}; "
+                    f"columns: {', '.join(names)} (or a 0-based index below {width})", path)
+
+
+def _binary_targets(column: list[str], lines: list[int], name: str, path: Path) -> np.ndarray:
+    """0/1 labels of a binary task; the first other value is an error naming its line."""
+    for line, cell in zip(lines, column, strict=True):
+        if not _is_number(cell) or float(cell) not in (0.0, 1.0):
+            raise DataError(f"{path}, line {line}, column {name!r}: {cell!r} is not a binary label; task binary "
+                            "takes labels 0 and 1 (map the positive class to 1), or drop task=binary", path)
+    return np.array([float(cell) for cell in column]).astype(np.int64)
+
+
+def _target_values(column: list[str], lines: list[int], name: str, task: str | None, path: Path
+                   ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
     for line, cell in zip(lines, column, strict=True):
         if not cell:
-            raise DataError(f"{path}, line {line}, column {names[target]!r}: the target is empty; "
+            raise DataError(f"{path}, line {line}, column {name!r}: the target is empty; "
                             "fill or drop rows without a target", path)
+    if task == "binary":
+        return _binary_targets(column, lines, name, path), "binary", ("0", "1")
     raw: np.ndarray | list[str] = column
     if all(_is_number(cell) for cell in column):
-        raw = _to_float([[c] for c in column], lines, [names[target]], path, "target")[:, 0]
-    y, task, classes = _targets(raw, options.get("task"), where, path)
-    stratify = task == "classification"
-    x_train, x_test, y_train, y_test = split_train_test(x.astype(np.float32), y, stratify=stratify,
+        raw = _to_float([[c] for c in column], lines, [name], path, "target")[:, 0]
+    return _targets(raw, task, f"{path}, column {name!r}", path)
+
+
+def _numeric_cells(cells: list[str], lines: list[int], name: str, path: Path) -> np.ndarray:
+    """A numeric field's values, NaN where a cell is empty (missing); NaN or inf written out is an error."""
+    values = np.full(len(cells), np.nan)
+    for i, cell in enumerate(cells):
+        if not cell:
+            continue
+        if not _is_number(cell):
+            raise DataError(f"{path}, line {lines[i]}, column {name!r}: {cell!r} is not a number; list the "
+                            "column in categorical= instead of numeric=", path)
+        values[i] = float(cell)
+        if not np.isfinite(values[i]):
+            raise DataError(f"{path}, line {lines[i]}, column {name!r}: {cell!r} is not a finite number (the "
+                            "first such row); leave the cell empty for a missing value, or drop the row", path)
+    return values
+
+
+def field_table(name: str, path: Path, names: list[str], rows: list[list[str]], lines: list[int], target: int,
+                categorical: list[str], numeric: list[str], task: str | None) -> Dataset:
+    """A table of declared categorical and numeric columns as global field ids (see ``_fields``).
+
+    Numeric columns are discretised (``discretise``: floor(ln(x)^2) above 2, an empty cell its own
+    bucket); categorical cells are categories as written, an empty cell one more category. The
+    split is the usual fixed 80/20 one, and the vocabularies are fitted on its training part.
+    """
+    where = f"dataset {name!r}"
+    kinds: dict[int, str] = {}
+    for kind, wanted in (("categorical", categorical), ("numeric", numeric)):
+        for column in wanted:
+            j = _find_column(column, names, f"{where}, option {kind}=", path)
+            if j == target:
+                raise DataError(f"{where}, option {kind}=: {names[j]!r} is the target column; list only "
+                                "feature columns", path)
+            if kinds.get(j, kind) != kind:
+                raise DataError(f"{where}: column {names[j]!r} is both categorical and numeric; list it in one "
+                                "of the two options", path)
+            kinds[j] = kind
+    undeclared = [names[j] for j in range(len(names)) if j != target and j not in kinds]
+    if undeclared:
+        raise DataError(f"{where}: column(s) {', '.join(map(repr, undeclared))} are in neither categorical= nor "
+                        "numeric=. A table of categorical fields gives one id per column, so list every feature "
+                        "column in one of them (numeric columns are discretised into buckets), or drop it; raw "
+                        "numbers beside ids need named inputs, which archlab does not have yet", path)
+    features = sorted(kinds)
+    columns = []
+    for j in features:
+        cells = [row[j] for row in rows]
+        columns.append(discretise(_numeric_cells(cells, lines, names[j], path)) if kinds[j] == "numeric"
+                       else np.array(cells, dtype=object))
+    y, task, classes = _target_values([row[target] for row in rows], lines, names[target], task, path)
+    index = np.arange(len(rows))
+    train, test, y_train, y_test = split_train_test(index, y, stratify=task != "regression", where=where)
+    x_train, x_test, fields, oov = encode_fields([names[j] for j in features], [c[train] for c in columns],
+                                                 [c[test] for c in columns])
+    return Dataset(name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()), fields=fields,
+                   oov=oov)
+
+
+def _names(option: str | None) -> list[str]:
+    return [c.strip() for c in (option or "").split(",") if c.strip()]
+
+
+@register_dataset("csv", argument="PATH")
+def load_csv(request: DatasetRequest) -> Dataset:
+    """A table: numeric feature columns plus one target column; x (N, F) float32.
+
+    The first row is a header when any of its cells is not a number (else columns are named
+    0, 1, ...). The target is the column given by ``?target=`` (a name or a 0-based index), else
+    the first column named target, label, y or class, else the last column. ``.tsv`` files are
+    tab-separated, and ``.gz`` files are read through gzip.
+
+    With ``?categorical=a,b`` (and ``numeric=c,d`` for the other feature columns) the table is
+    categorical fields instead: x (N, F) int64 ids in one id space, see ``field_table``.
+    """
+    path_text, options = _split_options(request, ("target", "task", "categorical", "numeric"))
+    path = _resolve(path_text, request)
+    names, rows, lines = _read_table(path)
+    wanted = options.get("target")
+    if wanted is not None:
+        target = _find_column(wanted, names, f"dataset {request.name!r}", path)
+    else:
+        lowered = [n.lower() for n in names]
+        target = next((lowered.index(n) for n in TARGET_NAMES if n in lowered), len(names) - 1)
+    if "categorical" in options or "numeric" in options:
+        return field_table(request.name, path, names, rows, lines, target, _names(options.get("categorical")),
+                           _names(options.get("numeric")), options.get("task"))
+    feature_cols = [j for j in range(len(names)) if j != target]
+    x = _to_float([[row[j] for j in feature_cols] for row in rows], lines, [names[j] for j in feature_cols],
+                  path, "feature")
+    y, task, classes = _target_values([row[target] for row in rows], lines, names[target], options.get("task"), path)
+    x_train, x_test, y_train, y_test = split_train_test(x.astype(np.float32), y, stratify=task != "regression",
                                                         where=f"dataset {request.name!r}")
     return Dataset(request.name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()))
 
@@ -256,7 +353,7 @@ def load_npz(request: DatasetRequest) -> Dataset:
     if y_all.dtype.kind not in "biufUS":
         raise DataError(f"{path}: y has dtype {y_all.dtype}; targets are numbers or text", path)
     task = options.get("task") or ("regression" if y_all.dtype.kind == "f" else "classification")
-    if task == "classification" and y_all.ndim > 1 and y_all.shape[1:] != (1,):
+    if task != "regression" and y_all.ndim > 1 and y_all.shape[1:] != (1,):
         raise DataError(f"{path}: y has shape {arrays['y'].shape}; class labels are one per sample, (N,). "
                         "For several numeric targets add ?task=regression", path)
     if y_all.dtype.kind == "f" and not np.isfinite(y_all).all():
@@ -266,6 +363,6 @@ def load_npz(request: DatasetRequest) -> Dataset:
         n = len(arrays["y"])
         x_train, y_train, y_test = x, y[:n], y[n:]
     else:
-        x_train, x_test, y_train, y_test = split_train_test(x, y, stratify=task == "classification",
+        x_train, x_test, y_train, y_test = split_train_test(x, y, stratify=task != "regression",
                                                             where=f"dataset {request.name!r}")
     return Dataset(request.name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()))

@@ -25,7 +25,7 @@ __all__ = ["DatasetRegistry", "DatasetRequest", "Loader", "find_data_dir", "list
            "register_dataset", "registry"]
 
 logger = logging.getLogger("archlab")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class _Source:
     loader: Loader
     argument: str | None  # how the argument is shown in messages ("PATH"), None when it takes none
     files: tuple[str, ...]  # files read from a data folder (each may carry .gz), for find_data_dir
+    folder: str  # the data folder's name under $ARCHLAB_DATA and the cache (MovieLens ships as ml-100k/)
 
     @property
     def usage(self) -> str:
@@ -71,13 +72,14 @@ class DatasetRegistry:
         self._sources: dict[str, _Source] = {}
 
     def register(self, name: str, loader: Loader, *, argument: str | None = None, files: tuple[str, ...] = (),
-                 override: bool = False) -> None:
+                 folder: str | None = None, override: bool = False) -> None:
         if not _NAME.match(name):
-            raise DataError(f"a dataset source name is lower_snake_case, got {name!r}")
+            raise DataError(f"a dataset source name is lower case letters, digits, '_' and '-', starting with a "
+                            f"letter, got {name!r}")
         if name in self._sources and not override:
             warnings.warn(f"dataset source {name!r} was registered before; the new one replaces it "
                           "(pass override=True to silence this)", stacklevel=3)
-        self._sources[name] = _Source(name, loader, argument, tuple(files))
+        self._sources[name] = _Source(name, loader, argument, tuple(files), folder or name)
 
     def unregister(self, name: str) -> None:
         self._sources.pop(name, None)
@@ -124,15 +126,17 @@ registry = DatasetRegistry()
 
 
 def register_dataset(name: str, *, argument: str | None = None, files: tuple[str, ...] = (),
-                     override: bool = False) -> Callable[[Loader], Loader]:
+                     folder: str | None = None, override: bool = False) -> Callable[[Loader], Loader]:
     """Function decorator adding a dataset source under ``name``.
 
     Args:
-        name: the source name, lower_snake_case; ``load_dataset(name)`` calls the function.
+        name: the source name, lower case (``-`` and ``_`` allowed); ``load_dataset(name)`` calls the function.
         argument: how the source's argument reads in messages (``"PATH"`` for ``csv:PATH``);
             ``None`` for a source that takes none.
         files: the file names the source reads from its data folder (each may also be gzipped,
             with ``.gz``), so that ``find_data_dir`` and the not-found message know what to look for.
+        folder: the name of the source's data folder (under ``$ARCHLAB_DATA``, the cache, ``data_dir``);
+            default ``name``.
         override: replace an existing source without a warning.
 
     Example:
@@ -147,7 +151,7 @@ def register_dataset(name: str, *, argument: str | None = None, files: tuple[str
     """
 
     def decorate(loader: Loader) -> Loader:
-        registry.register(name, loader, argument=argument, files=files, override=override)
+        registry.register(name, loader, argument=argument, files=files, folder=folder, override=override)
         return loader
 
     return decorate
@@ -176,7 +180,7 @@ def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path | None:
     source = registry.get(name.partition(":")[0].lower())
     if not source.files:
         return None
-    for folder, _label in search_dirs(source.name, data_dir):
+    for folder, _label in search_dirs(source.folder, data_dir):
         if holds_files(folder, source.files):
             return folder
     return None

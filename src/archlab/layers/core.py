@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
 
 from archlab._lazy import lazy_attributes
 from archlab.exceptions import ShapeError
@@ -232,6 +234,9 @@ class LayerNormLayer(LayerType):
 class EmbeddingParams(LayerParams):
     input_dim: PosInt
     output_dim: PosInt
+    #: vectors start as normal(0, init_std); None keeps PyTorch's normal(0, 1), which makes a sum
+    #: over many fields (a factorization machine, DeepFM) start far from zero
+    init_std: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
 
 
 @register_layer("embedding")
@@ -258,7 +263,10 @@ class EmbeddingLayer(LayerType):
     def module(self, p: EmbeddingParams, x: TensorInfo) -> nn.Module:
         from torch import nn
 
-        return nn.Embedding(p.input_dim, p.output_dim)
+        module = nn.Embedding(p.input_dim, p.output_dim)
+        if p.init_std is not None:
+            nn.init.normal_(module.weight, std=p.init_std)
+        return module
 
 
 class PositionalEmbeddingParams(LayerParams):

@@ -120,10 +120,29 @@ def check_fit(parsed, dataset, task: TaskKind | str) -> None:
                         f"{tuple(dataset.input_shape)}: set input: {list(dataset.input_shape)}", "input")
     task.check_data(dataset)
     task.check_output(tuple(parsed.output_infos[0].shape), dataset)
+    vocab = getattr(dataset, "vocab_size", None)
+    for where, params in _embeddings(parsed.spec.to_dict().get("layers") or [], "layers"):
+        if vocab is not None and params.get("input_dim", vocab) < vocab:
+            raise SpecError(f"the embedding's input_dim is {params['input_dim']} but {dataset.name} has {vocab} ids "
+                            f"(its categorical fields' vocabularies together): set input_dim: {vocab}",
+                            f"{where}.input_dim")
     declared = parsed.spec.to_dict().get("task") or {}
     if declared.get("classes") not in (None, dataset.num_classes):
         raise SpecError(f"task.classes is {declared['classes']} but {dataset.name} has {dataset.num_classes} classes",
                         "task.classes")
+
+
+def _embeddings(node: Any, where: str):
+    """(spec path, params) of every embedding in a layer list, nested blocks included."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _embeddings(item, f"{where}[{i}]")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "embedding" and isinstance(value, dict):
+                yield f"{where}.embedding", value
+            elif isinstance(value, (dict, list)):
+                yield from _embeddings(value, f"{where}.{key}")
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
@@ -223,8 +242,10 @@ def start_run(spec: Spec, recipe: Recipe, out: str | Path) -> Path:
 
 
 def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: History, wall: float, *, data: str,
-               source: str, test_metrics: dict[str, float], classes: Any, sizes: dict[str, int]) -> dict[str, Any]:
-    """summary.json (final metrics, wall time, speed, peak memory) and curves.png."""
+               source: str, test_metrics: dict[str, float], classes: Any, sizes: dict[str, int],
+               oov: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """summary.json (final metrics, wall time, speed, peak memory; for categorical fields the
+    values unseen in training, per split and field) and curves.png."""
     rows = engine.rows
     summary = {
         "name": spec.name, "data": data, "source": source, "device": str(engine.device),
@@ -238,6 +259,8 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
         "params": sum(p.numel() for p in engine.model.parameters()),
         "classes": list(classes) if classes else None, **sizes,
     }
+    if oov is not None:
+        summary["oov"] = oov
     if run_dir is not None:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if rows:
@@ -342,7 +365,8 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
                            y_test, task)
     summary = finish_run(run_dir, spec, engine, history, wall, data=dataset.name, source=dataset.source,
                          test_metrics=test_metrics, classes=dataset.classes,
-                         sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)})
+                         sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)},
+                         oov=getattr(dataset, "oov", None))
     return TrainResult(run_dir, history, test_metrics, summary, recipe)
 
 
