@@ -141,11 +141,12 @@ class Sequential:
 
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
             validation_data: tuple | None = None, shuffle: bool = True, verbose: int = 1, seed: int | None = None,
-            out: str | None = "runs", **recipe: Any) -> Any:
+            out: str | None = "runs", callbacks: Any = (), **recipe: Any) -> Any:
         """Train on arrays, as Keras' ``fit``; returns a History whose ``history`` maps metric names
         (``loss``, ``accuracy``, ``val_loss``, ...) to per-epoch lists. Like every archlab training
         it records a run directory under ``out`` (``history.run_dir``); ``out=None`` records nothing.
-        Calling fit again continues from the current weights with a fresh optimizer."""
+        Calling fit again continues from the current weights with a fresh optimizer. ``callbacks``
+        are ``archlab.training.Callback``s, as Keras' are its ``Callback``s."""
         from .training import finish_run, start_run
 
         engine = self._engine()
@@ -164,7 +165,7 @@ class Sequential:
             cut = int(len(xt) * (1 - validation_split))
             xt, yt, xv, yv = xt[:cut], yt[:cut], xt[cut:], yt[cut:]
         began = time.perf_counter()
-        history = engine.fit(xt, yt, xv, yv)
+        history = engine.fit(xt, yt, xv, yv, callbacks=callbacks)
         finish_run(run_dir, spec, engine, history, time.perf_counter() - began, data="arrays", source="fit()",
                    test_metrics={}, classes=None,
                    sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": 0})

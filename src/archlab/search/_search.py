@@ -117,6 +117,7 @@ class TrialRunner:
         from archlab.builder import parse
         from archlab.exceptions import MemoryLimitError
         from archlab.training import (
+            Callback,
             Engine,
             TrainingError,
             check_fit,
@@ -176,20 +177,25 @@ class TrialRunner:
         engine = Engine(model, recipe, task, verbose=0, output_activation=head)
         watched = next(o for o in self.objectives if o.is_metric)
 
-        def after_epoch(epoch: int, row: dict) -> None:
-            trial.set_user_attr("epochs_trained", epoch)
-            if watched.name not in row:
-                raise SpecError(f"--objective {watched.name}: training records "
-                                f"{', '.join(k for k in row if k.startswith('val_'))}; pick one of those")
-            if self.single:  # Optuna prunes on one reported value; multi-objective studies cannot
-                trial.report(float(row[watched.name]), epoch)
-                # after the last epoch there is nothing left to save: a finished trial is complete
-                if epoch < recipe.epochs and trial.should_prune():
-                    self._prune(trial, "pruner", f"stopped by the {self.config.pruner} pruner after epoch {epoch} "
-                                f"({watched.name} {row[watched.name]:.4f})")
+        runner = self
+
+        class Report(Callback):
+            """Each epoch's watched metric to Optuna, whose pruner may stop the trial."""
+
+            def on_epoch_end(self, engine: Any, epoch: int, row: dict) -> None:
+                trial.set_user_attr("epochs_trained", epoch)
+                if watched.name not in row:
+                    raise SpecError(f"--objective {watched.name}: training records "
+                                    f"{', '.join(k for k in row if k.startswith('val_'))}; pick one of those")
+                if runner.single:  # Optuna prunes on one reported value; multi-objective studies cannot
+                    trial.report(float(row[watched.name]), epoch)
+                    # after the last epoch there is nothing left to save: a finished trial is complete
+                    if epoch < recipe.epochs and trial.should_prune():
+                        runner._prune(trial, "pruner", f"stopped by the {runner.config.pruner} pruner after epoch "
+                                      f"{epoch} ({watched.name} {row[watched.name]:.4f})")
 
         try:
-            engine.fit(xt, yt, xv, yv, on_epoch_end=after_epoch)
+            engine.fit(xt, yt, xv, yv, callbacks=[Report()])
         except TrainingError as exc:
             self._prune(trial, "diverged", f"training failed: {exc}")
         finally:

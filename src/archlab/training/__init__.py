@@ -1,5 +1,6 @@
 """Training, evaluation and prediction of specs, with run directories that can be resumed."""
 
+from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
 from ._memory import check_memory, training_memory
 from ._metrics import compute_metrics, confusion_matrix, make_loss
@@ -37,10 +38,12 @@ from ._train import (
     train,
 )
 
-__all__ = ["EarlyStoppingConfig", "Engine", "History", "OptimizerConfig", "PrecisionChoice", "Recipe", "RunError",
-           "ScheduleConfig", "TrainResult", "TrainingError", "atomic_write_text", "check_fit", "check_memory",
-           "check_out_dir", "check_out_file", "check_recipe", "compute_metrics", "confusion_matrix", "evaluate_run",
-           "evaluation_name", "finish_run", "load_run", "load_weights", "lock_run", "make_loss", "new_run_dir",
-           "pick_device", "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics",
-           "resolve_precision", "resolve_recipe", "resolve_task", "run_task", "save_figure", "save_weights",
-           "split_output_activation", "split_validation", "start_run", "to_tensors", "train", "training_memory"]
+__all__ = [
+    "Callback", "EarlyStoppingConfig", "Engine", "History", "OptimizerConfig", "PrecisionChoice", "Recipe",
+    "RunError", "ScheduleConfig", "TrainResult", "TrainingError", "atomic_write_text", "check_fit", "check_memory",
+    "check_out_dir", "check_out_file", "check_recipe", "compute_metrics", "confusion_matrix", "evaluate_run",
+    "evaluation_name", "finish_run", "load_run", "load_weights", "lock_run", "make_loss", "new_run_dir",
+    "pick_device", "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "resolve_precision",
+    "resolve_recipe", "resolve_task", "run_task", "save_figure", "save_weights", "split_output_activation",
+    "split_validation", "start_run", "to_tensors", "train", "training_memory",
+]

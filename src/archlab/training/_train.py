@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, tasks
 
+from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, glorot_init, pick_device, split_output_activation
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
@@ -270,7 +272,7 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
 
 def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = None, data_dir: str | Path | None = None,
           out: str | Path | None = "runs", resume: str | Path | None = None, verbose: int = 1,
-          **overrides: Any) -> TrainResult:
+          callbacks: Sequence[Callback] = (), **overrides: Any) -> TrainResult:
     """Train a spec on a data set and record the run.
 
     Everything that can be checked without training is checked before the run directory is made:
@@ -284,6 +286,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         resume: a run directory to continue from its last checkpoint (spec and recipe are the run's);
             ``epochs`` may then extend it (see ``_extend_recipe``), nothing else may change.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+        callbacks: your own ``Callback``s (``Engine.fit``); pass the same kinds again with
+            ``resume`` and each gets back the state its ``state_dict`` saved.
         **overrides: recipe fields (epochs, batch_size, lr, seed, device, precision, ...).
 
     Returns:
@@ -330,7 +334,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 stack.enter_context(lock_run(run_dir))
             elif extended:
                 atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
-            return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose)
+            return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose,
+                                   callbacks)
         except KeyboardInterrupt:
             saved = len(read_metrics(run_dir / "metrics.jsonl")) if run_dir is not None else 0
             if created and not (run_dir / "last.safetensors").is_file():
@@ -348,7 +353,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
 
 
 def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task: TaskKind, run_dir: Path | None,
-                    resume: bool, verbose: int) -> TrainResult:
+                    resume: bool, verbose: int, callbacks: Sequence[Callback] = ()) -> TrainResult:
     model, head = prepare_model(spec, recipe, task)
     engine = Engine(model, recipe, task, run_dir=run_dir, verbose=verbose, output_activation=head)
     x_train, x_test_all = _ids_if_long(parsed, dataset.x_train), _ids_if_long(parsed, dataset.x_test)
@@ -356,7 +361,7 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
     xt, yt = to_tensors(x, y, task)
     xv, yv = to_tensors(x_val, y_val, task)
     began = time.perf_counter()
-    history = engine.fit(xt, yt, xv, yv, resume=resume)
+    history = engine.fit(xt, yt, xv, yv, resume=resume, callbacks=callbacks)
     wall = time.perf_counter() - began
     x_test, y_test = to_tensors(x_test_all, dataset.y_test, task)
     test_metrics, test_out = engine.evaluate(x_test, y_test)
