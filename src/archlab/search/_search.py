@@ -108,7 +108,7 @@ class TrialRunner:
         self.dataset = dataset
         self.objectives = parse_objectives(config.objectives)
         self.single = len(self.objectives) == 1
-        self._splits: dict[tuple, tuple] = {}
+        self._splits: dict[tuple, Any] = {}  # Splits, by what decides the split
 
     def __call__(self, trial: Any) -> float | list[float]:
         import torch
@@ -118,16 +118,14 @@ class TrialRunner:
         from archlab.exceptions import MemoryLimitError
         from archlab.training import (
             Callback,
-            Engine,
             TrainingError,
             check_fit,
             check_memory,
+            fit_spec,
             pick_device,
-            prepare_model,
+            prepare_splits,
             resolve_recipe,
             resolve_task,
-            split_validation,
-            to_tensors,
         )
 
         self._check_surplus(trial)
@@ -170,11 +168,9 @@ class TrialRunner:
         # every trial of a space usually splits alike: split and convert the data once per split
         key = (recipe.validation_split, recipe.validation, recipe.seed, task.name)
         if key not in self._splits:
-            x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, task)
-            self._splits[key] = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
-        xt, yt, xv, yv = self._splits[key]
-        model, head = prepare_model(spec, recipe, task)
-        engine = Engine(model, recipe, task, verbose=0, output_activation=head)
+            self._splits[key] = prepare_splits(self.dataset, recipe, task)
+        data = self._splits[key]
+        xv, yv = data.x_val, data.y_val
         watched = next(o for o in self.objectives if o.is_metric)
 
         runner = self
@@ -195,7 +191,7 @@ class TrialRunner:
                                       f"{epoch} ({watched.name} {row[watched.name]:.4f})")
 
         try:
-            engine.fit(xt, yt, xv, yv, callbacks=[Report()])
+            engine = fit_spec(spec, recipe, task, data, callbacks=[Report()]).engine
         except TrainingError as exc:
             self._prune(trial, "diverged", f"training failed: {exc}")
         finally:
