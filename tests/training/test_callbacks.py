@@ -96,3 +96,17 @@ def test_a_callbacks_state_survives_resume_bit_identically(digits, helpers, tmp_
     load_weights(reference.run_dir / "last.safetensors", a)
     load_weights(run_dir / "last.safetensors", b)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_run_a_callback_stopped_is_finished_for_resume(digits, helpers, tmp_path: Path) -> None:
+    from archlab.training import RunError
+
+    spec = helpers.spec_with(helpers.tiny, epochs=3, batch_size=64)
+    stopped = train(spec, data="digits", out=tmp_path, verbose=0, callbacks=[Recorder(stop_after=1)])
+    assert stopped.history.epoch == [1] and stopped.history.stopped_early
+    again = Recorder()
+    assert train(resume=stopped.run_dir, verbose=0, callbacks=[again]).history.epoch == [1]  # nothing left to train
+    assert again.calls == [("fit_start",), ("fit_end",)]
+    with pytest.raises(RunError, match="stopped early at epoch 1 \\(a callback asked it to stop\\); train a new run "
+                                       "with --epochs 5"):
+        train(resume=stopped.run_dir, epochs=5, verbose=0)

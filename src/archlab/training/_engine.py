@@ -244,12 +244,13 @@ class Engine:
     def callback_states(self) -> dict[str, Any]:
         """What the checkpoint keeps of the callbacks: the built-in ones' keys at the top level
         (as checkpoints have always held them), a user's under ``callbacks``."""
-        states: dict[str, Any] = {"stopped": self.stop_requested, "callbacks": {}}
+        states: dict[str, Any] = {"callbacks": {}}
         for callback in self.callbacks:
             if isinstance(callback, _BUILTIN):
                 states.update(callback.state_dict())
             elif state := callback.state_dict():
                 states["callbacks"][callback.state_key] = state
+        states["stopped"] = self.stop_requested  # whoever asked: a resume has nothing left to train
         return states
 
     def _load_callback_states(self, meta: dict[str, Any]) -> None:

@@ -360,10 +360,11 @@ def _extend_recipe(run_dir: Path, recipe: Recipe, epochs: int | None) -> Recipe:
                        "learning rate follows the epoch count), so more epochs would not continue it as one "
                        f"{epochs}-epoch run; train a new run with --epochs {epochs}")
     if meta.get("stopped"):
-        why = (f"{recipe.early_stopping.monitor} did not improve" if recipe.early_stopping is not None
-               else "a callback asked it to stop")
-        raise RunError(f"{where}: the run stopped early at epoch {done} ({why}); train a new run with more patience "
-                       "instead")
+        if recipe.early_stopping is None:  # only a user's callback stops a run without early stopping
+            raise RunError(f"{where}: the run stopped early at epoch {done} (a callback asked it to stop); train a "
+                           f"new run with --epochs {epochs} instead")
+        raise RunError(f"{where}: the run stopped early at epoch {done} ({recipe.early_stopping.monitor} did "
+                       "not improve); train a new run with more patience instead")
     return recipe.model_copy(update={"epochs": epochs})
 
 
