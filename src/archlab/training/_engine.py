@@ -1,5 +1,7 @@
-"""The training engine: one fast loop over in-memory tensors, shared by ``archlab train`` and the
-Keras-style ``fit``.
+"""The training engine: one fast loop over in-memory tensors, which ``fit_spec`` (every command
+that trains, and the Keras-style ``fit``) runs. The loop does the optimisation step and the
+epoch's metrics; the rest (loss checks, augmentation, early stopping, checkpoints, progress) are
+callbacks (``_callbacks.py``).
 
 Why not a DataLoader: the data sets archlab trains on fit in memory, and indexing one tensor
 with a shuffled index per step costs a fraction of a DataLoader's per-batch Python work (see
@@ -150,6 +152,10 @@ def glorot_init(model: nn.Module) -> None:
 
 class Engine:
     """Trains one model with one recipe; optionally records everything in a run directory.
+
+    While ``fit`` runs, callbacks read its state here: ``epoch``, ``steps`` and ``samples`` (of an
+    epoch), ``step_lr`` (the current step's rate), ``rows`` (the metrics so far), ``model``,
+    ``optimizer``, ``scheduler``, ``generator`` (shuffling and augmentation), ``run_dir``.
 
     Args:
         model: the module; its final softmax/sigmoid is handled by ``split_output_activation``.
