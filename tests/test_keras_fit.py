@@ -172,3 +172,26 @@ def test_out_none_writes_nothing(digits, tmp_path: Path, monkeypatch: pytest.Mon
                         validation_split=0.1)
     assert history.run_dir is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_takes_a_users_callbacks_which_can_stop_it(digits) -> None:
+    from archlab.training import Callback
+
+    class StopAtAccuracy(Callback):
+        """Keras' favourite example: stop once the training accuracy passes a threshold."""
+
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_epoch_end(self, engine, epoch: int, logs: dict) -> bool:
+            self.seen.append(logs["accuracy"])
+            return logs["accuracy"] > 0.5
+
+    model = mlp(32)
+    model.compile(metrics=["accuracy"], seed=0, device="cpu")
+    stopper = StopAtAccuracy()
+    history = model.fit(digits.x_train, digits.y_train, epochs=20, batch_size=32, verbose=0, out=None,
+                        callbacks=[stopper])
+    assert stopper.seen == history.history["accuracy"]
+    assert history.stopped_early and len(history.epoch) < 20
+    assert history.history["accuracy"][-1] > 0.5 and all(a <= 0.5 for a in history.history["accuracy"][:-1])

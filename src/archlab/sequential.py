@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import numpy as np
@@ -116,13 +115,12 @@ class Sequential:
                                        **recipe})
         self.model_, self._head = prepare_model(self.to_spec(), self._recipe, self._task)
 
-    def _engine(self, recipe: Any = None, run_dir: Any = None, verbose: int = 0):
+    def _engine(self):
         from .training import Engine
 
         if not hasattr(self, "model_"):
             raise SpecError("call compile() before fit(), evaluate() or predict(), as in Keras")
-        return Engine(self.model_, recipe or self._recipe, self._task, run_dir=run_dir, verbose=verbose,
-                      output_activation=self._head)
+        return Engine(self.model_, self._recipe, self._task, verbose=0, output_activation=self._head)
 
     def _targets(self, y: Any):
         import torch
@@ -141,12 +139,13 @@ class Sequential:
 
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
             validation_data: tuple | None = None, shuffle: bool = True, verbose: int = 1, seed: int | None = None,
-            out: str | None = "runs", **recipe: Any) -> Any:
+            out: str | None = "runs", callbacks: Any = (), **recipe: Any) -> Any:
         """Train on arrays, as Keras' ``fit``; returns a History whose ``history`` maps metric names
         (``loss``, ``accuracy``, ``val_loss``, ...) to per-epoch lists. Like every archlab training
         it records a run directory under ``out`` (``history.run_dir``); ``out=None`` records nothing.
-        Calling fit again continues from the current weights with a fresh optimizer."""
-        from .training import finish_run, start_run
+        Calling fit again continues from the current weights with a fresh optimizer. ``callbacks``
+        are ``archlab.training.Callback``s, as Keras' are its ``Callback``s."""
+        from .training import Splits, finish_run, fit_spec, start_run
 
         engine = self._engine()
         updates = {"epochs": epochs, "batch_size": batch_size, "validation_split": validation_split,
@@ -156,16 +155,16 @@ class Sequential:
         run_recipe = engine.recipe.model_validate({**engine.recipe.model_dump(), **updates})
         spec = self.to_spec()
         run_dir = start_run(spec, run_recipe, out) if out is not None else None
-        engine = self._engine(run_recipe, run_dir, verbose)
         xt, yt = self._inputs(x), self._targets(y)
         if validation_data is not None:
             xv, yv = self._inputs(validation_data[0]), self._targets(validation_data[1])
         else:  # Keras: the last fraction of the data, before shuffling
             cut = int(len(xt) * (1 - validation_split))
             xt, yt, xv, yv = xt[:cut], yt[:cut], xt[cut:], yt[cut:]
-        began = time.perf_counter()
-        history = engine.fit(xt, yt, xv, yv)
-        finish_run(run_dir, spec, engine, history, time.perf_counter() - began, data="arrays", source="fit()",
+        fitted = fit_spec(spec, run_recipe, self._task, Splits(xt, yt, xv, yv), model=self.model_,
+                          output_activation=self._head, callbacks=callbacks, run_dir=run_dir, verbose=verbose)
+        history = fitted.history
+        finish_run(run_dir, spec, fitted.engine, history, fitted.seconds, data="arrays", source="fit()",
                    test_metrics={}, classes=None,
                    sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": 0})
         return history

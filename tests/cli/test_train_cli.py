@@ -23,7 +23,8 @@ from PIL import Image
 import archlab
 from archlab.cli import run
 from archlab.data import load_dataset
-from archlab.training import load_weights, read_input, train
+from archlab.training import load_weights, train
+from archlab.training._train import read_input
 
 TINY = {
     "name": "tiny",
@@ -435,7 +436,7 @@ def test_a_huge_learning_rate_stops_as_diverged(capsys: pytest.CaptureFixture[st
 
 def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import archlab.training._train as trainer
+    import archlab.training._fit as trainer
 
     def crash(*args, **kwargs):
         raise RuntimeError("boom")

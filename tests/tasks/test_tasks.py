@@ -121,7 +121,10 @@ def test_early_stopping_and_search_read_the_registry_direction(key: str, directi
     model = archlab.build({"name": "m", "input": [4], "layers": [{"dense": {"units": 1}}]})
     recipe = resolve_recipe({"device": "cpu", "early_stopping": {"monitor": key},
                              "metrics": [key.removeprefix("val_").replace("top_5", "top_k")]})
-    assert Engine(model, recipe, kind, verbose=0)._monitor(True) == (key, direction)
+    from archlab.training._callbacks import EarlyStopping
+
+    stopping = EarlyStopping(Engine(model, recipe, kind, verbose=0), has_val=True)
+    assert (stopping.monitor, stopping.mode) == (key, direction)
     assert parse_objectives([key])[0].direction == ("maximize" if direction == "max" else "minimize")
     assert direction_of(key) == direction
 

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 import archlab
-from archlab.training import Engine, TrainingError, load_weights, resolve_recipe, train
+from archlab.training import Callback, Engine, TrainingError, load_weights, resolve_recipe, train
 from archlab.training import _train as train_module
 
 LINEAR = {"name": "linear", "input": [4], "layers": [{"dense": {"units": 3}}]}
@@ -270,14 +270,23 @@ def test_min_delta() -> None:
     assert history.best_epoch == 1 and history.epoch == [1, 2, 3]
 
 
+class Snapshots(Callback):
+    """The weights at the end of every epoch (before restore_best)."""
+
+    def __init__(self, into: dict[int, dict]) -> None:
+        self.into = into
+
+    def on_epoch_end(self, engine: Engine, epoch: int, logs: dict) -> None:
+        self.into[epoch] = {k: v.clone() for k, v in engine.model.state_dict().items()}
+
+
 def test_restore_best_restores_the_best_epoch(tmp_path: Path, helpers) -> None:
     eng = engine(epochs=6, batch_size=8, run_dir=tmp_path, optimizer={"name": "sgd", "lr": 0.1},
                  early_stopping={"patience": 2})
     scripted(eng, [1.0, 0.5, 0.7, 0.8, 0.9, 1.0])
     snapshots: dict[int, dict] = {}
     x, y = toy()
-    history = eng.fit(x, y, x[:4], y[:4], on_epoch_end=lambda epoch, row: snapshots.__setitem__(
-        epoch, {k: v.clone() for k, v in eng.model.state_dict().items()}))
+    history = eng.fit(x, y, x[:4], y[:4], callbacks=[Snapshots(snapshots)])
     assert history.epoch == [1, 2, 3, 4] and history.best_epoch == 2
     final = eng.model.state_dict()
     for key, value in snapshots[2].items():
@@ -301,8 +310,7 @@ def test_without_restore_best_the_last_weights_stay(tmp_path: Path) -> None:
     scripted(eng, [1.0, 0.5, 0.7, 0.8, 0.9])
     snapshots: dict[int, dict] = {}
     x, y = toy()
-    history = eng.fit(x, y, x[:4], y[:4], on_epoch_end=lambda epoch, row: snapshots.__setitem__(
-        epoch, {k: v.clone() for k, v in eng.model.state_dict().items()}))
+    history = eng.fit(x, y, x[:4], y[:4], callbacks=[Snapshots(snapshots)])
     assert history.epoch == [1, 2, 3]
     for key, value in eng.model.state_dict().items():
         assert torch.equal(snapshots[3][key], value)
@@ -337,13 +345,14 @@ def test_non_finite_loss_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     x, y = toy()
     eng = engine(epochs=3, batch_size=8, run_dir=tmp_path)
 
-    def poison(epoch: int, row: dict) -> None:  # after epoch 1 is saved, a weight becomes NaN
-        if epoch == 1:
-            with torch.no_grad():
-                next(eng.model.parameters())[0, 0] = float("nan")
+    class Poison(Callback):  # after epoch 1 is saved, a weight becomes NaN
+        def on_epoch_start(self, engine: Engine, epoch: int) -> None:
+            if epoch == 2:
+                with torch.no_grad():
+                    next(engine.model.parameters())[0, 0] = float("nan")
 
     with pytest.raises(TrainingError) as info:
-        eng.fit(x, y, x[:4], y[:4], on_epoch_end=poison)
+        eng.fit(x, y, x[:4], y[:4], callbacks=[Poison()])
     message = str(info.value)
     assert "at epoch 2, step 1" in message
     assert str(tmp_path / "last.safetensors") in message and "end of epoch 1" in message

@@ -12,7 +12,8 @@ from archlab.cli import run
 from archlab.exceptions import MemoryLimitError
 from archlab.search import search
 from archlab.training import _memory as memory
-from archlab.training import check_memory, resolve_recipe, training_memory
+from archlab.training import check_memory, resolve_recipe
+from archlab.training._memory import training_memory
 
 GIB = 1024 ** 3
 

@@ -30,12 +30,13 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import torch
+    import archlab.training._fit as fit
     import archlab.training._train as tr
 
     torch.set_num_threads(1)  # as the tests' process (see conftest.one_thread)
 
     spec, out, marker, stop_at = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
-    prepare = tr.prepare_model
+    prepare = fit.prepare_model
 
     def prepare_and_watch(*args, **kwargs):
         model, head = prepare(*args, **kwargs)
@@ -51,7 +52,7 @@ CHILD = textwrap.dedent("""
         model.register_forward_pre_hook(hook)
         return model, head
 
-    tr.prepare_model = prepare_and_watch
+    fit.prepare_model = prepare_and_watch
     tr.train(spec, out=out, verbose=0)
 """)
 
@@ -258,7 +259,7 @@ def test_ctrl_c_in_the_first_epoch_keeps_nothing(spec_path: Path, tmp_path: Path
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from archlab.training import lock_run
+    from archlab.training._runs import lock_run
 
     with lock_run(Path(sys.argv[1])):
         Path(sys.argv[2]).write_text("locked")

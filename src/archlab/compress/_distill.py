@@ -98,7 +98,7 @@ def distill(student_model: nn.Module, teacher_model: nn.Module, x: torch.Tensor,
         The engine's History; its ``loss`` is the distillation loss, ``val_loss`` plain
         cross-entropy.
     """
-    from archlab.training import Engine, make_loss, pick_device, split_output_activation
+    from archlab.training import Splits, fit_spec, make_loss, pick_device, split_output_activation
 
     _check(temperature, alpha)
     if recipe.loss != "auto" and as_task(recipe.loss) is not CLASSIFICATION:
@@ -119,5 +119,5 @@ def distill(student_model: nn.Module, teacher_model: nn.Module, x: torch.Tensor,
             soft_targets = teacher(xb).float()
         return distillation_loss(out, soft_targets, yb, temperature=temperature, alpha=alpha, hard_loss=hard_loss)
 
-    engine = Engine(student_model, recipe, CLASSIFICATION, verbose=verbose, run_dir=run_dir, criterion=criterion)
-    return engine.fit(x, y, x_val, y_val)
+    return fit_spec(None, recipe, CLASSIFICATION, Splits(x, y, x_val, y_val), model=student_model,
+                    output_activation=removed, run_dir=run_dir, verbose=verbose, criterion=criterion).history

@@ -122,9 +122,8 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         load_run,
         new_run_dir,
         pick_device,
+        prepare_splits,
         run_task,
-        split_validation,
-        to_tensors,
     )
 
     say = on_event or (lambda line: None)
@@ -157,10 +156,7 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     check_fit(parse(spec), dataset, task)
     if student_spec is not None:
         check_fit(parse(student_spec), dataset, task)
-    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, task)
-    if train_samples is not None:
-        x, y = x[:train_samples], y[:train_samples]
-    tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
+    tensors = prepare_splits(dataset, recipe, task, train_samples=train_samples)
 
     out_dir = new_run_dir(out, f"compress-{spec.name}")
     models = [original]
@@ -171,7 +167,7 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         say(f"step {i}/{len(steps)}: {step}")
         name = f"{i}-{step.kind}"
         if step.kind == "quantize":
-            current = _quantize(current, step.value, out_dir / name, x[:calibration_samples], name)
+            current = _quantize(current, step.value, out_dir / name, tensors.x[:calibration_samples].numpy(), name)
         elif step.kind == "distill":
             current = _distill(current, teachers[str(step.value)], student_spec, recipe, tensors, name,
                                temperature=temperature, alpha=alpha, epochs=distill_epochs, tune=tune)
@@ -218,16 +214,9 @@ def _module(m: _Model) -> nn.Module:
 
 def _write_model(directory: Path, m: _Model, recipe: Any, source: Path) -> Path:
     """A run-like directory (spec, recipe, weights), so archlab evaluate/export/bench take it."""
-    import yaml
+    from archlab.training import atomic_write_text, write_run
 
-    from archlab.training import atomic_write_text, save_weights
-
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / "spec.yaml", dump(m.spec))
-    atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    model = _module(m)
-    save_weights(directory / "best.safetensors", model)
-    save_weights(directory / "last.safetensors", model)
+    write_run(directory, m.spec, recipe, _module(m))
     atomic_write_text(directory / "compress.json", json.dumps({"source": str(source), "model": m.name,
                                                                **{k: v for k, v in m.notes.items()}}, indent=2,
                                                               default=str))
@@ -237,13 +226,12 @@ def _write_model(directory: Path, m: _Model, recipe: Any, source: Path) -> Path:
 # -- the steps ------------------------------------------------------------------------------------
 def _finetune(spec: Spec, model: nn.Module, recipe: Any, tensors: tuple, epochs: int) -> None:
     """``epochs`` of the run's recipe from the current weights (no early stopping: a fixed budget)."""
-    from archlab.training import Engine, split_output_activation
+    from archlab.training import fit_spec
 
     if epochs == 0:
         return
-    head = split_output_activation(model, CLASSIFICATION)
     ft = recipe.model_copy(update={"epochs": epochs, "early_stopping": None})
-    Engine(model, ft, CLASSIFICATION, verbose=0, output_activation=head).fit(*tensors)
+    fit_spec(spec, ft, CLASSIFICATION, tensors, model=model)
 
 
 def kept_channels(width: int, ratio: float, multiple: int = 1) -> int:
@@ -341,7 +329,8 @@ def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, rec
         else recipe
     student_recipe = own.model_copy(update={"epochs": epochs or own.epochs, **tune})
     student, _ = prepare_model(spec, student_recipe, CLASSIFICATION)
-    distill(student, teacher, *tensors, student_recipe, temperature=temperature, alpha=alpha)
+    distill(student, teacher, tensors.x, tensors.y, tensors.x_val, tensors.y_val, student_recipe,
+            temperature=temperature, alpha=alpha)
     notes = {"step": f"distill from {sum(p.numel() for p in teacher.parameters()):,}-parameter teacher",
              "temperature": temperature, "alpha": alpha, "epochs": student_recipe.epochs}
     return _Model(name, spec, _state(student), notes=notes)

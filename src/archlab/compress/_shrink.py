@@ -81,13 +81,12 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         check_fit,
         check_memory,
         check_out_dir,
+        fit_spec,
         load_run,
-        load_weights,
         pick_device,
         prepare_model,
-        run_task,
-        save_weights,
-        split_validation,
+        prepare_splits,
+        restore_run,
         start_run,
         to_tensors,
     )
@@ -111,15 +110,13 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     dataset = load_dataset(data or recipe.data, data_dir)
     from archlab.builder import parse
 
-    task, recipe = run_task(spec, recipe)
+    run = restore_run(run_dir, weights)
+    task, recipe = run.task, run.recipe.model_copy(update={"batch_size": recipe.batch_size})
     check_fit(parse(spec), dataset, task)
     if recipe.validation_split == 0:
         raise ValueError(f"{run_dir}: the run has no validation split (validation_split: 0); shrink measures on it")
-    x, y, x_val, y_val = split_validation(dataset.x_train, dataset.y_train, recipe, task)
-    if train_samples is not None:
-        x, y = x[:train_samples], y[:train_samples]
-    xt, yt = to_tensors(x, y, task)
-    xv, yv = to_tensors(x_val, y_val, task)
+    splits = prepare_splits(dataset, recipe, task, train_samples=train_samples)
+    xv, yv = splits.x_val, splits.y_val
     xs, ys = to_tensors(dataset.x_test, dataset.y_test, task)
     ft_recipe = recipe.model_copy(update={"epochs": max(1, finetune_epochs), "early_stopping": None})
 
@@ -135,11 +132,10 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     def finetune(spec: Spec, state: dict[str, torch.Tensor]):
         model, head = model_of(spec, state)
         if finetune_epochs > 0:
-            Engine(model, ft_recipe, task, verbose=0, output_activation=head).fit(xt, yt, xv, yv)
+            fit_spec(spec, ft_recipe, task, splits, model=model, output_activation=head)
         return model, head
 
-    model, head = prepare_model(spec, recipe, task)
-    load_weights(weights_path, model)
+    model, head = run.model, run.head
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     start = measure(model, head, xv, yv)
     test_before = measure(model, head, xs, ys)
@@ -215,9 +211,7 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     test_after = measure(model, head, xs, ys)
     result = ShrinkResult(None, spec, steps, test_before, test_after)
     if out is not None and any(s["kept"] for s in steps[1:]):
-        new_dir = start_run(spec, recipe, out)
-        save_weights(new_dir / "best.safetensors", model)
-        save_weights(new_dir / "last.safetensors", model)
+        new_dir = start_run(spec, recipe, out, model)
         result.run_dir = new_dir
         (new_dir / "shrink.json").write_text(json.dumps({"source": str(run_dir), "max_drop": max_drop,
                                                           "finetune_epochs": finetune_epochs,

@@ -341,21 +341,20 @@ def file_size(path: str | Path) -> int:
     return Path(path).stat().st_size
 
 
-def _test_metrics(spec: Any, recipe: Any, weights_path: Path, dataset: Any, x: np.ndarray) -> dict[str, float]:
+def _test_metrics(run_dir: Path, weights: str, dataset: Any, x: np.ndarray) -> dict[str, float]:
     """The exported weights' metrics on the whole test split, computed as evaluate_run does
     (without writing files). summary.json's test metrics cannot stand in: they belong to the
     final epoch's weights, which are the best ones only when early stopping restored them."""
-    from archlab.training import Engine, load_weights, prepare_model, run_task, to_tensors
+    from archlab.training import Engine, restore_run, to_tensors
 
-    task, recipe = run_task(spec, recipe)
+    run = restore_run(run_dir, weights)
+    task, recipe = run.task, run.recipe
     recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
     # the file computes in fp32, whatever the run trained in
     recipe = recipe.model_copy(update={"metrics": sorted(set(recorded) | set(task.evaluation_metrics)),
                                        "precision": "fp32"})
-    model, head = prepare_model(spec, recipe, task)
-    load_weights(weights_path, model)
     xt, yt = to_tensors(x, dataset.y_test, task)
-    metrics, _ = Engine(model, recipe, task, verbose=0, output_activation=head).evaluate(xt, yt)
+    metrics, _ = Engine(run.model, recipe, task, verbose=0, output_activation=run.head).evaluate(xt, yt)
     return metrics
 
 
@@ -378,20 +377,17 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any
         RunError: a missing spec.yaml, recipe.yaml or weights file, or weights that do not match the spec.
         SpecError: a spec with several inputs or outputs (export takes one of each).
     """
-    from archlab.builder import build_parsed, parse
-    from archlab.training import load_run, load_weights
+    from archlab.builder import parse
+    from archlab.training import restore_run
 
     if weights not in ("best", "last"):
         raise ValueError(f"weights is best or last, got {weights!r}")
-    run_dir = Path(run_dir)
-    spec, recipe = load_run(run_dir)
-    parsed = parse(spec)
+    run = restore_run(run_dir, weights, logits=False)
+    parsed = parse(run.spec)
     if parsed.is_graph and (len(parsed.inputs) != 1 or len(parsed.outputs) != 1):
         raise SpecError(f"export takes a spec with one input and one output; this one has inputs "
                         f"{', '.join(parsed.inputs)} and outputs {', '.join(parsed.outputs)}")
-    model = build_parsed(parsed)
-    load_weights(run_dir / f"{weights}.safetensors", model)
-    return spec, recipe, parsed, model.eval()
+    return run.spec, run.recipe, parsed, run.model
 
 
 def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | None = None,
@@ -441,7 +437,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     x = dataset.x_test
     if parsed.raw_inputs["input"].dtype == "long":  # token ids: the model reads int64
         x = x.astype(np.int64)
-    metrics = _test_metrics(spec, recipe, run_dir / f"{weights}.safetensors", dataset, x)
+    metrics = _test_metrics(run_dir, weights, dataset, x)
     inputs = torch.from_numpy(np.ascontiguousarray(x[:samples]))
     if len(inputs) < 3:
         raise ValueError(f"{dataset.name} has {len(inputs)} test samples; the parity check needs at least 3")

@@ -108,7 +108,7 @@ class TrialRunner:
         self.dataset = dataset
         self.objectives = parse_objectives(config.objectives)
         self.single = len(self.objectives) == 1
-        self._splits: dict[tuple, tuple] = {}
+        self._splits: dict[tuple, Any] = {}  # Splits, by what decides the split
 
     def __call__(self, trial: Any) -> float | list[float]:
         import torch
@@ -117,16 +117,15 @@ class TrialRunner:
         from archlab.builder import parse
         from archlab.exceptions import MemoryLimitError
         from archlab.training import (
-            Engine,
+            Callback,
             TrainingError,
             check_fit,
             check_memory,
+            fit_spec,
             pick_device,
-            prepare_model,
+            prepare_splits,
             resolve_recipe,
             resolve_task,
-            split_validation,
-            to_tensors,
         )
 
         self._check_surplus(trial)
@@ -169,27 +168,30 @@ class TrialRunner:
         # every trial of a space usually splits alike: split and convert the data once per split
         key = (recipe.validation_split, recipe.validation, recipe.seed, task.name)
         if key not in self._splits:
-            x, y, x_val, y_val = split_validation(self.dataset.x_train, self.dataset.y_train, recipe, task)
-            self._splits[key] = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
-        xt, yt, xv, yv = self._splits[key]
-        model, head = prepare_model(spec, recipe, task)
-        engine = Engine(model, recipe, task, verbose=0, output_activation=head)
+            self._splits[key] = prepare_splits(self.dataset, recipe, task)
+        data = self._splits[key]
+        xv, yv = data.x_val, data.y_val
         watched = next(o for o in self.objectives if o.is_metric)
 
-        def after_epoch(epoch: int, row: dict) -> None:
-            trial.set_user_attr("epochs_trained", epoch)
-            if watched.name not in row:
-                raise SpecError(f"--objective {watched.name}: training records "
-                                f"{', '.join(k for k in row if k.startswith('val_'))}; pick one of those")
-            if self.single:  # Optuna prunes on one reported value; multi-objective studies cannot
-                trial.report(float(row[watched.name]), epoch)
-                # after the last epoch there is nothing left to save: a finished trial is complete
-                if epoch < recipe.epochs and trial.should_prune():
-                    self._prune(trial, "pruner", f"stopped by the {self.config.pruner} pruner after epoch {epoch} "
-                                f"({watched.name} {row[watched.name]:.4f})")
+        runner = self
+
+        class Report(Callback):
+            """Each epoch's watched metric to Optuna, whose pruner may stop the trial."""
+
+            def on_epoch_end(self, engine: Any, epoch: int, row: dict) -> None:
+                trial.set_user_attr("epochs_trained", epoch)
+                if watched.name not in row:
+                    raise SpecError(f"--objective {watched.name}: training records "
+                                    f"{', '.join(k for k in row if k.startswith('val_'))}; pick one of those")
+                if runner.single:  # Optuna prunes on one reported value; multi-objective studies cannot
+                    trial.report(float(row[watched.name]), epoch)
+                    # after the last epoch there is nothing left to save: a finished trial is complete
+                    if epoch < recipe.epochs and trial.should_prune():
+                        runner._prune(trial, "pruner", f"stopped by the {runner.config.pruner} pruner after epoch "
+                                      f"{epoch} ({watched.name} {row[watched.name]:.4f})")
 
         try:
-            engine.fit(xt, yt, xv, yv, on_epoch_end=after_epoch)
+            engine = fit_spec(spec, recipe, task, data, callbacks=[Report()]).engine
         except TrainingError as exc:
             self._prune(trial, "diverged", f"training failed: {exc}")
         finally:

@@ -197,7 +197,7 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration on one fold's training part; its metric on both parts."""
     import torch
 
-    from archlab.training import Engine, prepare_model, resolve_recipe, to_tensors
+    from archlab.training import Splits, fit_spec, resolve_recipe, to_tensors
 
     x, y = _WORKER["x"], _WORKER["y"]
     spec = load(task["spec"])
@@ -208,11 +208,9 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
                                        "metrics": [] if metric == "loss" else [metric]})
     train_idx, val_idx = np.asarray(task["train_idx"]), np.asarray(task["val_idx"])
     began = time.perf_counter()
-    model, head = prepare_model(spec, recipe, kind)
-    engine = Engine(model, recipe, kind, verbose=0, output_activation=head)
     xt, yt = to_tensors(x[train_idx], y[train_idx], kind)
     xv, yv = to_tensors(x[val_idx], y[val_idx], kind)
-    engine.fit(xt, yt)
+    engine = fit_spec(spec, recipe, kind, Splits(xt, yt)).engine
     with torch.no_grad():
         train_metrics, _ = engine.evaluate(xt, yt)
         val_metrics, _ = engine.evaluate(xv, yv)

@@ -1,5 +1,7 @@
-"""The training engine: one fast loop over in-memory tensors, shared by ``archlab train`` and the
-Keras-style ``fit``.
+"""The training engine: one fast loop over in-memory tensors, which ``fit_spec`` (every command
+that trains, and the Keras-style ``fit``) runs. The loop does the optimisation step and the
+epoch's metrics; the rest (loss checks, augmentation, early stopping, checkpoints, progress) are
+callbacks (``_callbacks.py``).
 
 Why not a DataLoader: the data sets archlab trains on fit in memory, and indexing one tensor
 with a shuffled index per step costs a fraction of a DataLoader's per-batch Python work (see
@@ -11,9 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,21 @@ import torch
 from torch import nn
 
 from archlab.exceptions import ArchlabError, SpecError, suggest
-from archlab.tasks import TaskKind, as_task, direction_of
+from archlab.tasks import TaskKind, as_task
 
+from ._callbacks import (
+    Augment,
+    Callback,
+    Checkpoint,
+    DivergenceCheck,
+    EarlyStopping,
+    Progress,
+    overrides,
+)
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
 from ._recipe import Recipe
-from ._runs import load_checkpoint, save_checkpoint, save_weights, write_metrics
+from ._runs import load_checkpoint
 
 __all__ = ["Engine", "History", "TrainingError", "pick_device", "split_output_activation"]
 
@@ -38,11 +48,6 @@ EVAL_BATCH = 1024
 #: 256 than of 1024 (1 thread: 1.0-1.35 s vs 1.66-1.69 s; 2 threads: 0.80-0.84 s vs 1.01-1.03 s),
 #: ``benchmarks/train_throughput.py --eval-batches``; see docs/benchmarks.md, "Training throughput".
 EVAL_BATCH_CPU = 256
-#: A training step whose loss is more than this many times the untrained model's (the first
-#: step's loss, before any update) has diverged: a model that learned nothing stays near its
-#: starting loss, and no training that recovers climbs three orders of magnitude above it first.
-#: ``--lr 1e6`` on digits otherwise ends at a loss of 7e27 with exit 0.
-DIVERGED = 1e3
 
 
 class TrainingError(ArchlabError, RuntimeError):
@@ -135,18 +140,6 @@ def split_output_activation(model: nn.Module, task: TaskKind | str) -> str | Non
     return "softmax" if wanted is nn.Softmax else "sigmoid"
 
 
-def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torch.Tensor:
-    """Translate each image by up to ``pixels`` in each direction, filling with zeros."""
-    batch, _, height, width = x.shape  # (B, C, H, W)
-    padded = nn.functional.pad(x, (pixels, pixels, pixels, pixels))
-    offsets = torch.randint(0, 2 * pixels + 1, (2, batch), generator=generator).to(x.device)
-    rows = (offsets[0, :, None] + torch.arange(height, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (offsets[1, :, None] + torch.arange(width, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    b = torch.arange(batch, device=x.device)[:, None, None, None]
-    c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[b, c, rows, cols]
-
-
 def glorot_init(model: nn.Module) -> None:
     """Keras' default initialisation: Glorot-uniform kernels and zero biases for dense and
     convolutional layers (PyTorch's default is a scaled Kaiming-uniform)."""
@@ -157,53 +150,12 @@ def glorot_init(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def _format(key: str, value: Any) -> str:
-    if key == "seconds":
-        return f"{value:.2f}s"
-    if key == "samples_per_s":
-        return f"{value:,.0f} samples/s"
-    if key == "lr":
-        return f"lr {value:.3g}"
-    return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
-
-
-class _Progress:
-    """A Rich progress bar per epoch (verbose=1), one log line per epoch (verbose=2), or nothing."""
-
-    def __init__(self, verbose: int, epochs: int, steps: int) -> None:
-        if verbose == 1 and not sys.stdout.isatty():
-            verbose = 2  # a log file or a pipe: plain lines rather than a bar cut to 80 columns
-        self.verbose, self.epochs, self.steps = verbose, epochs, steps
-        self.bar = None
-        if verbose == 1:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
-            self.bar.start()
-
-    def start_epoch(self, epoch: int) -> None:
-        if self.bar is not None:
-            self.task = self.bar.add_task(f"epoch {epoch}/{self.epochs}", total=self.steps, stats="")
-
-    def update(self, step: int, stats: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, stats=stats)
-
-    def end_epoch(self, epoch: int, row: dict) -> None:
-        line = "  ".join(_format(k, v) for k, v in row.items() if k != "epoch")
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.steps, stats=line)
-        elif self.verbose == 2:
-            print(f"epoch {epoch}/{self.epochs}  {line}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 class Engine:
     """Trains one model with one recipe; optionally records everything in a run directory.
+
+    While ``fit`` runs, callbacks read its state here: ``epoch``, ``steps`` and ``samples`` (of an
+    epoch), ``step_lr`` (the current step's rate), ``rows`` (the metrics so far), ``model``,
+    ``optimizer``, ``scheduler``, ``generator`` (shuffling and augmentation), ``run_dir``.
 
     Args:
         model: the module; its final softmax/sigmoid is handled by ``split_output_activation``.
@@ -295,84 +247,81 @@ class Engine:
         return self.task.scores(self.outputs(x))
 
     # -- training ----------------------------------------------------------------------------
-    def _monitor(self, has_val: bool) -> tuple[str, str]:
-        es = self.recipe.early_stopping
-        key = es.monitor if es else ("val_loss" if has_val else "loss")
-        mode = es.mode if es else "auto"
-        if mode == "auto":
-            mode = direction_of(key, self.task.name, "train.early_stopping.monitor")
-        return key, mode
+    def callback_states(self) -> dict[str, Any]:
+        """What the checkpoint keeps of the callbacks: the built-in ones' keys at the top level
+        (as checkpoints have always held them), a user's under ``callbacks``."""
+        states: dict[str, Any] = {"callbacks": {}}
+        for callback in self.callbacks:
+            if isinstance(callback, _BUILTIN):
+                states.update(callback.state_dict())
+            elif state := callback.state_dict():
+                states["callbacks"][callback.state_key] = state
+        states["stopped"] = self.stop_requested  # whoever asked: a resume has nothing left to train
+        return states
 
-    def _checkpoint(self, epoch: int, state: dict) -> None:
-        if self.run_dir is None:
-            return
-        rng = {"torch": torch.get_rng_state(), "shuffle": self.generator.get_state()}
-        save_checkpoint(self.run_dir / "last.safetensors", self.model, self.optimizer, self.scheduler, rng,
-                        {"epoch": epoch, "rows": self.rows, **state})
-        write_metrics(self.run_dir / "metrics.jsonl", self.rows)
+    def _load_callback_states(self, meta: dict[str, Any]) -> None:
+        own = meta.get("callbacks") or {}
+        for callback in self.callbacks:
+            if isinstance(callback, _BUILTIN):
+                callback.load_state_dict(meta)
+            elif callback.state_key in own:
+                callback.load_state_dict(own[callback.state_key])
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None = None,
             y_val: torch.Tensor | None = None, *, resume: bool = False,
-            on_epoch_end: Callable[[int, dict], None] | None = None) -> History:
-        """Train for the recipe's epochs (or until early stopping), checkpointing every epoch."""
+            callbacks: Sequence[Callback] = ()) -> History:
+        """Train for the recipe's epochs (or until a callback stops it), checkpointing every epoch
+        when there is a run directory. ``callbacks`` are a user's own (``Callback``); they run
+        after early stopping and before the checkpoint, which saves their ``state_dict``."""
         recipe = self.recipe
         x, y = x.to(self.device), y.to(self.device)
         n = len(x)
-        steps = math.ceil(n / recipe.batch_size)
+        self.samples, self.steps = n, math.ceil(n / recipe.batch_size)
+        steps = self.steps
         self.scheduler, per_step = self._scheduler(steps)
         has_val = x_val is not None and len(x_val) > 0
-        monitor, mode = self._monitor(has_val)
-        delta = recipe.early_stopping.min_delta if recipe.early_stopping else 0.0
-        better = (lambda a, b: a < b - delta) if mode == "min" else (lambda a, b: a > b + delta)
-        state = {"best": None, "best_epoch": None, "wait": 0, "stopped": False, "reference_loss": None}
-        start = 0
-        best_weights: dict[str, torch.Tensor] | None = None
+        best = EarlyStopping(self, has_val)
+        progress = Progress(self.verbose) if self.verbose else None
+        self.callbacks = [DivergenceCheck(), *([Augment()] if recipe.augment == "shift" and x.dim() == 4 else []),
+                          best, *callbacks, *([Checkpoint(best)] if self.run_dir is not None else []),
+                          *([progress] if progress is not None else [])]
+        batch_hooks = [c for c in self.callbacks if overrides(c, "on_batch")]
+        batch_end = [c for c in self.callbacks if overrides(c, "on_batch_end")]
+        start, self.stop_requested = 0, False
         if resume:
             rng, meta = load_checkpoint(self.run_dir / "last.safetensors", self.model, self.optimizer, self.scheduler)
             torch.set_rng_state(rng["torch"])
             self.generator.set_state(rng["shuffle"])
             start, self.rows = meta["epoch"], meta["rows"]
-            state = {k: meta.get(k) for k in state}  # checkpoints older than reference_loss lack it: None
-            if state["stopped"]:
-                start = recipe.epochs
-        if self.verbose and recipe.precision == "auto":  # what auto chose is worth a line: it is machine-dependent
-            print(f"precision auto: {self.precision.precision} ({self.precision.reason})", flush=True)
-        progress = _Progress(self.verbose, recipe.epochs, steps)
-        augment = recipe.augment == "shift" and x.dim() == 4
+            self._load_callback_states(meta)
+            if meta.get("stopped"):
+                start, self.stop_requested = recipe.epochs, True
+        self.count_accuracy = "accuracy" in self.metric_names and type(self.task).correct is not TaskKind.correct
         try:
+            for callback in self.callbacks:
+                callback.on_fit_start(self)
             for epoch in range(start + 1, recipe.epochs + 1):
-                progress.start_epoch(epoch)
+                self.epoch = epoch
                 self.model.train()
+                for callback in self.callbacks:
+                    callback.on_epoch_start(self, epoch)
                 began = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (first step's) rate, as Keras logs it
                 order = torch.randperm(n, generator=self.generator) if recipe.shuffle else torch.arange(n)
                 order = order.to(self.device)
-                loss_sum = torch.zeros((), device=self.device)
-                correct = torch.zeros((), device=self.device, dtype=torch.long)
-                count_acc = "accuracy" in self.metric_names and type(self.task).correct is not TaskKind.correct
+                self.loss_sum = loss_sum = torch.zeros((), device=self.device)
+                self.correct = correct = torch.zeros((), device=self.device, dtype=torch.long)
                 for step in range(steps):
                     index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
                     xb, yb = x[index], y[index]
-                    if augment:
-                        xb = _shift(xb, self.generator)
+                    for callback in batch_hooks:
+                        xb, yb = callback.on_batch(self, xb, yb)
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                         out = self.model(xb)
                         loss = (self.loss_fn(out.float(), yb) if self.criterion is None
                                 else self.criterion(xb, out.float(), yb))
                     value = loss.item()  # the one host sync per step, which the finiteness check always took
-                    if state["reference_loss"] is None:  # the untrained model's loss: the first step, before updates
-                        state["reference_loss"] = value
-                    reference = state["reference_loss"]
-                    diverged = math.isfinite(reference) and reference > 0 and value > DIVERGED * reference
-                    if not math.isfinite(value) or diverged:
-                        kept = (f"the last good checkpoint (end of epoch {epoch - 1}) is "
-                                f"{self.run_dir / 'last.safetensors'}" if self.run_dir and epoch > 1
-                                else "no epoch had finished, so there is no checkpoint")
-                        what = (f"the loss reached {value:.3g}, more than {DIVERGED:g} times the untrained model's "
-                                f"{reference:.4g}: training diverged," if diverged else f"the loss became {value}")
-                        raise TrainingError(f"{what} at epoch {epoch}, step {step + 1} "
-                                            f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); {kept}. "
-                                            "Lower the learning rate, or set train.grad_clip")
+                    self.step_lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if recipe.grad_clip:
@@ -381,18 +330,15 @@ class Engine:
                     if per_step:
                         self.scheduler.step()
                     loss_sum += loss.detach() * len(index)
-                    if count_acc:
+                    if self.count_accuracy:
                         correct += self.task.correct(out.detach(), yb)
-                    if self.verbose == 1 and (step % 20 == 0 or step == steps - 1):
-                        seen = min((step + 1) * recipe.batch_size, n)
-                        rate = seen / max(time.perf_counter() - began, 1e-9)
-                        acc = f"  accuracy {correct.item() / seen:.4f}" if count_acc else ""
-                        progress.update(step + 1, f"loss {loss_sum.item() / seen:.4f}{acc}  {rate:,.0f} samples/s")
+                    for callback in batch_end:
+                        callback.on_batch_end(self, step, value)
                 if self.scheduler is not None and not per_step:
                     self.scheduler.step()
                 seconds = time.perf_counter() - began
                 row: dict[str, Any] = {"epoch": epoch, "loss": loss_sum.item() / n}
-                if count_acc:
+                if self.count_accuracy:
                     row["accuracy"] = correct.item() / n
                 if has_val:
                     metrics, _ = self.evaluate(x_val, y_val)
@@ -400,37 +346,18 @@ class Engine:
                 row.update({"lr": lr, "seconds": round(seconds, 3),
                             "samples_per_s": round(n / seconds, 1)})
                 self.rows.append(row)
-                if monitor not in row:
-                    raise TrainingError(f"cannot monitor '{monitor}': this run records "
-                                        f"{', '.join(k for k in row if k != 'epoch')}")
-                if state["best"] is None or better(row[monitor], state["best"]):
-                    state.update(best=row[monitor], best_epoch=epoch, wait=0)
-                    best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    if self.run_dir is not None:
-                        save_weights(self.run_dir / "best.safetensors", self.model,
-                                     {"epoch": epoch, monitor: row[monitor]})
-                else:
-                    state["wait"] += 1
-                es = recipe.early_stopping
-                if es is not None and state["wait"] >= max(es.patience, 1):  # Keras: stop after `patience` bad epochs
-                    state["stopped"] = True
-                self._checkpoint(epoch, state)
-                progress.end_epoch(epoch, row)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, row)
-                if state["stopped"]:
-                    log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, monitor,
-                             state["wait"])
+                for callback in self.callbacks:  # every callback sees the epoch, also after one asked to stop
+                    if callback.on_epoch_end(self, epoch, row):
+                        self.stop_requested = True
+                if self.stop_requested:
                     break
+            for callback in self.callbacks:
+                callback.on_fit_end(self)
         finally:
-            progress.close()
-        es = recipe.early_stopping
-        if es is not None and es.restore_best and state["best_epoch"] is not None:
-            if best_weights is not None:
-                self.model.load_state_dict(best_weights)
-            elif self.run_dir is not None:  # resumed after the best epoch: it is on disk
-                from ._runs import load_weights
-
-                load_weights(self.run_dir / "best.safetensors", self.model)
-        return History.from_rows(self.rows, best_epoch=state["best_epoch"], stopped_early=state["stopped"],
+            if progress is not None:
+                progress.close()
+        return History.from_rows(self.rows, best_epoch=best.best_epoch, stopped_early=self.stop_requested,
                                  run_dir=self.run_dir)
+
+
+_BUILTIN = (DivergenceCheck, Augment, EarlyStopping, Checkpoint, Progress)

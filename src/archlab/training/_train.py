@@ -8,8 +8,8 @@ import re
 import resource
 import shutil
 import sys
-import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, tasks
 
-from ._engine import Engine, History, TrainingError, glorot_init, pick_device, split_output_activation
+from ._callbacks import Callback
+from ._engine import Engine, History, TrainingError, pick_device
+from ._fit import fit_spec, ids_if_long, prepare_model, prepare_splits, to_tensors
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
@@ -36,11 +38,12 @@ from ._runs import (
     lock_run,
     new_run_dir,
     read_metrics,
+    save_weights,
 )
 
-__all__ = ["TrainResult", "TrainingError", "check_fit", "check_recipe", "evaluate_run", "finish_run", "load_run",
-           "plot_curves", "predict_run", "prepare_model", "read_input", "read_metrics", "resolve_task", "run_task",
-           "save_figure", "split_validation", "start_run", "to_tensors", "train"]
+__all__ = ["RestoredRun", "TrainResult", "TrainingError", "check_fit", "check_recipe", "evaluate_run", "finish_run",
+           "load_run", "plot_curves", "predict_run", "read_input", "read_metrics", "resolve_task", "restore_run",
+           "run_task", "save_figure", "start_run", "train", "write_run"]
 
 
 @dataclass
@@ -145,49 +148,6 @@ def _embeddings(node: Any, where: str):
                 yield from _embeddings(value, f"{where}.{key}")
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
-    """Keras' validation_split: the last fraction, before shuffling; or a stratified split, for the
-    tasks whose splits stratify."""
-    if recipe.validation_split == 0:
-        return x, y, x[:0], y[:0]
-    if recipe.validation == "stratified" and as_task(task).stratify:
-        from sklearn.model_selection import train_test_split
-
-        idx = np.arange(len(x))
-        train_idx, val_idx = train_test_split(idx, test_size=recipe.validation_split, stratify=y,
-                                              random_state=recipe.seed)
-        return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    cut = int(len(x) * (1 - recipe.validation_split))
-    return x[:cut], y[:cut], x[cut:], y[cut:]
-
-
-def _ids_if_long(parsed, x: np.ndarray) -> np.ndarray:
-    """Token ids for a ``dtype: long`` input: loaders give float32, embeddings need int64."""
-    info = None if parsed.is_graph else parsed.raw_inputs.get("input")
-    if info is None or info.dtype != "long" or x.dtype == np.int64:
-        return x
-    if not np.array_equal(x, np.round(x)) or (x.size and x.min() < 0):
-        raise SpecError("the spec's input is dtype: long (token ids) but the data holds non-integer or negative "
-                        "values; use a float input or integer ids", "input")
-    return x.astype(np.int64)
-
-
-def to_tensors(x: np.ndarray, y: np.ndarray, task: TaskKind | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs as float32 (or int64 ids) and targets as the task's loss takes them."""
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) if x.dtype != np.int64 else x)
-    return xt, torch.from_numpy(as_task(task).targets(y))
-
-
-def prepare_model(spec: Spec, recipe: Recipe, task: TaskKind | str) -> tuple[ArchlabModel, str | None]:
-    """Seeded build (so the same seed gives the same initial weights), initialisation, and the
-    final activation split off for a stable loss."""
-    torch.manual_seed(recipe.seed)
-    model = build_parsed(parse(spec))
-    if recipe.init == "glorot":
-        glorot_init(model)
-    return model, split_output_activation(model, task)
-
-
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -233,12 +193,23 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def start_run(spec: Spec, recipe: Recipe, out: str | Path) -> Path:
-    """A new run directory holding the spec and the resolved recipe."""
+def start_run(spec: Spec, recipe: Recipe, out: str | Path, model: torch.nn.Module | None = None) -> Path:
+    """A new ``<name>-<timestamp>/`` under ``out``, written by ``write_run``."""
     run_dir = new_run_dir(out, spec.name)
+    write_run(run_dir, spec, recipe, model)
+    return run_dir
+
+
+def write_run(run_dir: Path, spec: Spec, recipe: Recipe, model: torch.nn.Module | None = None) -> None:
+    """What makes a folder a run every command reads (``restore_run``): the spec, the resolved
+    recipe and, for a model made rather than trained here (shrink, compress), its weights as both
+    ``best`` and ``last``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "spec.yaml", dump(spec))
     atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))
-    return run_dir
+    if model is not None:
+        save_weights(run_dir / "best.safetensors", model)
+        save_weights(run_dir / "last.safetensors", model)
 
 
 def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: History, wall: float, *, data: str,
@@ -270,7 +241,7 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
 
 def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = None, data_dir: str | Path | None = None,
           out: str | Path | None = "runs", resume: str | Path | None = None, verbose: int = 1,
-          **overrides: Any) -> TrainResult:
+          callbacks: Sequence[Callback] = (), **overrides: Any) -> TrainResult:
     """Train a spec on a data set and record the run.
 
     Everything that can be checked without training is checked before the run directory is made:
@@ -284,6 +255,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         resume: a run directory to continue from its last checkpoint (spec and recipe are the run's);
             ``epochs`` may then extend it (see ``_extend_recipe``), nothing else may change.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+        callbacks: your own ``Callback``s (``Engine.fit``); pass the same kinds again with
+            ``resume`` and each gets back the state its ``state_dict`` saved.
         **overrides: recipe fields (epochs, batch_size, lr, seed, device, precision, ...).
 
     Returns:
@@ -330,7 +303,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 stack.enter_context(lock_run(run_dir))
             elif extended:
                 atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
-            return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose)
+            return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose,
+                                   callbacks)
         except KeyboardInterrupt:
             saved = len(read_metrics(run_dir / "metrics.jsonl")) if run_dir is not None else 0
             if created and not (run_dir / "last.safetensors").is_file():
@@ -348,26 +322,18 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
 
 
 def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task: TaskKind, run_dir: Path | None,
-                    resume: bool, verbose: int) -> TrainResult:
-    model, head = prepare_model(spec, recipe, task)
-    engine = Engine(model, recipe, task, run_dir=run_dir, verbose=verbose, output_activation=head)
-    x_train, x_test_all = _ids_if_long(parsed, dataset.x_train), _ids_if_long(parsed, dataset.x_test)
-    x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
-    xt, yt = to_tensors(x, y, task)
-    xv, yv = to_tensors(x_val, y_val, task)
-    began = time.perf_counter()
-    history = engine.fit(xt, yt, xv, yv, resume=resume)
-    wall = time.perf_counter() - began
-    x_test, y_test = to_tensors(x_test_all, dataset.y_test, task)
-    test_metrics, test_out = engine.evaluate(x_test, y_test)
+                    resume: bool, verbose: int, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    data = prepare_splits(dataset, recipe, task, parsed, test=True)
+    fitted = fit_spec(spec, recipe, task, data, callbacks=callbacks, run_dir=run_dir, resume=resume, verbose=verbose)
     if run_dir is not None:
-        _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", test_metrics, test_out,
-                           y_test, task)
-    summary = finish_run(run_dir, spec, engine, history, wall, data=dataset.name, source=dataset.source,
-                         test_metrics=test_metrics, classes=dataset.classes,
-                         sizes={"train_samples": len(xt), "val_samples": len(xv), "test_samples": len(dataset.x_test)},
+        _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", fitted.test_metrics,
+                           fitted.test_outputs, data.y_test, task)
+    summary = finish_run(run_dir, spec, fitted.engine, fitted.history, fitted.seconds, data=dataset.name,
+                         source=dataset.source, test_metrics=fitted.test_metrics, classes=dataset.classes,
+                         sizes={"train_samples": len(data.x), "val_samples": len(data.x_val),
+                                "test_samples": len(dataset.x_test)},
                          oov=getattr(dataset, "oov", None))
-    return TrainResult(run_dir, history, test_metrics, summary, recipe)
+    return TrainResult(run_dir, fitted.history, fitted.test_metrics, summary, recipe)
 
 
 def _recipe_yaml(recipe: Recipe) -> str:
@@ -394,6 +360,9 @@ def _extend_recipe(run_dir: Path, recipe: Recipe, epochs: int | None) -> Recipe:
                        "learning rate follows the epoch count), so more epochs would not continue it as one "
                        f"{epochs}-epoch run; train a new run with --epochs {epochs}")
     if meta.get("stopped"):
+        if recipe.early_stopping is None:  # only a user's callback stops a run without early stopping
+            raise RunError(f"{where}: the run stopped early at epoch {done} (a callback asked it to stop); train a "
+                           f"new run with --epochs {epochs} instead")
         raise RunError(f"{where}: the run stopped early at epoch {done} ({recipe.early_stopping.monitor} did "
                        "not improve); train a new run with more patience instead")
     return recipe.model_copy(update={"epochs": epochs})
@@ -428,16 +397,37 @@ def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
         raise RunError(f"{path} is not a recipe archlab wrote ({what}); restore it, or train the run again") from None
 
 
-def _restore(run_dir: Path, weights: str) -> tuple[Spec, Recipe, ArchlabModel, TaskKind, str | None]:
-    """A run's spec, recipe, task and model with its weights."""
-    spec, recipe = load_run(run_dir)
-    from archlab.data import load_dataset  # noqa: F401  (fail early if data support is broken)
+@dataclass
+class RestoredRun:
+    """A trained run read back: its spec, recipe (metrics filtered by ``run_task``), task, and the
+    model with the run's weights; ``head`` is the final activation split off (None for a full model)."""
 
+    spec: Spec
+    recipe: Recipe
+    task: TaskKind
+    model: ArchlabModel
+    head: str | None
+
+
+def restore_run(run_dir: str | Path, weights: str = "best", *, logits: bool = True) -> RestoredRun:
+    """The one way a run directory is read back for use (evaluate, predict, export, bench, shrink,
+    compress). ``logits``: the training form, final softmax/sigmoid split off (``prepare_model``);
+    else the full model the spec describes, in eval mode, as export writes it.
+
+    Raises:
+        RunError: a missing spec.yaml, recipe.yaml or weights file, or weights that do not match the spec.
+    """
+    if weights not in WEIGHTS:
+        raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
+    run_dir = Path(run_dir)
+    spec, recipe = load_run(run_dir)
     task, recipe = run_task(spec, recipe)
-    model, head = prepare_model(spec, recipe, task)
-    path = run_dir / f"{weights}.safetensors"
-    load_weights(path, model)
-    return spec, recipe, model, task, head
+    if logits:
+        model, head = prepare_model(spec, recipe, task)
+    else:  # unseeded: reading a run must not move the global RNG of a caller that trains next
+        model, head = build_parsed(parse(spec)), None
+    load_weights(run_dir / f"{weights}.safetensors", model)
+    return RestoredRun(spec, recipe, task, model if logits else model.eval(), head)
 
 
 SPLITS = ("test", "train")
@@ -473,12 +463,13 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
-    spec, recipe, model, task, head = _restore(run_dir, weights)
+    run = restore_run(run_dir, weights)
+    spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
     dataset = load_dataset(data or recipe.data, data_dir)
     parsed = parse(spec)
     check_fit(parsed, dataset, task)
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
-    x = _ids_if_long(parsed, x)
+    x = ids_if_long(parsed, x)
     # evaluation always reports the task's evaluation metrics beside the recipe's
     recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
     recipe = recipe.model_copy(update={"metrics": sorted(set(recorded) | set(task.evaluation_metrics))})
@@ -585,9 +576,10 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
-    spec, recipe, model, task, head = _restore(run_dir, weights)
+    run = restore_run(run_dir, weights)
+    spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
     parsed = parse(spec)
-    x = _ids_if_long(parsed, read_input(input_path, tuple(parsed.raw_inputs["input"].shape)))
+    x = ids_if_long(parsed, read_input(input_path, tuple(parsed.raw_inputs["input"].shape)))
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     scores = engine.probabilities(torch.from_numpy(x)).cpu().numpy()
     classes = _classes_of(run_dir, recipe.data, scores.shape[-1])
