@@ -246,6 +246,9 @@ class LayerType:
     quantization: ClassVar[Quantization] = Quantization()
     #: The Keras-style constructor archlab.layers offers for the type; None: none.
     keras: ClassVar[KerasStyle | None] = None
+    #: The Params field that bounds the integer ids the layer looks up (``input_dim`` of an
+    #: embedding): training checks it against the data's id count. None: it takes no ids.
+    id_bound: ClassVar[str | None] = None
 
     def check_input(self, p: Any, x: TensorInfo | tuple[TensorInfo, ...]) -> None:
         """Raise ShapeError when the layer cannot take ``x``; the default applies ``accepts``."""

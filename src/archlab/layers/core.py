@@ -247,6 +247,7 @@ class EmbeddingLayer(LayerType):
     unstructured = False  # a row is a token's whole representation, looked up, not multiplied
     quantization = Quantization(static=SEQUENCE_STATIC, dynamic=True)
     keras = KerasStyle("Embedding", ("input_dim", "output_dim"))
+    id_bound = "input_dim"
 
     def output(self, p: EmbeddingParams, x: TensorInfo) -> TensorInfo:
         return TensorInfo((*x.shape, p.output_dim))

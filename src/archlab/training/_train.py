@@ -19,7 +19,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from archlab.builder import ArchlabModel, build_parsed, parse
+from archlab.builder import ArchlabModel, LayerNode, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, tasks
@@ -124,28 +124,16 @@ def check_fit(parsed, dataset, task: TaskKind | str) -> None:
     task.check_data(dataset)
     task.check_output(tuple(parsed.output_infos[0].shape), dataset)
     vocab = getattr(dataset, "vocab_size", None)
-    for where, params in _embeddings(parsed.spec.to_dict().get("layers") or [], "layers"):
-        if vocab is not None and params.get("input_dim", vocab) < vocab:
-            raise SpecError(f"the embedding's input_dim is {params['input_dim']} but {dataset.name} has {vocab} ids "
-                            f"(its categorical fields' vocabularies together): set input_dim: {vocab}",
-                            f"{where}.input_dim")
+    for _, node in parsed.walk() if vocab is not None else ():
+        bound = node.layer_type.id_bound if isinstance(node, LayerNode) else None
+        if bound and getattr(node.params, bound) < vocab:
+            raise SpecError(f"the {node.kind}'s {bound} is {getattr(node.params, bound)} but {dataset.name} has "
+                            f"{vocab} ids (its categorical fields' vocabularies together): set {bound}: {vocab}",
+                            f"{node.path}.{node.kind}.{bound}")
     declared = parsed.spec.to_dict().get("task") or {}
     if declared.get("classes") not in (None, dataset.num_classes):
         raise SpecError(f"task.classes is {declared['classes']} but {dataset.name} has {dataset.num_classes} classes",
                         "task.classes")
-
-
-def _embeddings(node: Any, where: str):
-    """(spec path, params) of every embedding in a layer list, nested blocks included."""
-    if isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _embeddings(item, f"{where}[{i}]")
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key == "embedding" and isinstance(value, dict):
-                yield f"{where}.embedding", value
-            elif isinstance(value, (dict, list)):
-                yield from _embeddings(value, f"{where}.{key}")
 
 
 def _peak_memory(device: torch.device) -> int:
