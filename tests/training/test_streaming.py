@@ -84,8 +84,9 @@ def test_a_bad_data_loading_value_is_a_spec_error_with_its_path(section: dict, p
     with pytest.raises(SpecError) as err:
         resolve_recipe(section)
     assert err.value.path == path
-    if "data_loading" in section:
-        assert "auto" in str(err.value) and "stream" in str(err.value)
+    message = str(err.value)
+    assert ("auto" in message and "stream" in message) if "data_loading" in section else \
+        "greater than or equal to 0" in message
 
 
 def test_a_bad_data_loading_flag_exits_2_before_training(digits, helpers, tmp_path: Path, capsys) -> None:
