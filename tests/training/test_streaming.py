@@ -11,8 +11,7 @@ import torch
 
 import archlab
 from archlab.exceptions import Interrupted, SpecError
-from archlab.training import Callback, Engine, load_weights, resolve_recipe, train
-from archlab.training import _fit
+from archlab.training import Callback, Engine, _fit, load_weights, resolve_recipe, train
 
 
 def _weights(run_dir: Path, spec: dict) -> list[torch.Tensor]:

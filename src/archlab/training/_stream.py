@@ -29,10 +29,10 @@ def choose_loading(mode: str, nbytes: int, available: int | None) -> tuple[str, 
         return mode, f"train.data_loading is {mode}"
     if available is None:
         return "memory", "auto: the available memory is unknown"
-    limit = STREAM_FRACTION * available
-    if nbytes > limit:
-        return "stream", f"auto: the training split ({nbytes:,} bytes) is over {STREAM_FRACTION:g} of the available memory ({available:,} bytes)"
-    return "memory", f"auto: the training split ({nbytes:,} bytes) fits in {STREAM_FRACTION:g} of the available memory ({available:,} bytes)"
+    share = f"{STREAM_FRACTION:g} of the available memory ({available:,} bytes)"
+    if nbytes > STREAM_FRACTION * available:
+        return "stream", f"auto: the training split ({nbytes:,} bytes) is over {share}"
+    return "memory", f"auto: the training split ({nbytes:,} bytes) fits in {share}"
 
 
 class MappedSplit(torch.utils.data.Dataset):

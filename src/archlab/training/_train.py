@@ -333,7 +333,8 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
                          sizes={"train_samples": len(data.x), "val_samples": len(data.x_val),
                                 "test_samples": len(dataset.x_test)},
                          oov=getattr(dataset, "oov", None),
-                         loading={"data_loading": fitted.data_loading, "data_loading_reason": fitted.data_loading_reason,
+                         loading={"data_loading": fitted.data_loading,
+                                  "data_loading_reason": fitted.data_loading_reason,
                                   "workers": recipe.workers if fitted.data_loading == "stream" else 0})
     return TrainResult(run_dir, fitted.history, fitted.test_metrics, summary, recipe)
 
