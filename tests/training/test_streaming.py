@@ -24,10 +24,12 @@ def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_streamed_training_equals_in_memory_training(digits, helpers, tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "precision"), [(0, "fp32"), (1, "fp32"), (0, "bf16")])
+def test_streamed_training_equals_in_memory_training(digits, helpers, tmp_path: Path, workers: int,
+                                                     precision: str) -> None:
     """Same seed, same batches in the same order (augmentation included): the same weights and metrics."""
-    spec = helpers.spec_with(helpers.small_cnn, epochs=2, batch_size=64, device="cpu", augment="shift")
+    spec = helpers.spec_with(helpers.small_cnn, epochs=2, batch_size=64, device="cpu", augment="shift",
+                             precision=precision)
     memory = train(spec, data="digits", out=tmp_path / "m", verbose=0, data_loading="memory")
     streamed = train(spec, data="digits", out=tmp_path / "s", verbose=0, data_loading="stream", workers=workers)
     assert [torch.equal(a, b) for a, b in zip(_weights(memory.run_dir, spec), _weights(streamed.run_dir, spec),
