@@ -51,6 +51,10 @@ def train(
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps.")] = None,
     precision: Annotated[Literal["auto", "fp32", "bf16"] | None, typer.Option(help="auto, fp32 or bf16.")] = None,
+    data_loading: Annotated[str | None, typer.Option(help="auto, memory or stream (train.data_loading): "
+                                                     "the training split in memory, or streamed from disk.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers of the streaming path "
+                                                "(train.workers).")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue this run from its last checkpoint.")] = None,
     quiet: Quiet = False,
@@ -65,7 +69,7 @@ def train(
     try:
         result = training.train(spec, data=data, data_dir=data_dir, out=out, resume=resume,
                                 verbose=0 if quiet else 1, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                device=device, precision=precision)
+                                device=device, precision=precision, data_loading=data_loading, workers=workers)
     except Interrupted as exc:
         raise interrupted(exc) from None
     note = _early_stopping_line(result)

@@ -1,4 +1,5 @@
-"""The training engine: one fast loop over in-memory tensors, which ``fit_spec`` (every command
+"""The training engine: one fast loop over in-memory tensors (or, for data that does not fit in
+memory, over a memory-mapped split streamed by a DataLoader: ``_stream.py``), which ``fit_spec`` (every command
 that trains, and the Keras-style ``fit``) runs. The loop does the optimisation step and the
 epoch's metrics; the rest (loss checks, augmentation, early stopping, checkpoints, progress) are
 callbacks (``_callbacks.py``).
@@ -38,6 +39,8 @@ from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
 from ._recipe import Recipe
 from ._runs import load_checkpoint
+from ._stream import EpochBatches, MappedSplit
+from ._stream import loader as stream_loader
 
 __all__ = ["Engine", "History", "TrainingError", "pick_device", "split_output_activation"]
 
@@ -274,7 +277,12 @@ class Engine:
         when there is a run directory. ``callbacks`` are a user's own (``Callback``); they run
         after early stopping and before the checkpoint, which saves their ``state_dict``."""
         recipe = self.recipe
-        x, y = x.to(self.device), y.to(self.device)
+        streamed = isinstance(x, MappedSplit)  # fit_spec's streaming path: rows read from disk per batch
+        if streamed:
+            batches = EpochBatches(recipe.batch_size)
+            reader = stream_loader(x, batches, recipe.workers, pin=self.device.type == "cuda")
+        else:
+            x, y = x.to(self.device), y.to(self.device)
         n = len(x)
         self.samples, self.steps = n, math.ceil(n / recipe.batch_size)
         steps = self.steps
@@ -308,12 +316,17 @@ class Engine:
                 began = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (first step's) rate, as Keras logs it
                 order = torch.randperm(n, generator=self.generator) if recipe.shuffle else torch.arange(n)
-                order = order.to(self.device)
+                if streamed:
+                    batches.order = order
+                    epoch_batches = ((xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True))
+                                     for xb, yb in reader)
+                else:  # the in-memory fast path: one index into tensors already on the device
+                    order = order.to(self.device)
+                    epoch_batches = ((x[index], y[index]) for index in order.split(recipe.batch_size))
                 self.loss_sum = loss_sum = torch.zeros((), device=self.device)
                 self.correct = correct = torch.zeros((), device=self.device, dtype=torch.long)
-                for step in range(steps):
-                    index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                    xb, yb = x[index], y[index]
+                for step, (xb, yb) in enumerate(epoch_batches):
+                    rows = len(yb)
                     for callback in batch_hooks:
                         xb, yb = callback.on_batch(self, xb, yb)
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -329,7 +342,7 @@ class Engine:
                     self.optimizer.step()
                     if per_step:
                         self.scheduler.step()
-                    loss_sum += loss.detach() * len(index)
+                    loss_sum += loss.detach() * rows
                     if self.count_accuracy:
                         correct += self.task.correct(out.detach(), yb)
                     for callback in batch_end:

@@ -7,6 +7,7 @@ prepare, the recipe, and the callbacks they pass.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab.analysis import available_memory
 from archlab.spec import Spec
 from archlab.tasks import TaskKind, as_task
 
 from ._callbacks import Callback
 from ._engine import Engine, History, glorot_init, split_output_activation
 from ._recipe import Recipe
+from ._stream import choose_loading, spill
 
 __all__ = ["FitResult", "Splits", "fit_spec", "prepare_model", "prepare_splits", "split_validation", "to_tensors"]
 
@@ -50,6 +53,9 @@ class FitResult:
     seconds: float
     test_metrics: dict[str, float] | None = None
     test_outputs: torch.Tensor | None = None
+    #: how the training split was read: ``memory`` or ``stream`` (``choose_loading``), and why
+    data_loading: str = "memory"
+    data_loading_reason: str = ""
 
     @property
     def model(self) -> nn.Module:
@@ -145,9 +151,18 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
         output_activation = split_output_activation(model, task)
     engine = Engine(model, recipe, task, run_dir=run_dir, verbose=verbose, output_activation=output_activation,
                     criterion=criterion)
+    loading, reason = choose_loading(recipe.data_loading, data.x.nbytes, available_memory("cpu"))
     began = time.perf_counter()
-    history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
-    result = FitResult(engine, history, time.perf_counter() - began)
+    if loading == "stream":
+        mapped, folder = spill(data.x, data.y, run_dir)
+        try:
+            history = engine.fit(mapped, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+    result = FitResult(engine, history, time.perf_counter() - began, data_loading=loading,
+                       data_loading_reason=reason)
     if data.x_test is not None:
         result.test_metrics, result.test_outputs = engine.evaluate(data.x_test, data.y_test)
     return result

@@ -79,6 +79,11 @@ class Recipe(_Config):
     init: Literal["torch", "glorot"] = "torch"
     #: shift: random translations of up to 2 pixels (images only), a light augmentation.
     augment: Literal["none", "shift"] = "none"
+    #: memory: the training split as one tensor on the device (the fast path); stream: a memory-mapped
+    #: file read batch by batch by a DataLoader; auto: stream when the split is over half the available memory.
+    data_loading: Literal["auto", "memory", "stream"] = "auto"
+    #: DataLoader worker processes of the streaming path (0: read in the training process).
+    workers: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("optimizer", mode="before")
     @classmethod

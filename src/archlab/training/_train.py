@@ -202,7 +202,7 @@ def write_run(run_dir: Path, spec: Spec, recipe: Recipe, model: torch.nn.Module 
 
 def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: History, wall: float, *, data: str,
                source: str, test_metrics: dict[str, float], classes: Any, sizes: dict[str, int],
-               oov: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+               oov: dict[str, dict[str, int]] | None = None, loading: dict[str, Any] | None = None) -> dict[str, Any]:
     """summary.json (final metrics, wall time, speed, peak memory; for categorical fields the
     values unseen in training, per split and field) and curves.png."""
     rows = engine.rows
@@ -216,7 +216,7 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
                                      / max(sum(r["seconds"] for r in rows), 1e-9), 1),
         "peak_memory_bytes": _peak_memory(engine.device),
         "params": sum(p.numel() for p in engine.model.parameters()),
-        "classes": list(classes) if classes else None, **sizes,
+        "classes": list(classes) if classes else None, **sizes, **(loading or {}),
     }
     if oov is not None:
         summary["oov"] = oov
@@ -320,7 +320,10 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
                          source=dataset.source, test_metrics=fitted.test_metrics, classes=dataset.classes,
                          sizes={"train_samples": len(data.x), "val_samples": len(data.x_val),
                                 "test_samples": len(dataset.x_test)},
-                         oov=getattr(dataset, "oov", None))
+                         oov=getattr(dataset, "oov", None),
+                         loading={"data_loading": fitted.data_loading,
+                                  "data_loading_reason": fitted.data_loading_reason,
+                                  "workers": recipe.workers if fitted.data_loading == "stream" else 0})
     return TrainResult(run_dir, fitted.history, fitted.test_metrics, summary, recipe)
 
 
