@@ -219,3 +219,24 @@ def test_a_resumed_study_samples_new_configurations_instead_of_replaying_its_fir
     lrs = [t.params["train.optimizer.lr"] for t in trials]  # a float: equal only when the sampler replays
     assert len(set(lrs)) == 4
     assert trials[2].params != trials[0].params and trials[3].params != trials[1].params
+
+
+def test_a_stopped_searchs_running_trials_of_its_own_workers_are_failed_and_no_one_elses():
+    """A worker killed mid-trial (or stopped between Optuna creating a trial and running it) leaves a
+    RUNNING trial; the parent marks its own workers' ones FAIL, and leaves other machines' alone."""
+    import socket
+    from types import SimpleNamespace
+
+    import optuna
+
+    from archlab.search._search import _fail_trials_of
+
+    study = optuna.create_study()
+    ours, theirs, done = study.ask(), study.ask(), study.ask()
+    ours.set_user_attr("worker", f"{socket.gethostname()}:4242")
+    theirs.set_user_attr("worker", "another-machine:4242")
+    done.set_user_attr("worker", f"{socket.gethostname()}:4242")
+    study.tell(done, 0.5)
+    _fail_trials_of(study, [SimpleNamespace(pid=4242)])
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL", "RUNNING", "COMPLETE"]

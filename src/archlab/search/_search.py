@@ -128,8 +128,8 @@ class TrialRunner:
             resolve_task,
         )
 
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who runs it: _fail_trials_of
         self._check_surplus(trial)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         began = time.perf_counter()
         point = sample(trial, self.config.space)
         overrides = {k: v for k, v in (("epochs", self.config.epochs), ("batch_size", self.config.batch_size))
@@ -529,8 +529,10 @@ def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[Search
             p.terminate()  # SIGTERM: each records its running trial as failed, then exits
         for p in processes:
             p.join(timeout=10)
-            if p.is_alive():  # its trial stays RUNNING until the heartbeat marks it failed
+            if p.is_alive():
                 p.kill()
+                p.join()
+        _fail_trials_of(study, processes)
         raise
     if any(p.exitcode == 130 for p in processes):  # a worker was interrupted (Ctrl-C): so is the search
         raise KeyboardInterrupt
@@ -540,6 +542,22 @@ def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[Search
 
         raise ArchlabError(f"search worker(s) {', '.join(crashed)} stopped with an error (printed above); finished "
                            "trials are kept in the study: run the same command again to continue")
+
+
+def _fail_trials_of(study: Any, processes: list[Any]) -> None:
+    """Mark FAIL the trials our stopped workers left RUNNING (one that was killed, or stopped between
+    Optuna creating a trial and running it), so an interrupted search never leaves a trial that looks
+    alive until its heartbeat goes stale. Trials of other machines on a shared study are not touched:
+    each trial names its worker (host:pid) as it starts."""
+    import optuna
+
+    ours = {f"{socket.gethostname()}:{p.pid}" for p in processes}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") in ours:
+            try:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            except ValueError:  # finished after all: the worker recorded it as it went
+                pass
 
 
 # -- results --------------------------------------------------------------------------------------
