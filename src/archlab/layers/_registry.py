@@ -15,16 +15,15 @@ is pruned, quantized and constructed exactly like the built-in it imitates.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from archlab.exceptions import RegistryError, ShapeError, suggest
+from archlab._registry import Registry
+from archlab.exceptions import RegistryError, ShapeError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -288,7 +287,7 @@ class LayerType:
 ENTRY_POINT_GROUP = "archlab.layers"
 
 
-class LayerRegistry:
+class LayerRegistry(Registry[LayerType]):
     """All layer types by name; one object, not module globals.
 
     Packages can also contribute layer types through the ``archlab.layers`` entry-point group:
@@ -297,51 +296,17 @@ class LayerRegistry:
     """
 
     def __init__(self) -> None:
-        self._types: dict[str, LayerType] = {}
-        self._plugins_loaded = False
-
-    def load_plugins(self) -> None:
-        if self._plugins_loaded:
-            return
-        self._plugins_loaded = True
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                entry_point.load()
-            except Exception as exc:
-                raise RegistryError(f"the layer plugin {entry_point.name!r} ({entry_point.value}) failed to load: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+        super().__init__("layer type", ENTRY_POINT_GROUP, plugin_label="layer")
 
     def register(self, name: str, layer_type: type[LayerType], *, override: bool = False) -> None:
-        if not name.isidentifier() or name != name.lower():
-            raise RegistryError(f"a layer type name is lower_snake_case, got {name!r}")
-        if name in self._types and not override:
-            warnings.warn(f"layer type {name!r} was registered before; the new one replaces it "
-                          "(pass override=True to silence this)", stacklevel=3)
         layer_type.name = name
-        self._types[name] = layer_type()
+        self.add(name, layer_type(), override=override)
 
     def get(self, name: str) -> LayerType:
-        if name not in self._types:
-            self.load_plugins()
-        try:
-            return self._types[name]
-        except KeyError:
-            raise RegistryError(f"unknown layer type '{name}'{suggest(name, self._types)} "
-                                f"(known: {', '.join(sorted(self._types))})") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._types
-
-    def __iter__(self) -> Iterator[str]:
-        self.load_plugins()
-        return iter(sorted(self._types))
-
-    def registered(self) -> list[LayerType]:
-        """The types registered so far, without loading plugins (for work done at import)."""
-        return list(self._types.values())
-
-    def unregister(self, name: str) -> None:
-        self._types.pop(name, None)
+        found = self.find(name)
+        if found is None:
+            raise RegistryError(self.unknown(name))
+        return found
 
 
 registry = LayerRegistry()

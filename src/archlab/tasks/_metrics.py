@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from archlab._registry import Registry
 from archlab.exceptions import RegistryError, SpecError, suggest
 
 if TYPE_CHECKING:  # type hints only: importing the registry loads no heavy library (see _registry.py)
@@ -70,47 +70,32 @@ class Metric:
         return self.name
 
 
-class MetricRegistry:
+class MetricRegistry(Registry[Metric]):
     """Every metric by name; one object, as the layer registry is."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, Metric] = {}
+        super().__init__("metric")
 
     def register(self, metric: Metric, *, override: bool = False) -> Metric:
-        if not metric.name.isidentifier() or metric.name != metric.name.lower():
-            raise RegistryError(f"a metric name is lower_snake_case, got {metric.name!r}")
+        self.check_name(metric.name)
         if metric.direction not in ("max", "min"):
             raise RegistryError(f"metric {metric.name!r}: direction is 'max' or 'min', got {metric.direction!r}")
-        if metric.name in self._metrics and not override:
-            warnings.warn(f"metric {metric.name!r} was registered before; the new one replaces it "
-                          "(pass override=True to silence this)", stacklevel=3)
-        self._metrics[metric.name] = metric
-        return metric
+        return self.add(metric.name, metric, override=override)
 
     def get(self, name: str) -> Metric:
-        try:
-            return self._metrics[name]
-        except KeyError:
-            raise RegistryError(f"unknown metric '{name}'{suggest(name, self._metrics)} "
-                                f"(known: {', '.join(sorted(self._metrics))})") from None
+        found = self.find(name)
+        if found is None:
+            raise RegistryError(self.unknown(name))
+        return found
 
     def allow(self, name: str, task: str) -> None:
         """Let metric ``name`` apply to ``task`` as well (a task that lists it among its metrics)."""
-        metric = self._metrics[name]
+        metric = self._entries[name]
         if metric.tasks is not None and task not in metric.tasks:
-            self._metrics[name] = replace(metric, tasks=metric.tasks | {task})
+            self._entries[name] = replace(metric, tasks=metric.tasks | {task})
 
     def for_task(self, task: str) -> list[str]:
-        return sorted(n for n, m in self._metrics.items() if m.applies_to(task))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._metrics
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._metrics))
-
-    def unregister(self, name: str) -> None:
-        self._metrics.pop(name, None)
+        return sorted(n for n, m in self._entries.items() if m.applies_to(task))
 
 
 metrics = MetricRegistry()

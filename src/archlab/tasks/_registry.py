@@ -10,12 +10,11 @@ never does): losses are made inside functions.
 
 from __future__ import annotations
 
-import importlib.metadata
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from archlab.exceptions import RegistryError, SpecError, suggest
+from archlab._registry import Registry
+from archlab.exceptions import SpecError, suggest
 
 from ._metrics import Predictions, metrics
 
@@ -112,67 +111,38 @@ class TaskKind:
         return {}, {}
 
 
-class TaskRegistry:
+class TaskRegistry(Registry[TaskKind]):
     """All task kinds by name; plugins come through the ``archlab.tasks`` entry-point group, loaded
     the first time a name is missing or the list is asked for."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, TaskKind] = {}
-        self._plugins_loaded = False
-
-    def load_plugins(self) -> None:
-        if self._plugins_loaded:
-            return
-        self._plugins_loaded = True
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                entry_point.load()
-            except Exception as exc:
-                raise RegistryError(f"the task plugin {entry_point.name!r} ({entry_point.value}) failed to load: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+        super().__init__("task", ENTRY_POINT_GROUP)
 
     def register(self, name: str, task: type[TaskKind], *, override: bool = False) -> None:
-        if not name.isidentifier() or name != name.lower():
-            raise RegistryError(f"a task name is lower_snake_case, got {name!r}")
+        self.check_name(name)
         for metric in (*task.default_metrics, *task.evaluation_metrics):
             # an unknown metric fails at registration, not in the first evaluation; a known one now
             # applies to this task too (a plugin task may score with mae, auc...)
             metrics.allow(metrics.get(metric).name, name)
-        if name in self._tasks and not override:
-            warnings.warn(f"task {name!r} was registered before; the new one replaces it "
-                          "(pass override=True to silence this)", stacklevel=3)
         task.name = name
-        self._tasks[name] = task()
+        self.add(name, task(), override=override)
 
     def get(self, name: str, where: str = "task.kind") -> TaskKind:
         """The task called ``name``; a SpecError at ``where`` with the valid names if unknown."""
-        if name not in self._tasks:
-            self.load_plugins()
-        try:
-            return self._tasks[name]
-        except (KeyError, TypeError):
-            raise SpecError(f"unknown task '{name}'{suggest(str(name), self._tasks)} "
-                            f"(known: {', '.join(sorted(self._tasks))})", where) from None
+        found = self.find(name)
+        if found is None:
+            raise SpecError(self.unknown(name), where)
+        return found
 
     def by_loss(self, loss: str) -> TaskKind:
         """The task whose loss a recipe's ``train.loss`` names (``binary_cross_entropy`` -> binary)."""
         self.load_plugins()
-        found = [t for t in self._tasks.values() if t.loss_name == loss]
+        found = [t for t in self._entries.values() if t.loss_name == loss]
         if not found:
-            known = sorted({t.loss_name for t in self._tasks.values()})
+            known = sorted({t.loss_name for t in self._entries.values()})
             raise SpecError(f"unknown loss '{loss}'{suggest(loss, known)} (known: auto, {', '.join(known)})",
                             "train.loss")
         return found[0]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tasks
-
-    def __iter__(self) -> Iterator[str]:
-        self.load_plugins()
-        return iter(sorted(self._tasks))
-
-    def unregister(self, name: str) -> None:
-        self._tasks.pop(name, None)
 
 
 tasks = TaskRegistry()
