@@ -23,6 +23,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Piped output (CI logs, files) gets a wide table instead of truncated columns.
 _out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
+#: --quiet means the same on every command (docs/cli.md): no progress output, results still printed.
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; results are still printed.")]
+
 SpecArg = Annotated[Path, typer.Argument(help="A spec file (.yaml, .yml or .json).", show_default=False)]
 
 

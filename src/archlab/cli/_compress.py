@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ._app import _out, app
+from ._app import Quiet, _out, app
 
 
 def _step(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
@@ -55,7 +55,7 @@ def compress(
                                                      "quantization.")] = 512,
     out: Annotated[Path, typer.Option(help="Folder that receives compress-<name>-<timestamp>/, with one model "
                                        "folder per step.")] = Path("runs"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Compress RUN with the steps in the order given; every model measured side by side."""
     from archlab.compress import CompressStep

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import _out, app
+from ._app import Quiet, _out, app
 from ._train import interrupted
 
 
@@ -87,7 +87,7 @@ def cv(
                                                  "10%, 25%, 50%, 100% of each training fold.")] = False,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue this interrupted cv run (same arguments).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Cross-validate SPEC over swept values; choose a capacity by the one-standard-error rule."""
     from archlab.selection import CVInterrupted, cross_validate  # numpy, and torch to train: only when the command runs

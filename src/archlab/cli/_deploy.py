@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._app import _out, app
+from ._app import Quiet, _out, app
 
 _err = Console(stderr=True, highlight=False)  # progress: standard output holds the results
 
@@ -41,7 +41,7 @@ def export(
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="best or last.")] = "best",
     samples: Annotated[int, typer.Option(min=3, help="Held-out test samples the parity check runs.")] = 256,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Export RUN's model to ONNX or TorchScript, kept only if it matches PyTorch on held-out samples."""
     from archlab.deploy import export_run

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from archlab.search import PRUNERS, SAMPLERS
 
-from ._app import _out, app
+from ._app import Quiet, _out, app
 
 if TYPE_CHECKING:
     from archlab.search import SearchProgress, SearchResult
@@ -131,7 +131,7 @@ def search_command(
     report: Annotated[str | None, typer.Option(help="Print the study STUDY and exit (from --storage; default: "
                                                "OUT/search-STUDY/study.db).")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Search the architectures in SPACE: sample, check budgets, train with pruning, keep the best."""
     from archlab.search import load_report, search  # numpy, Optuna and torch: only when the command runs

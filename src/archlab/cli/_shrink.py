@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import _out, app
+from ._app import Quiet, _out, app
 
 
 @app.command()
@@ -27,7 +27,7 @@ def shrink(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Fine-tuning batch (default: the run's "
                                                    "train.batch_size).")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (one line per step).")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Remove the blocks and channels a trained RUN does not need; writes a new, smaller run (none when
     nothing could be removed within --max-drop)."""

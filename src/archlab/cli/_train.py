@@ -12,14 +12,13 @@ from rich.table import Table
 
 from archlab.exceptions import Interrupted
 
-from ._app import _out, app
+from ._app import Quiet, _out, app
 
 if TYPE_CHECKING:
     from archlab import training
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by archlab train.", show_default=False)]
 Weights = Annotated[Literal["best", "last"], typer.Option(help="Which weights of the run to use.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; results are still printed.")]
 
 
 def interrupted(exc: Interrupted) -> typer.Exit:
