@@ -298,3 +298,17 @@ def test_every_task_scores_its_own_metrics(name: str) -> None:
     assert all(direction_of(m, name) in ("max", "min") for m in names)
     got = score(task.predictions(logits, y), names, top_k=2)
     assert got and all(isinstance(v, float) for v in got.values())
+
+
+def test_a_task_without_its_loss_or_output_check_is_refused_at_registration() -> None:
+    from archlab.exceptions import RegistryError
+
+    class NoLoss(TaskKind):
+        def check_output(self, shape, dataset) -> None:
+            pass
+
+    with pytest.raises(RegistryError, match=r"task 'no_loss' \(NoLoss\) must define loss$"):
+        register_task("no_loss")(NoLoss)
+    with pytest.raises(RegistryError, match=r"must define check_output and loss$"):
+        register_task("bare")(type("Bare", (TaskKind,), {}))
+    assert "no_loss" not in tasks and "bare" not in tasks

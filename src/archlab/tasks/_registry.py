@@ -10,11 +10,12 @@ never does): losses are made inside functions.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from archlab._registry import Registry
-from archlab.exceptions import SpecError, suggest
+from archlab.exceptions import RegistryError, SpecError, suggest
 
 from ._metrics import Predictions, metrics
 
@@ -29,7 +30,7 @@ __all__ = ["ENTRY_POINT_GROUP", "TaskKind", "TaskRegistry", "as_task", "get_task
 ENTRY_POINT_GROUP = "archlab.tasks"
 
 
-class TaskKind:
+class TaskKind(abc.ABC):
     """One kind of task. Subclass it, set the class attributes, implement ``loss`` and
     ``check_output``, and register it with ``@register_task("name")``.
 
@@ -55,14 +56,14 @@ class TaskKind:
     data_tasks: ClassVar[tuple[str, ...]] = ()
 
     # -- training ------------------------------------------------------------------------------
+    @abc.abstractmethod
     def loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The loss on the model's raw outputs (logits) and the targets."""
-        raise NotImplementedError(f"task {self.name!r} has no loss")
 
+    @abc.abstractmethod
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
         """SpecError (path ``layers``) when the model's output shape cannot be this task's prediction
         for ``dataset``, saying how the spec should end."""
-        raise NotImplementedError(f"task {self.name!r} has no output check")
 
     def check_data(self, dataset: Any) -> None:
         """SpecError at ``task.kind`` when ``dataset`` is not one this task trains on."""
@@ -120,6 +121,9 @@ class TaskRegistry(Registry[TaskKind]):
 
     def register(self, name: str, task: type[TaskKind], *, override: bool = False) -> None:
         self.check_name(name)
+        missing = sorted(getattr(task, "__abstractmethods__", ()))
+        if missing:  # caught at registration, not when the first training asks for the loss
+            raise RegistryError(f"task {name!r} ({task.__name__}) must define {' and '.join(missing)}")
         for metric in (*task.default_metrics, *task.evaluation_metrics):
             # an unknown metric fails at registration, not in the first evaluation; a known one now
             # applies to this task too (a plugin task may score with mae, auc...)
