@@ -82,7 +82,7 @@ def test_dataset_properties_describe_and_repr():
     ({"task": "regression"}, "a classification or binary dataset has class names"),
     ({"y_train": np.zeros(3)}, r"x_train \(4, 3\) and y_train \(3,\)"),
     ({"x_test": np.zeros((2, 5), np.float32)}, r"must have the same input shape"),
-    ({"x_train": [[0.0]]}, "must be numpy arrays"),
+    ({"x_train": [[0.0]]}, "x_train must be a numpy array, got list"),
 ])
 def test_dataset_refuses_inconsistent_arrays(kwargs, pattern):
     with pytest.raises(DataError, match=pattern):

@@ -80,7 +80,7 @@ def test_shrink_and_compress_reach_fit_spec_to_fine_tune_and_distil(calls, run: 
 def test_fit_spec_trains_a_given_model_in_place_and_evaluates_the_test_split(digits) -> None:
     recipe = archlab.training.resolve_recipe({**CNN["train"], "epochs": 4, "optimizer": {"name": "adam", "lr": 0.01}})
     task = archlab.training.resolve_task(recipe, archlab.load(CNN))
-    data = archlab.training.prepare_splits(digits, recipe, task, test=True)
+    data = archlab.training.prepare_splits(digits, recipe, task, archlab.load(CNN), test=True)
     model, head = archlab.training.prepare_model(archlab.load(CNN), recipe, task)
     before = next(model.parameters()).detach().clone()
     result = fit_spec(None, recipe, task, data, model=model, output_activation=head)

@@ -153,10 +153,11 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     if task is not CLASSIFICATION:  # distillation's soft targets and the accuracy report are a classifier's
         raise SpecError(f"compress reports test accuracy and distils class probabilities: the run's task is "
                         f"{task.name}, not classification", "task.kind")
-    check_fit(parse(spec), dataset, task)
+    parsed = parse(spec)
+    check_fit(parsed, dataset, task)
     if student_spec is not None:
         check_fit(parse(student_spec), dataset, task)
-    tensors = prepare_splits(dataset, recipe, task, train_samples=train_samples)
+    tensors = prepare_splits(dataset, recipe, task, parsed, train_samples=train_samples)
 
     out_dir = new_run_dir(out, f"compress-{spec.name}")
     models = [original]

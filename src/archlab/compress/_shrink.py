@@ -83,6 +83,7 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         check_out_dir,
         fit_spec,
         load_run,
+        model_inputs,
         pick_device,
         prepare_model,
         prepare_splits,
@@ -112,12 +113,13 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
 
     run = restore_run(run_dir, weights)
     task, recipe = run.task, run.recipe.model_copy(update={"batch_size": recipe.batch_size})
-    check_fit(parse(spec), dataset, task)
+    parsed = parse(spec)
+    check_fit(parsed, dataset, task)
     if recipe.validation_split == 0:
         raise ValueError(f"{run_dir}: the run has no validation split (validation_split: 0); shrink measures on it")
-    splits = prepare_splits(dataset, recipe, task, train_samples=train_samples)
+    splits = prepare_splits(dataset, recipe, task, parsed, train_samples=train_samples)
     xv, yv = splits.x_val, splits.y_val
-    xs, ys = to_tensors(dataset.x_test, dataset.y_test, task)
+    xs, ys = to_tensors(model_inputs(parsed, dataset.x_test, dataset.name), dataset.y_test, task)
     ft_recipe = recipe.model_copy(update={"epochs": max(1, finetune_epochs), "early_stopping": None})
 
     def model_of(spec: Spec, state: dict[str, torch.Tensor] | None):

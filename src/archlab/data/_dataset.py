@@ -9,11 +9,13 @@ archive and a built-in dataset are split and encoded the same way.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from archlab._inputs import SINGLE, as_named, is_named
 from archlab.exceptions import ArchlabError
 
 __all__ = ["TEST_SIZE", "SPLIT_SEED", "DataError", "Dataset", "Field", "Task", "encode_labels", "split_train_test"]
@@ -22,6 +24,7 @@ logger = logging.getLogger("archlab")
 
 Task = Literal["classification", "binary", "regression"]
 _TASKS = ("classification", "binary", "regression")
+_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Fraction of the samples held out as the test set when a source has no test split of its own.
 TEST_SIZE = 0.2
 #: ``random_state`` of that split, fixed so the same file always gives the same split.
@@ -89,6 +92,11 @@ class Dataset:
             name, vocabulary size and offset; ``None`` for other inputs.
         oov: per split and field, how many values were not in the training vocabulary, e.g.
             ``{"test": {"zip": 12}}`` (fields without any are left out); ``None`` without fields.
+        fields_input: with named inputs, the one that holds the fields' ids (``input`` otherwise).
+
+    Named inputs (for a graph-form spec): each of ``x_train`` and ``x_test`` is a dict of arrays
+    by input name, e.g. ``{"categorical": int64 (N, F), "dense": float32 (N, D)}``, every array
+    with the same N as the targets (``archlab._inputs``).
 
     Example:
         >>> import numpy as np
@@ -101,15 +109,16 @@ class Dataset:
     """
 
     name: str
-    x_train: np.ndarray = field(repr=False)
+    x_train: np.ndarray | dict[str, np.ndarray] = field(repr=False)
     y_train: np.ndarray = field(repr=False)
-    x_test: np.ndarray = field(repr=False)
+    x_test: np.ndarray | dict[str, np.ndarray] = field(repr=False)
     y_test: np.ndarray = field(repr=False)
     task: Task
     classes: tuple[str, ...] | None
     source: str
     fields: tuple[Field, ...] | None = None
     oov: dict[str, dict[str, int]] | None = None
+    fields_input: str = SINGLE
 
     def __post_init__(self) -> None:
         # A source that hands the engine inconsistent arrays is a bug there; say so here, not
@@ -128,23 +137,48 @@ class Dataset:
                 if y.size and not np.isin(y, (0, 1)).all():
                     raise DataError(f"{where}: binary targets are 0 or 1, but y_{split} holds "
                                     f"{y[~np.isin(y, (0, 1))].flat[0].item()!r}")
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-                raise DataError(f"{where}: x_{split} and y_{split} must be numpy arrays, got "
-                                f"{type(x).__name__} and {type(y).__name__}")
-            if x.ndim < 2 or len(x) != len(y):
-                raise DataError(f"{where}: x_{split} {_fmt_shape(x.shape)} and y_{split} {_fmt_shape(y.shape)} "
-                                "must be (N, *input_shape) and (N, ...) with the same N")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(f"{where}: x_train {_fmt_shape(self.x_train.shape)} and x_test "
-                            f"{_fmt_shape(self.x_test.shape)} must have the same input shape")
+        if is_named(self.x_train) != is_named(self.x_test) or (
+                is_named(self.x_train) and list(self.x_train) != list(self.x_test)):
+            raise DataError(f"{where}: x_train and x_test must both be one array or both the same named arrays")
+        if is_named(self.x_train) and not (self.x_train and all(_INPUT_NAME.match(str(n)) for n in self.x_train)):
+            raise DataError(f"{where}: named inputs are a non-empty dict whose names are identifiers (a spec's "
+                            f"inputs: names), got {list(self.x_train)!r}")
+        for split, xs, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if not isinstance(y, np.ndarray):
+                raise DataError(f"{where}: y_{split} must be a numpy array, got {type(y).__name__}")
+            for key, x in as_named(xs).items():
+                label = f"x_{split}" + (f"[{key!r}]" if is_named(xs) else "")
+                if not isinstance(x, np.ndarray):
+                    raise DataError(f"{where}: {label} must be a numpy array, got {type(x).__name__}")
+                if x.ndim < 2 or len(x) != len(y):
+                    raise DataError(f"{where}: {label} {_fmt_shape(x.shape)} and y_{split} {_fmt_shape(y.shape)} "
+                                    "must be (N, *input_shape) and (N, ...) with the same N")
+        for key, shape in self.input_shapes.items():
+            test_shape = as_named(self.x_test)[key].shape[1:]
+            if shape != test_shape:
+                label = "" if not self.named else f"[{key!r}]"
+                raise DataError(f"{where}: x_train{label} {_fmt_shape(shape)} and x_test{label} "
+                                f"{_fmt_shape(test_shape)} must have the same input shape")
         if self.fields is not None:
-            if self.input_shape != (len(self.fields),):
-                raise DataError(f"{where}: {len(self.fields)} fields need inputs of shape ({len(self.fields)},), "
-                                f"got {_fmt_shape(self.input_shape)}")
-            for split, x in (("train", self.x_train), ("test", self.x_test)):
+            ids = self.fields_input
+            if ids not in self.input_shapes or self.input_shapes[ids] != (len(self.fields),):
+                raise DataError(f"{where}: {len(self.fields)} fields need the input {ids!r} of shape "
+                                f"({len(self.fields)},), got {self.input_shapes.get(ids)}")
+            for split, xs in (("train", self.x_train), ("test", self.x_test)):
+                x = as_named(xs)[ids]
                 if x.dtype != np.int64 or (x.size and (x.min() < 0 or x.max() >= self.vocab_size)):
-                    raise DataError(f"{where}: x_{split} must be int64 ids in 0..{self.vocab_size - 1}")
+                    raise DataError(f"{where}: x_{split} must be int64 ids in 0..{self.vocab_size - 1}"
+                                    + (f" (its input {ids!r})" if self.named else ""))
+
+    @property
+    def named(self) -> bool:
+        """Whether the inputs are named arrays (for a graph-form spec's ``inputs``)."""
+        return is_named(self.x_train)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each input's shape without the batch dimension, by name; the one input is ``input``."""
+        return {key: tuple(x.shape[1:]) for key, x in as_named(self.x_train).items()}
 
     @property
     def vocab_size(self) -> int | None:
@@ -153,8 +187,23 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one input without the batch dimension, as a spec's ``input`` gives it."""
+        """The shape of one input without the batch dimension, as a spec's ``input`` gives it.
+
+        Raises:
+            DataError: the data set has named inputs (see ``input_shapes``).
+        """
+        if self.named:
+            raise DataError(f"dataset {self.name!r} has named inputs ({', '.join(self.x_train)}), not one input "
+                            "shape; see input_shapes")
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def train_samples(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def test_samples(self) -> int:
+        return len(self.y_test)
 
     @property
     def num_classes(self) -> int | None:
@@ -163,8 +212,10 @@ class Dataset:
 
     def describe(self) -> str:
         """One line for logs and run records: name, task, shapes, counts, classes."""
-        text = (f"{self.name}: {self.task}, input {_fmt_shape(self.input_shape)}, "
-                f"{len(self.x_train)} train / {len(self.x_test)} test samples")
+        shapes = (", ".join(f"{k} {_fmt_shape(s)}" for k, s in self.input_shapes.items()) if self.named
+                  else _fmt_shape(self.input_shape))
+        text = (f"{self.name}: {self.task}, input{'s' if self.named else ''} {shapes}, "
+                f"{self.train_samples} train / {self.test_samples} test samples")
         if self.classes is not None:
             shown = list(self.classes) if len(self.classes) <= 12 else [*self.classes[:5], "...", *self.classes[-2:]]
             text += f", {len(self.classes)} classes: " + ", ".join(shown)
@@ -175,8 +226,9 @@ class Dataset:
         return text
 
     def __repr__(self) -> str:
-        return (f"Dataset(name={self.name!r}, task={self.task!r}, input_shape={self.input_shape}, "
-                f"train={len(self.x_train)}, test={len(self.x_test)}, source={self.source!r})")
+        shapes = self.input_shapes if self.named else self.input_shape
+        return (f"Dataset(name={self.name!r}, task={self.task!r}, input_shape{'s' if self.named else ''}={shapes}, "
+                f"train={self.train_samples}, test={self.test_samples}, source={self.source!r})")
 
 
 def encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import gzip
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from archlab._inputs import as_named, map_inputs
 from archlab.exceptions import suggest
 
 from ._dataset import DataError, Dataset, Task, encode_labels, split_train_test
@@ -208,33 +210,45 @@ def _numeric_cells(cells: list[str], lines: list[int], name: str, path: Path) ->
     return values
 
 
+#: The named inputs of a table with ``dense=`` columns: the field ids and the raw numbers.
+CATEGORICAL_INPUT, DENSE_INPUT = "categorical", "dense"
+
+
 def field_table(name: str, path: Path, names: list[str], rows: list[list[str]], lines: list[int], target: int,
-                categorical: list[str], numeric: list[str], task: str | None) -> Dataset:
+                categorical: list[str], numeric: list[str], task: str | None, dense: Sequence[str] = ()) -> Dataset:
     """A table of declared categorical and numeric columns as global field ids (see ``_fields``).
 
     Numeric columns are discretised (``discretise``: floor(ln(x)^2) above 2, an empty cell its own
     bucket); categorical cells are categories as written, an empty cell one more category. The
     split is the usual fixed 80/20 one, and the vocabularies are fitted on its training part.
+
+    With ``dense`` columns the data set has two named inputs, as DeepFM and Wide & Deep take
+    numbers beside ids: ``categorical`` (the fields' ids, int64 (N, F)) and ``dense`` (those
+    columns' values as they are, float32 (N, D); every cell a finite number).
     """
     where = f"dataset {name!r}"
     kinds: dict[int, str] = {}
-    for kind, wanted in (("categorical", categorical), ("numeric", numeric)):
+    for kind, wanted in (("categorical", categorical), ("numeric", numeric), ("dense", dense)):
         for column in wanted:
             j = _find_column(column, names, f"{where}, option {kind}=", path)
             if j == target:
                 raise DataError(f"{where}, option {kind}=: {names[j]!r} is the target column; list only "
                                 "feature columns", path)
             if kinds.get(j, kind) != kind:
-                raise DataError(f"{where}: column {names[j]!r} is both categorical and numeric; list it in one "
-                                "of the two options", path)
+                raise DataError(f"{where}: column {names[j]!r} is both {kinds[j]} and {kind}; list it in one "
+                                "option only", path)
             kinds[j] = kind
     undeclared = [names[j] for j in range(len(names)) if j != target and j not in kinds]
     if undeclared:
-        raise DataError(f"{where}: column(s) {', '.join(map(repr, undeclared))} are in neither categorical= nor "
-                        "numeric=. A table of categorical fields gives one id per column, so list every feature "
-                        "column in one of them (numeric columns are discretised into buckets), or drop it; raw "
-                        "numbers beside ids need named inputs, which archlab does not have yet", path)
-    features = sorted(kinds)
+        raise DataError(f"{where}: column(s) {', '.join(map(repr, undeclared))} are in none of categorical=, "
+                        "numeric= and dense=. A table of categorical fields gives one id per column, so list every "
+                        "feature column in one of them (numeric= columns are discretised into buckets, dense= "
+                        "columns stay numbers in a second named input), or drop it", path)
+    if not any(kind != "dense" for kind in kinds.values()):
+        raise DataError(f"{where}: dense= needs categorical= (or numeric=) columns beside it; a table of numbers "
+                        f"alone is read without options: 'csv:{path.name}'", path)
+    dense_cols = [j for j in sorted(kinds) if kinds[j] == "dense"]
+    features = [j for j in sorted(kinds) if kinds[j] != "dense"]
     columns = []
     for j in features:
         cells = [row[j] for row in rows]
@@ -245,8 +259,14 @@ def field_table(name: str, path: Path, names: list[str], rows: list[list[str]], 
     train, test, y_train, y_test = split_train_test(index, y, stratify=task != "regression", where=where)
     x_train, x_test, fields, oov = encode_fields([names[j] for j in features], [c[train] for c in columns],
                                                  [c[test] for c in columns])
-    return Dataset(name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()), fields=fields,
-                   oov=oov)
+    if not dense_cols:
+        return Dataset(name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()), fields=fields,
+                       oov=oov)
+    values = _to_float([[row[j] for j in dense_cols] for row in rows], lines, [names[j] for j in dense_cols], path,
+                       "dense value").astype(np.float32)
+    return Dataset(name, {CATEGORICAL_INPUT: x_train, DENSE_INPUT: values[train]}, y_train,
+                   {CATEGORICAL_INPUT: x_test, DENSE_INPUT: values[test]}, y_test, task, classes, str(path.resolve()),
+                   fields=fields, oov=oov, fields_input=CATEGORICAL_INPUT)
 
 
 def _names(option: str | None) -> list[str]:
@@ -263,9 +283,11 @@ def load_csv(request: DatasetRequest) -> Dataset:
     tab-separated, and ``.gz`` files are read through gzip.
 
     With ``?categorical=a,b`` (and ``numeric=c,d`` for the other feature columns) the table is
-    categorical fields instead: x (N, F) int64 ids in one id space, see ``field_table``.
+    categorical fields instead: x (N, F) int64 ids in one id space, see ``field_table``; adding
+    ``dense=e,f`` keeps those columns as numbers in a second named input (``categorical`` and
+    ``dense``, for a graph-form spec with both ``inputs``).
     """
-    path_text, options = _split_options(request, ("target", "task", "categorical", "numeric"))
+    path_text, options = _split_options(request, ("target", "task", "categorical", "numeric", "dense"))
     path = _resolve(path_text, request)
     names, rows, lines = _read_table(path)
     wanted = options.get("target")
@@ -274,9 +296,9 @@ def load_csv(request: DatasetRequest) -> Dataset:
     else:
         lowered = [n.lower() for n in names]
         target = next((lowered.index(n) for n in TARGET_NAMES if n in lowered), len(names) - 1)
-    if "categorical" in options or "numeric" in options:
+    if options.keys() & {"categorical", "numeric", "dense"}:
         return field_table(request.name, path, names, rows, lines, target, _names(options.get("categorical")),
-                           _names(options.get("numeric")), options.get("task"))
+                           _names(options.get("numeric")), options.get("task"), _names(options.get("dense")))
     feature_cols = [j for j in range(len(names)) if j != target]
     x = _to_float([[row[j] for j in feature_cols] for row in rows], lines, [names[j] for j in feature_cols],
                   path, "feature")
@@ -296,17 +318,26 @@ def _array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         raise DataError(f"{path}: array {key!r} is damaged ({exc})", path) from None
 
 
-def _inputs(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+def _inputs(x: np.ndarray, key: str, path: Path, keep_integers: bool = False) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path}: array {key!r} has dtype {x.dtype}; inputs must be numbers", path)
     if x.ndim == 0:
         raise DataError(f"{path}: array {key!r} is a scalar; inputs are (N, *input_shape)", path)
     x = x.reshape(len(x), 1) if x.ndim == 1 else x  # (N,) -> (N, 1): one feature per sample
-    x = x.astype(np.float32)
+    x = x.astype(np.int64 if keep_integers and x.dtype.kind in "iu" else np.float32)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
         raise DataError(f"{path}: array {key!r} holds {x[index]} at index {index}; inputs must be finite", path)
     return x
+
+
+def _named_inputs(archive: np.lib.npyio.NpzFile, held: list[str], prefix: str, path: Path) -> dict[str, np.ndarray]:
+    """The arrays ``<prefix>/<name>`` as named inputs: integers stay int64 (ids), the rest float32."""
+    named = {}
+    for key in (k for k in held if k.startswith(prefix + "/")):
+        x = _inputs(_array(archive, key, path), key, path, keep_integers=True)
+        named[key.removeprefix(prefix + "/")] = x
+    return named
 
 
 @register_dataset("npz", argument="PATH")
@@ -317,6 +348,10 @@ def load_npz(request: DatasetRequest) -> Dataset:
     per sample). Integer, boolean and text ``y`` are classes (ids follow the sorted values); float
     ``y`` is a regression target unless ``?task=classification``. Without a test split, 20% is
     held out (stratified for classes, ``random_state=0``).
+
+    Named inputs, for a graph-form spec: arrays ``x/<name>`` in place of ``x`` (and
+    ``x_test/<name>`` in place of ``x_test``), e.g. ``np.savez(path, **{"x/user": ids, "x/age":
+    ages, "y": y})``; integer arrays stay int64 (ids for an embedding), others become float32.
     """
     path_text, options = _split_options(request, ("task",))
     path = _resolve(path_text, request)
@@ -330,24 +365,45 @@ def load_npz(request: DatasetRequest) -> Dataset:
                         "np.savez(path, x=..., y=...)", path)
     with archive:
         held = list(archive.files)
-        missing = [key for key in ("x", "y") if key not in held]
-        if missing or (("x_test" in held) != ("y_test" in held)):
-            missing += [k for k in ("x_test", "y_test") if k not in held and not missing]
-            raise DataError(f"{path}: lacks array(s) {', '.join(map(repr, missing))}; it holds "
+        named = any(k.startswith("x/") for k in held)
+        if named and "x" in held:
+            raise DataError(f"{path}: holds both 'x' and named inputs 'x/<name>'; keep one of the two", path)
+        x_keys = ("x/<name>", "x_test/<name>") if named else ("x", "x_test")
+        has = {"x": named or "x" in held, "y": "y" in held,
+               "x_test": any(k.startswith("x_test/") for k in held) if named else "x_test" in held,
+               "y_test": "y_test" in held}
+        missing = [key for key in ("x", "y") if not has[key]]
+        if missing or has["x_test"] != has["y_test"]:
+            missing += [k for k in ("x_test", "y_test") if not has[k] and not missing]
+            shown = [x_keys[0] if k == "x" else x_keys[1] if k == "x_test" else k for k in missing]
+            raise DataError(f"{path}: lacks array(s) {', '.join(map(repr, shown))}; it holds "
                             f"{', '.join(map(repr, held)) or 'no arrays'}. Save with np.savez(path, x=..., y=...) "
-                            "and, for your own test split, x_test=..., y_test=... (both or neither)", path)
+                            "(or named inputs 'x/<name>') and, for your own test split, x_test=..., y_test=... "
+                            "(both or neither)", path)
         arrays = {key: _array(archive, key, path) for key in ("x", "y", "x_test", "y_test") if key in held}
+        if named:
+            arrays["x"] = _named_inputs(archive, held, "x", path)
+            if has["x_test"]:
+                arrays["x_test"] = _named_inputs(archive, held, "x_test", path)
+                if list(arrays["x_test"]) != list(arrays["x"]):
+                    raise DataError(f"{path}: the named inputs of x ({', '.join(arrays['x'])}) and x_test "
+                                    f"({', '.join(arrays['x_test'])}) differ; give the same names", path)
 
-    x = _inputs(arrays["x"], "x", path)
-    has_test = "x_test" in arrays
-    x_test = _inputs(arrays["x_test"], "x_test", path) if has_test else None
+    x = arrays["x"] if named else _inputs(arrays["x"], "x", path)
+    has_test = has["x_test"]
+    x_test = (arrays["x_test"] if named else _inputs(arrays["x_test"], "x_test", path)) if has_test else None
     for xk, yk in (("x", "y"), ("x_test", "y_test")) if has_test else (("x", "y"),):
-        if arrays[yk].ndim == 0 or len(arrays[xk]) != len(arrays[yk]):
-            raise DataError(f"{path}: {xk} has shape {arrays[xk].shape} and {yk} {arrays[yk].shape}; they need "
-                            "the same number of samples (first axis)", path)
-    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
-        raise DataError(f"{path}: x has samples of shape {x.shape[1:]} but x_test {x_test.shape[1:]}; they "
-                        "must match", path)
+        for label, xa in (as_named(arrays[xk]).items() if named else [(xk, arrays[xk])]):
+            label = f"{xk}/{label}" if named else xk
+            if arrays[yk].ndim == 0 or len(xa) != len(arrays[yk]):
+                raise DataError(f"{path}: {label} has shape {xa.shape} and {yk} {arrays[yk].shape}; they need "
+                                "the same number of samples (first axis)", path)
+    if x_test is not None:
+        for key, xa in as_named(x).items():
+            if as_named(x_test)[key].shape[1:] != xa.shape[1:]:
+                label = f"/{key}" if named else ""
+                raise DataError(f"{path}: x{label} has samples of shape {xa.shape[1:]} but x_test{label} "
+                                f"{as_named(x_test)[key].shape[1:]}; they must match", path)
 
     y_all = np.concatenate([arrays["y"], arrays["y_test"]]) if has_test else arrays["y"]
     if y_all.dtype.kind not in "biufUS":
@@ -363,6 +419,8 @@ def load_npz(request: DatasetRequest) -> Dataset:
         n = len(arrays["y"])
         x_train, y_train, y_test = x, y[:n], y[n:]
     else:
-        x_train, x_test, y_train, y_test = split_train_test(x, y, stratify=task != "regression",
-                                                            where=f"dataset {request.name!r}")
+        index = np.arange(len(y))
+        train, test, y_train, y_test = split_train_test(index, y, stratify=task != "regression",
+                                                        where=f"dataset {request.name!r}")
+        x_train, x_test = map_inputs(lambda a: a[train], x), map_inputs(lambda a: a[test], x)
     return Dataset(request.name, x_train, y_train, x_test, y_test, task, classes, str(path.resolve()))

@@ -168,7 +168,7 @@ class TrialRunner:
         # every trial of a space usually splits alike: split and convert the data once per split
         key = (recipe.validation_split, recipe.validation, recipe.seed, task.name)
         if key not in self._splits:
-            self._splits[key] = prepare_splits(self.dataset, recipe, task)
+            self._splits[key] = prepare_splits(self.dataset, recipe, task, parsed)
         data = self._splits[key]
         xv, yv = data.x_val, data.y_val
         watched = next(o for o in self.objectives if o.is_metric)

@@ -5,7 +5,18 @@
 
 from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
-from ._fit import FitResult, Splits, fit_spec, prepare_model, prepare_splits, split_validation, to_tensors
+from ._fit import (
+    FitResult,
+    Inputs,
+    Splits,
+    fit_spec,
+    input_sources,
+    model_inputs,
+    prepare_model,
+    prepare_splits,
+    split_validation,
+    to_tensors,
+)
 from ._memory import check_memory
 from ._metrics import compute_metrics, confusion_matrix, make_loss
 from ._recipe import Recipe, resolve_recipe
@@ -37,11 +48,11 @@ from ._train import (
 )
 
 __all__ = [
-    "Callback", "Engine", "FitResult", "History",
+    "Callback", "Engine", "FitResult", "History", "Inputs",
     "Recipe", "RestoredRun", "RunError", "Splits", "TrainResult", "TrainingError",
     "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
-    "confusion_matrix", "evaluate_run", "finish_run", "fit_spec", "load_run", "load_weights",
-    "make_loss", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
+    "confusion_matrix", "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
+    "make_loss", "model_inputs", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
     "read_metrics", "resolve_recipe", "resolve_task", "restore_run", "run_task", "save_figure",
     "save_weights", "split_output_activation", "split_validation", "start_run", "to_tensors", "train",
     "write_run",

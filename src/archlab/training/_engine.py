@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archlab._inputs import call_model, is_named, map_inputs, num_rows
 from archlab.exceptions import ArchlabError, SpecError, suggest
 from archlab.tasks import TaskKind, as_task
 
@@ -42,7 +43,10 @@ from ._runs import load_checkpoint
 from ._stream import EpochBatches, MappedSplit
 from ._stream import loader as stream_loader
 
-__all__ = ["Engine", "History", "TrainingError", "pick_device", "split_output_activation"]
+__all__ = ["Engine", "History", "Inputs", "TrainingError", "pick_device", "split_output_activation"]
+
+#: One input tensor, or a graph-form spec's inputs by name (``archlab._inputs``).
+Inputs = torch.Tensor | dict[str, torch.Tensor]
 
 log = logging.getLogger("archlab")
 EVAL_BATCH = 1024
@@ -221,31 +225,33 @@ class Engine:
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
-    def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw outputs (logits) for every row of ``x``, in eval mode, batch by batch."""
+    def outputs(self, x: Inputs) -> torch.Tensor:
+        """Raw outputs (logits) for every row of ``x`` (one tensor, or named tensors), in eval mode,
+        batch by batch."""
         self.model.eval()
         parts = []
         size = EVAL_BATCH_CPU if self.device.type == "cpu" else EVAL_BATCH
-        for start in range(0, len(x), size):
-            batch = x[start:start + size].to(self.device, non_blocking=True)
+        for start in range(0, num_rows(x), size):
+            rows = slice(start, start + size)
+            batch = map_inputs(lambda t, rows=rows: t[rows].to(self.device, non_blocking=True), x)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                parts.append(self.model(batch).float())
+                parts.append(call_model(self.model, batch).float())
         return torch.cat(parts) if parts else torch.empty(0)
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    def evaluate(self, x: Inputs, y: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
         out = self.outputs(x)
         y = y.to(out.device)
         loss = self.loss_fn(out, y).item()
         return compute_metrics(out, y, loss, self.task, self.metric_names, self.recipe.top_k), out
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: Inputs) -> torch.Tensor:
         """What the spec's model outputs, final activation included (Keras' ``predict``)."""
         out = self.outputs(x)
         if self.output_activation == "softmax":
             return out.softmax(dim=1)
         return out.sigmoid() if self.output_activation == "sigmoid" else out
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, x: Inputs) -> torch.Tensor:
         """The task's prediction transform of the outputs: probabilities, or the values."""
         return self.task.scores(self.outputs(x))
 
@@ -270,27 +276,29 @@ class Engine:
             elif callback.state_key in own:
                 callback.load_state_dict(own[callback.state_key])
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None = None,
+    def fit(self, x: Inputs | MappedSplit, y: torch.Tensor, x_val: Inputs | None = None,
             y_val: torch.Tensor | None = None, *, resume: bool = False,
             callbacks: Sequence[Callback] = ()) -> History:
         """Train for the recipe's epochs (or until a callback stops it), checkpointing every epoch
-        when there is a run directory. ``callbacks`` are a user's own (``Callback``); they run
-        after early stopping and before the checkpoint, which saves their ``state_dict``."""
+        when there is a run directory. ``x`` is one tensor or named tensors (the model gets them
+        by name), or ``fit_spec``'s memory-mapped split. ``callbacks`` are a user's own
+        (``Callback``); they run after early stopping and before the checkpoint, which saves their
+        ``state_dict``."""
         recipe = self.recipe
         streamed = isinstance(x, MappedSplit)  # fit_spec's streaming path: rows read from disk per batch
         if streamed:
             batches = EpochBatches(recipe.batch_size)
             reader = stream_loader(x, batches, recipe.workers, pin=self.device.type == "cuda")
         else:
-            x, y = x.to(self.device), y.to(self.device)
-        n = len(x)
+            x, y = map_inputs(lambda t: t.to(self.device), x), y.to(self.device)
+        n = len(y)
         self.samples, self.steps = n, math.ceil(n / recipe.batch_size)
         steps = self.steps
         self.scheduler, per_step = self._scheduler(steps)
-        has_val = x_val is not None and len(x_val) > 0
+        has_val = x_val is not None and num_rows(x_val) > 0
         best = EarlyStopping(self, has_val)
         progress = Progress(self.verbose) if self.verbose else None
-        self.callbacks = [DivergenceCheck(), *([Augment()] if recipe.augment == "shift" and x.dim() == 4 else []),
+        self.callbacks = [DivergenceCheck(), *([Augment()] if recipe.augment == "shift" and _images(x) else []),
                           best, *callbacks, *([Checkpoint(best)] if self.run_dir is not None else []),
                           *([progress] if progress is not None else [])]
         batch_hooks = [c for c in self.callbacks if overrides(c, "on_batch")]
@@ -318,8 +326,12 @@ class Engine:
                 order = torch.randperm(n, generator=self.generator) if recipe.shuffle else torch.arange(n)
                 if streamed:
                     batches.order = order
-                    epoch_batches = ((xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True))
-                                     for xb, yb in reader)
+                    epoch_batches = ((map_inputs(lambda t: t.to(self.device, non_blocking=True), xb),
+                                      yb.to(self.device, non_blocking=True)) for xb, yb in reader)
+                elif is_named(x):
+                    order = order.to(self.device)
+                    epoch_batches = (({k: t[index] for k, t in x.items()}, y[index])
+                                     for index in order.split(recipe.batch_size))
                 else:  # the in-memory fast path: one index into tensors already on the device
                     order = order.to(self.device)
                     epoch_batches = ((x[index], y[index]) for index in order.split(recipe.batch_size))
@@ -330,7 +342,7 @@ class Engine:
                     for callback in batch_hooks:
                         xb, yb = callback.on_batch(self, xb, yb)
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                        out = self.model(xb)
+                        out = self.model(**xb) if type(xb) is dict else self.model(xb)
                         loss = (self.loss_fn(out.float(), yb) if self.criterion is None
                                 else self.criterion(xb, out.float(), yb))
                     value = loss.item()  # the one host sync per step, which the finiteness check always took
@@ -371,6 +383,11 @@ class Engine:
                 progress.close()
         return History.from_rows(self.rows, best_epoch=best.best_epoch, stopped_early=self.stop_requested,
                                  run_dir=self.run_dir)
+
+
+def _images(x: Any) -> bool:
+    """Whether the training inputs are one tensor of images (N, C, H, W), which shift augmentation takes."""
+    return not is_named(x) and not getattr(x, "named", False) and x.dim() == 4
 
 
 _BUILTIN = (DivergenceCheck, Augment, EarlyStopping, Checkpoint, Progress)

@@ -18,28 +18,33 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab._inputs import SINGLE, as_named, input_bytes, map_inputs
 from archlab.analysis import available_memory
+from archlab.exceptions import SpecError
 from archlab.spec import Spec
 from archlab.tasks import TaskKind, as_task
 
 from ._callbacks import Callback
-from ._engine import Engine, History, glorot_init, split_output_activation
+from ._engine import Engine, History, Inputs, glorot_init, split_output_activation
 from ._recipe import Recipe
 from ._stream import choose_loading, spill
 
-__all__ = ["FitResult", "Splits", "fit_spec", "prepare_model", "prepare_splits", "split_validation", "to_tensors"]
+__all__ = ["FitResult", "Inputs", "Splits", "fit_spec", "input_sources", "model_inputs", "prepare_model",
+           "prepare_splits", "split_validation", "to_tensors"]
+
 
 
 @dataclass(frozen=True)
 class Splits:
     """Tensors as the engine takes them: training rows, validation rows (possibly none) and,
-    optionally, the test split that ``fit_spec`` evaluates after training."""
+    optionally, the test split that ``fit_spec`` evaluates after training. Inputs are one tensor
+    or, for a graph-form spec, a dict of tensors by input name."""
 
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
-    x_val: torch.Tensor | None = None
+    x_val: Inputs | None = None
     y_val: torch.Tensor | None = None
-    x_test: torch.Tensor | None = None
+    x_test: Inputs | None = None
     y_test: torch.Tensor | None = None
 
 
@@ -62,54 +67,111 @@ class FitResult:
         return self.engine.model
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
+def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
     """Keras' validation_split: the last fraction, before shuffling; or a stratified split, for the
-    tasks whose splits stratify."""
+    tasks whose splits stratify. ``x`` is one array or named arrays (``archlab._inputs``)."""
     if recipe.validation_split == 0:
-        return x, y, x[:0], y[:0]
+        return x, y, map_inputs(lambda a: a[:0], x), y[:0]
     if recipe.validation == "stratified" and as_task(task).stratify:
         from sklearn.model_selection import train_test_split
 
-        idx = np.arange(len(x))
+        idx = np.arange(len(y))
         train_idx, val_idx = train_test_split(idx, test_size=recipe.validation_split, stratify=y,
                                               random_state=recipe.seed)
-        return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    cut = int(len(x) * (1 - recipe.validation_split))
-    return x[:cut], y[:cut], x[cut:], y[cut:]
+        return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
+    cut = int(len(y) * (1 - recipe.validation_split))
+    return map_inputs(lambda a: a[:cut], x), y[:cut], map_inputs(lambda a: a[cut:], x), y[cut:]
 
 
-def ids_if_long(parsed: Any, x: np.ndarray) -> np.ndarray:
-    """Token ids for a ``dtype: long`` input: loaders give float32, embeddings need int64."""
-    from archlab.exceptions import SpecError
-
-    info = None if parsed is None or parsed.is_graph else parsed.raw_inputs.get("input")
-    if info is None or info.dtype != "long" or x.dtype == np.int64:
-        return x
-    if not np.array_equal(x, np.round(x)) or (x.size and x.min() < 0):
-        raise SpecError("the spec's input is dtype: long (token ids) but the data holds non-integer or negative "
-                        "values; use a float input or integer ids", "input")
-    return x.astype(np.int64)
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def to_tensors(x: np.ndarray, y: np.ndarray, task: TaskKind | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs as float32 (or int64 ids) and targets as the task's loss takes them."""
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) if x.dtype != np.int64 else x)
+def input_sources(parsed: Any, provided: dict[str, tuple[int, ...]], data_name: str) -> dict[str, str]:
+    """Which of the data's inputs feeds each of the spec's: ``{spec input: data input}``.
+
+    One array feeds a spec's one ``input`` (or a graph's only input); named arrays feed the
+    graph form's ``inputs`` of the same names (the data may hold more); a spec with one
+    ``input`` takes data with one named input. The shapes are ``check_fit``'s part.
+
+    Raises:
+        SpecError: a spec input the data does not provide (listing those it does), or one array
+            for several inputs, or several named inputs for one.
+    """
+    wanted = list(parsed.raw_inputs)
+    offered = ", ".join(f"{k} {_shape(v)}" for k, v in provided.items())
+    if SINGLE in provided and len(provided) == 1:  # one array
+        if len(wanted) == 1:
+            return {wanted[0]: SINGLE}
+        raise SpecError(f"the spec takes the inputs {', '.join(wanted)} but {data_name} gives one input array "
+                        f"{_shape(provided[SINGLE])}; give the data named inputs (npz arrays 'x/<name>', or csv "
+                        "categorical= with dense=), or write the spec with one input", "inputs")
+    if not parsed.is_graph:
+        if len(provided) == 1:
+            return {SINGLE: next(iter(provided))}
+        example = ", ".join(f"{k}: {list(v)}" for k, v in provided.items())
+        raise SpecError(f"{data_name} gives the named inputs {offered}, but the spec has one input: write it in "
+                        f"the graph form with inputs: {{{example}}} and a graph that reads them", "input")
+    for name in wanted:
+        if name not in provided:
+            raise SpecError(f"the spec's input {name!r} is not one {data_name} provides; it provides {offered}: "
+                            "rename the input, or give the data that input", f"inputs.{name}")
+    return {name: name for name in wanted}
+
+
+def model_inputs(parsed: Any, x: Any, data_name: str = "the data") -> Any:
+    """The data's inputs as the spec's model takes them: the arrays it reads (``input_sources``),
+    each as its input's dtype: float32, or int64 for a ``dtype: long`` input (token or field ids;
+    loaders give float32 for numbers that may be ids)."""
+    provided = {k: tuple(a.shape[1:]) for k, a in as_named(x).items()}
+    sources = input_sources(parsed, provided, data_name)
+    arrays = as_named(x)
+    converted = {}
+    for name, source in sources.items():
+        array, info = arrays[source], parsed.raw_inputs[name]
+        where = "input" if not parsed.is_graph else f"inputs.{name}"
+        if info.dtype == "long":
+            if array.dtype != np.int64:
+                if not np.array_equal(array, np.round(array)) or (array.size and array.min() < 0):
+                    raise SpecError(f"the spec's {where} is dtype: long (token ids) but the data holds non-integer "
+                                    "or negative values; use a float input or integer ids", where)
+                array = array.astype(np.int64)
+        elif array.dtype != np.float32:
+            array = array.astype(np.float32)
+        converted[name] = array
+    return converted if parsed.is_graph else converted[SINGLE]
+
+
+def to_tensors(x: Any, y: np.ndarray, task: TaskKind | str) -> tuple[Any, torch.Tensor]:
+    """Inputs (one array or named arrays, already ``model_inputs``) as tensors, and targets as the
+    task's loss takes them."""
+    xt = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) if a.dtype != np.int64
+                                               else a), x)
     return xt, torch.from_numpy(as_task(task).targets(y))
 
 
-def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, parsed: Any = None, *,
+def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any, *,
                    train_samples: int | None = None, test: bool = False) -> Splits:
-    """A data set's training split divided by the recipe's validation rule, as tensors; only the
-    first ``train_samples`` training rows when given (the validation rows are taken first), and
-    the test split when ``test``."""
-    x_train = ids_if_long(parsed, dataset.x_train)
+    """A data set's training split divided by the recipe's validation rule, as the model inputs of
+    ``spec`` (a Spec, or one already parsed; ``model_inputs``) in tensors; only the first
+    ``train_samples`` training rows when given (the validation rows are taken first), and the test
+    split when ``test``."""
+    parsed = spec if hasattr(spec, "raw_inputs") else _parse(spec)
+    x_train = model_inputs(parsed, dataset.x_train, dataset.name)
     x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
     if train_samples is not None:
-        x, y = x[:train_samples], y[:train_samples]
+        x, y = map_inputs(lambda a: a[:train_samples], x), y[:train_samples]
     tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
     if test:
-        tensors += to_tensors(ids_if_long(parsed, dataset.x_test), dataset.y_test, task)
+        tensors += to_tensors(model_inputs(parsed, dataset.x_test, dataset.name), dataset.y_test, task)
     return Splits(*tensors)
+
+
+def _parse(spec: Any) -> Any:
+    from archlab.builder import parse
+    from archlab.spec import load
+
+    return parse(load(spec))
 
 
 def prepare_model(spec: Spec, recipe: Recipe, task: TaskKind | str) -> tuple[nn.Module, str | None]:
@@ -151,7 +213,7 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
         output_activation = split_output_activation(model, task)
     engine = Engine(model, recipe, task, run_dir=run_dir, verbose=verbose, output_activation=output_activation,
                     criterion=criterion)
-    loading, reason = choose_loading(recipe.data_loading, data.x.nbytes, available_memory("cpu"))
+    loading, reason = choose_loading(recipe.data_loading, input_bytes(data.x), available_memory("cpu"))
     began = time.perf_counter()
     if loading == "stream":
         mapped, folder = spill(data.x, data.y, run_dir)

@@ -12,9 +12,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from archlab._inputs import SINGLE, as_named, first_input, is_named, map_inputs
 
 __all__ = ["MappedSplit", "STREAM_FRACTION", "choose_loading", "spill"]
 
@@ -36,14 +39,15 @@ def choose_loading(mode: str, nbytes: int, available: int | None) -> tuple[str, 
 
 
 class MappedSplit(torch.utils.data.Dataset):
-    """Training rows in a .npy file, opened memory-mapped in each process that reads it (a memmap
-    is not pickled to workers), with their targets (small) in memory. Indexed by a whole batch of
-    row indices, so one read per batch."""
+    """Training rows in .npy files (one per named input, or one), opened memory-mapped in each
+    process that reads them (a memmap is not pickled to workers), with their targets (small) in
+    memory. Indexed by a whole batch of row indices, so one read per batch and input."""
 
-    def __init__(self, path: Path, y: torch.Tensor) -> None:
-        self.path, self.y = Path(path), y.cpu()
-        self._x: np.ndarray | None = None
-        self.shape = tuple(np.load(self.path, mmap_mode="r").shape)
+    def __init__(self, paths: Path | dict[str, Path], y: torch.Tensor) -> None:
+        self.paths, self.y = map_inputs(Path, paths), y.cpu()
+        self.named = is_named(paths)
+        self._x: Any = None
+        self.shape = tuple(np.load(first_input(self.paths), mmap_mode="r").shape)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -51,11 +55,11 @@ class MappedSplit(torch.utils.data.Dataset):
     def dim(self) -> int:
         return len(self.shape)
 
-    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: torch.Tensor) -> tuple[Any, torch.Tensor]:
         if self._x is None:
-            self._x = np.load(self.path, mmap_mode="r")
+            self._x = map_inputs(lambda p: np.load(p, mmap_mode="r"), self.paths)
         rows = index.numpy()
-        return torch.from_numpy(np.ascontiguousarray(self._x[rows])), self.y[index]
+        return map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[rows])), self._x), self.y[index]
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -82,15 +86,17 @@ def loader(split: MappedSplit, batches: EpochBatches, workers: int, pin: bool) -
                                        generator=torch.Generator().manual_seed(0))
 
 
-def spill(x: torch.Tensor, y: torch.Tensor, folder: Path | None) -> tuple[MappedSplit, Path]:
-    """Write the training rows once as .npy in a new folder under ``folder`` (the run directory;
-    the system's temporary folder when None) and return them memory-mapped, with the folder to
-    remove after training."""
+def spill(x: Any, y: torch.Tensor, folder: Path | None) -> tuple[MappedSplit, Path]:
+    """Write the training rows (one tensor, or named tensors) once as .npy files in a new folder
+    under ``folder`` (the run directory; the system's temporary folder when None) and return them
+    memory-mapped, with the folder to remove after training."""
     where = Path(tempfile.mkdtemp(prefix="archlab-stream-", dir=folder))
     try:
-        path = where / "x_train.npy"
-        np.save(path, x.cpu().numpy())
-        return MappedSplit(path, y), where
+        paths = {}
+        for name, tensor in as_named(x).items():
+            paths[name] = where / f"x_train-{name}.npy"
+            np.save(paths[name], tensor.cpu().numpy())
+        return MappedSplit(paths if is_named(x) else paths[SINGLE], y), where
     except BaseException:
         shutil.rmtree(where, ignore_errors=True)
         raise

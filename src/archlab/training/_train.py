@@ -9,6 +9,7 @@ import resource
 import shutil
 import sys
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from archlab._inputs import SINGLE, map_inputs
 from archlab.builder import ArchlabModel, LayerNode, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
@@ -26,7 +28,7 @@ from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task,
 
 from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, pick_device
-from ._fit import fit_spec, ids_if_long, prepare_model, prepare_splits, to_tensors
+from ._fit import fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
@@ -42,8 +44,8 @@ from ._runs import (
 )
 
 __all__ = ["RestoredRun", "TrainResult", "TrainingError", "check_fit", "check_recipe", "evaluate_run", "finish_run",
-           "load_run", "plot_curves", "predict_run", "read_input", "read_metrics", "resolve_task", "restore_run",
-           "run_task", "save_figure", "start_run", "train", "write_run"]
+           "load_run", "plot_curves", "predict_run", "read_input", "read_inputs", "read_metrics", "resolve_task",
+           "restore_run", "run_task", "save_figure", "start_run", "train", "write_run"]
 
 
 @dataclass
@@ -114,13 +116,17 @@ def check_fit(parsed, dataset, task: TaskKind | str) -> None:
     """The data must fit the spec: same input shape, a data set the task trains on, and the output
     the task needs (as many units as classes for classification, one for binary...)."""
     task = as_task(task)
-    if parsed.is_graph:
-        raise SpecError("training takes a single-input spec; this one has the graph form with inputs "
-                        f"{', '.join(parsed.inputs)}")
-    spec_shape = tuple(parsed.raw_inputs["input"].shape)
-    if tuple(dataset.input_shape) != spec_shape:
-        raise SpecError(f"the spec's input is {spec_shape} but {dataset.name} gives samples of shape "
-                        f"{tuple(dataset.input_shape)}: set input: {list(dataset.input_shape)}", "input")
+    provided = dataset.input_shapes
+    for name, source in input_sources(parsed, provided, dataset.name).items():
+        spec_shape, data_shape = tuple(parsed.raw_inputs[name].shape), provided[source]
+        if data_shape != spec_shape:
+            where = "input" if not parsed.is_graph else f"inputs.{name}"
+            of = "" if source == SINGLE else f" {source!r}"
+            raise SpecError(f"the spec's {where} is {spec_shape} but {dataset.name} gives{of} samples of shape "
+                            f"{data_shape}: set {where}: {list(data_shape)}", where)
+    if len(parsed.output_infos) != 1:
+        raise SpecError(f"training takes a spec with one output; this one has {len(parsed.outputs)} "
+                        f"({', '.join(parsed.outputs)}): keep the one the task is trained on", "outputs")
     task.check_data(dataset)
     task.check_output(tuple(parsed.output_infos[0].shape), dataset)
     vocab = getattr(dataset, "vocab_size", None)
@@ -318,8 +324,8 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
                            fitted.test_outputs, data.y_test, task)
     summary = finish_run(run_dir, spec, fitted.engine, fitted.history, fitted.seconds, data=dataset.name,
                          source=dataset.source, test_metrics=fitted.test_metrics, classes=dataset.classes,
-                         sizes={"train_samples": len(data.x), "val_samples": len(data.x_val),
-                                "test_samples": len(dataset.x_test)},
+                         sizes={"train_samples": len(data.y), "val_samples": len(data.y_val),
+                                "test_samples": dataset.test_samples},
                          oov=getattr(dataset, "oov", None),
                          loading={"data_loading": fitted.data_loading,
                                   "data_loading_reason": fitted.data_loading_reason,
@@ -460,7 +466,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     parsed = parse(spec)
     check_fit(parsed, dataset, task)
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
-    x = ids_if_long(parsed, x)
+    x = model_inputs(parsed, x, dataset.name)
     # evaluation always reports the task's evaluation metrics beside the recipe's
     recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
     recipe = recipe.model_copy(update={"metrics": sorted(set(recorded) | set(task.evaluation_metrics))})
@@ -519,6 +525,46 @@ def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     return array.reshape(-1, *shape)
 
 
+def read_inputs(path: str | Path, parsed: Any) -> np.ndarray | dict[str, np.ndarray]:
+    """Samples for predict as the spec's model takes them: ``read_input`` for a spec with one
+    input; for the graph form's several inputs an ``.npz`` with one array per input, named as the
+    input (or ``x/<name>``, as the npz data sets name them), each (N, *shape) or one sample."""
+    names = list(parsed.raw_inputs)
+    if len(names) == 1:
+        x = read_input(path, tuple(parsed.raw_inputs[names[0]].shape))
+        return {names[0]: x} if parsed.is_graph else x
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"input file {str(path)!r} does not exist")
+    if path.suffix.lower() != ".npz":
+        raise SpecError(f"the spec takes the inputs {', '.join(names)}: give them as one .npz file with an array "
+                        f"per input (np.savez(path, {', '.join(f'{n}=...' for n in names)})), not {path.name}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            held = {key.removeprefix("x/"): key for key in archive.files}
+            missing = [n for n in names if n not in held]
+            if missing:
+                raise SpecError(f"{path.name} lacks the input(s) {', '.join(missing)}; it holds "
+                                f"{', '.join(archive.files) or 'no arrays'}: save one array per input, named as "
+                                f"the spec's inputs ({', '.join(names)})")
+            arrays = {n: archive[held[n]] for n in names}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SpecError(f"{path}: not a readable .npz file of numeric arrays ({exc})") from None
+    inputs, rows = {}, set()
+    for name, array in arrays.items():
+        shape = tuple(parsed.raw_inputs[name].shape)
+        size = int(np.prod(shape))
+        if array.dtype.kind not in "biuf" or array.size == 0 or array.size % size:
+            raise SpecError(f"{path.name}: array {name!r} holds {array.size} values of {array.dtype}, not numbers "
+                            f"in a multiple of the input {shape} ({size} values)")
+        inputs[name] = array.reshape(-1, *shape)
+        rows.add(len(inputs[name]))
+    if len(rows) > 1:
+        raise SpecError(f"{path.name}: the inputs hold different numbers of samples "
+                        f"({', '.join(f'{n}: {len(a)}' for n, a in inputs.items())}); give each the same")
+    return inputs
+
+
 def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -570,9 +616,9 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
     run = restore_run(run_dir, weights)
     spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
     parsed = parse(spec)
-    x = ids_if_long(parsed, read_input(input_path, tuple(parsed.raw_inputs["input"].shape)))
+    x = model_inputs(parsed, read_inputs(input_path, parsed), str(input_path))
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
-    scores = engine.probabilities(torch.from_numpy(x)).cpu().numpy()
+    scores = engine.probabilities(map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a)), x)).cpu().numpy()
     classes = _classes_of(run_dir, recipe.data, scores.shape[-1])
     return [task.describe_prediction(row, classes, top) for row in scores]
 
