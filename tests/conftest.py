@@ -31,3 +31,71 @@ def tiny_mlp() -> dict:
                    {"dense": {"units": 10, "activation": "softmax"}}],
         "train": {"data": "digits", "epochs": 2, "batch_size": 64, "device": "cpu", "validation_split": 0.2},
     }
+
+
+#: The task kinds every command is tested on with a two-input spec (``named_task``).
+TASK_KINDS = ("classification", "binary", "multilabel", "regression")
+
+
+def _named_arrays(task: str, n: int = 240, seed: int = 0):
+    """Two named inputs, ``ids`` (3 fields of int64 ids below 10) and ``num`` (4 floats), and a
+    target of ``task`` that both of them carry signal for."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 10, (n, 3))
+    num = rng.normal(size=(n, 4)).astype(np.float32)
+    signal = (ids[:, 0] >= 5) * 1.5 + num[:, 0] - 0.75
+    if task == "classification":
+        y = np.digitize(signal + 0.3 * num[:, 1], [-0.5, 0.7])  # three classes
+    elif task == "binary":
+        y = (signal > 0).astype(np.int64)
+    elif task == "multilabel":
+        y = np.stack([signal > 0, num[:, 1] > 0], axis=1).astype(np.float32)
+    else:
+        y = (signal + 0.1 * rng.normal(size=n)).astype(np.float32)
+    return ids, num, y
+
+
+def _named_spec(task: str, data: str) -> dict:
+    """A graph-form spec reading both inputs (embedding + dense, concatenated) with ``task``'s head."""
+    head = {"classification": {"dense": {"units": 3, "activation": "softmax"}},
+            "binary": {"dense": {"units": 1, "activation": "sigmoid"}},
+            "multilabel": {"dense": {"units": 2, "activation": "sigmoid"}},
+            "regression": {"dense": {"units": 1}}}[task]
+    return {
+        "name": f"two-inputs-{task}",
+        "inputs": {"ids": {"shape": [3], "dtype": "long"}, "num": [4]},
+        "task": {"kind": task},
+        "graph": {
+            "emb": {"from": "ids", "layers": [{"embedding": {"input_dim": 10, "output_dim": 4}}, "flatten"]},
+            "dense": {"from": "num", "layers": [{"dense": {"units": 8, "activation": "relu"}}]},
+            "out": {"from": ["emb", "dense"], "merge": "concat",
+                    "layers": [{"dense": {"units": 16, "activation": "relu"}}, head]},
+        },
+        "outputs": "out",
+        "train": {"data": data, "epochs": 3, "batch_size": 32, "device": "cpu", "validation_split": 0.2,
+                  "optimizer": {"name": "adam", "lr": 0.01}},
+    }
+
+
+@pytest.fixture(scope="session")
+def named_task(tmp_path_factory):
+    """``named_task(kind)`` -> (data name, spec dict): a tiny data set of two named inputs
+    (``npz:`` with arrays ``x/ids`` and ``x/num``) for task ``kind`` (one of TASK_KINDS) and a
+    graph-form spec that reads both. The spec dict is new on each call."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("named")
+
+    def make(task: str) -> tuple[str, dict]:
+        path = folder / f"{task}.npz"
+        if not path.is_file():
+            ids, num, y = _named_arrays(task)
+            np.savez(path, **{"x/ids": ids, "x/num": num, "y": y})
+        query = {"classification": "", "binary": "?task=binary", "multilabel": "?task=regression",
+                 "regression": "?task=regression"}[task]
+        data = f"npz:{path}{query}"
+        return data, _named_spec(task, data)
+
+    return make
