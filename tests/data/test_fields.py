@@ -149,9 +149,10 @@ def test_csv_categorical_and_numeric_columns_become_field_ids(tmp_path):
 
 @pytest.mark.parametrize("options,pattern", [
     ("categorical=city,knd&numeric=visits", r"option categorical=: no column 'knd'.*did you mean 'kind'"),
-    ("categorical=city", r"column\(s\) 'visits', 'kind' are in none of categorical=, numeric= and dense=.*second named input"),
+    ("categorical=city", r"column\(s\) 'visits', 'kind' are in none of categorical=, numeric= and dense="
+                         r".*second named input"),
     ("categorical=city,kind,label&numeric=visits", r"'label' is the target column"),
-    ("categorical=city,kind,visits&numeric=visits", r"'visits' is both categorical and numeric; list it in one option only"),
+    ("categorical=city,kind,visits&numeric=visits", r"'visits' is both categorical and numeric; list it in one"),
 ])
 def test_csv_column_type_option_errors(tmp_path, options, pattern):
     path = write_table(tmp_path, cities())
