@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import archlab
+from archlab._paths import check_out_file
 from archlab.analysis import render
 
 from ._app import _out, app
@@ -31,7 +32,6 @@ def suggest(
 ) -> None:
     """A starting spec for a data set from proven templates and rules of thumb, with the reasons."""
     from archlab import design  # imports the data sets (numpy): only when the command runs
-    from archlab.training import check_out_file
 
     if out is not None:
         if out.suffix not in (".yaml", ".yml", ".json"):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from archlab._paths import check_out_dir
 from archlab.exceptions import SpecError
 from archlab.spec import dump, first_point, load
 from archlab.tasks import direction_of, metric_of_key
@@ -452,7 +453,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         SearchResult with the Optuna study, the run directory and the best trial(s).
     """
     from archlab.data import load_dataset
-    from archlab.training import check_out_dir, resolve_recipe, resolve_task
+    from archlab.training import resolve_recipe, resolve_task
 
     quiet_optuna()
     base = load(space).to_dict()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from archlab._paths import check_out_dir
 from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
@@ -315,7 +316,6 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         ValueError: bad folds, a class with fewer samples than folds.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_out_dir
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")

@@ -19,6 +19,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from archlab._paths import check_out_dir
 from archlab.builder import ArchlabModel, LayerNode, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
@@ -32,7 +33,6 @@ from ._recipe import Recipe, resolve_recipe
 from ._runs import (
     RunError,
     atomic_write_text,
-    check_out_dir,
     checkpoint_metadata,
     load_weights,
     lock_run,
