@@ -30,8 +30,8 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "ArchlabModel": "archlab.builder", "build": "archlab.builder",
     "DataError": "archlab.data", "Dataset": "archlab.data", "load_dataset": "archlab.data",
     "Sequential": "archlab.sequential",
-    "Callback": "archlab.training", "TrainingError": "archlab.training", "evaluate_run": "archlab.training", "predict_run": "archlab.training",
-    "train": "archlab.training",
+    "Callback": "archlab.training", "TrainingError": "archlab.training", "evaluate_run": "archlab.training",
+    "predict_run": "archlab.training", "train": "archlab.training",
 })
 
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from archlab._data_names import no_data_message
 from archlab._paths import check_out_dir
 from archlab.builder import ArchlabModel, LayerNode, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
@@ -277,8 +278,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             recipe = resolve_recipe(spec.to_dict().get("train"), data=data, **overrides)
             run_dir, extended = None, False
         if recipe.data is None:
-            raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
-                            "train.data")
+            raise SpecError(no_data_message(), "train.data")
         check_memory(spec, recipe, pick_device(recipe.device))
         dataset = load_dataset(recipe.data, data_dir)
         parsed = parse(spec)
