@@ -178,7 +178,7 @@ def _accepts(task: TaskKind, ds: Dataset, shape: tuple[int, ...]) -> bool:
     return True
 
 
-def choose_task(ds: Dataset, outputs: int | None = None) -> tuple[TaskKind, int, str]:
+def _choose_task(ds: Dataset, outputs: int | None = None) -> tuple[TaskKind, int, str]:
     """The task to train, its output units and a sentence saying why.
 
     The data set's own task (``Dataset.task``, through the tasks registry) and the first output size
@@ -307,7 +307,7 @@ def suggest(data: Dataset | str, budget_params: int | None = None, budget_flops:
     n = len(ds.x_train)
     kind, kind_reason = data_kind(ds)
     info, why = _choose_template(kind, ds)
-    task, units, task_why = choose_task(ds, info.outputs)
+    task, units, task_why = _choose_task(ds, info.outputs)
     head = _head(task, units)["dense"]
     reasons = [f"Data: {ds.describe()}.", f"Kind: {kind_reason}.",
                f"Template: {info.name} ({info.purpose}), because {why}.",
