@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .builder import ArchlabModel, build
     from .data import DataError, Dataset, load_dataset
     from .sequential import Sequential
-    from .training import TrainingError, evaluate_run, predict_run, train
+    from .training import Callback, TrainingError, evaluate_run, predict_run, train
 
 # These import torch (or numpy): loaded on first use, so that `archlab validate` and
 # `archlab schema`, which never build or train, start without them.
@@ -30,13 +30,13 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "ArchlabModel": "archlab.builder", "build": "archlab.builder",
     "DataError": "archlab.data", "Dataset": "archlab.data", "load_dataset": "archlab.data",
     "Sequential": "archlab.sequential",
-    "TrainingError": "archlab.training", "evaluate_run": "archlab.training", "predict_run": "archlab.training",
-    "train": "archlab.training",
+    "Callback": "archlab.training", "TrainingError": "archlab.training", "evaluate_run": "archlab.training",
+    "predict_run": "archlab.training", "train": "archlab.training",
 })
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "ArchlabError", "ArchlabModel", "DataError", "Dataset", "LayerType", "RegistryError",
+__all__ = ["Analysis", "ArchlabError", "ArchlabModel", "Callback", "DataError", "Dataset", "LayerType", "RegistryError",
            "Sequential", "ShapeError", "Spec", "SpecError", "TrainingError", "__version__", "analyze", "build", "dump",
            "evaluate_run", "get_layer", "layers", "list_layers", "load", "load_dataset", "parse", "predict_run",
            "register_layer", "train"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,7 +86,8 @@ def test_data_defaults_to_the_specs_train_data(tmp_path, capsys):
     bare.write_text(yaml.safe_dump({**TINY_CNN, "train": {"batch_size": 64}}))
     assert run(["cv", str(bare), "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "train.data: no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data" in err
+    assert ("train.data: no data set: pass --data NAME (criteo-sample, csv:PATH, digits, mnist, movielens-100k or "
+            "npz:PATH) or set train.data") in err
     assert not (tmp_path / "runs").exists()
 
 
@@ -135,3 +137,40 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(spec_file, tmp_path, c
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"--out {taken} is a file; give the folder that receives the run directories" in err
+
+
+LOGREG_CRITEO = """
+name: logreg-criteo
+input: {shape: [39], dtype: long}
+task: {kind: binary}
+layers:
+  - embedding: {input_dim: 2287, output_dim: 1, init_std: 0.01}
+    name: weights
+  - reduce: {op: sum, axis: 0}
+  - bias
+  - sigmoid
+train: {data: criteo-sample, batch_size: 32, optimizer: {name: adam, lr: 0.01}}
+"""
+
+
+def test_cv_scores_auc_per_fold_on_categorical_fields(tmp_path, capsys):
+    shared = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    if not (shared / "criteo_sample").is_dir():
+        pytest.skip(f"no criteo_sample copy at {shared}")
+    spec = tmp_path / "logreg.yaml"
+    spec.write_text(LOGREG_CRITEO)
+    code = run(["cv", str(spec), "--data-dir", str(shared), "--folds", "2", "--epochs", "1", "--metric", "auc",
+                "--sweep", "weights.init_std=0.01,0.1", "--out", str(tmp_path / "runs"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "val auc" in out
+    run_dir = next((tmp_path / "runs").iterdir())
+    saved = json.loads((run_dir / "cv.json").read_text())
+    assert saved["metric"] == "auc" and saved["direction"] == "max"
+    folds = [json.loads(line) for line in (run_dir / "cv.jsonl").read_text().splitlines()]
+    folds = [r for r in folds if r["kind"] == "fold"]
+    assert len(folds) == 4  # 2 configurations x 2 folds
+    for row in folds:
+        assert row["metric"] == "auc" and 0.0 <= row["val_auc"] <= 1.0 and 0.0 <= row["train_auc"] <= 1.0
+    best = max(saved["configs"], key=lambda r: r["val_mean"])  # max: a higher AUC is better
+    assert saved["configs"].index(best) == saved["best_index"]

@@ -62,3 +62,16 @@ def test_impossible_budget_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "suggest", "--data", "digits", "--budget-params", 10)
     assert code == 2
     assert "no size of template small-cnn" in err and "Traceback" not in err + out
+
+
+def test_suggest_on_categorical_fields_writes_a_spec_that_validates(capsys, tmp_path: Path) -> None:
+    shared = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    if not (shared / "criteo_sample").is_dir():
+        pytest.skip(f"no criteo_sample copy at {shared}")
+    target = tmp_path / "deepfm.yaml"
+    code, out, err = cli(capsys, "suggest", "--data", "criteo-sample", "--data-dir", shared, "-o", target)
+    assert code == 0, err
+    assert "Template: deepfm" in out and "Task: binary" in out
+    code, out, err = cli(capsys, "validate", target)
+    assert code == 0, err
+    assert "valid (sequential form; input (39,) long; output (1,))" in out

@@ -86,3 +86,14 @@ def test_every_public_name_is_listed_and_resolves() -> None:
                             "print(missing, archlab.train.__module__, archlab.Sequential.__module__)")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "archlab.training._train", "archlab.sequential"]
+
+
+def test_callback_is_public_and_the_out_checks_need_no_torch() -> None:
+    done, _ = _python("-c", "import sys, archlab\n"
+                            "from archlab._paths import check_out_dir, check_out_file\n"
+                            "assert 'torch' not in sys.modules, 'the --out checks imported torch'\n"
+                            "import archlab.training as t\n"
+                            "print('Callback' in archlab.__all__, archlab.Callback is t.Callback,\n"
+                            "      t.check_out_dir is check_out_dir, t.check_out_file is check_out_file)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "True", "True"]

@@ -490,7 +490,16 @@ def test_spec_output_that_does_not_fit_the_classes(capsys: pytest.CaptureFixture
 def test_no_data_given(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = write_spec(tmp_path, TINY)
     assert_bad_input(*cli(capsys, "train", spec, "--out", tmp_path / "runs"),
-                     "train.data: no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data")
+                     "train.data: no data set: pass --data NAME (criteo-sample, csv:PATH, digits, mnist, "
+                     "movielens-100k or npz:PATH) or set train.data")
+
+
+def test_data_help_names_every_source(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option
+    code, out, _ = cli(capsys, "train", "--help")
+    assert code == 0
+    line = next(line for line in out.splitlines() if "--data " in line)
+    assert "criteo-sample, csv:PATH, digits, mnist, movielens-100k or npz:PATH (default: train.data)" in line
 
 
 def test_bad_recipe_in_the_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

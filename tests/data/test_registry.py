@@ -26,6 +26,18 @@ def test_list_datasets_has_the_built_in_sources():
     assert list_datasets() == sorted(list_datasets())
 
 
+def test_help_texts_name_every_built_in_source():
+    # --help reads archlab._data_names without importing the data package: its list must be the registry's
+    from archlab._data_names import BUILTIN_SOURCES, data_sources
+
+    assert list(BUILTIN_SOURCES) == registry.usages()
+    register_dataset("extra", override=True)(lambda request: None)
+    try:  # once the data package is loaded, a source registered later is named too
+        assert data_sources() == "criteo-sample, csv:PATH, digits, extra, mnist, movielens-100k or npz:PATH"
+    finally:
+        registry.unregister("extra")
+
+
 @pytest.mark.parametrize(("name", "pattern"), [
     ("mnsit", r"unknown dataset 'mnsit'; did you mean 'mnist'\? "
               r"\(known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npz:PATH"),

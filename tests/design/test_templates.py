@@ -18,7 +18,7 @@ def test_every_yaml_file_is_listed() -> None:
     files = sorted(p.name[:-5] for p in resources.files("archlab").joinpath("templates").iterdir()
                    if p.name.endswith(".yaml"))
     assert files == sorted(NAMES)
-    assert {"mlp", "small-cnn", "resnet-small", "rnn-attention", "transformer-small"} <= set(NAMES)
+    assert {"mlp", "small-cnn", "resnet-small", "rnn-attention", "transformer-small", "deepfm"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -35,7 +35,7 @@ def test_template_builds_runs_and_round_trips(name: str) -> None:
     x = torch.randint(0, 100, (2, *shape)) if dtype == "long" else torch.randn(2, *shape)
     with torch.no_grad():
         y = model(x)
-    assert tuple(y.shape) == (2, data["task"]["classes"])
+    assert tuple(y.shape) == (2, data["task"].get("classes", 1))  # one unit for a binary task
     assert torch.isfinite(y).all()
     analysis = archlab.analyze(spec)
     assert analysis.total_params == sum(p.numel() for p in model.parameters())

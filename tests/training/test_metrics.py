@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from archlab.training import compute_metrics, confusion_matrix, make_loss
+from archlab.training import compute_metrics, make_loss
 
 N, C = 300, 7
 
@@ -64,15 +64,6 @@ def test_macro_f1_ignores_classes_absent_from_targets_and_predictions() -> None:
     assert got == pytest.approx(expected, abs=1e-9)
 
 
-def test_confusion_matrix(logits_and_targets: tuple[torch.Tensor, torch.Tensor]) -> None:
-    logits, y = logits_and_targets
-    pred = logits.argmax(1)
-    cm = confusion_matrix(pred, y, C)
-    assert cm.shape == (C, C)
-    np.testing.assert_array_equal(cm.numpy(), skm.confusion_matrix(y.numpy(), pred.numpy(), labels=np.arange(C)))
-    assert int(cm.sum()) == N and int(cm.trace()) == int((pred == y).sum())
-
-
 def test_cross_entropy_on_logits(logits_and_targets: tuple[torch.Tensor, torch.Tensor]) -> None:
     logits, y = logits_and_targets
     loss = make_loss("cross_entropy")(logits, y)
@@ -111,3 +102,10 @@ def test_mse_and_mae() -> None:
     # a single regression target: the model's (N, 1) against (N,) targets
     flat = make_loss("mse")(out[:, :1], y[:, 0]).item()
     assert flat == pytest.approx(skm.mean_squared_error(y[:, 0].numpy(), out[:, 0].numpy()), rel=1e-5)
+
+
+def test_no_confusion_matrix_of_its_own() -> None:
+    # evaluation's confusion matrix is scikit-learn's (tasks/_builtin.py); a second one was dead code
+    import archlab.training
+
+    assert "confusion_matrix" not in archlab.training.__all__ and not hasattr(archlab.training, "confusion_matrix")

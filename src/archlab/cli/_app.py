@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import archlab
+from archlab._data_names import data_sources
 from archlab.analysis import render
 from archlab.builder import CONNECTIONS
 from archlab.schema import spec_schema
@@ -25,6 +26,13 @@ _out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 #: --quiet means the same on every command (docs/cli.md): no progress output, results still printed.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; results are still printed.")]
+
+
+
+def data_help(default: str, purpose: str = "The data set") -> str:
+    """The help of a --data option: what it is for, every source (archlab._data_names), the default."""
+    return f"{purpose}: {data_sources()} (default: {default})."
+
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec file (.yaml, .yml or .json).", show_default=False)]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ._app import Quiet, _out, app
+from ._app import Quiet, _out, app, data_help
 
 
 def _step(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
@@ -24,7 +24,7 @@ def compress(
     ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="A trained run directory (archlab train); only read.",
                                         show_default=False)],
-    data: Annotated[str | None, typer.Option(help="The data set (default: the run's).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("the run's"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     prune_structured: Annotated[float | None, typer.Option(callback=_step, help="Remove this fraction of the "
                                                            "channels/units of every prunable layer.")] = None,

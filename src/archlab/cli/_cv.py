@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import Quiet, _out, app
+from ._app import Quiet, _out, app, data_help
 from ._train import interrupted
 
 
@@ -70,8 +70,7 @@ def _same_command(ctx: typer.Context, run_dir: Path) -> str:
 def cv(
     ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="The base spec; its train: section is the recipe.", show_default=False)],
-    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH "
-                                             "(default: the spec's train.data).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("the spec's train.data"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     folds: Annotated[int, typer.Option(help="Stratified K-fold: K.")] = 5,
     repeats: Annotated[int, typer.Option(help="Repeat the K folds with new shuffles.")] = 1,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._app import Quiet, _out, app
+from ._app import Quiet, _out, app, data_help
 
 _err = Console(stderr=True, highlight=False)  # progress: standard output holds the results
 
@@ -37,7 +37,7 @@ def export(
                                               "operators convert down).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The file (default RUN/export/model.onnx or "
                                              "model.pt).")] = None,
-    data: Annotated[str | None, typer.Option(help="Data set for the parity samples (default: the run's).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("the run's", "Data set for the parity samples"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="best or last.")] = "best",
     samples: Annotated[int, typer.Option(min=3, help="Held-out test samples the parity check runs.")] = 256,
@@ -65,7 +65,8 @@ def bench(
     format: Annotated[str | None, typer.Option("--format", "-f", help="torch, onnx or torchscript (default: torch "
                                                                       "for a run, the file's own).")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32,256",
-    data: Annotated[str | None, typer.Option(help="Time on this data set's test samples (default: random).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("random inputs",
+                                                            "Time on this data set's test samples"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="A run's best or last weights.")] = "best",
     max_seconds: Annotated[float, typer.Option(min=0.01, help="Timed seconds per batch size at most.")] = 2.0,

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 import archlab
+from archlab._data_names import data_sources
+from archlab._paths import check_out_file
 from archlab.analysis import render
 
 from ._app import _out, app
@@ -21,7 +23,7 @@ _err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() e
 
 @app.command()
 def suggest(
-    data: Annotated[str, typer.Option(help="digits, mnist, csv:PATH or npz:PATH.", show_default=False)],
+    data: Annotated[str, typer.Option(help=f"The data set: {data_sources()}.", show_default=False)],
     budget_params: Annotated[int | None, typer.Option(min=1, help="At most this many parameters.")] = None,
     budget_flops: Annotated[int | None, typer.Option(min=1, help="At most this many FLOPs per sample.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the spec to this file (.yaml, .yml or "
@@ -31,7 +33,6 @@ def suggest(
 ) -> None:
     """A starting spec for a data set from proven templates and rules of thumb, with the reasons."""
     from archlab import design  # imports the data sets (numpy): only when the command runs
-    from archlab.training import check_out_file
 
     if out is not None:
         if out.suffix not in (".yaml", ".yml", ".json"):

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from archlab.search import PRUNERS, SAMPLERS
 
-from ._app import Quiet, _out, app
+from ._app import Quiet, _out, app, data_help
 
 if TYPE_CHECKING:
     from archlab.search import SearchProgress, SearchResult
@@ -97,8 +97,7 @@ def search_command(
     ctx: typer.Context,
     space: Annotated[Path | None, typer.Argument(help="A spec with search markers: {choice: [...]}, {int: [lo, hi]}, "
                                                 "{float: [lo, hi], log: true}.", show_default=False)] = None,
-    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH (default: the space's "
-                                            "train.data).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("the space's train.data"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold (a resumed study "
                                         "continues up to it).")] = 20,

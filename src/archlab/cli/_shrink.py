@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._app import Quiet, _out, app
+from ._app import Quiet, _out, app, data_help
 
 
 @app.command()
 def shrink(
     run: Annotated[Path, typer.Argument(help="A trained run directory (archlab train).", show_default=False)],
-    data: Annotated[str | None, typer.Option(help="The data set (default: the run's).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("the run's"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     max_drop: Annotated[float, typer.Option(min=0, help="Stop before validation accuracy falls more than "
                                                         "this many percentage points below the start.")] = 0.5,

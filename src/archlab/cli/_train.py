@@ -12,7 +12,7 @@ from rich.table import Table
 
 from archlab.exceptions import Interrupted
 
-from ._app import Quiet, _out, app
+from ._app import Quiet, _out, app, data_help
 
 if TYPE_CHECKING:
     from archlab import training
@@ -41,7 +41,7 @@ def _early_stopping_line(result: training.TrainResult) -> str | None:
 @app.command()
 def train(
     spec: Annotated[Path | None, typer.Argument(help="The spec to train (not needed with --resume).")] = None,
-    data: Annotated[str | None, typer.Option(help="digits, mnist, csv:PATH or npz:PATH (default: train.data).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("train.data"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="train.epochs; with --resume, extend the run to this "
                                                "many epochs in all.")] = None,
@@ -82,7 +82,7 @@ def train(
 @app.command()
 def evaluate(
     run: RunArg,
-    data: Annotated[str | None, typer.Option(help="Another data set of the same shape (default: the run's).")] = None,
+    data: Annotated[str | None, typer.Option(help=data_help("the run's", "Another data set of the same shape"))] = None,
     split: Annotated[Literal["test", "train"], typer.Option(help="Which split of the data.")] = "test",
     weights: Weights = "best",
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,

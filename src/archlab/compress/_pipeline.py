@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab._paths import check_out_dir
 from archlab.exceptions import SpecError
 from archlab.spec import Spec, dump, load
 from archlab.tasks import get_task
@@ -118,7 +119,6 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
     from archlab.training import (
         check_fit,
         check_memory,
-        check_out_dir,
         load_run,
         new_run_dir,
         pick_device,

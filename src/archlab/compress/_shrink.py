@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from archlab._paths import check_out_dir
 from archlab.analysis import analyze
 from archlab.spec import Spec
 
@@ -80,7 +81,6 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         Engine,
         check_fit,
         check_memory,
-        check_out_dir,
         fit_spec,
         load_run,
         model_inputs,

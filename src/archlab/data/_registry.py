@@ -104,8 +104,12 @@ class DatasetRegistry:
                             f"write '{source.usage}'")
         return source, (argument if colon else None)
 
+    def usages(self) -> list[str]:
+        """Every source as it is written, sorted: ``csv:PATH`` for one that takes an argument."""
+        return [self._sources[n].usage for n in sorted(self._sources)]
+
     def _known(self) -> str:
-        return ", ".join(self._sources[n].usage for n in sorted(self._sources))
+        return ", ".join(self.usages())
 
     def _unknown(self, name: str) -> str:
         message = f"unknown dataset {name!r}{suggest(name, self._sources)} (known: {self._known()})"

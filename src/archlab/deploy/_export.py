@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab._paths import check_out_file
 from archlab.exceptions import ArchlabError, SpecError
 
 __all__ = ["ExportError", "ExportResult", "ModelFileError", "Runner", "check_export_options", "export_model",
@@ -418,7 +419,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, check_out_file, run_task
+    from archlab.training import check_fit, run_task
 
     check_export_options(format, opset)
     if samples < 3:

@@ -2,7 +2,8 @@
 
 The rules, written down once here and in docs/design.md:
 
-1. **Template** from the data's kind: rank 1 float features -> ``mlp``; integer ids (T,) ->
+1. **Template** from the data's kind: categorical fields (``Dataset.fields``) -> ``deepfm``;
+   rank 1 float features -> ``mlp``; integer ids (T,) ->
    ``rnn-attention`` up to 256 steps, ``transformer-small`` beyond; (T, F) float ->
    ``rnn-attention`` without its embedding; images (C, H, W) -> ``small-cnn`` when both sides
    are at most 32, ``resnet-small`` otherwise.
@@ -17,10 +18,15 @@ The rules, written down once here and in docs/design.md:
    below the suggested width and depth (widths in steps of x3/4 and x1/2), the widest that meets
    every limit is taken and, at that width, the deepest; when none does, a DesignError says
    how small the smallest is.
+6. **Head and recipe from the task** (``archlab.tasks``, the data set's task): the output is the
+   first size the task's ``check_output`` accepts, with its ``output_activation``; the metrics are
+   its ``evaluation_metrics``, early stopping watches the first of them on the validation split
+   (its direction from the metric registry), and the split is stratified when the task stratifies.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import zipfile
@@ -32,8 +38,9 @@ import numpy as np
 
 from archlab.analysis import analyze
 from archlab.data import Dataset, load_dataset
-from archlab.exceptions import ArchlabError
+from archlab.exceptions import ArchlabError, SpecError
 from archlab.spec import Spec, load, set_at
+from archlab.tasks import TaskKind, direction_of, get_task, list_tasks
 
 from ._templates import InputKind, TemplateInfo, get_template_info, load_template
 
@@ -89,9 +96,12 @@ def _raw_integer_inputs(ds: Dataset) -> bool:
 
 
 def data_kind(ds: Dataset) -> tuple[InputKind, str]:
-    """The kind of input (tabular, image, tokens, sequence) and a sentence saying why."""
+    """The kind of input (fields, tabular, image, tokens, sequence) and a sentence saying why."""
     shape = ds.input_shape
     rank = len(shape)
+    if ds.fields is not None:
+        return "fields", (f"inputs are {len(ds.fields)} categorical fields per sample, ids in one id space of "
+                          f"{_fmt(ds.vocab_size)}: recommendation or click-through data")
     if rank == 3:
         return "image", f"inputs of shape {shape} are (channels, height, width): images"
     if rank == 2:
@@ -109,6 +119,10 @@ def data_kind(ds: Dataset) -> tuple[InputKind, str]:
 
 def _choose_template(kind: InputKind, ds: Dataset) -> tuple[TemplateInfo, str]:
     shape = ds.input_shape
+    if kind == "fields":
+        return get_template_info("deepfm"), ("DeepFM learns each field's weight, every pair of fields through "
+                                             "a factorization machine, and higher-order mixes through an MLP, "
+                                             "all from one embedding of the ids")
     if kind == "tabular":
         return get_template_info("mlp"), "an MLP is the standard model for a table of features"
     if kind == "image":
@@ -146,21 +160,77 @@ def _scale_widths(items: list[Any], factor: float) -> list[Any]:
     return out
 
 
-def _sized(base: dict[str, Any], info: TemplateInfo, ds: Dataset, kind: InputKind, width: int, depth: int
-           ) -> dict[str, Any]:
+def _output_shapes(ds: Dataset, outputs: int | None) -> list[tuple[int, ...]]:
+    """The output sizes a head may have, most specific first: one unit per class, one, one per target."""
+    if outputs is not None:
+        return [(outputs,)]
+    sizes = [ds.num_classes] if ds.num_classes else []
+    sizes += [1, math.prod(ds.y_train.shape[1:])]
+    return [(n,) for n in dict.fromkeys(sizes)]
+
+
+def _accepts(task: TaskKind, ds: Dataset, shape: tuple[int, ...]) -> bool:
+    try:
+        task.check_data(ds)
+        task.check_output(shape, ds)
+    except SpecError:
+        return False
+    return True
+
+
+def _choose_task(ds: Dataset, outputs: int | None = None) -> tuple[TaskKind, int, str]:
+    """The task to train, its output units and a sentence saying why.
+
+    The data set's own task (``Dataset.task``, through the tasks registry) and the first output size
+    its ``check_output`` accepts; a template whose body ends in ``outputs`` units that the data's
+    task cannot use (DeepFM's one score on two-class data) takes the first registered task that
+    trains on the data with that many (binary).
+
+    Raises:
+        DesignError: no registered task trains on the data with the template's outputs.
+    """
+    own = get_task(ds.task, where="data")
+    for shape in _output_shapes(ds, outputs):
+        if _accepts(own, ds, shape):
+            return own, shape[0], f"the data set's task is {own.name}"
+    if outputs is not None:
+        for name in list_tasks():
+            task = get_task(name)
+            if _accepts(task, ds, (outputs,)):
+                return task, outputs, (f"the template ends in {outputs} output(s), which task {own.name} of "
+                                       f"{ds.name} cannot use but task {task.name} can")
+    raise DesignError(f"data {ds.name!r} ({ds.task}): no task trains on it with "
+                      + (f"{outputs} output(s), as the template ends" if outputs is not None else "any output size")
+                      + "; write the spec's head yourself (archlab templates lists the starting points)")
+
+
+def _head(task: TaskKind, units: int) -> dict[str, Any]:
+    """The output layer: ``units`` units with the task's output activation (none for a linear output)."""
+    dense: dict[str, Any] = {"units": units}
+    if task.output_activation is not None:
+        dense["activation"] = task.output_activation
+    return {"dense": dense}
+
+
+def _sized(base: dict[str, Any], info: TemplateInfo, ds: Dataset, kind: InputKind, task: TaskKind, units: int,
+           width: int, depth: int) -> dict[str, Any]:
     """The template at ``width`` and ``depth``, with input, output and task from the data."""
     data = dict(base)
-    layers = list(data["layers"])
-    *body, head = layers
-    data["layers"] = [*_scale_widths(body, width / info.base_width), head]
+    if info.width_paths:
+        for path, multiple in info.width_paths:
+            data = set_at(data, path, width * multiple)
+    else:
+        *body, head = data["layers"]
+        data["layers"] = [*_scale_widths(body, width / info.base_width), head]
     data = set_at(data, info.depth_path, depth)
     if info.name == "resnet-small":  # stage2 follows the downsampling block, so one block fewer
         data = set_at(data, "stage2.times", max(1, depth - 1))
     shape = list(ds.input_shape)
-    if kind == "tokens":
-        vocab = int(max(ds.x_train.max(), ds.x_test.max())) + 1
+    if kind in ("tokens", "fields"):
+        vocab = ds.vocab_size if kind == "fields" else int(max(ds.x_train.max(), ds.x_test.max())) + 1
         data["input"] = {"shape": shape, "dtype": "long"}
-        data = set_at(data, "embed.input_dim", vocab)
+        for path in info.vocab_paths:
+            data = set_at(data, path, vocab)
         if info.name == "transformer-small":
             data = set_at(data, "pos.max_len", shape[0])
     else:
@@ -168,35 +238,33 @@ def _sized(base: dict[str, Any], info: TemplateInfo, ds: Dataset, kind: InputKin
         if kind == "sequence":  # vectors already: drop the embedding
             data["layers"] = [item for item in data["layers"] if not (isinstance(item, dict) and
                                                                       item.get("name") == "embed")]
-    if ds.task == "classification":
-        classes = ds.num_classes or 2
-        data["task"] = {"kind": "classification", "classes": classes}
-        data["layers"][-1] = {"dense": {"units": classes, "activation": "softmax"}}
+    data["task"] = {"kind": task.name}
+    if task.target_dtype == "long" and ds.num_classes:  # class ids: the spec says how many
+        data["task"]["classes"] = ds.num_classes
+    layers = list(data["layers"])
+    if info.outputs is None:
+        layers[-1] = _head(task, units)
+    elif task.output_activation is None:  # the body's outputs are the prediction
+        layers = layers[:-1]
     else:
-        outputs = 1 if ds.y_train.ndim == 1 else int(ds.y_train.shape[1])
-        data["task"] = {"kind": "regression"}
-        data["layers"][-1] = {"dense": {"units": outputs}}
+        layers[-1] = task.output_activation
+    data["layers"] = layers
     return data
 
 
-def _recipe(info: TemplateInfo, ds: Dataset) -> dict[str, Any]:
-    """A training recipe that works for the template at this data size (docs/design.md)."""
+def _recipe(info: TemplateInfo, ds: Dataset, task: TaskKind) -> dict[str, Any]:
+    """A training recipe that works for the template at this data size and for the task (docs/design.md)."""
     n = len(ds.x_train)
-    epochs = 30 if n < 10_000 else 15 if n < 100_000 else 10
-    batch = 32 if n < 5_000 else 128
-    lr = {"small-cnn": 0.002, "resnet-small": 0.002, "transformer-small": 0.0005}.get(info.name, 0.001)
-    optimizer = {"name": "adamw", "lr": lr, "weight_decay": 0.01} if info.name == "transformer-small" \
-        else {"name": "adam", "lr": lr}
-    recipe: dict[str, Any] = {"data": ds.name, "epochs": epochs, "batch_size": batch, "optimizer": optimizer,
+    recipe: dict[str, Any] = {"data": ds.name, "epochs": 30 if n < 10_000 else 15 if n < 100_000 else 10,
+                              "batch_size": 32 if n < 5_000 else 128, "optimizer": {"name": "adam", "lr": 0.001},
                               "schedule": "cosine", "validation_split": 0.1}
-    if ds.task == "classification":
-        recipe.update(validation="stratified", metrics=["accuracy", "macro_f1"],
-                      early_stopping={"monitor": "val_accuracy", "patience": 8, "restore_best": True})
-    else:
-        recipe.update(metrics=["mse", "mae"], early_stopping={"monitor": "val_loss", "patience": 8,
-                                                              "restore_best": True})
-    if info.name == "transformer-small":
-        recipe["grad_clip"] = 1.0
+    recipe.update(copy.deepcopy(dict(info.recipe)))
+    metrics = list(task.evaluation_metrics)
+    monitor = f"val_{metrics[0]}" if metrics else "val_loss"
+    if task.stratify:
+        recipe["validation"] = "stratified"
+    recipe.update(metrics=metrics, early_stopping={"monitor": monitor, "mode": direction_of(monitor, task.name),
+                                                   "patience": info.patience, "restore_best": True})
     return recipe
 
 
@@ -239,8 +307,12 @@ def suggest(data: Dataset | str, budget_params: int | None = None, budget_flops:
     n = len(ds.x_train)
     kind, kind_reason = data_kind(ds)
     info, why = _choose_template(kind, ds)
+    task, units, task_why = _choose_task(ds, info.outputs)
+    head = _head(task, units)["dense"]
     reasons = [f"Data: {ds.describe()}.", f"Kind: {kind_reason}.",
-               f"Template: {info.name} ({info.purpose}), because {why}."]
+               f"Template: {info.name} ({info.purpose}), because {why}.",
+               f"Task: {task.name}, because {task_why}: {units} output unit{'s' if units > 1 else ''}"
+               + (f" with {head['activation']}" if "activation" in head else ", linear") + "."]
 
     # Rule 2: width with the log of the sample count.
     log_n = math.log2(max(n, 2))
@@ -269,7 +341,7 @@ def suggest(data: Dataset | str, budget_params: int | None = None, budget_flops:
     sized: dict[tuple[int, int], tuple[dict[str, Any], int, int]] = {}
     for w in widths:
         for d in range(depth, 0, -1):
-            candidate = _sized(base, info, ds, kind, w, d)
+            candidate = _sized(base, info, ds, kind, task, units, w, d)
             a = analyze(load(candidate))
             sized[(w, d)] = (candidate, a.total_params, a.flops)
 
@@ -290,18 +362,22 @@ def suggest(data: Dataset | str, budget_params: int | None = None, budget_flops:
     # removing depth (removing a CNN stage can even add parameters, through the flatten).
     chosen = max((k for k in sized if fits(k, True)), default=None)
     if chosen is None:  # the data cap is a guideline; budgets are not
-        chosen = max((k for k in sized if fits(k, False)), default=None)
-        if chosen is None:
+        fitting = [k for k in sized if fits(k, False)]
+        if not fitting:
             smallest = min(sized, key=lambda k: sized[k][1])
             _, p, f = sized[smallest]
             wanted = " and ".join(f"{label} {_fmt(limit)}" for label, limit, _ in limits if label != "data cap")
             raise DesignError(f"no size of template {info.name} meets the {wanted}: the smallest (width "
                               f"{smallest[0]}, depth {smallest[1]}) has {_fmt(p)} parameters and {_fmt(f)} FLOPs "
                               "per sample; raise the budget")
-        if sized[chosen][1] > cap:
-            reasons.append(f"Data cap: {DATA_CAP_PER_SAMPLE} parameters per sample ({_fmt(cap)}) is below even the "
-                           "smallest size; kept the size that meets the budgets. Regularize, or get more data.")
-    if chosen == (width, depth):
+        # the fewest parameters, and of equal ones the widest and deepest
+        chosen = min(fitting, key=lambda k: (sized[k][1], -k[0], -k[1]))
+        reasons.append(f"Data cap: {DATA_CAP_PER_SAMPLE} parameters per sample ({_fmt(cap)}) is below even the "
+                       f"smallest size; kept the smallest that meets the budgets, width {chosen[0]}, depth "
+                       f"{chosen[1]}: {_fmt(sized[chosen][1])} parameters, {_fmt(sized[chosen][2])} FLOPs. "
+                       "Regularize, or get more data.")
+        width, depth = chosen
+    elif chosen == (width, depth):
         reasons.append(f"Size: {_fmt(first[1])} parameters, {_fmt(first[2])} FLOPs per sample; within the data cap "
                        f"of {DATA_CAP_PER_SAMPLE} parameters per training sample ({_fmt(cap)})"
                        + "".join(f" and the {label} ({_fmt(limit)})" for label, limit, _ in limits[1:]) + ".")
@@ -316,13 +392,16 @@ def suggest(data: Dataset | str, budget_params: int | None = None, budget_flops:
     spec_dict, params, flops = sized[chosen]
     description = (f"Suggested by archlab suggest from template {info.name} for {ds.name} "
                    f"(width {width}, depth {depth}).")
-    recipe = _recipe(info, ds)
+    recipe = _recipe(info, ds, task)
     spec_dict = {"name": spec_dict["name"], "description": description,
                  **{k: v for k, v in spec_dict.items() if k != "name"}, "train": recipe}
-    reasons.append(f"Recipe: {recipe['optimizer']['name']} at lr {recipe['optimizer']['lr']:g} with a cosine "
-                   f"schedule, batch {recipe['batch_size']} and up to {recipe['epochs']} epochs "
-                   f"(fewer, larger steps as N grows), early stopping on "
-                   f"{recipe['early_stopping']['monitor']}.")
+    stopping = recipe["early_stopping"]
+    schedule = "a cosine schedule" if recipe["schedule"] == "cosine" else "a constant learning rate"
+    reasons.append(f"Recipe: {recipe['optimizer']['name']} at lr {recipe['optimizer']['lr']:g} with {schedule}, "
+                   f"batch {recipe['batch_size']} and up to {recipe['epochs']} epochs; task {task.name}'s metrics "
+                   f"({', '.join(recipe['metrics'])}), early stopping on {stopping['monitor']} "
+                   f"({'higher' if stopping['mode'] == 'max' else 'lower'} is better) over a "
+                   f"{'stratified ' if task.stratify else ''}10% validation split.")
     spec = load(spec_dict)
     return Suggestion(spec=spec, reasons=reasons, template=info.name, width=width, depth=depth, params=params,
                       flops=flops)

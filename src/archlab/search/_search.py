@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from archlab._data_names import no_data_message
+from archlab._paths import check_out_dir
 from archlab.exceptions import SpecError
 from archlab.spec import dump, first_point, load
 from archlab.tasks import direction_of, metric_of_key
@@ -452,7 +454,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         SearchResult with the Optuna study, the run directory and the best trial(s).
     """
     from archlab.data import load_dataset
-    from archlab.training import check_out_dir, resolve_recipe, resolve_task
+    from archlab.training import resolve_recipe, resolve_task
 
     quiet_optuna()
     base = load(space).to_dict()
@@ -467,7 +469,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         raise ValueError(f"--seed must be 0 or more, got {seed}")
     data = data if data is not None else (base.get("train") or {}).get("data")
     if not isinstance(data, str):
-        raise ValueError("the space has no train.data: pass --data NAME (digits, mnist, csv:PATH or npz:PATH)")
+        raise SpecError(no_data_message(), "train.data")
     check_out_dir(out)
     objective_list = parse_objectives(objectives)
     if pruner is None:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from archlab._data_names import no_data_message
+from archlab._paths import check_out_dir
 from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
@@ -315,7 +317,6 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         ValueError: bad folds, a class with fewer samples than folds.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_out_dir
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
@@ -325,8 +326,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     if dataset is None:
         dataset = (base.get("train") or {}).get("data") if isinstance(base.get("train"), dict) else None
         if dataset is None:
-            raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
-                            "train.data")
+            raise SpecError(no_data_message(), "train.data")
     sweep_list = parse_sweeps(sweeps) if all(isinstance(s, str) for s in sweeps) else [
         (p, list(v)) for p, v in sweeps]
     overrides = {k: v for k, v in overrides.items() if v is not None}

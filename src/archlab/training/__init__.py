@@ -3,6 +3,8 @@
 ``fit_spec`` is the one fit path every command trains through; ``Callback`` hooks into it.
 """
 
+from archlab._paths import check_out_dir, check_out_file
+
 from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
 from ._fit import (
@@ -18,13 +20,11 @@ from ._fit import (
     to_tensors,
 )
 from ._memory import check_memory
-from ._metrics import compute_metrics, confusion_matrix, make_loss
+from ._metrics import compute_metrics, make_loss
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
     RunError,
     atomic_write_text,
-    check_out_dir,
-    check_out_file,
     load_weights,
     new_run_dir,
     read_metrics,
@@ -51,7 +51,7 @@ __all__ = [
     "Callback", "Engine", "FitResult", "History", "Inputs",
     "Recipe", "RestoredRun", "RunError", "Splits", "TrainResult", "TrainingError",
     "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
-    "confusion_matrix", "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
+    "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
     "make_loss", "model_inputs", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
     "read_metrics", "resolve_recipe", "resolve_task", "restore_run", "run_task", "save_figure",
     "save_weights", "split_output_activation", "split_validation", "start_run", "to_tensors", "train",

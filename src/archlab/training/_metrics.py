@@ -9,18 +9,13 @@ import torch
 
 from archlab.tasks import TaskKind, as_task, get_metric, score
 
-__all__ = ["compute_metrics", "confusion_matrix", "make_loss"]
+__all__ = ["compute_metrics", "make_loss"]
 
 
 def make_loss(task: TaskKind | str, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor],
                                                                               torch.Tensor]:
     """The task's loss on the model's raw outputs (logits); ``task`` may be a task or a recipe loss name."""
     return as_task(task).loss(label_smoothing)
-
-
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
-    """(classes, classes) counts; rows are true classes, columns predictions (scikit-learn's layout)."""
-    return torch.bincount(target * classes + pred, minlength=classes * classes).reshape(classes, classes)
 
 
 def compute_metrics(outputs: torch.Tensor, targets: torch.Tensor, loss: float, task: TaskKind | str,

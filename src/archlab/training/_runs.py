@@ -34,7 +34,7 @@ from torch import nn
 
 from archlab.exceptions import ArchlabError
 
-__all__ = ["RunError", "atomic_write_text", "check_out_dir", "check_out_file", "checkpoint_metadata", "load_checkpoint",
+__all__ = ["RunError", "atomic_write_text", "checkpoint_metadata", "load_checkpoint",
            "load_weights", "lock_run",
            "new_run_dir", "read_metrics", "save_checkpoint", "save_weights"]
 
@@ -90,48 +90,6 @@ def lock_run(run_dir: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # while still locked, so no one locks the file as it goes
         handle.close()  # closing the file releases the lock
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def check_out_dir(path: str | Path, option: str = "--out") -> Path:
-    """Refuse, before any work, a folder that cannot receive run directories: a file, or a folder
-    (or, when it does not exist yet, its nearest existing parent) that this process cannot write.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.NamedTemporaryFile() as f:
-        ...     check_out_dir(f.name)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: --out /... is a file; give the folder that receives the run directories
-    """
-    path = Path(path)
-    existing = _nearest_existing(path)
-    if not existing.is_dir():
-        what = f"{path} is a file" if existing == path else f"{path}: {existing} is a file"
-        raise ValueError(f"{option} {what}; give the folder that receives the run directories")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: {existing} is not writable by this user; give a folder you can write to")
-    return path
-
-
-def check_out_file(path: str | Path, option: str = "--out") -> Path:
-    """Refuse, before any work, a file path that cannot be written: a folder, or a parent that is a
-    file or not writable."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{option} {path} is a folder; give the file to write (e.g. {path / 'model.onnx'})")
-    existing = _nearest_existing(path.parent)
-    if not existing.is_dir():
-        raise ValueError(f"{option} {path}: {existing} is a file, not a folder; give a path in a folder")
-    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{option} {path} is not writable by this user; give a path you can write to")
-    return path
 
 
 def _file_mode() -> int:

@@ -20,7 +20,9 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from archlab._data_names import no_data_message
 from archlab._inputs import SINGLE, map_inputs
+from archlab._paths import check_out_dir
 from archlab.builder import ArchlabModel, LayerNode, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
@@ -34,7 +36,6 @@ from ._recipe import Recipe, resolve_recipe
 from ._runs import (
     RunError,
     atomic_write_text,
-    check_out_dir,
     checkpoint_metadata,
     load_weights,
     lock_run,
@@ -283,8 +284,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             recipe = resolve_recipe(spec.to_dict().get("train"), data=data, **overrides)
             run_dir, extended = None, False
         if recipe.data is None:
-            raise SpecError("no data set: pass --data NAME (digits, mnist, csv:PATH, npz:PATH) or set train.data",
-                            "train.data")
+            raise SpecError(no_data_message(), "train.data")
         check_memory(spec, recipe, pick_device(recipe.device))
         dataset = load_dataset(recipe.data, data_dir)
         parsed = parse(spec)

@@ -1,0 +1,33 @@
+"""The data set sources as help texts and messages name them, in one place.
+
+``archlab --help`` must not import numpy (tests/cli/test_startup.py) and the data package does,
+so the built-in sources are also listed here (tests/data/test_registry.py keeps the list equal to
+the registry's). Once the data package is loaded, its registry is asked instead, so that a source
+registered by a plugin or a program is named too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["BUILTIN_SOURCES", "data_sources", "no_data_message"]
+
+#: The built-in sources as the data registry shows them (``archlab.data.registry.usages()``).
+BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "npz:PATH")
+
+
+def data_sources() -> str:
+    """Every registered source as one phrase.
+
+    Example:
+        >>> data_sources()
+        'criteo-sample, csv:PATH, digits, mnist, movielens-100k or npz:PATH'
+    """
+    registry = getattr(sys.modules.get("archlab.data"), "registry", None)
+    *head, last = registry.usages() if registry is not None else BUILTIN_SOURCES
+    return f"{', '.join(head)} or {last}" if head else last
+
+
+def no_data_message() -> str:
+    """What a command says when neither ``--data`` nor the spec's ``train.data`` names a data set."""
+    return f"no data set: pass --data NAME ({data_sources()}) or set train.data"
