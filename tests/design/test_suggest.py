@@ -239,3 +239,11 @@ def test_below_the_data_cap_the_smallest_size_is_kept() -> None:
     assert s.width == 4 and s.depth == 1  # the smallest small-cnn, not the rule's width
     assert "kept the smallest that meets the budgets, width 4, depth 1" in " ".join(s.reasons)
     assert "within the data cap" not in " ".join(s.reasons)
+
+
+def test_named_inputs_are_refused_with_what_to_do_instead(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, **{"x/ids": np.zeros((20, 3), np.int64), "x/num": np.zeros((20, 4)), "y": np.arange(20) % 2})
+    with pytest.raises(DesignError, match=r"has named inputs \(ids \[3\], num \[4\]\); suggest proposes a one-input "
+                                          r"spec.*graph-form spec with one branch per input"):
+        suggest(f"npz:{path}")

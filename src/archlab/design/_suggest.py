@@ -304,7 +304,12 @@ def suggest(data: Dataset | str, budget_params: int | None = None, budget_flops:
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise DesignError(f"{label} must be a positive integer, got {value!r}")
     ds = data if isinstance(data, Dataset) else load_dataset(data, data_dir=data_dir)
-    n = len(ds.x_train)
+    if ds.named:  # the templates are one-input models; joining several inputs is a design choice
+        shapes = ", ".join(f"{k} {list(v)}" for k, v in ds.input_shapes.items())
+        raise DesignError(f"data {ds.name!r} has named inputs ({shapes}); suggest proposes a one-input spec from its "
+                          "templates. Write a graph-form spec with one branch per input (docs/training.md, 'Named "
+                          "inputs'), or suggest a spec for one input's data")
+    n = len(ds.y_train)
     kind, kind_reason = data_kind(ds)
     info, why = _choose_template(kind, ds)
     task, units, task_why = _choose_task(ds, info.outputs)
