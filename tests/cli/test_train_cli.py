@@ -163,7 +163,7 @@ def test_evaluate(capsys: pytest.CaptureFixture[str], run_copy: Path, digits) ->
     assert set(result["metrics"]) == {"loss", "accuracy", "macro_f1"}
     assert (run_copy / "confusion-test-best.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_copy / "evaluation-test.json").read_bytes() == trained_record  # training's own record stays
-    assert "digits test (360 samples, best weights)" in " ".join(out.split())  # the title may wrap
+    assert out.splitlines()[0] == "digits test (360 samples, best weights)"  # one line, never wrapped
     for key, value in result["metrics"].items():
         assert re.search(rf"{key}\s.*\s{value:.4f}", out), key
     assert f"written: {run_copy / 'evaluation-test-best.json'}, {run_copy / 'confusion-test-best.png'}" in out

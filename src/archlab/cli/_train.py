@@ -93,7 +93,10 @@ def evaluate(
     from archlab import training  # torch: only when the command runs
 
     result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir)
-    table = Table(title=f"{result['data']} {split} ({result['samples']} samples, {weights} weights)")
+    # the heading on a line of its own: as a table title, a long data name would wrap to the table's width
+    _out.print(f"{result['data']} {split} ({result['samples']} samples, {weights} weights)", markup=False,
+               soft_wrap=True)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result["metrics"].items():
@@ -107,7 +110,9 @@ def predict(
     run: RunArg,
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=".npy or a .csv of rows, used as they are (on "
                                                "the scale the model was trained on); or a .png/.jpg image, "
-                                               "resized to the input (with a warning) and scaled to [0, 1].")],
+                                               "resized to the input (with a warning) and scaled to [0, 1]; "
+                                               "for a spec with several inputs an .npz with an array per "
+                                               "input, named as the inputs.")],
     top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
     weights: Weights = "best",
     quiet: Quiet = False,
