@@ -1,0 +1,140 @@
+"""export and bench on graph-form specs of two named inputs, for every task kind (the ``named_task``
+fixture: ``ids``, int64 (3,), and ``num``, float (4,))."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from archlab.cli import run
+from archlab.data import load_dataset
+from archlab.deploy import Runner, bench_path, benchmark, export_run, load_run_model, load_runner, read_metadata
+from archlab.training import evaluate_run, train
+
+from ..conftest import TASK_KINDS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def named_runs(named_task, tmp_path_factory):
+    """``named_runs(task)`` -> (data name, run directory): the two-input spec of ``task`` trained
+    for two epochs, once per module."""
+    runs: dict[str, tuple[str, object]] = {}
+
+    def get(task: str):
+        if task not in runs:
+            data, spec = named_task(task)
+            spec["train"]["epochs"] = 2
+            runs[task] = (data, train(spec, out=tmp_path_factory.mktemp(task), verbose=0).run_dir)
+        return runs[task]
+
+    return get
+
+
+def _torch_outputs(run_dir, x: dict) -> np.ndarray:
+    _, _, _, model = load_run_model(run_dir)
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+
+
+@pytest.mark.parametrize("task", TASK_KINDS)
+def test_export_names_and_types_each_onnx_input_and_matches_torch(named_runs, task) -> None:
+    data, run_dir = named_runs(task)
+    result = export_run(run_dir)
+    assert result.checked_samples == 48 and result.batch_sizes == (1, 7, 40)  # the whole test split
+    assert result.max_abs_diff <= 1e-5
+
+    graph = onnx.load(str(result.path)).graph
+    inputs = [(i.name, i.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+              for i in graph.input]
+    assert inputs == [("ids", onnx.TensorProto.INT64, ["batch", 3]), ("num", onnx.TensorProto.FLOAT, ["batch", 4])]
+
+    test = load_dataset(data).x_test
+    x = {"ids": test["ids"].astype(np.int64), "num": test["num"].astype(np.float32)}
+    expected = _torch_outputs(run_dir, x)
+    got = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert got.shape == expected.shape == (48, {"classification": 3, "multilabel": 2}.get(task, 1))
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+    # archlab's runner takes the arrays by name, in any order and dtype, and casts each to its input's
+    runner = load_runner(result.path)
+    assert runner.inputs == {"ids": ((3,), np.dtype(np.int64)), "num": ((4,), np.dtype(np.float32))}
+    np.testing.assert_allclose(runner({"num": test["num"].astype(np.float64), "ids": test["ids"].astype(np.float32)}),
+                               expected, atol=1e-5, rtol=0)
+    # the metrics the file carries are evaluate's on the exported (best) weights
+    recorded = json.loads(read_metadata(result.path)["archlab.metrics"])
+    assert recorded["samples"] == 48
+    assert recorded["metrics"]["loss"] == pytest.approx(evaluate_run(run_dir)["metrics"]["loss"], rel=1e-5)
+
+
+def test_torchscript_export_of_two_inputs_runs_by_name(named_runs, tmp_path) -> None:
+    data, run_dir = named_runs("binary")
+    result = export_run(run_dir, format="torchscript", out=tmp_path / "model.pt")
+    test = load_dataset(data).x_test
+    x = {"ids": test["ids"].astype(np.int64), "num": test["num"].astype(np.float32)}
+    runner = load_runner(result.path)
+    assert (runner.kind, list(runner.inputs)) == ("torchscript", ["ids", "num"])
+    np.testing.assert_allclose(runner(x), _torch_outputs(run_dir, x), atol=1e-5, rtol=0)
+
+
+def test_a_runner_of_two_inputs_refuses_one_array(named_runs) -> None:
+    _, run_dir = named_runs("regression")
+    runner = load_runner(load_run_model(run_dir)[3])
+    with pytest.raises(ValueError, match=r"takes the inputs ids, num as a dict of arrays by name; got one array"):
+        runner(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"got num"):
+        runner({"num": np.zeros((2, 4), np.float32)})
+
+
+@pytest.mark.parametrize("task", TASK_KINDS)
+def test_bench_times_a_two_input_run_in_torch_and_onnx(named_runs, task) -> None:
+    data, run_dir = named_runs(task)
+    for runtime in ("torch", "onnx"):
+        result = bench_path(run_dir, format=runtime, batch_sizes=(1, 5), repeats=4, min_repeats=2, max_seconds=0.05,
+                            warmup=1)
+        assert result.runtime == runtime
+        assert [r["batch_size"] for r in result.rows] == [1, 5]
+        for row in result.rows:
+            assert 2 <= row["repeats"] <= 4 and 0 < row["median_ms"] <= row["p95_ms"]
+            assert row["samples_per_s"] == pytest.approx(row["batch_size"] / (row["median_ms"] / 1000))
+    on_data = bench_path(run_dir, batch_sizes=(3,), data=data, repeats=2, min_repeats=1, warmup=0)
+    assert [r["batch_size"] for r in on_data.rows] == [3]
+
+
+def test_bench_makes_inputs_per_name_with_ids_in_range(named_runs) -> None:
+    """The synthetic batch holds every input at its shape and dtype; token ids are 0, below any input_dim."""
+    _, run_dir = named_runs("classification")
+    real = load_runner(load_run_model(run_dir)[3])
+    seen: list[dict] = []
+
+    def record(x: dict) -> np.ndarray:
+        seen.append({k: (v.shape, v.dtype, float(v.min()), float(v.max())) for k, v in x.items()})
+        return real.run(x)
+
+    rows = benchmark(Runner("torch", None, None, 1, None, record, real.inputs), batch_sizes=(2, 6), repeats=2,
+                     min_repeats=1, warmup=0)
+    assert [r["batch_size"] for r in rows] == [2, 6]
+    assert {s["ids"][:2] for s in seen} == {((2, 3), np.dtype(np.int64)), ((6, 3), np.dtype(np.int64))}
+    assert {s["num"][:2] for s in seen} == {((2, 4), np.dtype(np.float32)), ((6, 4), np.dtype(np.float32))}
+    assert all(s["ids"][2:] == (0.0, 0.0) and s["num"][2] < s["num"][3] for s in seen)  # random floats, not zeros
+    with pytest.raises(ValueError, match=r"takes the inputs ids, num; the inputs given are ids"):
+        benchmark(real, batch_sizes=(1,), inputs={"ids": np.zeros((1, 3), np.int64)})
+
+
+def test_export_and_bench_commands_on_a_two_input_run(named_runs, tmp_path, capsys) -> None:
+    _, run_dir = named_runs("binary")
+    capsys.readouterr()
+    assert run(["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"exported: {tmp_path / 'm.onnx'} (ONNX opset" in out and "on 48 held-out test samples" in out
+    assert run(["bench", str(tmp_path / "m.onnx"), "--batch-sizes", "1,4", "--max-seconds", "0.05"]) == 0
+    table = capsys.readouterr().out
+    assert "on ONNX Runtime" in table
+    assert [row[0] for row in re.findall(r"│\s+(\d+) │\s+([\d.]+) │", table)] == ["1", "4"]
