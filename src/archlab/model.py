@@ -131,7 +131,7 @@ class Model:
         from .builder import parse
         from .training import model_inputs
 
-        arrays = model_inputs(parse(self.to_spec()), map_inputs(np.asarray, x), "the arrays given")
+        arrays = model_inputs(parse(self.to_spec()), map_inputs(np.asarray, x), "x")
         return map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a)), arrays)
 
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
