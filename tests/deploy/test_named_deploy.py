@@ -14,7 +14,17 @@ import torch
 
 from archlab.cli import run
 from archlab.data import load_dataset
-from archlab.deploy import Runner, bench_path, benchmark, export_run, load_run_model, load_runner, read_metadata
+from archlab.deploy import (
+    Runner,
+    bench_path,
+    benchmark,
+    export_model,
+    export_run,
+    load_run_model,
+    load_runner,
+    quantize_onnx,
+    read_metadata,
+)
 from archlab.training import evaluate_run, train
 
 from ..conftest import TASK_KINDS
@@ -138,3 +148,50 @@ def test_export_and_bench_commands_on_a_two_input_run(named_runs, tmp_path, caps
     table = capsys.readouterr().out
     assert "on ONNX Runtime" in table
     assert [row[0] for row in re.findall(r"│\s+(\d+) │\s+([\d.]+) │", table)] == ["1", "4"]
+
+
+def test_dynamic_quantization_of_a_two_input_run(named_runs, tmp_path) -> None:
+    data, run_dir = named_runs("binary")
+    fp32 = export_run(run_dir, out=tmp_path / "fp32.onnx").path
+    result = quantize_onnx(fp32, tmp_path / "int8.onnx", mode="dynamic")
+    assert result.ops_quantized == {"Gather": 1, "MatMul": 3}  # the embedding table and the three dense layers
+    assert [i.name for i in onnx.load(str(result.path)).graph.input] == ["ids", "num"]
+    test = load_dataset(data).x_test
+    fp32_out, int8_out = load_runner(fp32)(test), load_runner(result.path)(test)
+    assert int8_out.shape == fp32_out.shape == (48, 1)
+    assert np.abs(int8_out - fp32_out).max() < 0.05  # probabilities, a few int8 steps apart at most
+
+
+def test_static_quantization_calibrates_every_input(tmp_path) -> None:
+    """Static (QDQ) quantization takes calibration data by input name: ORT's reader gets a dict per batch."""
+    from archlab import build
+
+    spec = {"inputs": {"a": [4], "b": [3]},
+            "graph": {"left": {"from": "a", "layers": [{"dense": {"units": 8, "activation": "relu"}}]},
+                      "right": {"from": "b", "layers": [{"dense": {"units": 8, "activation": "relu"}}]},
+                      "out": {"from": ["left", "right"], "merge": "concat", "layers": [{"dense": {"units": 2}}]}},
+            "outputs": "out"}
+    torch.manual_seed(0)
+    model = build(spec)
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(100, 4)).astype(np.float32), "b": rng.normal(size=(100, 3)).astype(np.float32)}
+    tensors = {k: torch.from_numpy(v) for k, v in x.items()}
+    fp32 = export_model(model, tmp_path / "fp32.onnx", example={k: t[:2] for k, t in tensors.items()},
+                        check_inputs=tensors).path
+    result = quantize_onnx(fp32, tmp_path / "int8.onnx", mode="static", calibration={**x, "extra": x["a"]}, spec=spec)
+    assert (result.calibration_samples, result.ops_quantized) == (100, {"Gemm": 3})
+    assert result.max_abs_diff is not None and 0 < result.max_abs_diff < 0.1
+    expected = _torch_like(model, x)
+    assert np.abs(load_runner(result.path)(x) - expected).max() < 0.1
+    with pytest.raises(ValueError, match=r"calibration lacks the input\(s\) b; it holds a"):
+        quantize_onnx(fp32, tmp_path / "bad.onnx", mode="static", calibration={"a": x["a"]}, spec=spec)
+    with pytest.raises(ValueError, match=r"the model takes the inputs a, b: give calibration as a dict"):
+        quantize_onnx(fp32, tmp_path / "bad.onnx", mode="static", calibration=x["a"], spec=spec)
+    with pytest.raises(ValueError, match=r"calibration samples of input 'b' have shape \(4,\), the model takes \(3,\)"):
+        quantize_onnx(fp32, tmp_path / "bad.onnx", mode="static", calibration={"a": x["a"], "b": x["a"]}, spec=spec)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def _torch_like(model, x: dict) -> np.ndarray:
+    with torch.no_grad():
+        return model.eval()(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
