@@ -195,3 +195,30 @@ def test_static_quantization_calibrates_every_input(tmp_path) -> None:
 def _torch_like(model, x: dict) -> np.ndarray:
     with torch.no_grad():
         return model.eval()(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+
+
+@pytest.mark.parametrize("task", TASK_KINDS)
+def test_compress_measures_a_two_input_model_by_the_tasks_headline_metric(named_runs, task, tmp_path) -> None:
+    """compress's measuring (``measure_models``) takes named test inputs and scores each task by the
+    first of its evaluation metrics, as ``archlab evaluate`` computes it."""
+    from archlab.compress._pipeline import _Model, _state, measure_models
+
+    data, run_dir = named_runs(task)
+    spec, _, _, model = load_run_model(run_dir)
+    ds = load_dataset(data)
+    models = [_Model("trained", spec, _state(model), directory=tmp_path / "trained")]
+    if task == "binary":  # an int8 model, scored in ONNX Runtime
+        fp32 = export_run(run_dir, out=tmp_path / "fp32.onnx").path
+        int8 = quantize_onnx(fp32, tmp_path / "int8.onnx").path
+        models.append(_Model("int8", spec, None, onnx_int8=int8))
+    rows = measure_models(models, ds.x_test, ds.y_test, tmp_path, batch_sizes=(1, 64), rounds=1, task=task)
+    metric = {"classification": "accuracy", "binary": "auc", "multilabel": "micro_f1", "regression": "mse"}[task]
+    evaluated = evaluate_run(run_dir)["metrics"][metric]
+    assert rows[0]["test_metric"] == metric
+    assert rows[0][f"test_{metric}"] == pytest.approx(evaluated, rel=1e-5, abs=1e-6)
+    assert rows[0]["format"] == "fp32" and rows[0]["params"] == sum(p.numel() for p in model.parameters())
+    assert all(rows[0][f"{kind}_b{bs}_ms"] > 0 for kind in ("torch", "onnxrt") for bs in (1, 64))
+    assert [i.name for i in onnx.load(rows[0]["path"]).graph.input] == ["ids", "num"]
+    if task == "binary":
+        assert rows[1]["format"] == "onnx int8" and "torch_b1_ms" not in rows[1]
+        assert rows[1]["test_auc"] == pytest.approx(evaluated, abs=0.03)
