@@ -115,7 +115,7 @@ class Runner:
     def __call__(self, x: Any) -> np.ndarray:
         if self.inputs is None:
             return self.run(np.ascontiguousarray(x, dtype=self.input_dtype))  # dtype None keeps x's own
-        if not is_named(x) or set(x) < set(self.inputs):
+        if not is_named(x) or not set(self.inputs) <= set(x):
             given = ", ".join(x) if is_named(x) else "one array"
             raise ValueError(f"the model takes the inputs {', '.join(self.inputs)} as a dict of arrays by name; "
                              f"got {given}")
