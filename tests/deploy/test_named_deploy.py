@@ -222,3 +222,20 @@ def test_compress_measures_a_two_input_model_by_the_tasks_headline_metric(named_
     if task == "binary":
         assert rows[1]["format"] == "onnx int8" and "torch_b1_ms" not in rows[1]
         assert rows[1]["test_auc"] == pytest.approx(evaluated, abs=0.03)
+
+
+def test_a_spec_of_two_outputs_is_refused_at_outputs_before_any_export(tmp_path, capsys) -> None:
+    from archlab import build
+    from archlab.spec import load
+    from archlab.training import resolve_recipe, write_run
+
+    spec = load({"name": "two-out", "inputs": {"a": [4]}, "outputs": ["h", "g"],
+                 "graph": {"h": {"from": "a", "layers": [{"dense": {"units": 3}}]},
+                           "g": {"from": "a", "layers": [{"dense": {"units": 2}}]}}})
+    write_run(tmp_path / "run", spec, resolve_recipe({"data": "digits"}), build(spec))
+    capsys.readouterr()
+    assert run(["export", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: outputs: export takes a spec with one output; this one has the outputs h, g: keep "
+                           "the one to deploy")
+    assert not (tmp_path / "run" / "export").exists()
