@@ -102,3 +102,17 @@ def test_model_of_a_sequential_spec_file_trains_as_sequential_does(tmp_path) -> 
     assert histories[0] == histories[1] and set(histories[0]) >= {"loss", "accuracy", "val_accuracy"}
     assert archlab.Model(path).count_params() == seq.count_params() == 64 * 16 + 16 + 16 * 10 + 10
     assert "dense" in archlab.Model(path).summary()
+
+
+def test_summary_and_params_of_a_two_input_spec(named_task) -> None:
+    _, spec = named_task("binary")
+    model = archlab.Model(spec)
+    # embedding 10x4, dense 4->8, dense 20->16, dense 16->1
+    assert model.count_params() == 40 + (4 * 8 + 8) + (20 * 16 + 16) + (16 + 1) == sum(
+        p.numel() for p in model.build().parameters())
+    text = model.summary()
+    assert "graph.emb.layers[0]" in text and "embedding" in text and "graph.out.layers[1]" in text
+    assert repr(model) == "Model('two-inputs-binary', inputs=['ids', 'num'])"
+    spec_copy = model.spec
+    spec_copy["name"] = "changed"
+    assert model.spec["name"] == "two-inputs-binary"  # the dict is a copy
