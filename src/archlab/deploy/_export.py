@@ -114,6 +114,8 @@ class Runner:
 
     def __call__(self, x: Any) -> np.ndarray:
         if self.inputs is None:
+            if is_named(x) and len(x) == 1:  # a graph of one input, given by its name
+                x = next(iter(x.values()))
             return self.run(np.ascontiguousarray(x, dtype=self.input_dtype))  # dtype None keeps x's own
         if not is_named(x) or not set(self.inputs) <= set(x):
             given = ", ".join(x) if is_named(x) else "one array"
