@@ -85,7 +85,8 @@ class Model:
                 **recipe: Any) -> None:
         """Choose optimizer, loss and metrics, as in Keras; other keywords are recipe fields
         (schedule, grad_clip, init, seed, device, ...). Without a loss the spec's task decides
-        (``task.kind``; classification when it declares none). The weights are created here."""
+        (``task.kind``; classification when it declares none). The spec's own ``train:`` section is
+        not read: compile's and fit's arguments are the recipe, as in Keras. The weights are created here."""
         from .training import prepare_model, resolve_recipe, resolve_task
 
         spec = self.to_spec()
