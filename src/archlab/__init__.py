@@ -21,6 +21,7 @@ from .spec import Spec, dump, load
 if TYPE_CHECKING:
     from .builder import ArchlabModel, build
     from .data import DataError, Dataset, load_dataset
+    from .model import Model
     from .sequential import Sequential
     from .training import Callback, TrainingError, evaluate_run, predict_run, train
 
@@ -29,14 +30,14 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_attributes(__name__, {
     "ArchlabModel": "archlab.builder", "build": "archlab.builder",
     "DataError": "archlab.data", "Dataset": "archlab.data", "load_dataset": "archlab.data",
-    "Sequential": "archlab.sequential",
+    "Model": "archlab.model", "Sequential": "archlab.sequential",
     "Callback": "archlab.training", "TrainingError": "archlab.training", "evaluate_run": "archlab.training",
     "predict_run": "archlab.training", "train": "archlab.training",
 })
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "ArchlabError", "ArchlabModel", "Callback", "DataError", "Dataset", "LayerType", "RegistryError",
-           "Sequential", "ShapeError", "Spec", "SpecError", "TrainingError", "__version__", "analyze", "build", "dump",
-           "evaluate_run", "get_layer", "layers", "list_layers", "load", "load_dataset", "parse", "predict_run",
-           "register_layer", "train"]
+__all__ = ["Analysis", "ArchlabError", "ArchlabModel", "Callback", "DataError", "Dataset", "LayerType", "Model",
+           "RegistryError", "Sequential", "ShapeError", "Spec", "SpecError", "TrainingError", "__version__", "analyze",
+           "build", "dump", "evaluate_run", "get_layer", "layers", "list_layers", "load", "load_dataset", "parse",
+           "predict_run", "register_layer", "train"]

@@ -83,9 +83,10 @@ def test_every_public_name_is_listed_and_resolves() -> None:
                             "from archlab import *\n"
                             "names = globals()\n"
                             "missing = [n for n in archlab.__all__ if names.get(n) is not getattr(archlab, n)]\n"
-                            "print(missing, archlab.train.__module__, archlab.Sequential.__module__)")
+                            "print(missing, archlab.train.__module__, archlab.Sequential.__module__, "
+                            "archlab.Model.__module__, issubclass(archlab.Sequential, archlab.Model))")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["[]", "archlab.training._train", "archlab.sequential"]
+    assert done.stdout.split() == ["[]", "archlab.training._train", "archlab.sequential", "archlab.model", "True"]
 
 
 def test_callback_is_public_and_the_out_checks_need_no_torch() -> None:

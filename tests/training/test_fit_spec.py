@@ -52,7 +52,7 @@ def test_train_and_fit_reach_fit_spec(calls, digits) -> None:
     model = archlab.Sequential([archlab.layers.Flatten(input_shape=(1, 8, 8)), archlab.layers.Dense(10)])
     model.compile(seed=0, device="cpu")
     model.fit(digits.x_train, digits.y_train, epochs=1, verbose=0, out=None)
-    assert calls[-1] == ("archlab.sequential", 1437)
+    assert calls[-1] == ("archlab.model", 1437)  # Sequential.fit is Model.fit
 
 
 def test_cv_reaches_fit_spec_for_every_fold(calls, digits, tmp_path: Path) -> None:

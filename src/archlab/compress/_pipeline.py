@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab._inputs import is_named, map_inputs, num_rows
 from archlab._paths import check_out_dir
 from archlab.exceptions import SpecError
 from archlab.spec import Spec, dump, load
-from archlab.tasks import get_task
+from archlab.tasks import TaskKind, as_task, get_task
 
 #: compress works on classifiers: it distils class probabilities and reports test accuracy.
 CLASSIFICATION = get_task("classification")
@@ -363,24 +364,35 @@ def _metadata(m: _Model) -> dict[str, str]:
 
 
 # -- measuring ------------------------------------------------------------------------------------
-def measure_models(models: list[_Model], x_test: np.ndarray, y_test: np.ndarray, out_dir: Path,
-                   batch_sizes: tuple[int, ...] = (1, 256), rounds: int = 5) -> list[dict[str, Any]]:
-    """One row per model, all measured here: accuracy on the test split, parameters (and non-zero
-    ones), FLOPs, ONNX file size (raw and gzipped), and latency in PyTorch and ONNX Runtime, with
-    every model timed in turn within each round so that machine noise falls on all alike."""
+def measure_models(models: list[_Model], x_test: Any, y_test: np.ndarray, out_dir: Path,
+                   batch_sizes: tuple[int, ...] = (1, 256), rounds: int = 5,
+                   task: TaskKind | str = "classification") -> list[dict[str, Any]]:
+    """One row per model, all measured here: the task's headline metric on the test split
+    (``test_accuracy`` for classification; ``test_auc``, ``test_micro_f1``, ``test_mse``: the first of
+    its evaluation metrics, named in ``test_metric``), parameters (and non-zero ones), FLOPs, ONNX
+    file size (raw and gzipped), and latency in PyTorch and ONNX Runtime, with every model timed in
+    turn within each round so that machine noise falls on all alike. ``x_test`` is one array or
+    named arrays; each model takes the inputs its spec reads (``model_inputs``)."""
     from archlab.analysis import analyze
+    from archlab.builder import parse
     from archlab.deploy import export_model, load_runner, timed_calls
+    from archlab.training import model_inputs
 
-    rows, runners = [], []
+    task = as_task(task)
+    metric = task.evaluation_metrics[0]
+    rows, runners, inputs = [], [], []
     for m in models:
+        x = model_inputs(parse(m.spec), x_test)  # by name, int64 for token ids
+        x = next(iter(x.values())) if is_named(x) and len(x) == 1 else x  # exported as one input "input"
+        inputs.append(x)
         onnx_path = m.onnx_int8
         torch_model = None
         if onnx_path is None:
             torch_model = _module(m)
             onnx_path = m.directory / "model.onnx"
-            sample = torch.from_numpy(np.ascontiguousarray(x_test[:8], dtype=np.float32))
-            export_model(torch_model, onnx_path, format="onnx", example=sample[:1], check_inputs=sample,
-                         metadata=_metadata(m))
+            sample = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[:8])), x)
+            export_model(torch_model, onnx_path, format="onnx", example=map_inputs(lambda t: t[:1], sample),
+                         check_inputs=sample, metadata=_metadata(m))
         ort = load_runner(onnx_path)
         capacity = analyze(m.spec)
         nonzero = (sum(int((v != 0).sum()) for v in m.state.values() if v.is_floating_point()) if m.state
@@ -391,11 +403,12 @@ def measure_models(models: list[_Model], x_test: np.ndarray, y_test: np.ndarray,
                      "onnx_gzip_bytes": len(gzip.compress(raw, 6)), "format": "onnx int8" if m.onnx_int8 else "fp32",
                      "path": str(onnx_path), "notes": {k: v for k, v in m.notes.items() if k != "step"}})
         runners.append({"torch": load_runner(torch_model) if torch_model is not None else None, "onnxrt": ort})
-    x = np.ascontiguousarray(x_test, dtype=np.float32)
-    for row, runner in zip(rows, runners, strict=True):  # torch models scored in PyTorch, int8 ones in ORT
-        row["test_accuracy"] = _accuracy(runner["torch"] or runner["onnxrt"], x, y_test)
+    for row, runner, x in zip(rows, runners, inputs, strict=True):  # torch models scored in PyTorch, int8 in ORT
+        row["test_metric"] = metric
+        row[f"test_{metric}"] = _score(runner["torch"] or runner["onnxrt"], x, y_test, task, metric)
     for bs in batch_sizes:
-        batch = x[:bs] if len(x) >= bs else np.resize(x, (bs, *x.shape[1:]))
+        cycle = np.arange(bs)
+        batches = [map_inputs(lambda a, c=cycle: a[c % len(a)], x) for x in inputs]  # cycled when fewer rows
         times: dict[tuple[int, str], list[float]] = {}
         for _ in range(rounds):
             for i, runner in enumerate(runners):
@@ -404,16 +417,22 @@ def measure_models(models: list[_Model], x_test: np.ndarray, y_test: np.ndarray,
                         # one warm-up call, then calls for about 30 ms (at least 3): a tiny model
                         # gets many samples per round, a big one a few
                         times.setdefault((i, kind), []).extend(
-                            timed_calls(fn, batch, warmup=1, repeats=200, max_seconds=0.03, min_repeats=3))
+                            timed_calls(fn, batches[i], warmup=1, repeats=200, max_seconds=0.03, min_repeats=3))
         for (i, kind), values in times.items():
             rows[i][f"{kind}_b{bs}_ms"] = round(statistics.median(values) * 1000, 4)
             rows[i][f"{kind}_b{bs}_p95_ms"] = round(float(np.percentile(values, 95)) * 1000, 4)
     return rows
 
 
-def _accuracy(runner: Any, x: np.ndarray, y: np.ndarray) -> float:
-    predictions = [runner(x[start:start + 512]).argmax(axis=1) for start in range(0, len(x), 512)]
-    return float((np.concatenate(predictions) == y).mean())
+def _score(runner: Any, x: Any, y: np.ndarray, task: TaskKind, metric: str) -> float:
+    """``metric`` of the runner's outputs (the full model's: probabilities, not logits) on the split."""
+    from archlab.tasks import Predictions, get_metric
+
+    outputs = np.concatenate([runner(map_inputs(lambda a, s=start: a[s:s + 512], x))
+                              for start in range(0, num_rows(x), 512)])
+    y_true = task.targets(y)
+    scores = outputs.reshape(y_true.shape) if outputs.size == y_true.size else outputs  # (N, 1) for (N,) targets
+    return float(get_metric(metric).compute(Predictions(y_true, scores, task.labels(scores)), 5))
 
 
 # -- the report -----------------------------------------------------------------------------------

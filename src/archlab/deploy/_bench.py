@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._export import Runner, export_run, file_size, load_run_model, load_runner, read_metadata
+from archlab._inputs import is_named, map_inputs, num_rows
+
+from ._export import InputInfo, Runner, export_run, file_size, load_run_model, load_runner, read_metadata
 
 __all__ = ["BenchResult", "bench_path", "benchmark", "timed_calls"]
 
@@ -53,10 +55,38 @@ class BenchResult:
     temporary: bool = False
 
 
-def _batch(samples: np.ndarray, size: int) -> np.ndarray:
-    """``size`` samples, cycling through ``samples`` when there are fewer."""
-    index = np.arange(size) % len(samples)
-    return np.ascontiguousarray(samples[index])
+def _batch(samples: Any, size: int) -> Any:
+    """``size`` samples (of each named input), cycling through ``samples`` when there are fewer."""
+    index = np.arange(size) % num_rows(samples)
+    return map_inputs(lambda a: np.ascontiguousarray(a[index]), samples)
+
+
+def _synthetic(shape: tuple[int, ...], dtype: np.dtype, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Random normal floats (not zeros: no sparse or denormal shortcuts), or zeros for int64
+    token ids, since id 0 is below every embedding's input_dim."""
+    return np.zeros((rows, *shape), dtype) if dtype.kind in "iu" else rng.standard_normal((rows, *shape)).astype(dtype)
+
+
+def _named_inputs(specs: dict[str, InputInfo], inputs: Any, rows: int, rng: np.random.Generator) -> dict:
+    """Samples for each input of a several-input model: the given arrays by name (extra ones are
+    left out), else synthetic ones of each input's shape and dtype."""
+    if inputs is None:
+        unknown = [name for name, (shape, _) in specs.items() if shape is None]
+        if unknown:
+            raise ValueError(f"the shape of the input(s) {', '.join(unknown)} is unknown for this model: pass "
+                             "inputs= (a dict of arrays by input name)")
+        return {name: _synthetic(shape, dtype, rows, rng) for name, (shape, dtype) in specs.items()}  # type: ignore[arg-type]
+    if not is_named(inputs) or any(name not in inputs for name in specs):
+        given = ", ".join(inputs) if is_named(inputs) else "one array"
+        raise ValueError(f"the model takes the inputs {', '.join(specs)}; the inputs given are {given}")
+    chosen = {}
+    for name, (shape, dtype) in specs.items():
+        array = np.asarray(inputs[name], dtype=dtype)
+        if shape is not None and tuple(array.shape[1:]) != tuple(shape):
+            raise ValueError(f"the model's input {name!r} takes samples of shape {tuple(shape)}, the inputs have "
+                             f"{tuple(array.shape[1:])}")
+        chosen[name] = array
+    return chosen
 
 
 def timed_calls(runner: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup: int = 3, repeats: int = 100,
@@ -91,8 +121,9 @@ def benchmark(runner: Runner | Callable[[np.ndarray], Any] | nn.Module | str | P
             callable on a numpy batch.
         input_shape: one sample's shape without the batch axis (default: the runner's).
         batch_sizes: the batch sizes to time.
-        inputs: samples to feed (cycled to fill a batch); default random normal floats, or
-            zeros for an int64 (token id) input, since id 0 is always in range.
+        inputs: samples to feed (cycled to fill a batch); for a model of several inputs a dict of
+            arrays by input name. Default random normal floats, or zeros for an int64 (token id)
+            input, since id 0 is always in range; for each input of a several-input model alike.
         warmup: untimed calls first (stopped early after ``max_seconds / 2``; at least one).
         repeats: timed calls at most.
         max_seconds: time budget of the timed calls per batch size, after ``min_repeats``.
@@ -115,23 +146,27 @@ def benchmark(runner: Runner | Callable[[np.ndarray], Any] | nn.Module | str | P
         raise ValueError(f"batch sizes are positive integers, got {list(batch_sizes)}")
     if warmup < 0 or repeats < 1 or min_repeats < 1 or max_seconds <= 0:
         raise ValueError("warmup >= 0, repeats >= 1, min_repeats >= 1 and max_seconds > 0 are needed")
-    known = runner.input_dtype if isinstance(runner, Runner) else None
-    dtype = np.dtype(np.float32) if known is None else known
-    if inputs is None:
-        shape = tuple(input_shape) if input_shape is not None else getattr(runner, "input_shape", None)
-        if shape is None:
-            raise ValueError("the input shape is unknown for this model: pass input_shape (without the batch axis)")
-        rng = np.random.default_rng(seed)  # random values, not zeros: no sparse or denormal shortcuts
-        largest = max(sizes)
-        inputs = (np.zeros((largest, *shape), dtype) if dtype.kind in "iu"
-                  else rng.standard_normal((largest, *shape)).astype(dtype))
-    expected = getattr(runner, "input_shape", None)
-    if expected is not None and tuple(np.shape(inputs)[1:]) != tuple(expected):
-        raise ValueError(f"the model takes samples of shape {tuple(expected)}, the inputs have "
-                         f"{tuple(np.shape(inputs)[1:])}")
+    rng = np.random.default_rng(seed)
+    named = runner.inputs if isinstance(runner, Runner) else None
+    if named is not None:
+        inputs = _named_inputs(named, inputs, max(sizes), rng)
+    else:
+        known = runner.input_dtype if isinstance(runner, Runner) else None
+        dtype = np.dtype(np.float32) if known is None else known
+        if inputs is None:
+            shape = tuple(input_shape) if input_shape is not None else getattr(runner, "input_shape", None)
+            if shape is None:
+                raise ValueError("the input shape is unknown for this model: pass input_shape (without the batch "
+                                 "axis)")
+            inputs = _synthetic(shape, dtype, max(sizes), rng)
+        expected = getattr(runner, "input_shape", None)
+        if expected is not None and tuple(np.shape(inputs)[1:]) != tuple(expected):
+            raise ValueError(f"the model takes samples of shape {tuple(expected)}, the inputs have "
+                             f"{tuple(np.shape(inputs)[1:])}")
+        inputs = np.asarray(inputs, dtype=dtype)
     rows = []
     for size in sizes:
-        x = _batch(np.asarray(inputs, dtype=dtype), size)  # made once, outside the timed calls
+        x = _batch(inputs, size)  # made once, outside the timed calls
         times = timed_calls(runner, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds,
                             min_repeats=min_repeats)
         median = float(np.median(times))

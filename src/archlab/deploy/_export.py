@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab._inputs import call_model, is_named, map_inputs, num_rows
 from archlab._paths import check_out_file
 from archlab.exceptions import ArchlabError, SpecError
 
@@ -85,16 +86,23 @@ class ExportResult:
     atol: float = 1e-5
 
 
+#: One input's sample shape (without the batch axis; None when unknown) and the dtype the model reads.
+InputInfo = tuple[tuple[int, ...] | None, np.dtype]
+
+
 @dataclass
 class Runner:
-    """A model that takes a numpy batch and returns a numpy batch, whatever runs it.
+    """A model that takes a numpy batch and returns a numpy batch, whatever runs it; a model of
+    several inputs takes a dict of arrays by input name.
 
     Attributes:
         kind: ``"torch"`` (an nn.Module), ``"onnx"`` (ONNX Runtime) or ``"torchscript"``.
-        input_shape: one sample's shape without the batch axis, when known.
+        input_shape: one sample's shape without the batch axis, when known (one input only).
         input_dtype: the dtype the model reads (int64 for token ids), when known; inputs are cast to it.
         threads: intra-op threads (torch's setting when the runner was made; ONNX Runtime is given the same).
         path: the model file, None for an in-memory module.
+        inputs: for a model of several inputs, each one's (shape, dtype) by name, in the model's
+            order; None for a model of one input.
     """
 
     kind: str
@@ -102,10 +110,20 @@ class Runner:
     input_dtype: np.dtype | None
     threads: int
     path: Path | None
-    run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    run: Callable[[Any], np.ndarray] = field(repr=False)
+    inputs: dict[str, InputInfo] | None = None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.run(np.ascontiguousarray(x, dtype=self.input_dtype))  # dtype None keeps x's own
+    def __call__(self, x: Any) -> np.ndarray:
+        if self.inputs is None:
+            if is_named(x) and len(x) == 1:  # a graph of one input, given by its name
+                x = next(iter(x.values()))
+            return self.run(np.ascontiguousarray(x, dtype=self.input_dtype))  # dtype None keeps x's own
+        if not is_named(x) or not set(self.inputs) <= set(x):
+            given = ", ".join(x) if is_named(x) else "one array"
+            raise ValueError(f"the model takes the inputs {', '.join(self.inputs)} as a dict of arrays by name; "
+                             f"got {given}")
+        return self.run({name: np.ascontiguousarray(x[name], dtype=dtype)
+                         for name, (_, dtype) in self.inputs.items()})
 
 
 class _SingleInput(nn.Module):
@@ -118,6 +136,18 @@ class _SingleInput(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002  (the ONNX input's name)
         return self.model(input)
+
+
+class _NamedInputs(nn.Module):
+    """Positional arguments in the order of the spec's inputs, passed on by name: torch.onnx names
+    the ONNX inputs from ``input_names`` in that order, and ArchlabModel's forward is ``*args``."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, args, strict=True)))
 
 
 @contextlib.contextmanager
@@ -179,15 +209,22 @@ def check_export_options(format: str, opset: int | None) -> None:
                          "or leave --opset out for the exporter's default")
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: dict[str, str],
+def _export_onnx(model: nn.Module, example: Any, tmp: Path, metadata: dict[str, str],
                  opset: int | None) -> int:
     import onnx
 
+    batch = torch.export.Dim("batch", min=1)  # one dimension for every input: they share the batch axis
+    if is_named(example):
+        names = list(example)
+        wrapper: nn.Module = _NamedInputs(model, names)
+        args, dynamic = tuple(example.values()), {"args": tuple({0: batch} for _ in names)}
+    else:
+        names, wrapper, args, dynamic = ["input"], _SingleInput(model), (example,), {"input": {0: batch}}
     try:
         with _quiet():
-            torch.onnx.export(_SingleInput(model).eval(), (example,), str(tmp), dynamo=True, input_names=["input"],
+            torch.onnx.export(wrapper.eval(), args, str(tmp), dynamo=True, input_names=names,
                               output_names=["output"], opset_version=opset, external_data=False, verbose=False,
-                              dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1)}})
+                              dynamic_shapes=dynamic)
     except Exception as exc:
         raise ExportError(f"torch.onnx could not export the model{f' at opset {opset}' if opset else ''}: "
                           f"{_summary(exc)}") from exc
@@ -205,10 +242,11 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: d
     return int(actual) if actual is not None else 0
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, tmp: Path, metadata: dict[str, str]) -> None:
+def _export_torchscript(model: nn.Module, example: Any, tmp: Path, metadata: dict[str, str]) -> None:
+    args = tuple(example.values()) if is_named(example) else (example,)  # traced positionally, in input order
     try:
         with _quiet(), torch.no_grad():
-            traced = torch.jit.trace(model, (example,), check_trace=False)  # our own check follows
+            traced = torch.jit.trace(model, args, check_trace=False)  # our own check follows
         traced.save(str(tmp), _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
     except Exception as exc:
         raise ExportError(f"torch.jit.trace could not trace the model: {_summary(exc)}") from exc
@@ -230,23 +268,24 @@ def _check_batches(count: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
-def _compare(runner: Runner, model: nn.Module, check_inputs: torch.Tensor, rtol: float,
+def _compare(runner: Runner, model: nn.Module, check_inputs: Any, rtol: float,
              atol: float) -> tuple[float, tuple[int, ...], str | None]:
     """The largest |exported - torch|, the batch sizes run, and the element furthest beyond the
     tolerance described (None when every element is within it)."""
     worst_diff, worst_excess, failure = 0.0, 0.0, None
     sizes = []
-    for batch in _check_batches(len(check_inputs)):
-        x = check_inputs[batch]
+    for batch in _check_batches(num_rows(check_inputs)):
+        x = map_inputs(lambda t, b=batch: t[b], check_inputs)
+        rows = num_rows(x)
         with torch.no_grad():
-            expected = model(x).detach().cpu().numpy()
-        got = np.asarray(runner(x.cpu().numpy()))
-        sizes.append(len(x))
+            expected = call_model(model, x).detach().cpu().numpy()
+        got = np.asarray(runner(map_inputs(lambda t: t.cpu().numpy(), x)))
+        sizes.append(rows)
         if got.shape != expected.shape:
-            return worst_diff, tuple(sizes), (f"the exported model returns shape {got.shape} for a batch of {len(x)}, "
+            return worst_diff, tuple(sizes), (f"the exported model returns shape {got.shape} for a batch of {rows}, "
                                               f"PyTorch {expected.shape}")
         if not np.isfinite(got).all() and np.isfinite(expected).all():
-            return float("inf"), tuple(sizes), f"the exported model returns NaN or inf for a batch of {len(x)}"
+            return float("inf"), tuple(sizes), f"the exported model returns NaN or inf for a batch of {rows}"
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
         worst_diff = max(worst_diff, float(diff.max()) if diff.size else 0.0)
         excess = diff - (atol + rtol * np.abs(expected.astype(np.float64)))
@@ -254,17 +293,17 @@ def _compare(runner: Runner, model: nn.Module, check_inputs: torch.Tensor, rtol:
             worst_excess = float(excess.max())
             where = np.unravel_index(int(excess.argmax()), excess.shape)
             sample, index = batch.start + int(where[0]), tuple(int(i) for i in where[1:])
-            failure = (f"sample {sample} (in a batch of {len(x)}), output {list(index)}: exported "
+            failure = (f"sample {sample} (in a batch of {rows}), output {list(index)}: exported "
                        f"{got[where]:.6g} vs torch {expected[where]:.6g}, |diff| {diff[where]:.3g} > "
                        f"atol {atol:g} + rtol {rtol:g} * |torch| = {atol + rtol * abs(float(expected[where])):.3g}")
     return worst_diff, tuple(sizes), failure
 
 
-def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx", example: torch.Tensor,
-                 check_inputs: torch.Tensor, metadata: dict[str, str] | None = None, opset: int | None = None,
+def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx", example: Any,
+                 check_inputs: Any, metadata: dict[str, str] | None = None, opset: int | None = None,
                  rtol: float = 1e-3, atol: float = 1e-5) -> ExportResult:
-    """Export a one-input, one-output model with a dynamic batch axis, and keep the file only if
-    it computes what the model computes.
+    """Export a one-output model of one input, or of several named ones, with a dynamic batch
+    axis, and keep the file only if it computes what the model computes.
 
     The file is written beside ``path`` under a temporary name, read back (ONNX Runtime or
     ``torch.jit.load``), run on ``check_inputs`` in batches of 1, 7 and the rest, and compared
@@ -275,9 +314,10 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         model: the module; exported in eval mode (its mode is restored afterwards).
         path: where the file goes (ONNX: ``.onnx``; TorchScript: ``.pt``).
         format: ``"onnx"`` (input ``"input"``, output ``"output"``, batch axis ``"batch"``) or ``"torchscript"``.
-        example: a batch to trace with; a batch of one is repeated to two, because torch.export
-            treats a size-1 axis as fixed.
-        check_inputs: held-out samples (at least 3, so that two batch sizes run).
+        example: a batch to trace with (a tensor, or a dict of tensors by input name: the ONNX
+            inputs then carry those names and dtypes, in that order, sharing the batch axis); a
+            batch of one is repeated to two, because torch.export treats a size-1 axis as fixed.
+        check_inputs: held-out samples (at least 3, so that two batch sizes run), in the form of ``example``.
         metadata: text stored in the file: ONNX ``metadata_props``, TorchScript extra file ``archlab.json``.
         opset: the ONNX opset (default: the exporter's, 20 in torch 2.13; 18 is the lowest it writes).
         rtol, atol: the parity tolerance.
@@ -301,19 +341,20 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         ('hi', 9, (1, 7, 1))
     """
     check_export_options(format, opset)
-    if len(check_inputs) < 3:
+    if num_rows(check_inputs) < 3:
         raise ValueError(f"check_inputs needs at least 3 samples (batches of 1 and 2 prove the dynamic batch "
-                         f"axis), got {len(check_inputs)}")
+                         f"axis), got {num_rows(check_inputs)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
     was_training = model.training
     model.eval()
-    example = example if len(example) >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    if num_rows(example) < 2:
+        example = map_inputs(lambda t: t.repeat(2, *([1] * (t.dim() - 1))), example)
     tmp = _sibling_tmp(path)
     try:
         with torch.no_grad():
-            out = model(example)
+            out = call_model(model, example)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"export takes a model with one output tensor; this one returns {type(out).__name__}")
         opset_used: int | None = None
@@ -334,7 +375,8 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
-    return ExportResult(path, format, opset_used, file_size(path), max_diff, len(check_inputs), sizes, rtol, atol)
+    return ExportResult(path, format, opset_used, file_size(path), max_diff, num_rows(check_inputs), sizes, rtol,
+                        atol)
 
 
 def file_size(path: str | Path) -> int:
@@ -342,7 +384,7 @@ def file_size(path: str | Path) -> int:
     return Path(path).stat().st_size
 
 
-def _test_metrics(run_dir: Path, weights: str, dataset: Any, x: np.ndarray) -> dict[str, float]:
+def _test_metrics(run_dir: Path, weights: str, dataset: Any, x: Any) -> dict[str, float]:
     """The exported weights' metrics on the whole test split, computed as evaluate_run does
     (without writing files). summary.json's test metrics cannot stand in: they belong to the
     final epoch's weights, which are the best ones only when early stopping restored them."""
@@ -376,7 +418,7 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any
 
     Raises:
         RunError: a missing spec.yaml, recipe.yaml or weights file, or weights that do not match the spec.
-        SpecError: a spec with several inputs or outputs (export takes one of each).
+        SpecError: a spec with several outputs (export takes one).
     """
     from archlab.builder import parse
     from archlab.training import restore_run
@@ -385,9 +427,9 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any
         raise ValueError(f"weights is best or last, got {weights!r}")
     run = restore_run(run_dir, weights, logits=False)
     parsed = parse(run.spec)
-    if parsed.is_graph and (len(parsed.inputs) != 1 or len(parsed.outputs) != 1):
-        raise SpecError(f"export takes a spec with one input and one output; this one has inputs "
-                        f"{', '.join(parsed.inputs)} and outputs {', '.join(parsed.outputs)}")
+    if parsed.is_graph and len(parsed.outputs) != 1:
+        raise SpecError(f"export takes a spec with one output; this one has the outputs {', '.join(parsed.outputs)}:"
+                        " keep the one to deploy", "outputs")
     return run.spec, run.recipe, parsed, run.model
 
 
@@ -419,7 +461,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, run_task
+    from archlab.training import check_fit, model_inputs, run_task
 
     check_export_options(format, opset)
     if samples < 3:
@@ -435,16 +477,21 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         raise SpecError("the run records no data set: pass --data NAME for the held-out check samples")
     dataset = load_dataset(name, data_dir)
     check_fit(parsed, dataset, run_task(spec, recipe)[0])
-    x = dataset.x_test
-    if parsed.raw_inputs["input"].dtype == "long":  # token ids: the model reads int64
-        x = x.astype(np.int64)
+    x = model_inputs(parsed, dataset.x_test, dataset.name)  # by name, int64 for token ids
     metrics = _test_metrics(run_dir, weights, dataset, x)
-    inputs = torch.from_numpy(np.ascontiguousarray(x[:samples]))
-    if len(inputs) < 3:
-        raise ValueError(f"{dataset.name} has {len(inputs)} test samples; the parity check needs at least 3")
-    return export_model(model, target, format=format, example=inputs[:2], check_inputs=inputs,
-                        metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, len(x)),
+    # a graph of one input exports as one of any other spec (ONNX input "input")
+    inputs = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[:samples])), _one_or_named(x))
+    if num_rows(inputs) < 3:
+        raise ValueError(f"{dataset.name} has {num_rows(inputs)} test samples; the parity check needs at least 3")
+    return export_model(model, target, format=format, example=map_inputs(lambda t: t[:2], inputs),
+                        check_inputs=inputs,
+                        metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, num_rows(x)),
                         opset=opset, rtol=rtol, atol=atol)
+
+
+def _one_or_named(x: Any) -> Any:
+    """Named inputs as they are, but the one array of a single-input graph by itself."""
+    return next(iter(x.values())) if is_named(x) and len(x) == 1 else x
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -486,31 +533,39 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def _spec_input(metadata: dict[str, str]) -> tuple[tuple[int, ...] | None, np.dtype | None]:
-    """Input shape and dtype from the spec an exported file carries (None, None without one)."""
+def _spec_inputs(metadata: dict[str, str]) -> dict[str, InputInfo] | None:
+    """Each input's shape and dtype, by name in the spec's order, from the spec an exported file
+    carries (None without one)."""
     if "archlab.spec" not in metadata:
-        return None, None
+        return None
     from archlab.builder import parse
 
-    info = parse(metadata["archlab.spec"]).raw_inputs.get("input")
-    if info is None:
-        return None, None
-    return tuple(info.shape), np.dtype(np.int64 if info.dtype == "long" else np.float32)
+    return {name: (tuple(info.shape), np.dtype(np.int64 if info.dtype == "long" else np.float32))
+            for name, info in parse(metadata["archlab.spec"]).raw_inputs.items()}
+
+
+def _runner(kind: str, threads: int, path: Path | None, run: Callable[[Any], np.ndarray],
+            inputs: dict[str, InputInfo] | None) -> Runner:
+    """A Runner of one input (``input_shape``, ``input_dtype``) or of several (``inputs``)."""
+    if inputs is not None and len(inputs) > 1:
+        return Runner(kind, None, None, threads, path, run, inputs)
+    shape, dtype = next(iter(inputs.values())) if inputs else (None, None)
+    return Runner(kind, shape, dtype, threads, path, run)
 
 
 def _torch_runner(module: nn.Module) -> Runner:
     module.eval()
-    shape, dtype = None, None
-    if hasattr(module, "spec") and getattr(module, "input_names", None) == ["input"]:
+    inputs = None
+    if hasattr(module, "spec") and getattr(module, "input_names", None):
         from archlab.spec import dump
 
-        shape, dtype = _spec_input({"archlab.spec": dump(module.spec)})
+        inputs = _spec_inputs({"archlab.spec": dump(module.spec)})
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: Any) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).cpu().numpy()
+            return call_model(module, map_inputs(torch.from_numpy, x)).cpu().numpy()
 
-    return Runner("torch", shape, dtype, torch.get_num_threads(), None, run)
+    return _runner("torch", torch.get_num_threads(), None, run, inputs)
 
 
 def _onnx_runner(path: Path) -> Runner:
@@ -525,15 +580,17 @@ def _onnx_runner(path: Path) -> Runner:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelFileError(f"{path} is not a model ONNX Runtime can load: {str(exc).splitlines()[0]}") from None
-    first = session.get_inputs()[0]
-    shape = tuple(d if isinstance(d, int) else -1 for d in first.shape[1:])
-    dtype = np.dtype(np.int64 if first.type == "tensor(int64)" else np.float32)
-    name, output = first.name, session.get_outputs()[0].name
+    inputs: dict[str, InputInfo] = {}
+    for arg in session.get_inputs():
+        shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape[1:])
+        inputs[arg.name] = (shape if -1 not in shape else None,
+                            np.dtype(np.int64 if arg.type == "tensor(int64)" else np.float32))
+    first, output = session.get_inputs()[0].name, session.get_outputs()[0].name
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run([output], {name: x})[0]
+    def run(x: Any) -> np.ndarray:
+        return session.run([output], x if is_named(x) else {first: x})[0]
 
-    return Runner("onnx", shape if -1 not in shape else None, dtype, options.intra_op_num_threads, path, run)
+    return _runner("onnx", options.intra_op_num_threads, path, run, inputs)
 
 
 def _torchscript_runner(path: Path) -> Runner:
@@ -544,19 +601,21 @@ def _torchscript_runner(path: Path) -> Runner:
     except Exception as exc:
         raise ModelFileError(f"{path} is not a loadable TorchScript archive: {str(exc).splitlines()[0]}") from None
     module.eval()
-    shape, dtype = _spec_input(read_metadata(path))
+    inputs = _spec_inputs(read_metadata(path))
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).cpu().numpy()
+    def run(x: Any) -> np.ndarray:
+        with torch.inference_mode():  # traced positionally, in the spec's input order
+            args = [torch.from_numpy(x[name]) for name in inputs] if is_named(x) and inputs else [torch.from_numpy(x)]
+            return module(*args).cpu().numpy()
 
-    return Runner("torchscript", shape, dtype, torch.get_num_threads(), path, run)
+    return _runner("torchscript", torch.get_num_threads(), path, run, inputs)
 
 
 def load_runner(model: nn.Module | str | Path) -> Runner:
-    """Something to call on a numpy batch: an nn.Module (run by torch), an ``.onnx`` file (ONNX
-    Runtime, CPU, with torch's intra-op thread count) or a TorchScript file (``torch.jit.load``).
-    The kind of file is read from its content, not its name.
+    """Something to call on a numpy batch (a dict of arrays by input name for a model of several
+    inputs): an nn.Module (run by torch), an ``.onnx`` file (ONNX Runtime, CPU, with torch's
+    intra-op thread count) or a TorchScript file (``torch.jit.load``). The kind of file is read
+    from its content, not its name.
 
     Example:
         >>> from archlab import build

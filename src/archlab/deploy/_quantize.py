@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from archlab._inputs import is_named, num_rows
 from archlab.exceptions import SpecError
 from archlab.layers import Quantization
 
@@ -149,8 +150,9 @@ def _gemm_to_matmul(model: Any) -> int:
 
 
 def _count_quantized(path: Path) -> dict[str, int]:
-    """Nodes that read int8 weights: ORT's integer ops, or float ops fed by DequantizeLinear of
-    an int8 initializer (QDQ)."""
+    """Nodes that read int8 weights: ORT's integer ops, float ops fed by DequantizeLinear of an
+    int8 initializer (QDQ), or ops that read one themselves (dynamic mode's Gather of an int8
+    embedding table, dequantized after the lookup)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -160,32 +162,64 @@ def _count_quantized(path: Path) -> dict[str, int]:
     for node in model.graph.node:
         if node.op_type in _INTEGER_OPS:
             counts[_INTEGER_OPS[node.op_type]] += 1
-        elif node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dequantized for i in node.input):
+        elif node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dequantized or i in int8
+                                                                                 for i in node.input):
             counts[node.op_type] += 1
     return dict(sorted(counts.items()))
 
 
 class _Batches:
-    """ORT's CalibrationDataReader protocol over calibration samples, 32 at a time."""
+    """ORT's CalibrationDataReader protocol over calibration samples (by the ONNX input names), 32
+    at a time: one dict per batch with a slice of every input."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int = 32) -> None:
-        self._batches = iter([{name: x[i:i + batch]} for i in range(0, len(x), batch)])
+    def __init__(self, x: dict[str, np.ndarray], batch: int = 32) -> None:
+        rows = num_rows(x)
+        self._batches = iter([{name: a[i:i + batch] for name, a in x.items()} for i in range(0, rows, batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
 
-def _model_input(path: Path) -> tuple[str, tuple[int, ...], np.dtype]:
+def _model_inputs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each ONNX input's sample shape (-1 for a dynamic axis) and dtype, by name."""
     import onnx
 
-    first = onnx.load(str(path), load_external_data=False).graph.input[0]
-    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in first.type.tensor_type.shape.dim)
-    dtype = np.dtype(np.int64 if first.type.tensor_type.elem_type == onnx.TensorProto.INT64 else np.float32)
-    return first.name, dims[1:], dtype
+    found = {}
+    for arg in onnx.load(str(path), load_external_data=False).graph.input:
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in arg.type.tensor_type.shape.dim)
+        found[arg.name] = (dims[1:], np.dtype(np.int64 if arg.type.tensor_type.elem_type == onnx.TensorProto.INT64
+                                              else np.float32))
+    return found
+
+
+def _calibration(calibration: Any, inputs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
+    """Calibration samples by ONNX input name, each in its input's dtype: one array for a model of
+    one input, a dict of arrays by input name for several (more names are left out)."""
+    if not is_named(calibration):
+        if len(inputs) > 1:
+            raise ValueError(f"the model takes the inputs {', '.join(inputs)}: give calibration as a dict of arrays "
+                             "by input name")
+        calibration = {next(iter(inputs)): calibration}
+    missing = [name for name in inputs if name not in calibration]
+    if missing:
+        raise ValueError(f"calibration lacks the input(s) {', '.join(missing)}; it holds {', '.join(calibration)}")
+    chosen = {}
+    for name, (shape, dtype) in inputs.items():
+        array = np.ascontiguousarray(calibration[name], dtype=dtype)
+        of = "" if len(inputs) == 1 else f" of input {name!r}"
+        if array.ndim != len(shape) + 1 or any(s not in (-1, c) for s, c in zip(shape, array.shape[1:], strict=False)):
+            raise ValueError(f"calibration samples{of} have shape {array.shape[1:]}, the model takes {shape}")
+        chosen[name] = array
+    if not num_rows(chosen):
+        raise ValueError("calibration holds no samples")
+    if len({len(a) for a in chosen.values()}) > 1:
+        raise ValueError(f"the calibration inputs hold different numbers of samples "
+                         f"({', '.join(f'{n}: {len(a)}' for n, a in chosen.items())})")
+    return chosen
 
 
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, *, mode: Mode = "dynamic",
-                  calibration: np.ndarray | None = None, spec: Any = None,
+                  calibration: np.ndarray | dict[str, np.ndarray] | None = None, spec: Any = None,
                   method: Literal["minmax", "percentile"] = "minmax") -> QuantizeResult:
     """Quantize an exported fp32 ONNX model to int8 with ONNX Runtime.
 
@@ -198,8 +232,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, *, mode: Mode = "
         fp32_path: the fp32 model (``export_run``/``export_model``).
         out_path: where the int8 model goes; written only when quantization succeeds.
         mode: ``"dynamic"`` (dense, recurrent, attention models) or ``"static"`` (convolutional and dense).
-        calibration: input samples ``(N, *input_shape)``; needed for static, where they fix the
-            activation ranges. Take them from the training split, never the test split.
+        calibration: input samples ``(N, *input_shape)``, or a dict of them by input name for a
+            model of several inputs; needed for static, where they fix the activation ranges.
+            Take them from the training split, never the test split.
         spec: the model's spec, to check its layers; default: the spec stored in the file.
         method: static calibration, ``"minmax"`` or ``"percentile"``.
 
@@ -229,15 +264,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, *, mode: Mode = "
             raise ValueError(f"{fp32_path} carries no archlab.spec metadata: pass spec= (the model's spec)")
         spec = metadata["archlab.spec"]
     float_layers = check_quantizable(load(spec), mode)
-    name, shape, dtype = _model_input(fp32_path)
-    if calibration is not None:
-        calibration = np.ascontiguousarray(calibration, dtype=dtype)
-        if calibration.ndim != len(shape) + 1 or any(s not in (-1, c) for s, c in zip(shape, calibration.shape[1:],
-                                                                                       strict=False)):
-            raise ValueError(f"calibration samples have shape {calibration.shape[1:]}, the model takes {shape}")
-        if not len(calibration):
-            raise ValueError("calibration holds no samples")
-    elif mode == "static":
+    inputs = _model_inputs(fp32_path)
+    samples = _calibration(calibration, inputs) if calibration is not None else None
+    if samples is None and mode == "static":
         raise ValueError("static quantization needs calibration samples (a few hundred from the training split) "
                          "to fix the activation ranges")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,11 +290,11 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, *, mode: Mode = "
                                  op_types_to_quantize=DYNAMIC_OPS)
             else:
                 calibrate = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile
-                quantize_static(str(source), str(tmp), _Batches(name, calibration), quant_format=QuantFormat.QDQ,
+                quantize_static(str(source), str(tmp), _Batches(samples), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=calibrate)
-        _set_metadata(tmp, metadata, mode, method, calibration)
-        max_diff = _check_result(load_runner, fp32_path, tmp, calibration, shape, dtype)
+        _set_metadata(tmp, metadata, mode, method, samples)
+        max_diff = _check_result(load_runner, fp32_path, tmp, samples, inputs)
         ops = _count_quantized(tmp)
         os.replace(tmp, out_path)
     except ExportError:
@@ -277,10 +306,11 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, *, mode: Mode = "
             leftover.unlink(missing_ok=True)
     return QuantizeResult(out_path, file_size(out_path), mode, ops, float_layers,
                           method if mode == "static" else None,
-                          0 if calibration is None or mode == "dynamic" else len(calibration), max_diff)
+                          0 if samples is None or mode == "dynamic" else num_rows(samples), max_diff)
 
 
-def _set_metadata(path: Path, metadata: dict[str, str], mode: str, method: str, calibration: np.ndarray | None) -> None:
+def _set_metadata(path: Path, metadata: dict[str, str], mode: str, method: str,
+                  calibration: dict[str, np.ndarray] | None) -> None:
     """The fp32 file's metadata (spec, metrics, source run) plus how the weights were quantized;
     ORT's own bookkeeping keys (onnx.infer, onnx.quant.pre_process) are dropped."""
     import onnx
@@ -289,17 +319,21 @@ def _set_metadata(path: Path, metadata: dict[str, str], mode: str, method: str, 
     info: dict[str, Any] = {"mode": mode, "weights": "int8"}
     if mode == "static":
         info |= {"format": "QDQ", "per_channel": True, "activations": "int8", "method": method,
-                 "calibration_samples": len(calibration) if calibration is not None else 0}
+                 "calibration_samples": num_rows(calibration) if calibration is not None else 0}
     del proto.metadata_props[:]
     for key, value in {**metadata, "archlab.quantization": json.dumps(info)}.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
 
 
-def _check_result(load_runner: Any, fp32_path: Path, path: Path, calibration: np.ndarray | None,
-                  shape: tuple[int, ...], dtype: np.dtype) -> float | None:
+def _check_result(load_runner: Any, fp32_path: Path, path: Path, calibration: dict[str, np.ndarray] | None,
+                  inputs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> float | None:
     """The int8 model must load and give finite outputs of the fp32 model's shape."""
-    x = calibration[:64] if calibration is not None else np.zeros((2, *(max(s, 1) for s in shape)), dtype)
+    if calibration is not None:
+        x = {name: a[:64] for name, a in calibration.items()}
+    else:  # zeros: in range for token ids too
+        x = {name: np.zeros((2, *(max(s, 1) for s in shape)), dtype) for name, (shape, dtype) in inputs.items()}
+    x = x if len(x) > 1 else next(iter(x.values()))  # a runner of one input takes one array
     reference, got = load_runner(fp32_path)(x), load_runner(path)(x)
     if got.shape != reference.shape or not np.isfinite(got).all():
         raise ExportError(f"the int8 model of {fp32_path} gives outputs of shape {got.shape} with "
