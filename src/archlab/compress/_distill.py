@@ -84,15 +84,17 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, targets: tor
                          f"teacher gives {tuple(teacher.shape)} and the student {tuple(student.shape)} for one batch: "
                          f"end the student spec with dense: {{units: {teacher.shape[-1]}}}")
     t = float(temperature)
-    if task.output_activation == "softmax":
+    # by the task's registry entry: values without an activation are regressed on; class ids
+    # (target_dtype long) are one softmax over the classes; other targets are per-output probabilities
+    if task.output_activation is None:
+        soft = F.mse_loss(student, teacher)
+    elif task.target_dtype == "long":
         soft = t * t * F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
                                 reduction="batchmean", log_target=True)
-    elif task.output_activation == "sigmoid":
+    else:
         p = torch.sigmoid(teacher / t)
         soft = t * t * (F.binary_cross_entropy_with_logits(student / t, p)
                         - F.binary_cross_entropy_with_logits(teacher / t, p))
-    else:
-        soft = F.mse_loss(student, teacher)
     hard = (hard_loss or task.loss())(student, targets)
     return alpha * soft + (1 - alpha) * hard
 
