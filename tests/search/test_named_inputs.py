@@ -42,7 +42,7 @@ def test_search_trains_two_input_trials_on_the_task_metric(tmp_path, named_task,
 def test_the_search_command_runs_two_input_trials_in_worker_processes(tmp_path, named_task, capsys) -> None:
     _, spec = named_task("regression")
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(_space(spec)))
+    path.write_text(yaml.safe_dump(_space(spec), sort_keys=False))
     code = run(["search", str(path), "--trials", "2", "--workers", "2", "--pruner", "none", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
