@@ -159,3 +159,31 @@ def test_the_compress_command_compresses_a_regression_run(tmp_path, capsys) -> N
     trained_mse = evaluate_run(run_dir)["metrics"]["mse"]
     assert rows[0]["test_mse"] == pytest.approx(trained_mse, rel=1e-5)
     assert "| test mse | Δ |" in (folder / "compression.md").read_text()
+
+
+def test_blocks_and_channels_inside_graph_nodes_are_removed_with_their_weights(named_task) -> None:
+    from archlab.compress import block_candidates, bypass, prunable_layers, prune_channels, remove_blocks
+
+    _, spec = named_task("regression")
+    spec["graph"]["out"]["layers"].insert(1, {"residual": {"layers": [{"dense": {"units": 16, "activation": "relu"}}]}})
+    torch.manual_seed(0)
+    model = archlab.build(spec).eval()
+    x = {"ids": torch.randint(0, 10, (6, 3)), "num": torch.randn(6, 4)}
+    (block,) = block_candidates(spec)
+    assert (block.module, block.path) == ("net.nodes.out.layers.1", "graph.out.layers[1]")
+    with torch.no_grad(), bypass(model, block):
+        expected = model(**x)
+    small, state = remove_blocks(spec, model.state_dict(), [block])
+    smaller = archlab.build(small)
+    smaller.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.allclose(smaller.eval()(**x), expected)  # the block is gone, every other weight kept
+    # the residual stream (out's first dense and the block's body) is pruned together; the "dense"
+    # node's only layer feeds the concat another node reads, so it keeps its width
+    assert prunable_layers(spec) == {"graph.out.layers[0]": 16}
+    thin, thin_state = prune_channels(spec, model.state_dict(), ratio=0.5)
+    layers = thin.to_dict()["graph"]["out"]["layers"]
+    assert layers[0]["dense"]["units"] == 8 and layers[1]["residual"]["layers"][0]["dense"]["units"] == 8
+    pruned = archlab.build(thin)
+    pruned.load_state_dict(thin_state)
+    assert pruned(**x).shape == (6, 1)
