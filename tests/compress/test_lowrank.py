@@ -151,9 +151,6 @@ def test_choose_layers_by_spec_path():
 
 
 def test_refusals_name_the_spec_path():
-    graph = {"inputs": {"x": [4]}, "graph": {"h": {"from": "x", "layers": [{"dense": {"units": 8}}]}}, "outputs": "h"}
-    with pytest.raises(SpecError, match="graph form"):
-        lowrank(graph, archlab.build(graph).state_dict(), 2)
     tied = {"input": {"shape": [5], "dtype": "long"},
             "layers": [{"embedding": {"input_dim": 50, "output_dim": 40}, "name": "emb"},
                        {"dense": {"units": 40}}, {"dense": {"units": 50}, "tie": "emb"}]}

@@ -60,6 +60,8 @@ def compress(
     """Compress RUN with the steps in the order given; every model measured side by side."""
     from archlab.compress import CompressStep
     from archlab.compress import compress as compress_run
+    from archlab.compress._shrink import format_score
+    from archlab.tasks import direction_of
 
     names = {"prune_structured": "prune-structured", "prune_unstructured": "prune-unstructured",
              "distill_from": "distill"}
@@ -72,12 +74,16 @@ def compress(
                           train_samples=train_samples, batch_size=batch_size,
                           on_event=None if quiet else (lambda line: _out.print(line, markup=False)))
     table = Table(title=f"archlab compress {run}")
-    for column in ("model", "format", "test acc", "params", "non-zero", "FLOPs", "ONNX KB", "ORT b1 ms",
+    metric = result.rows[0].get("metric", "accuracy")  # the task's headline metric
+    score_column = "test acc" if metric == "accuracy" else f"test {metric}"
+    for column in ("model", "format", score_column, "params", "non-zero", "FLOPs", "ONNX KB", "ORT b1 ms",
                    "ORT b256 ms", "torch b1 ms"):
         table.add_column(column, justify="left" if column in ("model", "format") else "right")
     for r in result.rows:
         nonzero = "" if r["nonzero_params"] is None else f"{r['nonzero_params']:,}"
-        table.add_row(r["model"], r["format"], f"{100 * r['test_accuracy']:.2f}%", f"{r['params']:,}", nonzero,
+        score = r.get(f"test_{metric}")
+        table.add_row(r["model"], r["format"], "" if score is None else format_score(score, direction_of(metric)),
+                      f"{r['params']:,}", nonzero,
                       f"{r['flops']:,}", f"{r['onnx_bytes'] / 1024:,.1f}", f"{r.get('onnxrt_b1_ms', 0):.3f}",
                       f"{r.get('onnxrt_b256_ms', 0):.3f}",
                       "" if r.get("torch_b1_ms") is None else f"{r['torch_b1_ms']:.3f}")

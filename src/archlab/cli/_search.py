@@ -25,8 +25,8 @@ _err = Console(stderr=True, highlight=False)
 class _Line:
     """One live status line on a terminal (trials done, best so far, pruned); plain lines otherwise."""
 
-    def __init__(self, quiet: bool, objective: str) -> None:
-        self.quiet, self.objective = quiet, objective
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
         self.status = None
         self.last: tuple | None = None
         if sys.stdout.isatty() and not quiet:
@@ -34,7 +34,7 @@ class _Line:
             self.status.start()
 
     def __call__(self, p: SearchProgress) -> None:
-        best = f"best {self.objective} {p.best:.4f}" if p.best is not None else "no complete trial yet"
+        best = f"best {p.objective} {p.best:.4f}" if p.best is not None else "no complete trial yet"
         text = (f"search: {p.finished}/{p.target} trials, {best}, {p.pruned} pruned"
                 + (f", {p.failed} failed" if p.failed else "") + (f", {p.running} running" if p.running else ""))
         key = (p.finished, p.failed, p.best)
@@ -106,8 +106,10 @@ def search_command(
     sampler: Annotated[str, typer.Option(help=f"{', '.join(SAMPLERS)}.")] = "tpe",
     pruner: Annotated[str | None, typer.Option(help=f"{', '.join(PRUNERS)} (default: asha for one objective, "
                                                "none for several).")] = None,
-    objective: Annotated[list[str] | None, typer.Option(help="val_accuracy (default), val_loss, params:min, "
-                                                        "flops:min, latency:min; repeat for several.")] = None,
+    objective: Annotated[list[str] | None, typer.Option(help="val_METRIC (default: the task's headline metric: "
+                                                        "val_accuracy, val_auc, val_micro_f1, val_mse), val_loss, "
+                                                        "params:min, flops:min, latency:min; repeat for several."
+                                                        )] = None,
     max_params: Annotated[int | None, typer.Option(min=1, help="Prune sampled specs with more parameters, "
                                                    "untrained.")] = None,
     max_flops: Annotated[int | None, typer.Option(min=1, help="Prune sampled specs with more FLOPs, "
@@ -140,7 +142,7 @@ def search_command(
         return
     if space is None:
         raise ValueError("give a SPACE spec to search, or --report STUDY")
-    line = _Line(quiet, (objective or ["val_accuracy"])[0].partition(":")[0])
+    line = _Line(quiet)
     try:
         result = search(space, data, trials, study=study, storage=storage, objectives=objective, sampler=sampler,
                         pruner=pruner, timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,

@@ -17,8 +17,10 @@ def shrink(
     run: Annotated[Path, typer.Argument(help="A trained run directory (archlab train).", show_default=False)],
     data: Annotated[str | None, typer.Option(help=data_help("the run's"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
-    max_drop: Annotated[float, typer.Option(min=0, help="Stop before validation accuracy falls more than "
-                                                        "this many percentage points below the start.")] = 0.5,
+    max_drop: Annotated[float, typer.Option(min=0, help="Undo a step that leaves the task's headline "
+                                                        "validation metric more than this many percentage points "
+                                                        "below the start (accuracy, auc, f1), or an error (mse) this "
+                                                        "many percent above it.")] = 0.5,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Fine-tuning epochs after each step.")] = 1,
     block_fraction: Annotated[float, typer.Option(min=0, max=1, help="Share of removable blocks per step.")] = 0.25,
     channel_ratio: Annotated[float, typer.Option(min=0, max=0.95, help="Share of channels pruned per step.")] = 0.25,
@@ -32,6 +34,7 @@ def shrink(
     """Remove the blocks and channels a trained RUN does not need; writes a new, smaller run (none when
     nothing could be removed within --max-drop)."""
     from archlab.compress import shrink as shrink_run
+    from archlab.compress._shrink import format_score
 
     logging.getLogger("archlab").setLevel(logging.WARNING if quiet else logging.INFO)  # INFO: a line per step
     if not logging.getLogger("archlab").handlers:
@@ -40,16 +43,18 @@ def shrink(
                         block_fraction=block_fraction, channel_ratio=channel_ratio, max_steps=max_steps,
                         train_samples=train_samples, out=out, batch_size=batch_size)
     table = Table(title="archlab shrink")
-    for column in ("step", "action", "params", "FLOPs", "val accuracy", "kept"):
+    metric, direction = result.metric, result.direction
+    for column in ("step", "action", "params", "FLOPs", f"val {metric}", "kept"):
         table.add_column(column, justify="left" if column == "action" else "right")
     for s in result.steps:
         table.add_row(str(s["step"]), s["action"], f"{s['params']:,}", f"{s['flops']:,}",
-                      f"{100 * s['val_accuracy']:.2f}%", "yes" if s["kept"] else "undone")
+                      format_score(s[f"val_{metric}"], direction), "yes" if s["kept"] else "undone")
     _out.print(table)
-    before = result.test_before.get("accuracy")
-    after = result.test_after.get("accuracy")
+    before = result.test_before.get(metric)
+    after = result.test_after.get(metric)
     if before is not None and after is not None:
-        _out.print(f"test accuracy: {100 * before:.2f}% -> {100 * after:.2f}%", markup=False)
+        _out.print(f"test {metric}: {format_score(before, direction)} -> {format_score(after, direction)}",
+                   markup=False)
     if result.run_dir is None:
         _out.print(f"nothing could be removed within --max-drop {max_drop:g} points: every step was undone, or "
                    f"{run} had no removable block or channel; no run written ({run} is as small as it gets here; "

@@ -122,8 +122,8 @@ def lowrank(spec: Spec | dict | str, state_dict: dict[str, torch.Tensor], rank: 
     """Factor every dense layer that a rank-``rank`` pair makes smaller (truncated SVD).
 
     Args:
-        spec: the spec the state dict belongs to (the sequential form): a Spec, a dict, or YAML/JSON
-            text or path.
+        spec: the spec the state dict belongs to (either form; a graph node's dense layers are
+            factored in place): a Spec, a dict, or YAML/JSON text or path.
         state_dict: the weights of ``archlab.build(spec)``.
         rank: the inner width of each pair. A layer is factored only when
             ``rank * (in + out) < in * out`` (else the pair would not be smaller), so a rank of
@@ -138,7 +138,7 @@ def lowrank(spec: Spec | dict | str, state_dict: dict[str, torch.Tensor], rank: 
         its state dict (untouched layers keep their keys and tensors) and a LowRankReport.
 
     Raises:
-        SpecError: the graph form; a dense layer to factor whose weight is tied to (or tied
+        SpecError: a dense layer to factor whose weight is tied to (or tied
             from) another layer; a state dict that does not belong to the spec; an unknown path
             in ``layers``.
 
@@ -159,9 +159,6 @@ def lowrank(spec: Spec | dict | str, state_dict: dict[str, torch.Tensor], rank: 
                          f"in [0, 1); got {min_saving!r}")
     spec = load(spec)
     parsed = parse(spec)
-    if parsed.root is None:
-        raise SpecError("low-rank factorization takes the sequential form (layers: [...]); this spec has the "
-                        "graph form. Factor the dense layers by hand, or write the model as layers", "graph")
     model = build_parsed(parsed, device="meta")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state_dict.items()}

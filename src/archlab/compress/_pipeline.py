@@ -3,8 +3,8 @@
 Every step takes the previous model (spec + weights) and returns the next; PyTorch steps are
 fine-tuned after. Each model is written to its own run-like directory in the output folder (so
 ``archlab evaluate/export/bench`` work on it) and, at the end, all of them are measured in this one
-process: test accuracy, size, FLOPs, file size and latency at batch 1 and 256, interleaved.
-The source run is only read.
+process: the task's headline test metric (accuracy, auc, micro_f1, mse), size, FLOPs, file size
+and latency at batch 1 and 256, interleaved. The source run is only read.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ from archlab._inputs import is_named, map_inputs, num_rows
 from archlab._paths import check_out_dir
 from archlab.exceptions import SpecError
 from archlab.spec import Spec, dump, load
-from archlab.tasks import TaskKind, as_task, get_task
-
-#: compress works on classifiers: it distils class probabilities and reports test accuracy.
-CLASSIFICATION = get_task("classification")
+from archlab.tasks import TaskKind, as_task, direction_of
 
 __all__ = ["STEP_KINDS", "CompressResult", "CompressStep", "compress"]
 
@@ -151,9 +148,6 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         check_steps(steps, student_spec)  # a later --quantize works on the student's layers
     dataset = load_dataset(data or recipe.data, data_dir)
     task, recipe = run_task(spec, recipe)
-    if task is not CLASSIFICATION:  # distillation's soft targets and the accuracy report are a classifier's
-        raise SpecError(f"compress reports test accuracy and distils class probabilities: the run's task is "
-                        f"{task.name}, not classification", "task.kind")
     parsed = parse(spec)
     check_fit(parsed, dataset, task)
     if student_spec is not None:
@@ -169,19 +163,20 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
         say(f"step {i}/{len(steps)}: {step}")
         name = f"{i}-{step.kind}"
         if step.kind == "quantize":
-            current = _quantize(current, step.value, out_dir / name, tensors.x[:calibration_samples].numpy(), name)
+            calibration = map_inputs(lambda t: t[:calibration_samples].numpy(), tensors.x)
+            current = _quantize(current, step.value, out_dir / name, calibration, name)
         elif step.kind == "distill":
-            current = _distill(current, teachers[str(step.value)], student_spec, recipe, tensors, name,
+            current = _distill(current, teachers[str(step.value)], student_spec, recipe, task, tensors, name,
                                temperature=temperature, alpha=alpha, epochs=distill_epochs, tune=tune)
         else:
-            current = _transform(current, step, recipe.model_copy(update=tune), tensors, finetune_epochs,
+            current = _transform(current, step, recipe.model_copy(update=tune), task, tensors, finetune_epochs,
                                  global_unstructured, channel_multiple, name)
         current.notes["seconds"] = round(time.perf_counter() - began, 1)
         if current.onnx_int8 is None:
             current.directory = _write_model(out_dir / name, current, recipe, run_dir)
         models.append(current)
-    say("measuring every model (accuracy, size, latency)")
-    rows = measure_models(models, dataset.x_test, dataset.y_test, out_dir, batch_sizes)
+    say("measuring every model (test metric, size, latency)")
+    rows = measure_models(models, dataset.x_test, dataset.y_test, out_dir, batch_sizes, task=task)
     _write_report(out_dir, run_dir, steps, rows, batch_size or recipe.batch_size)
     final = models[-1].directory if models[-1].onnx_int8 is None else models[-1].onnx_int8.parent
     return CompressResult(out_dir, rows, final)
@@ -190,15 +185,14 @@ def compress(run_dir: str | Path, steps: list[CompressStep], *, data: str | None
 # -- loading --------------------------------------------------------------------------------------
 def _trained(run_dir: Path, weights: str, role: str) -> tuple[Spec, Any, nn.Module]:
     """(spec, recipe, full model with the run's weights); a run without those weights is named as such."""
-    from archlab.deploy import load_run_model
-    from archlab.training import RunError
+    from archlab.training import RunError, restore_run
 
     path = run_dir / f"{weights}.safetensors"
     if (run_dir / "spec.yaml").is_file() and not path.is_file():
         raise RunError(f"{role}{path} does not exist: compress needs a trained run (archlab train writes "
                        f"{weights}.safetensors)")
-    spec, recipe, _, model = load_run_model(run_dir, weights)
-    return spec, recipe, model
+    run = restore_run(run_dir, weights, logits=False)
+    return run.spec, run.recipe, run.model
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -226,14 +220,14 @@ def _write_model(directory: Path, m: _Model, recipe: Any, source: Path) -> Path:
 
 
 # -- the steps ------------------------------------------------------------------------------------
-def _finetune(spec: Spec, model: nn.Module, recipe: Any, tensors: tuple, epochs: int) -> None:
+def _finetune(spec: Spec, model: nn.Module, recipe: Any, task: TaskKind, tensors: Any, epochs: int) -> None:
     """``epochs`` of the run's recipe from the current weights (no early stopping: a fixed budget)."""
     from archlab.training import fit_spec
 
     if epochs == 0:
         return
     ft = recipe.model_copy(update={"epochs": epochs, "early_stopping": None})
-    fit_spec(spec, ft, CLASSIFICATION, tensors, model=model)
+    fit_spec(spec, ft, task, tensors, model=model)
 
 
 def kept_channels(width: int, ratio: float, multiple: int = 1) -> int:
@@ -252,7 +246,7 @@ def kept_channels(width: int, ratio: float, multiple: int = 1) -> int:
     return kept
 
 
-def _transform(current: _Model, step: CompressStep, recipe: Any, tensors: tuple, finetune_epochs: int,
+def _transform(current: _Model, step: CompressStep, recipe: Any, task: TaskKind, tensors: Any, finetune_epochs: int,
                global_unstructured: bool, channel_multiple: int, name: str) -> _Model:
     from archlab.builder import build_parsed, parse
 
@@ -279,12 +273,12 @@ def _transform(current: _Model, step: CompressStep, recipe: Any, tensors: tuple,
     if step.kind == "prune-unstructured":
         prune_unstructured(model, step.value, global_=global_unstructured)
         masks = _freeze_zeros(model)
-        _finetune(spec, model, recipe, tensors, finetune_epochs)
+        _finetune(spec, model, recipe, task, tensors, finetune_epochs)
         _remove_masks(masks)
         notes["sparsity"] = _sparsity(model)
     else:
-        _finetune(spec, model, recipe, tensors, finetune_epochs)
-    # _finetune split the softmax off for the loss; rebuild from the spec so the weights load anywhere
+        _finetune(spec, model, recipe, task, tensors, finetune_epochs)
+    # _finetune split the softmax (sigmoid) off for the loss; rebuild from the spec so the weights load anywhere
     return _Model(name, spec, _state(model), notes=notes)
 
 
@@ -320,8 +314,8 @@ def _sparsity(model: nn.Module) -> dict[str, Any]:
     return {"overall": round(zeros / max(total, 1), 4), "layers": layers}
 
 
-def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, recipe: Any, tensors: tuple,
-             name: str, *, temperature: float, alpha: float, epochs: int | None, tune: dict) -> _Model:
+def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, recipe: Any, task: TaskKind,
+             tensors: Any, name: str, *, temperature: float, alpha: float, epochs: int | None, tune: dict) -> _Model:
     from archlab.training import prepare_model, resolve_recipe
 
     from ._distill import distill
@@ -330,22 +324,24 @@ def _distill(current: _Model, teacher: nn.Module, student_spec: Spec | None, rec
     own = resolve_recipe(spec.to_dict().get("train")) if student_spec is not None and spec.to_dict().get("train") \
         else recipe
     student_recipe = own.model_copy(update={"epochs": epochs or own.epochs, **tune})
-    student, _ = prepare_model(spec, student_recipe, CLASSIFICATION)
+    student, _ = prepare_model(spec, student_recipe, task)
     distill(student, teacher, tensors.x, tensors.y, tensors.x_val, tensors.y_val, student_recipe,
-            temperature=temperature, alpha=alpha)
+            temperature=temperature, alpha=alpha, task=task)
     notes = {"step": f"distill from {sum(p.numel() for p in teacher.parameters()):,}-parameter teacher",
              "temperature": temperature, "alpha": alpha, "epochs": student_recipe.epochs}
     return _Model(name, spec, _state(student), notes=notes)
 
 
-def _quantize(current: _Model, mode: str, directory: Path, calibration: np.ndarray, name: str) -> _Model:
+def _quantize(current: _Model, mode: str, directory: Path, calibration: Any, name: str) -> _Model:
+    """``calibration``: model inputs (one array or named arrays, ``model_inputs``' dtypes)."""
     from archlab.deploy import export_model, quantize_onnx
 
     directory.mkdir(parents=True, exist_ok=True)
     model = _module(current)
     fp32 = directory / "model-fp32.onnx"
-    sample = torch.from_numpy(np.ascontiguousarray(calibration[:8], dtype=np.float32))
-    export_model(model, fp32, format="onnx", example=sample[:1], check_inputs=sample, metadata=_metadata(current))
+    sample = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[:8])), calibration)
+    export_model(model, fp32, format="onnx", example=map_inputs(lambda t: t[:1], sample), check_inputs=sample,
+                 metadata=_metadata(current))
     result = quantize_onnx(fp32, directory / "model.onnx", mode=mode, calibration=calibration, spec=current.spec)
     fp32.unlink()
     notes = {"step": f"quantize {mode}", "ops_quantized": result.ops_quantized}
@@ -369,7 +365,7 @@ def measure_models(models: list[_Model], x_test: Any, y_test: np.ndarray, out_di
                    task: TaskKind | str = "classification") -> list[dict[str, Any]]:
     """One row per model, all measured here: the task's headline metric on the test split
     (``test_accuracy`` for classification; ``test_auc``, ``test_micro_f1``, ``test_mse``: the first of
-    its evaluation metrics, named in ``test_metric``), parameters (and non-zero ones), FLOPs, ONNX
+    its evaluation metrics, named in ``metric``), parameters (and non-zero ones), FLOPs, ONNX
     file size (raw and gzipped), and latency in PyTorch and ONNX Runtime, with every model timed in
     turn within each round so that machine noise falls on all alike. ``x_test`` is one array or
     named arrays; each model takes the inputs its spec reads (``model_inputs``)."""
@@ -379,7 +375,7 @@ def measure_models(models: list[_Model], x_test: Any, y_test: np.ndarray, out_di
     from archlab.training import model_inputs
 
     task = as_task(task)
-    metric = task.evaluation_metrics[0]
+    metric = task.headline_metric
     rows, runners, inputs = [], [], []
     for m in models:
         x = model_inputs(parse(m.spec), x_test)  # by name, int64 for token ids
@@ -404,7 +400,7 @@ def measure_models(models: list[_Model], x_test: Any, y_test: np.ndarray, out_di
                      "path": str(onnx_path), "notes": {k: v for k, v in m.notes.items() if k != "step"}})
         runners.append({"torch": load_runner(torch_model) if torch_model is not None else None, "onnxrt": ort})
     for row, runner, x in zip(rows, runners, inputs, strict=True):  # torch models scored in PyTorch, int8 in ORT
-        row["test_metric"] = metric
+        row["metric"] = metric
         row[f"test_{metric}"] = _score(runner["torch"] or runner["onnxrt"], x, y_test, task, metric)
     for bs in batch_sizes:
         cycle = np.arange(bs)
@@ -435,6 +431,11 @@ def _score(runner: Any, x: Any, y: np.ndarray, task: TaskKind, metric: str) -> f
     return float(get_metric(metric).compute(Predictions(y_true, scores, task.labels(scores)), 5))
 
 
+def _row_score(row: dict[str, Any]) -> float | None:
+    """A row's headline test metric (older records: test accuracy)."""
+    return row.get(f"test_{row.get('metric', 'accuracy')}")
+
+
 # -- the report -----------------------------------------------------------------------------------
 def _write_report(out_dir: Path, source: Path, steps: list[CompressStep], rows: list[dict], batch_size: int) -> None:
     from archlab.training import atomic_write_text
@@ -453,16 +454,22 @@ def _kb(n: int | None) -> str:
 def markdown_report(record: dict) -> str:
     rows = record["models"]
     first = rows[0]
+    metric = first.get("metric", "accuracy")
+    # a score (accuracy, auc, f1) moves in percentage points, an error (mse) by its own units
+    points = direction_of(metric) == "max"
+    name = "test acc" if metric == "accuracy" else f"test {metric}"
     lines = [f"# Compression of {record['source']}", "",
              f"Steps: {', '.join(record['steps'])}. Every model measured in one process "
              f"({record['threads']} thread(s)); latency is the median over interleaved rounds.", "",
-             "| model | format | test acc | Δ points | params | non-zero | FLOPs | ONNX KB | gzip KB "
-             "| torch b1 ms | torch b256 ms | ORT b1 ms | ORT b256 ms |",
+             f"| model | format | {name} | {'Δ points' if points else 'Δ'} | params | non-zero | FLOPs | ONNX KB "
+             "| gzip KB | torch b1 ms | torch b256 ms | ORT b1 ms | ORT b256 ms |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        delta = (r["test_accuracy"] - first["test_accuracy"]) * 100
+        value, base = _row_score(r), _row_score(first)
+        shown, delta = ("", "") if value is None else (f"{value:.4f}", (
+            "" if base is None else f"{(value - base) * (100 if points else 1):+.{2 if points else 4}f}"))
         lines.append(
-            f"| {r['model']} | {r['format']} | {r['test_accuracy']:.4f} | {delta:+.2f} | {r['params']:,} | "
+            f"| {r['model']} | {r['format']} | {shown} | {delta} | {r['params']:,} | "
             f"{'' if r['nonzero_params'] is None else format(r['nonzero_params'], ',')} | {r['flops']:,} | "
             f"{_kb(r['onnx_bytes'])} | {_kb(r['onnx_gzip_bytes'])} | {r.get('torch_b1_ms', '')} | "
             f"{r.get('torch_b256_ms', '')} | {r.get('onnxrt_b1_ms', '')} | {r.get('onnxrt_b256_ms', '')} |")
@@ -479,7 +486,8 @@ def markdown_report(record: dict) -> str:
 
 
 def plot_tradeoff(rows: list[dict], path: Path) -> None:
-    """Accuracy against batch-1 latency (ONNX Runtime) and against file size, one point per model."""
+    """The headline test metric against batch-1 latency (ONNX Runtime) and against file size, one
+    point per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,20 +495,22 @@ def plot_tradeoff(rows: list[dict], path: Path) -> None:
 
     from archlab.training import save_figure
 
+    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
+    percent = metric == "accuracy"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "onnxrt_b1_ms", "batch-1 latency, ONNX Runtime (ms)"),
                            (axes[1], "onnx_bytes", "ONNX file size (KB)")):
         for r in rows:
-            value = r.get(key)
-            if value is None:
+            value, score = r.get(key), _row_score(r)
+            if value is None or score is None:
                 continue
             value = value / 1024 if key == "onnx_bytes" else value
-            ax.scatter(value, r["test_accuracy"] * 100, s=50, label=r["model"],
+            ax.scatter(value, score * 100 if percent else score, s=50, label=r["model"],
                        marker="s" if r["format"] != "fp32" else "o")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel("test accuracy (%)" if percent else f"test {metric}")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle("compression trade-off: accuracy vs latency and size")
+    fig.suptitle(f"compression trade-off: {metric} vs latency and size")
     fig.tight_layout()
     save_figure(fig, path)

@@ -1,5 +1,6 @@
 """shrink(): adaptive depth and width. Start from a trained run, remove blocks and channels in
-steps with fine-tuning in between, and stop before validation accuracy falls too far."""
+steps with fine-tuning in between, and stop before the task's headline validation metric
+(accuracy, auc, micro_f1, mse: ``TaskKind.headline_metric``) falls too far."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import torch
 from archlab._paths import check_out_dir
 from archlab.analysis import analyze
 from archlab.spec import Spec
+from archlab.tasks import direction_of
 
 from ._structured import block_candidates, bypass, prunable_layers, prune_channels, remove_blocks
 
-__all__ = ["ShrinkResult", "shrink"]
+__all__ = ["ShrinkResult", "format_score", "markdown_table", "shrink", "within"]
 
 log = logging.getLogger("archlab")
 
@@ -30,10 +32,13 @@ class ShrinkResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     test_before: dict[str, float] = field(default_factory=dict)
     test_after: dict[str, float] = field(default_factory=dict)
+    #: what the steps are judged by (each step's ``val_<metric>``) and its direction
+    metric: str = "accuracy"
+    direction: str = "max"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir) if self.run_dir else None, "steps": self.steps,
-                "test_before": self.test_before, "test_after": self.test_after}
+        return {"run_dir": str(self.run_dir) if self.run_dir else None, "steps": self.steps, "metric": self.metric,
+                "direction": self.direction, "test_before": self.test_before, "test_after": self.test_after}
 
 
 def _size(spec: Spec) -> tuple[int, int]:
@@ -41,12 +46,39 @@ def _size(spec: Spec) -> tuple[int, int]:
     return int(analysis.total_params), int(analysis.flops)
 
 
-def markdown_table(steps: list[dict[str, Any]]) -> str:
-    lines = ["| step | action | params | FLOPs | val accuracy | kept |", "|---:|---|---:|---:|---:|---|"]
+def format_score(value: float, direction: str) -> str:
+    """A score as people read it: one that is maximised (accuracy, auc, f1) in percent, an error
+    (mse, loss) as it is.
+
+    Example:
+        >>> format_score(0.9512, "max"), format_score(0.25, "min")
+        ('95.12%', '0.2500')
+    """
+    return f"{100 * value:.2f}%" if direction == "max" else f"{value:.4f}"
+
+
+def markdown_table(steps: list[dict[str, Any]], metric: str = "accuracy", direction: str = "max") -> str:
+    lines = [f"| step | action | params | FLOPs | val {metric} | kept |", "|---:|---|---:|---:|---:|---|"]
     for s in steps:
         lines.append(f"| {s['step']} | {s['action']} | {s['params']:,} | {s['flops']:,} | "
-                     f"{100 * s['val_accuracy']:.2f}% | {'yes' if s['kept'] else 'no (undone)'} |")
+                     f"{format_score(s[f'val_{metric}'], direction)} | {'yes' if s['kept'] else 'no (undone)'} |")
     return "\n".join(lines) + "\n"
+
+
+def within(value: float, start: float, direction: str, max_drop: float) -> bool:
+    """Whether a step's score is close enough to the start's: a maximised score (accuracy, auc, f1,
+    in [0, 1]) at most ``max_drop`` percentage points lower; an error (mse, mae) at most
+    ``max_drop`` percent higher, as points of an unbounded error mean nothing.
+
+    Example:
+        >>> within(0.948, 0.95, "max", 0.5), within(0.94, 0.95, "max", 0.5)
+        (True, False)
+        >>> within(1.004, 1.0, "min", 0.5), within(1.01, 1.0, "min", 0.5)
+        (True, False)
+    """
+    if direction == "max":
+        return value >= start - max_drop / 100
+    return value <= start + abs(start) * max_drop / 100
 
 
 def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path | None = None,
@@ -58,8 +90,9 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     Each step removes ``block_fraction`` of the removable blocks (the ones whose bypass raises the
     validation loss least) or ``channel_ratio`` of the outputs of every prunable layer (lowest
     batchnorm |gamma| or L1 norm), then fine-tunes ``finetune_epochs`` epochs from the current
-    weights. A step that leaves validation accuracy more than ``max_drop`` percentage points below
-    the start is undone; that kind of step is retried at half the size (half the blocks, half the
+    weights. A step that leaves the task's headline validation metric worse than the start by more
+    than ``max_drop`` (percentage points of accuracy, auc or f1; percent of an error such as mse:
+    ``within``) is undone; that kind of step is retried at half the size (half the blocks, half the
     channel ratio down to 5%) and dropped once it cannot get smaller.
 
     Args:
@@ -121,6 +154,10 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     xv, yv = splits.x_val, splits.y_val
     xs, ys = to_tensors(model_inputs(parsed, dataset.x_test, dataset.name), dataset.y_test, task)
     ft_recipe = recipe.model_copy(update={"epochs": max(1, finetune_epochs), "early_stopping": None})
+    metric = task.headline_metric  # the headline metric: accuracy, auc, micro_f1, mse
+    direction = direction_of(metric, task.name)
+    # measured whatever train.metrics recorded; the loss is measured anyway (block importance)
+    measure_recipe = recipe.model_copy(update={"metrics": [metric]})
 
     def model_of(spec: Spec, state: dict[str, torch.Tensor] | None):
         model, head = prepare_model(spec, recipe, task)
@@ -129,7 +166,7 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         return model, head
 
     def measure(model, head, x_, y_) -> dict[str, float]:
-        return Engine(model, recipe, task, verbose=0, output_activation=head).evaluate(x_, y_)[0]
+        return Engine(model, measure_recipe, task, verbose=0, output_activation=head).evaluate(x_, y_)[0]
 
     def finetune(spec: Spec, state: dict[str, torch.Tensor]):
         model, head = model_of(spec, state)
@@ -141,11 +178,10 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     start = measure(model, head, xv, yv)
     test_before = measure(model, head, xs, ys)
-    floor = start["accuracy"] - max_drop / 100
     params, flops = _size(spec)
-    steps = [{"step": 0, "action": "start", "params": params, "flops": flops, "val_accuracy": start["accuracy"],
+    steps = [{"step": 0, "action": "start", "params": params, "flops": flops, f"val_{metric}": start[metric],
               "val_loss": start["loss"], "kept": True}]
-    log.info("shrink: start %s params, val accuracy %.4f", params, start["accuracy"])
+    log.info("shrink: start %s params, val %s %.4f", params, metric, start[metric])
     kinds = ["blocks", "channels"]
     turn = 0
     block_count: int | None = None  # blocks per step; set from block_fraction at the first block step
@@ -194,12 +230,12 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         new_model, new_head = finetune(new_spec, new_state)
         val = measure(new_model, new_head, xv, yv)
         params, flops = _size(new_spec)
-        ok = val["accuracy"] >= floor
+        ok = within(val[metric], start[metric], direction, max_drop)
         steps.append({"step": len(steps), "action": action, "params": params, "flops": flops,
-                      "val_accuracy": val["accuracy"], "val_loss": val["loss"], "kept": ok,
+                      f"val_{metric}": val[metric], "val_loss": val["loss"], "kept": ok,
                       "seconds": round(time.perf_counter() - began, 1)})
-        log.info("shrink step %d: %s -> %s params, val accuracy %.4f (%s)", len(steps) - 1, action, params,
-                 val["accuracy"], "kept" if ok else "undone")
+        log.info("shrink step %d: %s -> %s params, val %s %.4f (%s)", len(steps) - 1, action, params, metric,
+                 val[metric], "kept" if ok else "undone")
         if ok:
             spec, model, head = new_spec, new_model, new_head
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -211,12 +247,12 @@ def shrink(run_dir: str | Path, *, data: str | None = None, data_dir: str | Path
         else:
             kinds.remove(kind)
     test_after = measure(model, head, xs, ys)
-    result = ShrinkResult(None, spec, steps, test_before, test_after)
+    result = ShrinkResult(None, spec, steps, test_before, test_after, metric, direction)
     if out is not None and any(s["kept"] for s in steps[1:]):
         new_dir = start_run(spec, recipe, out, model)
         result.run_dir = new_dir
         (new_dir / "shrink.json").write_text(json.dumps({"source": str(run_dir), "max_drop": max_drop,
                                                           "finetune_epochs": finetune_epochs,
                                                           **result.to_dict()}, indent=2), encoding="utf-8")
-        (new_dir / "shrink.md").write_text(markdown_table(steps), encoding="utf-8")
+        (new_dir / "shrink.md").write_text(markdown_table(steps, metric, direction), encoding="utf-8")
     return result

@@ -15,6 +15,8 @@ Channels that meet at a residual ``add`` are pruned together: the block's body k
 channels of the block input (identity shortcut), so the layer that starts such a residual stream
 (e.g. a stem conv) decides the kept channels of the whole stream. Parallel branches keep all their
 outputs (their inputs are sliced), so both concat and add merges stay consistent.
+In the graph form each node's layers are pruned inside the node: a node keeps its inputs and its
+output width (other nodes and the outputs read it), so merges between nodes never change.
 """
 
 from __future__ import annotations
@@ -80,8 +82,6 @@ def block_candidates(spec: Spec | dict) -> list[BlockRef]:
     (so bypassing them is well defined). Blocks inside repeat bodies are not listed (all
     iterations share one spec); a repeat keeps at least one iteration."""
     parsed = _parsed(spec)
-    if parsed.root is None:
-        raise SpecError("structured pruning takes the sequential form; this spec has the graph form")
     found: list[BlockRef] = []
 
     def walk(seq: SequenceNode, prefix: str) -> None:
@@ -98,8 +98,17 @@ def block_candidates(spec: Spec | dict) -> list[BlockRef]:
             elif isinstance(item, SequenceNode):
                 walk(item, here)
 
-    walk(parsed.root, "net")
+    for sequence, prefix in _sequences(parsed):
+        walk(sequence, prefix)
     return found
+
+
+def _sequences(parsed: Any) -> list[tuple[SequenceNode, str]]:
+    """The top-level layer sequences with their module paths: the sequential form's one, or each
+    graph node's (``net.nodes.<name>.layers``, as ``GraphNode`` holds them)."""
+    if parsed.root is not None:
+        return [(parsed.root, "net")]
+    return [(block.body, f"net.nodes.{name}.layers") for name, block in parsed.graph.items()]
 
 
 def _module_at(model: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -202,6 +211,11 @@ class _Walk:
     keep: dict[str, int]  # spec path -> outputs to keep
     free: list[tuple[str, int]] = field(default_factory=list)  # prunable (spec path, width), in order
     edit: bool = True
+
+    def model(self, parsed: Any) -> None:
+        """Walk the whole model; every top-level sequence keeps its input and output channels."""
+        for sequence, prefix in _sequences(parsed):
+            self.seq(sequence, prefix, None, None)
 
     def seq(self, seq: SequenceNode, prefix: str, keep_in: torch.Tensor | None, forced: Any) -> torch.Tensor | None:
         keys = _child_keys(seq)
@@ -321,14 +335,13 @@ def prunable_layers(spec: Spec | dict) -> dict[str, int]:
     parsed = _parsed(spec)
     model = build_parsed(parsed)
     walk = _Walk(dict(model.state_dict()), _as_dict(spec), {}, edit=False)
-    walk.seq(parsed.root, "net", None, None)
+    walk.model(parsed)
     result = {}
     for path, width in walk.free:  # check each one alone: prune one output and see the plan hold
         if width < 2:
             continue
         try:
-            _Walk(dict(model.state_dict()), _as_dict(spec), {path: width - 1}, edit=False).seq(
-                parsed.root, "net", None, None)
+            _Walk(dict(model.state_dict()), _as_dict(spec), {path: width - 1}, edit=False).model(parsed)
         except _Unprunable:
             continue
         result[path] = width
@@ -361,8 +374,6 @@ def prune_channels(spec: Spec | dict, state_dict: dict[str, torch.Tensor], *, ra
     if ratio is not None and not 0 <= ratio < 1:
         raise ValueError(f"ratio is a fraction in [0, 1), got {ratio}")
     parsed = _parsed(spec)
-    if parsed.root is None:
-        raise SpecError("structured pruning takes the sequential form; this spec has the graph form")
     layers = prunable_layers(spec)
     if keep is None:
         keep = {p: max(1, round(w * (1 - ratio))) for p, w in layers.items()}  # type: ignore[operator]
@@ -370,6 +381,6 @@ def prune_channels(spec: Spec | dict, state_dict: dict[str, torch.Tensor], *, ra
     if unknown:
         raise SpecError(f"{unknown[0]}: not a prunable layer; prunable: {', '.join(layers) or 'none'}")
     walk = _Walk({k: v.detach().clone() for k, v in state_dict.items()}, _as_dict(spec), dict(keep))
-    walk.seq(parsed.root, "net", None, None)
+    walk.model(parsed)
     new_spec = Spec.from_dict(walk.data)
     return new_spec, walk.sd

@@ -86,6 +86,8 @@ class SearchProgress:
     failed: int
     running: int
     best: float | None
+    #: what ``best`` is: the first objective's name (``val_accuracy``, ``val_mse``...)
+    objective: str = ""
 
 
 @dataclass
@@ -268,7 +270,7 @@ def progress_of(study: Any, config: SearchConfig) -> SearchProgress:
     if len(study.directions) == 1 and counts["COMPLETE"]:
         best = study.best_value
     return SearchProgress(counts["COMPLETE"] + counts["PRUNED"], config.trials, counts["COMPLETE"], counts["PRUNED"],
-                          counts["FAIL"], counts["RUNNING"], best)
+                          counts["FAIL"], counts["RUNNING"], best, config.objectives[0].partition(":")[0])
 
 
 # -- one worker ---------------------------------------------------------------------------------
@@ -438,7 +440,9 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
             resumed by name continues up to it.
         study: the study name (default: the spec's name); the same name resumes the same study.
         storage: an SQLAlchemy URL; default ``sqlite:///<run dir>/study.db``.
-        objectives: ``val_accuracy`` (default), ``val_loss``, ``params:min``, ``flops:min``, ``latency:min``...
+        objectives: ``val_<metric>`` (default: the task's headline metric, ``val_accuracy`` for a
+            classifier, ``val_auc`` binary, ``val_micro_f1`` multilabel, ``val_mse`` regression), ``val_loss``,
+            ``params:min``, ``flops:min``, ``latency:min``...
         sampler: tpe, random, grid or nsga2.
         pruner: asha (default for one objective), hyperband, median or none (default for several).
         timeout: seconds each worker searches before it stops starting trials.
@@ -471,10 +475,11 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     if not isinstance(data, str):
         raise SpecError(no_data_message(), "train.data")
     check_out_dir(out)
-    objective_list = parse_objectives(objectives)
+    # without --objective, the task's headline metric; the task is known once the data is, and it is one objective
+    objective_list = parse_objectives(objectives) if objectives else None
     if pruner is None:
-        pruner = "asha" if len(objective_list) == 1 else "none"
-    if pruner != "none" and len(objective_list) > 1:
+        pruner = "asha" if objective_list is None or len(objective_list) == 1 else "none"
+    if pruner != "none" and objective_list is not None and len(objective_list) > 1:
         raise ValueError(f"--pruner {pruner} needs a single objective: Optuna prunes on one reported value. "
                          "Use --pruner none with several objectives")
     make_pruner(pruner, 1)
@@ -482,17 +487,19 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     name = study or _safe_name(base.get("name") or "search")
     run_dir = study_dir(out, name)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
+    point = load(first_point(base))  # the task does not vary over a space: its objectives must apply to it
+    task = resolve_task(resolve_recipe(point.to_dict().get("train"), data=data), point, dataset.task)
+    if objective_list is None:
+        objective_list = parse_objectives([f"val_{task.headline_metric}"])
+    for objective in objective_list:
+        if objective.is_metric:
+            direction_of(objective.name, task.name, f"--objective {objective.name}")
     config = SearchConfig(space=base, data=data, trials=trials, study=name, storage=url,
                           objectives=[str(o) for o in objective_list], sampler=sampler, pruner=pruner,
                           timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
                           batch_size=batch_size, seed=seed,
                           workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None)
-    dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
-    point = load(first_point(base))  # the task does not vary over a space: its objectives must apply to it
-    task = resolve_task(resolve_recipe(point.to_dict().get("train"), data=data), point, dataset.task)
-    for objective in objective_list:
-        if objective.is_metric:
-            direction_of(objective.name, task.name, f"--objective {objective.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(config, force=force)
     dump(base, run_dir / "space.yaml")

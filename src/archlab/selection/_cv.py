@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from archlab._data_names import no_data_message
+from archlab._inputs import map_inputs
 from archlab._paths import check_out_dir
 from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, set_at
@@ -182,7 +183,7 @@ def _folds(y: np.ndarray, folds: int, repeats: int, seed: int,
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(x: np.ndarray, y: np.ndarray) -> None:
+def _init_worker(x: Any, y: np.ndarray) -> None:
     import torch
 
     torch.set_num_threads(1)  # folds are the parallelism; threads in each would fight for the cores
@@ -210,8 +211,8 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
                                        "metrics": [] if metric == "loss" else [metric]})
     train_idx, val_idx = np.asarray(task["train_idx"]), np.asarray(task["val_idx"])
     began = time.perf_counter()
-    xt, yt = to_tensors(x[train_idx], y[train_idx], kind)
-    xv, yv = to_tensors(x[val_idx], y[val_idx], kind)
+    xt, yt = to_tensors(map_inputs(lambda a: a[train_idx], x), y[train_idx], kind)
+    xv, yv = to_tensors(map_inputs(lambda a: a[val_idx], x), y[val_idx], kind)
     engine = fit_spec(spec, recipe, kind, Splits(xt, yt)).engine
     with torch.no_grad():
         train_metrics, _ = engine.evaluate(xt, yt)
@@ -226,7 +227,7 @@ def _key(row: dict[str, Any]) -> tuple:
     return (row["kind"], row["config"], row["fold"], row.get("fraction"))
 
 
-def _run_tasks(tasks: list[dict], x: np.ndarray, y: np.ndarray, jobs: int, sink: Path,
+def _run_tasks(tasks: list[dict], x: Any, y: np.ndarray, jobs: int, sink: Path,
                on_result: Callable[[dict], None] | None) -> list[dict]:
     """Run tasks, appending each finished one to ``sink`` as one flushed JSON line."""
     rows = []
@@ -334,13 +335,15 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)
-    from archlab.training import resolve_recipe, resolve_task
+    from archlab.builder import parse
+    from archlab.training import model_inputs, resolve_recipe, resolve_task
 
     task = resolve_task(resolve_recipe(base.get("train"), **overrides), load(base), dataset.task)
-    metric = metric or task.default_metrics[0]
+    metric = metric or task.headline_metric
     direction = direction_of(metric, task.name, "--metric")
     configs = _materialise(base, sweep_list, dataset, overrides, task)
-    x, y = dataset.x_train, dataset.y_train
+    # the arrays the spec's model reads (by input name for a graph-form spec), converted once here
+    x, y = model_inputs(parse(load(base)), dataset.x_train, dataset.name), dataset.y_train
     splits = _folds(y, folds, repeats, seed, task.stratify)
 
     plan = {"spec": base, "sweeps": [[p, v] for p, v in sweep_list], "folds": folds, "repeats": repeats,
@@ -373,7 +376,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         raise CVInterrupted(f"{saved} finished training(s) are saved in {run_dir}", run_dir) from None
 
 
-def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: np.ndarray, y: np.ndarray, data: str,
+def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any, y: np.ndarray, data: str,
            jobs: int, seed: int, learning_curve: bool, fractions: Sequence[float],
            on_start: Callable[[int], None] | None, on_result: Callable[[dict], None] | None,
            task: TaskKind, direction: str) -> CVResult:

@@ -55,6 +55,12 @@ class TaskKind(abc.ABC):
     stratify: ClassVar[bool] = False
     data_tasks: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def headline_metric(self) -> str:
+        """The one metric that stands for the task where a single number is wanted: search's default
+        objective, cv's and shrink's measure, compress's report (the first default metric)."""
+        return self.default_metrics[0]
+
     # -- training ------------------------------------------------------------------------------
     @abc.abstractmethod
     def loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
