@@ -23,8 +23,8 @@ from ._dataset import DataError, Dataset, Task, encode_labels, split_train_test
 from ._fields import discretise, encode_fields
 from ._registry import DatasetRequest, register_dataset
 
-__all__ = ["CSV_OPTIONS", "TARGET_NAMES", "check_width", "column_kinds", "field_table", "field_values", "load_csv",
-           "load_npz", "table_header", "table_rows", "target_column"]
+__all__ = ["CSV_OPTIONS", "TARGET_NAMES", "check_width", "column_kinds", "field_table", "field_values", "join_targets",
+           "load_csv", "load_npz", "target_part", "table_header", "table_rows", "target_column"]
 
 #: Column names taken as the target when none is given, in this order (case does not matter).
 TARGET_NAMES = ("target", "label", "y", "class")
@@ -204,18 +204,36 @@ def _binary_targets(column: list[str], lines: list[int], name: str, path: Path) 
     return np.array([float(cell) for cell in column]).astype(np.int64)
 
 
-def _target_values(column: list[str], lines: list[int], name: str, task: str | None, path: Path
-                   ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+def target_part(column: list[str], lines: list[int], name: str, task: str | None, path: Path
+                ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Some rows' target cells, checked: their values as numbers (0/1 ids for task binary; None
+    when a cell is text) and the cells as text. A table read in chunks gives one part per chunk."""
     for line, cell in zip(lines, column, strict=True):
         if not cell:
             raise DataError(f"{path}, line {line}, column {name!r}: the target is empty; "
                             "fill or drop rows without a target", path)
+    text = np.array(column, dtype=str)
     if task == "binary":
-        return _binary_targets(column, lines, name, path), "binary", ("0", "1")
-    raw: np.ndarray | list[str] = column
+        return _binary_targets(column, lines, name, path), text
     if all(_is_number(cell) for cell in column):
-        raw = _to_float([[c] for c in column], lines, [name], path, "target")[:, 0]
+        return _to_float([[c] for c in column], lines, [name], path, "target")[:, 0], text
+    return None, text
+
+
+def join_targets(parts: Sequence[tuple[np.ndarray | None, np.ndarray]], name: str, task: str | None, path: Path
+                 ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+    """The targets of all rows from their parts (``target_part``): numbers when every cell is one,
+    else the text as class names."""
+    if task == "binary":
+        return np.concatenate([numbers for numbers, _ in parts]), "binary", ("0", "1")
+    numeric = all(numbers is not None for numbers, _ in parts)
+    raw = np.concatenate([numbers if numeric else text for numbers, text in parts])
     return _targets(raw, task, f"{path}, column {name!r}", path)
+
+
+def _target_values(column: list[str], lines: list[int], name: str, task: str | None, path: Path
+                   ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+    return join_targets([target_part(column, lines, name, task, path)], name, task, path)
 
 
 def _numeric_cells(cells: list[str], lines: list[int], name: str, path: Path) -> np.ndarray:

@@ -31,15 +31,16 @@ from ._files import (
     _names,
     _resolve,
     _split_options,
-    _target_values,
     _targets,
     _to_float,
     check_width,
     column_kinds,
     field_values,
+    join_targets,
     table_header,
     table_rows,
     target_column,
+    target_part,
 )
 from ._registry import DatasetRequest, load_dataset, register_dataset, registry
 
@@ -280,14 +281,12 @@ def _convert_csv(request: DatasetRequest, work: Path, chunk_rows: int) -> dict[s
         dense_cols, features, kinds = [j for j in range(len(names)) if j != target], [], {}
 
     # Pass 1: the targets (one value per row), which the split and the task need.
-    cells, lines = [], []
-    for _, chunk_lines, rows in _chunks(path, len(names), has_header, chunk_rows):
-        cells += [row[target] for row in rows]
-        lines += chunk_lines
-    if not cells:
+    parts = [target_part([row[target] for row in rows], chunk_lines, names[target], options.get("task"), path)
+             for _, chunk_lines, rows in _chunks(path, len(names), has_header, chunk_rows)]
+    if not parts:
         raise DataError(f"{path}: has a header but no data rows", path)
-    y, task, classes = _target_values(cells, lines, names[target], options.get("task"), path)
-    del cells, lines
+    y, task, classes = join_targets(parts, names[target], options.get("task"), path)
+    del parts
     n = len(y)
     train, test, y_train, y_test = split_train_test(np.arange(n), y, stratify=task != "regression",
                                                     where=f"dataset {request.name!r}")
