@@ -28,7 +28,7 @@ def test_list_datasets_has_the_built_in_sources():
 
 @pytest.mark.parametrize(("name", "pattern"), [
     ("mnsit", r"unknown dataset 'mnsit'; did you mean 'mnist'\? "
-              r"\(known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npz:PATH"),
+              r"\(known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npy:DIR, npz:PATH"),
     ("cifar10", r"unknown dataset 'cifar10' \(known: "),
     ("iris.csv", r"prefix the source: 'csv:iris.csv'"),
     ("digits:extra", r"the 'digits' source takes no argument"),
