@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 import archlab
@@ -110,7 +109,8 @@ def child(mode: str, folder: str, threads: int) -> None:
     before = _status_kib("RssAnon")
     features = int(np.load(Path(folder) / "x_train.npy", mmap_mode="r").shape[1])
     spec = {"name": "mlp", "input": [features], "task": {"kind": "classification", "classes": 2},
-            "layers": [{"dense": {"units": 64, "activation": "relu"}}, {"dense": {"units": 2, "activation": "softmax"}}],
+            "layers": [{"dense": {"units": 64, "activation": "relu"}},
+                       {"dense": {"units": 2, "activation": "softmax"}}],
             "train": {"epochs": 1, "batch_size": 1024, "device": "cpu", "precision": "fp32", "seed": SEED,
                       "validation_split": 0.05, "data_loading": mode}}
     began = time.perf_counter()

@@ -275,8 +275,9 @@ def _convert_csv(request: DatasetRequest, work: Path, chunk_rows: int) -> dict[s
     target = target_column(names, options.get("target"), request.name, path)
     fielded = bool(options.keys() & {"categorical", "numeric", "dense"})
     if fielded:
-        dense_cols, features, kinds = column_kinds(request.name, path, names, target, _names(options.get("categorical")),
-                                                   _names(options.get("numeric")), _names(options.get("dense")))
+        dense_cols, features, kinds = column_kinds(request.name, path, names, target,
+                                                   _names(options.get("categorical")), _names(options.get("numeric")),
+                                                   _names(options.get("dense")))
     else:
         dense_cols, features, kinds = [j for j in range(len(names)) if j != target], [], {}
 
