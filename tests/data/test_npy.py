@@ -140,6 +140,10 @@ def _stray(folder: Path) -> None:
     (folder / "x_train").mkdir()
 
 
+def _bad_meta(folder: Path) -> None:
+    (folder / "meta.json").write_text('{"task": "clasification"}')
+
+
 def _object(folder: Path) -> None:
     np.save(folder / "x_train.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
 
@@ -150,12 +154,13 @@ def _object(folder: Path) -> None:
     (_not_npy, "x_test.npy: is not a readable .npy file of numbers"),
     (_stray, "holds both x_train.npy and named inputs x_train/"),
     (_object, "x_train.npy: is not a readable .npy file of numbers"),
+    (_bad_meta, "meta.json: task is one of classification, binary, regression, got 'clasification'"),
 ])
 def test_a_bad_folder_is_one_message_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], damage,
                                                 message: str) -> None:
     folder = _folder(tmp_path)
     damage(folder)
-    with pytest.raises(DataError, match="npy|rows|both"):
+    with pytest.raises(DataError, match="npy|rows|both|meta"):
         load_dataset(f"npy:{folder}")
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: t\ninput: [1, 8, 8]\ntask: {kind: classification}\n"
