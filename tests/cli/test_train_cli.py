@@ -464,7 +464,7 @@ def test_unknown_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     spec = write_spec(tmp_path, TINY)
     assert_bad_input(*cli(capsys, "train", spec, "--data", "digit", "--out", tmp_path / "runs"),
                      "unknown dataset 'digit'; did you mean 'digits'?",
-                     "known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npz:PATH")
+                     "known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, npy:DIR, npz:PATH")
     assert not (tmp_path / "runs").exists()  # nothing recorded
 
 

@@ -98,6 +98,9 @@ class Dataset:
     by input name, e.g. ``{"categorical": int64 (N, F), "dense": float32 (N, D)}``, every array
     with the same N as the targets (``archlab._inputs``).
 
+    Inputs may be memory-mapped (``np.memmap``, as ``npy:DIR`` opens them): the checks here read
+    only their shapes and dtypes, and field ids in chunks of ``CHECK_ROWS`` rows, never the whole array.
+
     Example:
         >>> import numpy as np
         >>> ds = Dataset("toy", np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]),

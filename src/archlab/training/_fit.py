@@ -36,7 +36,6 @@ __all__ = ["FitResult", "Inputs", "Splits", "fit_spec", "input_sources", "model_
 logger = logging.getLogger("archlab")
 
 
-
 @dataclass(frozen=True)
 class Splits:
     """Tensors as the engine takes them: training rows, validation rows (possibly none) and,
@@ -236,18 +235,13 @@ def _mapped_splits(parsed: Any, dataset: Any, recipe: Recipe, task: TaskKind | s
         # input whose dtype the model does not take is converted, and so read, here.
         return single({name: torch.from_numpy(np.asarray(a[stop]) if a.dtype == dtypes[name] and a.flags.writeable
                                               else np.array(a[stop], dtype=dtypes[name]))
-                       for name, a in _sources(parsed, x, dataset.name)})
+                       for name, (a, _) in _input_dtypes(parsed, x, dataset.name).items()})
 
     x_val, y_val = viewed(dataset.x_train, slice(cut, n)), targets[cut:]
     if not test:
         return Splits(split, split.y, x_val, y_val)
     return Splits(split, split.y, x_val, y_val, viewed(dataset.x_test, slice(None)),
                   torch.from_numpy(as_task(task).targets(dataset.y_test)))
-
-
-def _sources(parsed: Any, x: Any, data_name: str) -> list[tuple[str, Any]]:
-    """Each spec input's data array."""
-    return [(name, a) for name, (a, _) in _input_dtypes(parsed, x, data_name).items()]
 
 
 def _parse(spec: Any) -> Any:
