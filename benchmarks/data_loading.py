@@ -14,18 +14,34 @@ per-batch read and copy, the worker hand-off), not a disk. Workers are processes
 torch's training threads for the same cores.
 
     ARCHLAB_DATA=/work/shared/data python benchmarks/data_loading.py [--rounds 7] [--steps 60] [--threads N]
+
+``--npy`` measures the other side, memory: a synthetic table larger than the training is allowed to
+hold (``--rows`` x ``--features`` float32, written chunk by chunk as an ``npy:DIR`` folder) is trained
+on for one epoch by ``archlab.training.train`` with ``data_loading: memory`` and then ``stream``,
+each in a fresh process, on the same folder. Each process reports its peak anonymous memory
+(``RssAnon`` of /proc/self/status, sampled every 5 ms: what it holds itself) and its peak RSS
+(``VmHWM``, which also counts the file's pages mapped in: page cache the kernel takes back under
+pressure), and the epoch's samples/s.
+
+    python benchmarks/data_loading.py --npy [--rows 1200000] [--features 128] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import archlab
@@ -52,13 +68,103 @@ class Contender:
         self.engine.fit(self.x, self.y)
 
 
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def write_table(folder: Path, rows: int, features: int, chunk: int = 65_536) -> None:
+    """An npy:DIR folder of ``rows`` float32 samples in two learnable classes, written chunk by
+    chunk (``open_memmap``): the benchmark never holds the table either."""
+    rng = np.random.default_rng(SEED)
+    w = rng.normal(size=features).astype(np.float32)
+    for split, n in (("train", rows), ("test", max(rows // 10, 1))):
+        x = np.lib.format.open_memmap(folder / f"x_{split}.npy", mode="w+", dtype=np.float32, shape=(n, features))
+        y = np.empty(n, np.int64)
+        for start in range(0, n, chunk):
+            part = rng.normal(size=(min(chunk, n - start), features)).astype(np.float32)
+            x[start:start + len(part)], y[start:start + len(part)] = part, part @ w > 0
+        x.flush()
+        del x
+        np.save(folder / f"y_{split}.npy", y)
+    (folder / "meta.json").write_text(json.dumps({"task": "classification", "classes": ["0", "1"]}))
+
+
+def child(mode: str, folder: str, threads: int) -> None:
+    """One training in this process; prints its measurements as JSON."""
+    from archlab.training import train
+
+    torch.set_num_threads(threads)
+    peak = {"anon": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak["anon"] = max(peak["anon"], _status_kib("RssAnon"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    before = _status_kib("RssAnon")
+    features = int(np.load(Path(folder) / "x_train.npy", mmap_mode="r").shape[1])
+    spec = {"name": "mlp", "input": [features], "task": {"kind": "classification", "classes": 2},
+            "layers": [{"dense": {"units": 64, "activation": "relu"}},
+                       {"dense": {"units": 2, "activation": "softmax"}}],
+            "train": {"epochs": 1, "batch_size": 1024, "device": "cpu", "precision": "fp32", "seed": SEED,
+                      "validation_split": 0.05, "data_loading": mode}}
+    began = time.perf_counter()
+    result = train(spec, data=f"npy:{folder}", out=None, verbose=0)
+    wall = time.perf_counter() - began
+    done.set()
+    sampler.join()
+    print(json.dumps({"mode": mode, "anon_before_mib": before / 1024, "peak_anon_mib": peak["anon"] / 1024,
+                      "peak_rss_mib": _status_kib("VmHWM") / 1024, "wall_s": wall,
+                      "samples_per_s": result.history.history["samples_per_s"][0],
+                      "accuracy": result.test_metrics["accuracy"]}))
+
+
+def npy_memory(args: argparse.Namespace) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="archlab-bench-npy-"))
+    try:
+        began = time.perf_counter()
+        write_table(folder, args.rows, args.features)
+        size = (folder / "x_train.npy").stat().st_size
+        print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs; npy:DIR of {args.rows:,} x "
+              f"{args.features} float32: x_train.npy {size / 2**20:,.0f} MiB (written in "
+              f"{time.perf_counter() - began:.1f} s); one epoch, batch 1024, an MLP 64-2")
+        results = {}
+        for mode in ("memory", "stream"):
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), "--threads",
+                                  str(args.threads)], check=True, capture_output=True, text=True).stdout
+            results[mode] = json.loads(out.strip().splitlines()[-1])
+        print(f"{'data_loading':<13} {'peak anon MiB':>14} {'of which at start':>18} {'peak RSS MiB':>13} "
+              f"{'samples/s':>10} {'test acc':>9}")
+        for mode, r in results.items():
+            print(f"{mode:<13} {r['peak_anon_mib']:>14,.0f} {r['anon_before_mib']:>18,.0f} {r['peak_rss_mib']:>13,.0f} "
+                  f"{r['samples_per_s']:>10,.0f} {r['accuracy']:>9.4f}")
+        m, st = results["memory"], results["stream"]
+        print(f"stream / memory: peak anonymous memory {st['peak_anon_mib'] / m['peak_anon_mib']:.2f}, "
+              f"throughput {st['samples_per_s'] / m['samples_per_s']:.2f}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--npy", action="store_true", help="peak memory of memory vs stream from an npy:DIR folder")
+    parser.add_argument("--rows", type=int, default=1_200_000)
+    parser.add_argument("--features", type=int, default=128)
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per timed epoch-slice")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--workers", default="0,1,2", help="worker counts of the streamed contenders")
     args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], args.child[1], args.threads or 1)
+    if args.npy:
+        return npy_memory(argparse.Namespace(rows=args.rows, features=args.features, threads=args.threads or 1))
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = archlab.load(SPEC)

@@ -13,7 +13,7 @@ import sys
 __all__ = ["BUILTIN_SOURCES", "data_sources", "no_data_message"]
 
 #: The built-in sources as the data registry shows them (``archlab.data.registry.usages()``).
-BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "npz:PATH")
+BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "npy:DIR", "npz:PATH")
 
 
 def data_sources() -> str:
@@ -21,7 +21,7 @@ def data_sources() -> str:
 
     Example:
         >>> data_sources()
-        'criteo-sample, csv:PATH, digits, mnist, movielens-100k or npz:PATH'
+        'criteo-sample, csv:PATH, digits, mnist, movielens-100k, npy:DIR or npz:PATH'
     """
     registry = getattr(sys.modules.get("archlab.data"), "registry", None)
     *head, last = registry.usages() if registry is not None else BUILTIN_SOURCES

@@ -98,6 +98,9 @@ class Dataset:
     by input name, e.g. ``{"categorical": int64 (N, F), "dense": float32 (N, D)}``, every array
     with the same N as the targets (``archlab._inputs``).
 
+    Inputs may be memory-mapped (``np.memmap``, as ``npy:DIR`` opens them): the checks here read
+    only their shapes and dtypes, and field ids in chunks of ``CHECK_ROWS`` rows, never the whole array.
+
     Example:
         >>> import numpy as np
         >>> ds = Dataset("toy", np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]),
@@ -166,7 +169,7 @@ class Dataset:
                                 f"({len(self.fields)},), got {self.input_shapes.get(ids)}")
             for split, xs in (("train", self.x_train), ("test", self.x_test)):
                 x = as_named(xs)[ids]
-                if x.dtype != np.int64 or (x.size and (x.min() < 0 or x.max() >= self.vocab_size)):
+                if x.dtype != np.int64 or (x.size and not _within(x, self.vocab_size)):
                     raise DataError(f"{where}: x_{split} must be int64 ids in 0..{self.vocab_size - 1}"
                                     + (f" (its input {ids!r})" if self.named else ""))
 
@@ -229,6 +232,18 @@ class Dataset:
         shapes = self.input_shapes if self.named else self.input_shape
         return (f"Dataset(name={self.name!r}, task={self.task!r}, input_shape{'s' if self.named else ''}={shapes}, "
                 f"train={self.train_samples}, test={self.test_samples}, source={self.source!r})")
+
+
+#: Rows per read when a memory-mapped array is checked, so the check never holds the whole array.
+CHECK_ROWS = 1 << 16
+
+
+def _within(x: np.ndarray, size: int) -> bool:
+    """Whether every value of ``x`` is in 0..size-1; a memory-mapped array is read in chunks of rows."""
+    if not isinstance(x, np.memmap):
+        return bool(x.min() >= 0 and x.max() < size)
+    return all(bool(c.min() >= 0 and c.max() < size) for c in
+               (np.asarray(x[i:i + CHECK_ROWS]) for i in range(0, len(x), CHECK_ROWS)) if c.size)
 
 
 def encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:

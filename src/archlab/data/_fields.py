@@ -16,7 +16,7 @@ import numpy as np
 
 from ._dataset import Field
 
-__all__ = ["MISSING", "discretise", "encode_fields"]
+__all__ = ["MISSING", "discretise", "encode_column", "encode_fields"]
 
 #: The token of a missing numeric value: its own bucket, apart from every number.
 MISSING = "missing"
@@ -42,6 +42,23 @@ def discretise(values: np.ndarray) -> np.ndarray:
     out[big] = ["b" + str(int(v)) for v in np.floor(np.log(values[big]) ** 2)]
     out[small] = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in values[small]]
     return out
+
+
+def encode_column(vocab: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, int]:
+    """One field's values as ids into its sorted ``vocab`` (``np.unique`` of the training values),
+    a value not in it as the out-of-vocabulary id ``len(vocab)``; and how many were not in it.
+    Separate from ``encode_fields`` so that a file can be encoded chunk by chunk with one vocabulary.
+
+    Example:
+        >>> ids, unseen = encode_column(np.array(["u", "v"]), np.array(["v", "w", "u"]))
+        >>> ids.tolist(), unseen
+        ([1, 2, 0], 1)
+    """
+    values = np.asarray(values)
+    ids = np.searchsorted(vocab, values)
+    known = (ids < len(vocab)) & (vocab[np.minimum(ids, len(vocab) - 1)] == values)
+    ids[~known] = len(vocab)  # the field's out-of-vocabulary id
+    return ids.astype(np.int64), int((~known).sum())
 
 
 def encode_fields(names: Sequence[str], train: Sequence[np.ndarray], test: Sequence[np.ndarray]
@@ -70,14 +87,10 @@ def encode_fields(names: Sequence[str], train: Sequence[np.ndarray], test: Seque
     for name, train_values, test_values in zip(names, train, test, strict=True):
         vocab = np.unique(np.asarray(train_values))
         for split, values in (("train", train_values), ("test", test_values)):
-            values = np.asarray(values)
-            ids = np.searchsorted(vocab, values)
-            known = (ids < len(vocab)) & (vocab[np.minimum(ids, len(vocab) - 1)] == values)
-            ids[~known] = len(vocab)  # the field's out-of-vocabulary id
-            unseen = int((~known).sum())
+            ids, unseen = encode_column(vocab, values)
             if unseen:
                 oov.setdefault(split, {})[name] = unseen
-            columns[split].append(ids.astype(np.int64) + offset)
+            columns[split].append(ids + offset)
         fields.append(Field(name, len(vocab) + 1, offset))
         offset += len(vocab) + 1
     x_train, x_test = (np.stack(columns[s], axis=1) if columns[s] else np.zeros((0, 0), np.int64)

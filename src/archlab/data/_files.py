@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,14 @@ from ._dataset import DataError, Dataset, Task, encode_labels, split_train_test
 from ._fields import discretise, encode_fields
 from ._registry import DatasetRequest, register_dataset
 
-__all__ = ["TARGET_NAMES", "field_table", "load_csv", "load_npz"]
+__all__ = ["CSV_OPTIONS", "TARGET_NAMES", "check_width", "column_kinds", "field_table", "field_values", "join_targets",
+           "load_csv", "load_npz", "target_part", "table_header", "table_rows", "target_column"]
 
 #: Column names taken as the target when none is given, in this order (case does not matter).
 TARGET_NAMES = ("target", "label", "y", "class")
 _TASKS = ("classification", "binary", "regression")
+#: The options of ``csv:PATH?...``.
+CSV_OPTIONS = ("target", "task", "categorical", "numeric", "dense")
 
 
 def _split_options(request: DatasetRequest, known: tuple[str, ...]) -> tuple[str, dict[str, str]]:
@@ -123,38 +126,59 @@ def _targets(raw: np.ndarray | list[str], task: str | None, where: str, path: Pa
     return ids, "classification", classes
 
 
-def _read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """The column names, the rows of text cells and each row's line number of a CSV/TSV file."""
+def _delimiter(path: Path) -> str:
     compressed = path.suffix == ".gz"
-    delimiter = "\t" if Path(path.stem if compressed else path.name).suffix == ".tsv" else ","
-    rows: list[list[str]] = []
-    lines: list[int] = []
+    return "\t" if Path(path.stem if compressed else path.name).suffix == ".tsv" else ","
+
+
+def table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Each non-blank row of a CSV/TSV file (``.gz`` read through gzip) as its line number and its
+    stripped cells, read one at a time so that a file larger than memory can be walked."""
+    compressed = path.suffix == ".gz"
+    delimiter = _delimiter(path)
     try:
         with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if compressed
               else open(path, encoding="utf-8-sig", newline="")) as file:
             reader = csv.reader(file, delimiter=delimiter)
             for row in reader:
                 if any(cell.strip() for cell in row):
-                    rows.append([cell.strip() for cell in row])
-                    lines.append(reader.line_num)
+                    yield reader.line_num, [cell.strip() for cell in row]
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read as a CSV file ({exc}); save it as UTF-8 text with "
                         f"'{delimiter}' between cells" + (" (gzip-compressed)" if compressed else ""), path) from None
-    if not rows:
+
+
+def table_header(path: Path, first: list[str] | None) -> tuple[list[str], bool]:
+    """The column names from the first row, and whether that row is a header (any cell not a
+    number; else the columns are named 0, 1, ...); ``first`` is None for an empty file."""
+    if first is None:
         raise DataError(f"{path}: is empty; a CSV dataset needs feature columns and a target column", path)
-    has_header = not all(_is_number(cell) for cell in rows[0])
-    names = rows[0] if has_header else [str(j) for j in range(len(rows[0]))]
+    has_header = not all(_is_number(cell) for cell in first)
+    names = first if has_header else [str(j) for j in range(len(first))]
+    if len(names) < 2:
+        raise DataError(f"{path}: has {len(names)} column; a CSV dataset needs at least one feature column and a "
+                        "target column", path)
+    return names, has_header
+
+
+def check_width(path: Path, line: int, row: list[str], width: int, has_header: bool) -> None:
+    if len(row) != width:
+        raise DataError(f"{path}, line {line}: has {len(row)} cells, but the "
+                        f"{'header' if has_header else 'first row'} has {width}; every row needs one cell "
+                        "per column", path)
+
+
+def _read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The column names, the rows of text cells and each row's line number of a CSV/TSV file."""
+    lines, rows = [], []
+    for line, row in table_rows(path):
+        lines.append(line)
+        rows.append(row)
+    names, has_header = table_header(path, rows[0] if rows else None)
     if has_header:
         rows, lines = rows[1:], lines[1:]
-    width = len(names)
-    if width < 2:
-        raise DataError(f"{path}: has {width} column; a CSV dataset needs at least one feature column and a "
-                        "target column", path)
     for line, row in zip(lines, rows, strict=True):
-        if len(row) != width:
-            raise DataError(f"{path}, line {line}: has {len(row)} cells, but the "
-                            f"{'header' if has_header else 'first row'} has {width}; every row needs one cell "
-                            "per column", path)
+        check_width(path, line, row, len(names), has_header)
     if not rows:
         raise DataError(f"{path}: has a header but no data rows", path)
     return names, rows, lines
@@ -180,18 +204,36 @@ def _binary_targets(column: list[str], lines: list[int], name: str, path: Path) 
     return np.array([float(cell) for cell in column]).astype(np.int64)
 
 
-def _target_values(column: list[str], lines: list[int], name: str, task: str | None, path: Path
-                   ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+def target_part(column: list[str], lines: list[int], name: str, task: str | None, path: Path
+                ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Some rows' target cells, checked: their values as numbers (0/1 ids for task binary; None
+    when a cell is text) and the cells as text. A table read in chunks gives one part per chunk."""
     for line, cell in zip(lines, column, strict=True):
         if not cell:
             raise DataError(f"{path}, line {line}, column {name!r}: the target is empty; "
                             "fill or drop rows without a target", path)
+    text = np.array(column, dtype=str)
     if task == "binary":
-        return _binary_targets(column, lines, name, path), "binary", ("0", "1")
-    raw: np.ndarray | list[str] = column
+        return _binary_targets(column, lines, name, path), text
     if all(_is_number(cell) for cell in column):
-        raw = _to_float([[c] for c in column], lines, [name], path, "target")[:, 0]
+        return _to_float([[c] for c in column], lines, [name], path, "target")[:, 0], text
+    return None, text
+
+
+def join_targets(parts: Sequence[tuple[np.ndarray | None, np.ndarray]], name: str, task: str | None, path: Path
+                 ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+    """The targets of all rows from their parts (``target_part``): numbers when every cell is one,
+    else the text as class names."""
+    if task == "binary":
+        return np.concatenate([numbers for numbers, _ in parts]), "binary", ("0", "1")
+    numeric = all(numbers is not None for numbers, _ in parts)
+    raw = np.concatenate([numbers if numeric else text for numbers, text in parts])
     return _targets(raw, task, f"{path}, column {name!r}", path)
+
+
+def _target_values(column: list[str], lines: list[int], name: str, task: str | None, path: Path
+                   ) -> tuple[np.ndarray, Task, tuple[str, ...] | None]:
+    return join_targets([target_part(column, lines, name, task, path)], name, task, path)
 
 
 def _numeric_cells(cells: list[str], lines: list[int], name: str, path: Path) -> np.ndarray:
@@ -214,18 +256,10 @@ def _numeric_cells(cells: list[str], lines: list[int], name: str, path: Path) ->
 CATEGORICAL_INPUT, DENSE_INPUT = "categorical", "dense"
 
 
-def field_table(name: str, path: Path, names: list[str], rows: list[list[str]], lines: list[int], target: int,
-                categorical: list[str], numeric: list[str], task: str | None, dense: Sequence[str] = ()) -> Dataset:
-    """A table of declared categorical and numeric columns as global field ids (see ``_fields``).
-
-    Numeric columns are discretised (``discretise``: floor(ln(x)^2) above 2, an empty cell its own
-    bucket); categorical cells are categories as written, an empty cell one more category. The
-    split is the usual fixed 80/20 one, and the vocabularies are fitted on its training part.
-
-    With ``dense`` columns the data set has two named inputs, as DeepFM and Wide & Deep take
-    numbers beside ids: ``categorical`` (the fields' ids, int64 (N, F)) and ``dense`` (those
-    columns' values as they are, float32 (N, D); every cell a finite number).
-    """
+def column_kinds(name: str, path: Path, names: list[str], target: int, categorical: Sequence[str],
+                 numeric: Sequence[str], dense: Sequence[str]) -> tuple[list[int], list[int], dict[int, str]]:
+    """The columns of ``dense=`` and those that become fields (in column order), and each
+    column's kind, checked: every feature column declared once, none of them the target."""
     where = f"dataset {name!r}"
     kinds: dict[int, str] = {}
     for kind, wanted in (("categorical", categorical), ("numeric", numeric), ("dense", dense)):
@@ -247,16 +281,44 @@ def field_table(name: str, path: Path, names: list[str], rows: list[list[str]], 
     if not any(kind != "dense" for kind in kinds.values()):
         raise DataError(f"{where}: dense= needs categorical= (or numeric=) columns beside it; a table of numbers "
                         f"alone is read without options: 'csv:{path.name}'", path)
-    dense_cols = [j for j in sorted(kinds) if kinds[j] == "dense"]
-    features = [j for j in sorted(kinds) if kinds[j] != "dense"]
-    columns = []
-    for j in features:
-        cells = [row[j] for row in rows]
-        columns.append(discretise(_numeric_cells(cells, lines, names[j], path)) if kinds[j] == "numeric"
-                       else np.array(cells, dtype=object))
+    return ([j for j in sorted(kinds) if kinds[j] == "dense"], [j for j in sorted(kinds) if kinds[j] != "dense"],
+            kinds)
+
+
+def field_values(kind: str, cells: list[str], lines: list[int], name: str, path: Path) -> np.ndarray:
+    """A field column's categories: a numeric column's buckets (``discretise``), else the cells as written."""
+    if kind == "numeric":
+        return discretise(_numeric_cells(cells, lines, name, path))
+    return np.array(cells, dtype=object)
+
+
+def target_column(names: list[str], wanted: str | None, name: str, path: Path) -> int:
+    """The target: ``?target=`` (a name or a 0-based index), else the first column named as in
+    TARGET_NAMES, else the last."""
+    if wanted is not None:
+        return _find_column(wanted, names, f"dataset {name!r}", path)
+    lowered = [n.lower() for n in names]
+    return next((lowered.index(n) for n in TARGET_NAMES if n in lowered), len(names) - 1)
+
+
+def field_table(name: str, path: Path, names: list[str], rows: list[list[str]], lines: list[int], target: int,
+                categorical: list[str], numeric: list[str], task: str | None, dense: Sequence[str] = ()) -> Dataset:
+    """A table of declared categorical and numeric columns as global field ids (see ``_fields``).
+
+    Numeric columns are discretised (``discretise``: floor(ln(x)^2) above 2, an empty cell its own
+    bucket); categorical cells are categories as written, an empty cell one more category. The
+    split is the usual fixed 80/20 one, and the vocabularies are fitted on its training part.
+
+    With ``dense`` columns the data set has two named inputs, as DeepFM and Wide & Deep take
+    numbers beside ids: ``categorical`` (the fields' ids, int64 (N, F)) and ``dense`` (those
+    columns' values as they are, float32 (N, D); every cell a finite number).
+    """
+    dense_cols, features, kinds = column_kinds(name, path, names, target, categorical, numeric, dense)
+    columns = [field_values(kinds[j], [row[j] for row in rows], lines, names[j], path) for j in features]
     y, task, classes = _target_values([row[target] for row in rows], lines, names[target], task, path)
     index = np.arange(len(rows))
-    train, test, y_train, y_test = split_train_test(index, y, stratify=task != "regression", where=where)
+    train, test, y_train, y_test = split_train_test(index, y, stratify=task != "regression",
+                                                    where=f"dataset {name!r}")
     x_train, x_test, fields, oov = encode_fields([names[j] for j in features], [c[train] for c in columns],
                                                  [c[test] for c in columns])
     if not dense_cols:
@@ -287,15 +349,10 @@ def load_csv(request: DatasetRequest) -> Dataset:
     ``dense=e,f`` keeps those columns as numbers in a second named input (``categorical`` and
     ``dense``, for a graph-form spec with both ``inputs``).
     """
-    path_text, options = _split_options(request, ("target", "task", "categorical", "numeric", "dense"))
+    path_text, options = _split_options(request, CSV_OPTIONS)
     path = _resolve(path_text, request)
     names, rows, lines = _read_table(path)
-    wanted = options.get("target")
-    if wanted is not None:
-        target = _find_column(wanted, names, f"dataset {request.name!r}", path)
-    else:
-        lowered = [n.lower() for n in names]
-        target = next((lowered.index(n) for n in TARGET_NAMES if n in lowered), len(names) - 1)
+    target = target_column(names, options.get("target"), request.name, path)
     if options.keys() & {"categorical", "numeric", "dense"}:
         return field_table(request.name, path, names, rows, lines, target, _names(options.get("categorical")),
                            _names(options.get("numeric")), options.get("task"), _names(options.get("dense")))

@@ -7,6 +7,7 @@ prepare, the recipe, and the callbacks they pass.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -27,20 +28,22 @@ from archlab.tasks import TaskKind, as_task
 from ._callbacks import Callback
 from ._engine import Engine, History, Inputs, glorot_init, split_output_activation
 from ._recipe import Recipe
-from ._stream import choose_loading, spill
+from ._stream import MappedSplit, choose_loading, spill
 
 __all__ = ["FitResult", "Inputs", "Splits", "fit_spec", "input_sources", "model_inputs", "prepare_model",
            "prepare_splits", "split_validation", "to_tensors"]
 
+logger = logging.getLogger("archlab")
 
 
 @dataclass(frozen=True)
 class Splits:
     """Tensors as the engine takes them: training rows, validation rows (possibly none) and,
     optionally, the test split that ``fit_spec`` evaluates after training. Inputs are one tensor
-    or, for a graph-form spec, a dict of tensors by input name."""
+    or, for a graph-form spec, a dict of tensors by input name; ``x`` may also be a MappedSplit
+    (``prepare_splits(stream=True)`` over memory-mapped files), which ``fit_spec`` streams."""
 
-    x: Inputs
+    x: Inputs | MappedSplit
     y: torch.Tensor
     x_val: Inputs | None = None
     y_val: torch.Tensor | None = None
@@ -119,18 +122,22 @@ def input_sources(parsed: Any, provided: dict[str, tuple[int, ...]], data_name: 
     return {name: name for name in wanted}
 
 
+def _input_dtypes(parsed: Any, x: Any, data_name: str) -> dict[str, tuple[Any, Any]]:
+    """Each spec input's data array (``input_sources``) and the dtype its model takes it in."""
+    provided = {k: tuple(a.shape[1:]) for k, a in as_named(x).items()}
+    arrays = as_named(x)
+    return {name: (arrays[source], np.int64 if parsed.raw_inputs[name].dtype == "long" else np.float32)
+            for name, source in input_sources(parsed, provided, data_name).items()}
+
+
 def model_inputs(parsed: Any, x: Any, data_name: str = "the data") -> Any:
     """The data's inputs as the spec's model takes them: the arrays it reads (``input_sources``),
     each as its input's dtype: float32, or int64 for a ``dtype: long`` input (token or field ids;
     loaders give float32 for numbers that may be ids)."""
-    provided = {k: tuple(a.shape[1:]) for k, a in as_named(x).items()}
-    sources = input_sources(parsed, provided, data_name)
-    arrays = as_named(x)
     converted = {}
-    for name, source in sources.items():
-        array, info = arrays[source], parsed.raw_inputs[name]
+    for name, (array, dtype) in _input_dtypes(parsed, x, data_name).items():
         where = "input" if not parsed.is_graph else f"inputs.{name}"
-        if info.dtype == "long":
+        if dtype == np.int64:
             if array.dtype != np.int64:
                 if not np.array_equal(array, np.round(array)) or (array.size and array.min() < 0):
                     raise SpecError(f"the spec's {where} is dtype: long (token ids) but the data holds non-integer "
@@ -143,20 +150,33 @@ def model_inputs(parsed: Any, x: Any, data_name: str = "the data") -> Any:
 
 
 def to_tensors(x: Any, y: np.ndarray, task: TaskKind | str) -> tuple[Any, torch.Tensor]:
-    """Inputs (one array or named arrays, already ``model_inputs``) as tensors, and targets as the
-    task's loss takes them."""
-    xt = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) if a.dtype != np.int64
-                                               else a), x)
-    return xt, torch.from_numpy(as_task(task).targets(y))
+    """Inputs (one array or named arrays, already ``model_inputs``) as tensors in memory, and targets
+    as the task's loss takes them. A memory-mapped array is read whole here: this is the in-memory path."""
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        dtype = np.int64 if a.dtype == np.int64 else np.float32
+        return torch.from_numpy(np.array(a, dtype=dtype) if isinstance(a, np.memmap)
+                                else np.ascontiguousarray(a, dtype=dtype))
+
+    return map_inputs(tensor, x), torch.from_numpy(as_task(task).targets(y))
 
 
 def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any, *,
-                   train_samples: int | None = None, test: bool = False) -> Splits:
+                   train_samples: int | None = None, test: bool = False, stream: bool = False) -> Splits:
     """A data set's training split divided by the recipe's validation rule, as the model inputs of
     ``spec`` (a Spec, or one already parsed; ``model_inputs``) in tensors; only the first
     ``train_samples`` training rows when given (the validation rows are taken first), and the test
-    split when ``test``."""
+    split when ``test``.
+
+    With ``stream``, a data set whose training inputs are whole memory-mapped files (``npy:DIR``)
+    and whose loading resolves to ``stream`` (``choose_loading``, on the files' size) is not read:
+    ``x`` is a MappedSplit over those files, and the validation and test splits are tensors viewing
+    the mapped pages, which the Engine evaluates batch by batch. Callers that index ``x`` themselves
+    (compress's calibration) leave it off."""
     parsed = spec if hasattr(spec, "raw_inputs") else _parse(spec)
+    if stream:
+        mapped = _mapped_splits(parsed, dataset, recipe, task, train_samples, test)
+        if mapped is not None:
+            return mapped
     x_train = model_inputs(parsed, dataset.x_train, dataset.name)
     x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
     if train_samples is not None:
@@ -165,6 +185,63 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
     if test:
         tensors += to_tensors(model_inputs(parsed, dataset.x_test, dataset.name), dataset.y_test, task)
     return Splits(*tensors)
+
+
+def _whole_file(a: Any) -> bool:
+    """Whether ``a`` maps all of its .npy file, contiguously (a slice or a view of part of it is not
+    the file, and a fancy-indexed copy is no memmap at all)."""
+    if not isinstance(a, np.memmap) or not a.filename or not a.flags.c_contiguous:
+        return False
+    head = np.load(a.filename, mmap_mode="r")
+    return len(head) == len(a) and head.size == a.size and head.dtype == a.dtype
+
+
+def _mapped_splits(parsed: Any, dataset: Any, recipe: Recipe, task: TaskKind | str, train_samples: int | None,
+                   test: bool) -> Splits | None:
+    """``prepare_splits``' streaming form, or None when the training inputs are not whole
+    memory-mapped files or the loading resolves to ``memory``."""
+    plan = _input_dtypes(parsed, dataset.x_train, dataset.name)
+    if not all(_whole_file(a) for a, _ in plan.values()):
+        return None
+    n = len(dataset.y_train)
+    cut = n if recipe.validation_split == 0 else int(n * (1 - recipe.validation_split))
+    rows = cut if train_samples is None else min(cut, train_samples)
+    nbytes = sum(rows * int(np.prod(a.shape[1:], dtype=np.int64)) * np.dtype(d).itemsize for a, d in plan.values())
+    loading, reason = choose_loading(recipe.data_loading, nbytes, available_memory("cpu"))
+    if loading != "stream":
+        return None
+    if recipe.validation_split and recipe.validation == "stratified" and as_task(task).stratify:
+        # A stratified split picks rows all over the file, which would copy them; the last rows are a slice.
+        logger.warning("train.validation: stratified needs the training rows copied out of the memory-mapped "
+                       "files of %s; using the last %g of them (validation: last) instead", dataset.name,
+                       recipe.validation_split)
+    for name, (array, dtype) in plan.items():
+        if dtype == np.int64 and array.dtype.kind not in "iu":
+            where = "input" if not parsed.is_graph else f"inputs.{name}"
+            raise SpecError(f"the spec's {where} is dtype: long (token ids) but {dataset.name} holds {array.dtype} "
+                            "values there; streaming reads the file as it is, so write the ids as integers", where)
+    names = {name: Path(a.filename) for name, (a, _) in plan.items()}
+    shapes = {name: tuple(a.shape[1:]) for name, (a, _) in plan.items()}
+    dtypes = {name: np.dtype(d) for name, (_, d) in plan.items()}
+
+    def single(value: dict) -> Any:
+        return value if parsed.is_graph else value[SINGLE]
+
+    targets = torch.from_numpy(as_task(task).targets(dataset.y_train))
+    split = MappedSplit(single(names), targets[:rows], shapes=single(shapes), dtypes=single(dtypes), reason=reason)
+
+    def viewed(x: Any, stop: slice) -> Any:
+        # The rows as tensors over the mapped pages (copy-on-write maps, so torch may view them); an
+        # input whose dtype the model does not take is converted, and so read, here.
+        return single({name: torch.from_numpy(np.asarray(a[stop]) if a.dtype == dtypes[name] and a.flags.writeable
+                                              else np.array(a[stop], dtype=dtypes[name]))
+                       for name, (a, _) in _input_dtypes(parsed, x, dataset.name).items()})
+
+    x_val, y_val = viewed(dataset.x_train, slice(cut, n)), targets[cut:]
+    if not test:
+        return Splits(split, split.y, x_val, y_val)
+    return Splits(split, split.y, x_val, y_val, viewed(dataset.x_test, slice(None)),
+                  torch.from_numpy(as_task(task).targets(dataset.y_test)))
 
 
 def _parse(spec: Any) -> Any:
@@ -213,8 +290,12 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
         output_activation = split_output_activation(model, task)
     engine = Engine(model, recipe, task, run_dir=run_dir, verbose=verbose, output_activation=output_activation,
                     criterion=criterion)
-    loading, reason = choose_loading(recipe.data_loading, input_bytes(data.x), available_memory("cpu"))
     began = time.perf_counter()
+    if isinstance(data.x, MappedSplit):  # prepare_splits' split over a data set's own files: read in place
+        loading, reason = "stream", data.x.reason or "the training split is memory-mapped files"
+        history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+        return _finish(engine, history, began, loading, reason, data)
+    loading, reason = choose_loading(recipe.data_loading, input_bytes(data.x), available_memory("cpu"))
     if loading == "stream":
         mapped, folder = spill(data.x, data.y, run_dir)
         try:
@@ -223,6 +304,10 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
             shutil.rmtree(folder, ignore_errors=True)
     else:
         history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+    return _finish(engine, history, began, loading, reason, data)
+
+
+def _finish(engine: Engine, history: History, began: float, loading: str, reason: str, data: Splits) -> FitResult:
     result = FitResult(engine, history, time.perf_counter() - began, data_loading=loading,
                        data_loading_reason=reason)
     if data.x_test is not None:

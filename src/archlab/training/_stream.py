@@ -41,13 +41,32 @@ def choose_loading(mode: str, nbytes: int, available: int | None) -> tuple[str, 
 class MappedSplit(torch.utils.data.Dataset):
     """Training rows in .npy files (one per named input, or one), opened memory-mapped in each
     process that reads them (a memmap is not pickled to workers), with their targets (small) in
-    memory. Indexed by a whole batch of row indices, so one read per batch and input."""
+    memory. Indexed by a whole batch of row indices, so one read per batch and input.
 
-    def __init__(self, paths: Path | dict[str, Path], y: torch.Tensor) -> None:
+    The rows are ``start .. start + len(y) - 1`` of each file: a data set's own memory-mapped
+    files (``npy:DIR``) are read in place, its validation rows cut off by the length. ``shapes``
+    and ``dtypes`` (per input) give the rows as the model takes them: a file of shape (N,) read as
+    (N, 1), integer ids widened to int64; ``reason`` says why the split streams.
+    """
+
+    def __init__(self, paths: Path | dict[str, Path], y: torch.Tensor, *, start: int = 0,
+                 shapes: tuple[int, ...] | dict[str, tuple[int, ...]] | None = None,
+                 dtypes: np.dtype | dict[str, np.dtype] | None = None, reason: str = "") -> None:
         self.paths, self.y = map_inputs(Path, paths), y.cpu()
         self.named = is_named(paths)
+        self.start, self.reason = start, reason
         self._x: Any = None
-        self.shape = tuple(np.load(first_input(self.paths), mmap_mode="r").shape)
+        files = map_inputs(lambda p: np.load(p, mmap_mode="r"), self.paths)  # headers only: nothing is read
+        self.shapes = map_inputs(lambda a: tuple(a.shape[1:]), files) if shapes is None else shapes
+        self.dtypes = map_inputs(lambda a: a.dtype, files) if dtypes is None else dtypes
+        self.shape = (len(self.y), *first_input(self.shapes))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rows take as the model reads them (``input_bytes``; ``choose_loading``)."""
+        sizes = map_inputs(lambda shape: int(np.prod(shape, dtype=np.int64)), self.shapes)
+        return sum(len(self.y) * size * np.dtype(dtype).itemsize
+                   for size, dtype in zip(as_named(sizes).values(), as_named(self.dtypes).values(), strict=True))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -55,11 +74,18 @@ class MappedSplit(torch.utils.data.Dataset):
     def dim(self) -> int:
         return len(self.shape)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_x": None}  # each worker maps the files itself
+
     def __getitem__(self, index: torch.Tensor) -> tuple[Any, torch.Tensor]:
         if self._x is None:
             self._x = map_inputs(lambda p: np.load(p, mmap_mode="r"), self.paths)
-        rows = index.numpy()
-        return map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[rows])), self._x), self.y[index]
+        rows = index.numpy() + self.start
+        shapes, dtypes = as_named(self.shapes), as_named(self.dtypes)
+        batch = {name: torch.from_numpy(np.ascontiguousarray(array[rows].reshape(len(rows), *shapes[name]),
+                                                             dtype=dtypes[name]))
+                 for name, array in as_named(self._x).items()}
+        return (batch if self.named else batch[SINGLE]), self.y[index]
 
 
 class EpochBatches(torch.utils.data.Sampler):

@@ -317,7 +317,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
 
 def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task: TaskKind, run_dir: Path | None,
                     resume: bool, verbose: int, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    data = prepare_splits(dataset, recipe, task, parsed, test=True)
+    data = prepare_splits(dataset, recipe, task, parsed, test=True, stream=True)
     fitted = fit_spec(spec, recipe, task, data, callbacks=callbacks, run_dir=run_dir, resume=resume, verbose=verbose)
     if run_dir is not None:
         _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", fitted.test_metrics,
