@@ -81,6 +81,7 @@ PARAMS: dict[str, tuple[dict, dict]] = {
                             {"dropout": rate, "activation": st.sampled_from(["relu", "gelu"]),
                              "norm_first": st.booleans(), "causal": st.booleans()}),
     "transformer_decoder": ({"num_heads": st.integers(1, 2), "ff_dim": small}, {}),
+    "additive_cross_attention": ({"units": small}, {}),
 }
 
 
@@ -188,9 +189,11 @@ def specs(draw) -> dict:
         joined: dict = {"from": ["left", "b"], "layers": draw(layer_list(1, family, wild))}
         if draw(st.booleans()):
             joined["merge"] = draw(st.sampled_from(["concat", "add", "mean", "max", "mul"]))
-        else:
+        elif draw(st.booleans()):
             joined["layers"] = [{"transformer_decoder": {"num_heads": draw(st.integers(1, 2)), "ff_dim": 2}},
                                 *joined["layers"]]
+        else:
+            joined["layers"] = [{"additive_cross_attention": {"units": draw(st.integers(1, 3))}}, *joined["layers"]]
         graph = {"left": first, "joined": joined}
         outputs: object = draw(st.sampled_from(["joined", ["joined", "left"]] + (["nowhere"] if wild else [])))
         return {"inputs": {"a": a, "b": b}, "graph": graph, "outputs": outputs}

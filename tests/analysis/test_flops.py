@@ -153,6 +153,17 @@ CASES: dict[str, list[Case]] = {
              macs=5 * 4 * 3 + 4 * 3 + 5 * 3 + 5 * 4,
              flops=2 * (5 * 4 * 3 + 4 * 3 + 5 * 3 + 5 * 4) + 5 * 3 + 5 * 3 + 3 * 5),
     ],
+    # T=4 decoder states of D=6 over S=5 memory states of E=8, U=3: W_s s_j (S*E*U), W_h h_t (T*D*U),
+    # v^T per pair (T*S*U), contexts (T*S*E); then the pairwise add (T*S*U), tanh (T*S*U), softmax (3*T*S)
+    "additive_cross_attention": [
+        Case("T4-S5", {"inputs": {"x": [4, 6], "memory": [5, 8]},
+                       "graph": {"att": {"from": ["x", "memory"], "layers": [{"additive_cross_attention": {"units": 3}}]}},
+                       "outputs": "att"},
+             params=6 * 3 + (8 * 3 + 3) + 3,
+             macs=5 * 8 * 3 + 4 * 6 * 3 + 4 * 5 * 3 + 4 * 5 * 8,
+             flops=2 * (5 * 8 * 3 + 4 * 6 * 3 + 4 * 5 * 3 + 4 * 5 * 8) + 2 * 4 * 5 * 3 + 3 * 4 * 5,
+             path="graph.att.layers[0]"),
+    ],
     # Self-attention on T=4 steps of D=6, 2 heads: Q, K, V, output projections (4 * T*D*D),
     # QK^T (T*T*D over all heads) and AV (T*T*D); scale + softmax = 4 FLOPs per score, heads*T*T scores.
     "multi_head_attention": [

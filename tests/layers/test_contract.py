@@ -83,6 +83,10 @@ CASES: dict[str, list[dict]] = {
         seq([5, 8], {"transformer_encoder": {"num_heads": 2, "ff_dim": 16}}),
         seq([5, 8], {"transformer_encoder": {"num_heads": 2, "ff_dim": 12, "dropout": 0.0, "activation": "gelu",
                                              "norm_first": True, "causal": True}})],
+    "additive_cross_attention": [
+        {"name": "contract", "inputs": {"x": [4, 6], "memory": [5, 8]},
+         "graph": {"att": {"from": ["x", "memory"], "layers": [{"additive_cross_attention": {"units": 7}}]}},
+         "outputs": "att"}],
     "transformer_decoder": [
         {"name": "contract", "inputs": {"x": [5, 8], "memory": [3, 8]},
          "graph": {"dec": {"from": ["x", "memory"], "layers": [

@@ -186,7 +186,7 @@ def test_unknown_type_is_a_registry_error_with_a_suggestion():
         archlab.get_layer("conv2")
     assert isinstance(info.value, LookupError)
     assert "unknown layer type 'conv2'; did you mean 'conv2d'?" in str(info.value)
-    assert "(known: additive_attention, avgpool1d" in str(info.value)
+    assert "(known: additive_attention, additive_cross_attention, avgpool1d" in str(info.value)
 
 
 def test_unknown_type_in_a_spec_is_a_spec_error_with_a_path():

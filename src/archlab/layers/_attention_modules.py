@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
+__all__ = ["AdditiveAttention", "AdditiveCrossAttention", "SelfAttention", "TransformerBlock"]
 
 
 class AdditiveAttention(nn.Module):
@@ -68,3 +68,24 @@ class TransformerBlock(nn.Module):
         if memory is None:
             return self.block(x, src_mask=mask, is_causal=self.causal)
         return self.block(x, memory, tgt_mask=mask, tgt_is_causal=self.causal)
+
+
+class AdditiveCrossAttention(nn.Module):
+    """Additive attention of each decoder state over the encoder states (``additive_cross_attention``).
+
+    Input shapes: queries (batch, T, D), memory (batch, S, E). Output: contexts (batch, T, E). The
+    weights of the latest forward pass are kept in ``last_alpha`` (batch, T, S) for explanation.
+    """
+
+    def __init__(self, dim: int, memory_dim: int, units: int) -> None:
+        super().__init__()
+        self.W_h = nn.Linear(dim, units, bias=False)
+        self.W_s = nn.Linear(memory_dim, units)  # carries the bias b
+        self.v = nn.Linear(units, 1, bias=False)
+        self.last_alpha: torch.Tensor | None = None
+
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        pairs = torch.tanh(self.W_h(queries).unsqueeze(2) + self.W_s(memory).unsqueeze(1))  # (B, T, S, U)
+        alpha = torch.softmax(self.v(pairs).squeeze(-1), dim=-1)  # (B, T, S)
+        self.last_alpha = alpha.detach()
+        return alpha @ memory  # (B, T, E)

@@ -30,14 +30,15 @@ _QUANTIZATION = Quantization(static=SEQUENCE_STATIC, dynamic=True)
 if TYPE_CHECKING:
     from torch import nn
 
-    from ._attention_modules import AdditiveAttention, SelfAttention, TransformerBlock
+    from ._attention_modules import AdditiveAttention, AdditiveCrossAttention, SelfAttention, TransformerBlock
 
 # torch is heavy and validate/schema never build: the modules live in _attention_modules, which each
 # module() imports when called; archlab.layers.attention.TransformerBlock still reaches them.
 __getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(
-    ("AdditiveAttention", "SelfAttention", "TransformerBlock"), "archlab.layers._attention_modules"))
+    ("AdditiveAttention", "AdditiveCrossAttention", "SelfAttention", "TransformerBlock"),
+    "archlab.layers._attention_modules"))
 
-__all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
+__all__ = ["AdditiveAttention", "AdditiveCrossAttention", "SelfAttention", "TransformerBlock"]
 
 _SEQ = InputRule(ranks={2: "(time, features)"},
                  hints={1: "add 'embedding' (token ids) or 'reshape: {shape: [T, F]}' before it",
@@ -213,3 +214,41 @@ class TransformerDecoderLayerType(LayerType):
 
         return TransformerBlock("decoder", xs[0].shape[1], p.num_heads, p.ff_dim, p.dropout, p.activation,
                                 p.norm_first, p.causal)
+
+
+@register_layer("additive_cross_attention")
+class AdditiveCrossAttentionLayer(LayerType):
+    """The seed's additive attention (§3.4.4) as an RNN decoder uses it (Bahdanau et al. 2015): every
+    decoder state h_t scores every encoder state s_j, e_tj = v^T tanh(W_h h_t + W_s s_j + b), and reads
+    the context c_t = sum_j softmax_j(e_tj) s_j. Graph form: ``from: [decoder states, memory]``."""
+
+    Params = AdditiveAttentionParams
+    accepts = _SEQ
+    num_inputs = 2
+    summary = "c_t = sum_j softmax_j(v^T tanh(W_h h_t + W_s s_j + b)) s_j: [(T, D), memory (S, E)] -> (T, E)"
+    quantization = _QUANTIZATION
+
+    def output(self, p, xs: tuple[TensorInfo, TensorInfo]) -> TensorInfo:
+        x, memory = xs
+        if p.query != "last":
+            raise ShapeError("reads its queries from the decoder states (its first input); drop query")
+        return TensorInfo((x.shape[0], memory.shape[1]))
+
+    def cost(self, p: AdditiveAttentionParams, xs, y: TensorInfo) -> Cost:
+        (t, d), (s, e) = xs[0].shape, xs[1].shape
+        u = p.units
+        macs = s * e * u + t * d * u + t * s * u + t * s * e  # W_s s, W_h h, v^T per pair, contexts
+        return Cost(macs, 2 * macs + 2 * t * s * u + 3 * t * s)  # + the pairwise add, tanh, softmax
+
+    def count_params(self, p: AdditiveAttentionParams, xs) -> int:
+        (_, d), (_, e) = xs[0].shape, xs[1].shape
+        return p.units * (d + e + 2)  # W_h, W_s with its bias b, v
+
+    def saved_elements(self, p: AdditiveAttentionParams, xs, y: TensorInfo) -> int:
+        (t, _), (s, _) = xs[0].shape, xs[1].shape
+        return 2 * t * s * p.units + 2 * t * s + y.numel  # tanh in/out, scores, alpha, contexts
+
+    def module(self, p: AdditiveAttentionParams, xs) -> nn.Module:
+        from ._attention_modules import AdditiveCrossAttention
+
+        return AdditiveCrossAttention(xs[0].shape[1], xs[1].shape[1], p.units)
