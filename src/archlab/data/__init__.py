@@ -19,7 +19,6 @@ Example:
 from . import _criteo, _digits, _files, _mnist, _movielens, _npy, _text  # noqa: F401  (registers the built-in sources)
 from ._dataset import DataError, Dataset, Field, encode_labels, split_train_test
 from ._npy import write_npy_dir
-from ._textset import TextDataset, TextSplit
 from ._paths import ENV_VAR, cache_dir
 from ._registry import (
     DatasetRegistry,
@@ -30,6 +29,7 @@ from ._registry import (
     register_dataset,
     registry,
 )
+from ._textset import TextDataset, TextSplit
 
 __all__ = ["ENV_VAR", "DataError", "Dataset", "DatasetRegistry", "DatasetRequest", "Field", "cache_dir",
            "encode_labels", "find_data_dir", "list_datasets", "load_dataset", "register_dataset", "registry",

@@ -19,8 +19,8 @@ from pathlib import Path
 from archlab.exceptions import suggest
 
 from ._dataset import DataError, Dataset
-from ._textset import TextDataset
 from ._paths import holds_files, search_dirs
+from ._textset import TextDataset
 
 __all__ = ["DatasetRegistry", "DatasetRequest", "Loader", "find_data_dir", "list_datasets", "load_dataset",
            "register_dataset", "registry"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -110,6 +110,18 @@ class TextDataset:
             raise DataError(f"dataset {self.name!r} is a plain corpus, without target sentences; a seq2seq task "
                             "needs a parallel one: 'text:SOURCE_FILE,TARGET_FILE'")
         return list(zip(found.source, found.target, strict=True))
+
+    def for_task(self, task: str) -> TextDataset:
+        """The data set as ``task`` trains on it: a language model on a parallel corpus learns its source
+        side (Multi30k's English); a seq2seq task needs a parallel corpus (DataError otherwise)."""
+        if task == "language_model" and self.parallel:
+            splits = {name: TextSplit(s.source) for name, s in self.splits.items()}
+            return replace(self, task="language_model", splits=splits, languages=self.languages[:1])
+        if task == "seq2seq" and not self.parallel:
+            raise DataError(f"dataset {self.name!r} is a plain corpus, without target sentences; task seq2seq "
+                            "needs a parallel one ('text:SOURCE_FILE,TARGET_FILE' or multi30k), or set task.kind: "
+                            "language_model")
+        return self
 
     def _split(self, split: str) -> TextSplit:
         try:
