@@ -292,7 +292,12 @@ def test_every_task_scores_its_own_metrics(name: str) -> None:
     logits = torch.randn(12, 3 if name in ("classification", "multilabel") else 1, generator=gen)
     y = {"classification": torch.arange(12) % 3, "binary": (torch.arange(12) % 2).float(),
          "multilabel": (torch.rand(12, 3, generator=gen) > 0.5).float(),
-         "regression": torch.randn(12, generator=gen)}[name]
+         "regression": torch.randn(12, generator=gen),
+         # sequence tasks: logits (N, T, V) and token ids (N, T), 0 being padding
+         "seq2seq": torch.randint(0, 7, (12, 5), generator=gen),
+         "language_model": torch.randint(0, 7, (12, 5), generator=gen)}[name]
+    if y.dtype == torch.long and y.ndim == 2:
+        logits = torch.randn(12, 5, 7, generator=gen)
     assert math.isfinite(task.loss()(logits, y).item())
     names = [*task.default_metrics, *task.evaluation_metrics]
     assert all(direction_of(m, name) in ("max", "min") for m in names)

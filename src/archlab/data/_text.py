@@ -34,7 +34,7 @@ def load_multi30k(request: DatasetRequest) -> TextDataset:
     ``test_2016_flickr`` first (the usual test set), then the 2017, 2018 and MS COCO ones."""
     folder = find_data_dir("multi30k", request.data_dir)
     if folder is None:
-        raise DataError("dataset 'multi30k': the Multi30k files were not found.\n"
+        raise DataError(f"dataset 'multi30k': the Multi30k files were not found; {_FIX}.\n"
                         + describe_search("multi30k", request.data_dir, list(_FILES)))
     splits = {}
     for split, expected in MULTI30K_SPLITS.items():

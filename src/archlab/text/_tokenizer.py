@@ -75,7 +75,9 @@ class SubwordTokenizer:
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_SPACE)
         tokenizer.decoder = decoders.Metaspace(replacement=_SPACE)
         tokenizer.train_from_iterator(sentences, trainer)
-        return cls(tokenizer)
+        # through its JSON once: the file rounds unigram scores in the last digit, and the run must use
+        # exactly the tokenizer it saves (a rounded score can change how a tie segments)
+        return cls(Tokenizer.from_str(tokenizer.to_str()))
 
     @property
     def vocab_size(self) -> int:
