@@ -152,7 +152,7 @@ def test_unknown_task_suggests() -> None:
     with pytest.raises(SpecError) as info:
         archlab.load({"name": "x", "input": [4], "task": {"kind": "regresion"}, "layers": [{"dense": {"units": 1}}]})
     assert info.value.path == "task.kind" and "did you mean 'regression'?" in str(info.value)
-    assert "known: binary, classification, multilabel, regression" in str(info.value)
+    assert "known: binary, classification, language_model, multilabel, regression, seq2seq" in str(info.value)
 
 
 @pytest.mark.parametrize(("task", "section", "path", "fragment"), [
