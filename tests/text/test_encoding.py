@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from archlab.data import DataError, TextDataset, TextSplit
-from archlab.text import BOS_ID, EOS_ID, encode_text, lm_arrays, pad_sequences, seq2seq_arrays, train_tokenizers
+from archlab.text import (
+    BOS_ID,
+    EOS_ID,
+    encode_text,
+    lm_arrays,
+    pad_sequences,
+    seq2seq_arrays,
+    source_array,
+    train_tokenizers,
+)
 
 
 def test_pad_sequences_pads_with_zero_and_counts_cuts() -> None:
@@ -56,7 +65,12 @@ def test_encode_text_counts_truncated_sentences_per_split_and_checks_the_inputs(
     assert enc.truncated == {"train": {"source": 1, "target": 1}}
     assert enc.splits["train"].inputs["source"].shape == (3, widths["source"])
     assert enc.vocab_size == toks.target.vocab_size and enc.task == "seq2seq"
+    assert enc.vocab_sizes == {"source": toks.source.vocab_size, "target": toks.target.vocab_size}
+    # a decoder's source, encoded alone, is the pair's source row
+    alone, cut = source_array(toks.source.encode(src), widths["source"])
+    assert (alone == enc.splits["train"].inputs["source"]).all() and cut == 1
     lm = encode_text(ds.for_task("language_model"), toks, {"tokens": 3})
     assert set(lm.splits["train"].inputs) == {"tokens"} and lm.task == "language_model"
+    assert lm.vocab_sizes == {"tokens": toks.target.vocab_size}
     with pytest.raises(DataError, match="fills the inputs source, target; got lengths for tokens"):
         encode_text(ds, toks, {"tokens": 8})

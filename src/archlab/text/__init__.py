@@ -11,7 +11,15 @@ Example:
     (np.True_, {})
 """
 
-from ._encoding import EncodedText, SequenceArrays, encode_text, lm_arrays, pad_sequences, seq2seq_arrays
+from ._encoding import (
+    EncodedText,
+    SequenceArrays,
+    encode_text,
+    lm_arrays,
+    pad_sequences,
+    seq2seq_arrays,
+    source_array,
+)
 from ._tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -27,4 +35,4 @@ from ._tokenizer import (
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "SPECIAL_TOKENS", "TOKENIZER_FILES", "UNK_ID", "EncodedText",
            "SequenceArrays", "SubwordTokenizer", "TokenizerKind", "Tokenizers", "encode_text", "lm_arrays",
-           "pad_sequences", "seq2seq_arrays", "train_tokenizers"]
+           "pad_sequences", "seq2seq_arrays", "source_array", "train_tokenizers"]

@@ -25,7 +25,8 @@ from archlab.data import DataError, TextDataset
 
 from ._tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
-__all__ = ["EncodedText", "SequenceArrays", "encode_text", "lm_arrays", "pad_sequences", "seq2seq_arrays"]
+__all__ = ["EncodedText", "SequenceArrays", "encode_text", "lm_arrays", "pad_sequences", "seq2seq_arrays",
+           "source_array"]
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, int]:
@@ -84,9 +85,21 @@ def seq2seq_arrays(source_ids: Sequence[Sequence[int]], target_ids: Sequence[Seq
     """
     if len(source_ids) != len(target_ids):
         raise ValueError(f"{len(source_ids)} source and {len(target_ids)} target sentences: they come in pairs")
-    source, cut_source = pad_sequences([[*seq, EOS_ID] for seq in source_ids], source_length)
+    source, cut_source = source_array(source_ids, source_length)
     target, y, cut_target = _shifted(target_ids, target_length)
     return SequenceArrays({"source": source, "target": target}, y, {"source": cut_source, "target": cut_target})
+
+
+def source_array(source_ids: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, int]:
+    """The ``source`` input alone (the tokens then ``</s>``), as a decoder starts from it, and how many
+    sentences were cut.
+
+    Example:
+        >>> ids, cut = source_array([[7, 8], [7, 8, 9]], 3)
+        >>> ids.tolist(), cut
+        ([[7, 8, 3], [7, 8, 9]], 1)
+    """
+    return pad_sequences([[*seq, EOS_ID] for seq in source_ids], length)
 
 
 def lm_arrays(ids: Sequence[Sequence[int]], length: int) -> SequenceArrays:
@@ -131,6 +144,13 @@ class EncodedText:
     @property
     def source_vocab_size(self) -> int:
         return self.tokenizers.source.vocab_size
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        """Per named input, the vocabulary its ids come from: the ``input_dim`` its embedding needs."""
+        if self.task == "seq2seq":
+            return {"source": self.source_vocab_size, "target": self.vocab_size}
+        return {"tokens": self.vocab_size}
 
     @property
     def truncated(self) -> dict[str, dict[str, int]]:
