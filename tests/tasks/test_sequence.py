@@ -74,6 +74,8 @@ def test_check_output_wants_logits_over_the_tokenizers_vocabulary() -> None:
         task.check_output((6, 99), enc)
     with pytest.raises(SpecError, match=r"output is \(99,\)"):
         task.check_output((99,), enc)
+    with pytest.raises(TypeError, match="against encoded text"):
+        task.check_output((6, 99), ds)
     with pytest.raises(SpecError, match="task language_model does not train on toy, a seq2seq data set"):
         get_task("language_model").check_data(enc)
 

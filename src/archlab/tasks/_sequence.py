@@ -74,6 +74,9 @@ class _TokenTask(TaskKind):
 
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
         """``dataset`` is the encoded text (``archlab.text.EncodedText``): its tokenizer gives V."""
+        if not hasattr(dataset, "vocab_size"):  # a caller's mistake, not the user's: say what to pass
+            raise TypeError(f"task {self.name} checks the output against encoded text (archlab.text.encode_text), "
+                            f"not {type(dataset).__name__}")
         vocab, length = dataset.vocab_size, dataset.splits["train"].y.shape[1]
         if shape != (length, vocab):
             raise SpecError(f"task {self.name} needs logits (T, V) = ({length}, {vocab}), one score per position of "
