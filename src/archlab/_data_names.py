@@ -13,7 +13,8 @@ import sys
 __all__ = ["BUILTIN_SOURCES", "data_sources", "no_data_message"]
 
 #: The built-in sources as the data registry shows them (``archlab.data.registry.usages()``).
-BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "npy:DIR", "npz:PATH")
+BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "multi30k", "npy:DIR", "npz:PATH",
+                   "text:PATH[,PATH]")
 
 
 def data_sources() -> str:
@@ -21,7 +22,7 @@ def data_sources() -> str:
 
     Example:
         >>> data_sources()
-        'criteo-sample, csv:PATH, digits, mnist, movielens-100k, npy:DIR or npz:PATH'
+        'criteo-sample, csv:PATH, digits, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]'
     """
     registry = getattr(sys.modules.get("archlab.data"), "registry", None)
     *head, last = registry.usages() if registry is not None else BUILTIN_SOURCES

@@ -87,7 +87,7 @@ def test_data_defaults_to_the_specs_train_data(tmp_path, capsys):
     assert run(["cv", str(bare), "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert ("train.data: no data set: pass --data NAME (criteo-sample, csv:PATH, digits, mnist, movielens-100k, "
-            "npy:DIR or npz:PATH) or set train.data") in err
+            "multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set train.data") in err
     assert not (tmp_path / "runs").exists()
 
 

@@ -152,7 +152,7 @@ def test_unknown_task_suggests() -> None:
     with pytest.raises(SpecError) as info:
         archlab.load({"name": "x", "input": [4], "task": {"kind": "regresion"}, "layers": [{"dense": {"units": 1}}]})
     assert info.value.path == "task.kind" and "did you mean 'regression'?" in str(info.value)
-    assert "known: binary, classification, multilabel, regression" in str(info.value)
+    assert "known: binary, classification, language_model, multilabel, regression, seq2seq" in str(info.value)
 
 
 @pytest.mark.parametrize(("task", "section", "path", "fragment"), [
@@ -292,7 +292,12 @@ def test_every_task_scores_its_own_metrics(name: str) -> None:
     logits = torch.randn(12, 3 if name in ("classification", "multilabel") else 1, generator=gen)
     y = {"classification": torch.arange(12) % 3, "binary": (torch.arange(12) % 2).float(),
          "multilabel": (torch.rand(12, 3, generator=gen) > 0.5).float(),
-         "regression": torch.randn(12, generator=gen)}[name]
+         "regression": torch.randn(12, generator=gen),
+         # sequence tasks: logits (N, T, V) and token ids (N, T), 0 being padding
+         "seq2seq": torch.randint(0, 7, (12, 5), generator=gen),
+         "language_model": torch.randint(0, 7, (12, 5), generator=gen)}[name]
+    if y.dtype == torch.long and y.ndim == 2:
+        logits = torch.randn(12, 5, 7, generator=gen)
     assert math.isfinite(task.loss()(logits, y).item())
     names = [*task.default_metrics, *task.evaluation_metrics]
     assert all(direction_of(m, name) in ("max", "min") for m in names)

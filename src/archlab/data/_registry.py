@@ -20,6 +20,7 @@ from archlab.exceptions import suggest
 
 from ._dataset import DataError, Dataset
 from ._paths import holds_files, search_dirs
+from ._textset import TextDataset
 
 __all__ = ["DatasetRegistry", "DatasetRequest", "Loader", "find_data_dir", "list_datasets", "load_dataset",
            "register_dataset", "registry"]
@@ -49,7 +50,7 @@ class DatasetRequest:
     verify: bool = True
 
 
-Loader = Callable[[DatasetRequest], Dataset]
+Loader = Callable[[DatasetRequest], Dataset | TextDataset]  # text becomes arrays once tokenized
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path | None:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True,
-                 verify: bool = True) -> Dataset:
+                 verify: bool = True) -> Dataset | TextDataset:
     """Load a dataset by name: ``"mnist"``, ``"digits"``, ``"csv:PATH"``, ``"npz:PATH"`` or a registered one.
 
     Args:
@@ -203,7 +204,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
         verify: check files with known SHA-256 digests (MNIST) and refuse those that differ.
 
     Returns:
-        The Dataset, inputs float32 channels first.
+        The Dataset, inputs float32 channels first; for a text source (``multi30k``, ``text:PATH``) a
+        TextDataset of sentences, which ``archlab.text`` tokenizes.
 
     Raises:
         DataError: unknown name (with a suggestion), missing files (saying where to put them),
@@ -220,7 +222,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
                              download=download, verify=verify)
     start = time.perf_counter()
     dataset = source.loader(request)
-    if not isinstance(dataset, Dataset):
-        raise DataError(f"dataset source {source.name!r} returned {type(dataset).__name__}, not a Dataset")
+    if not isinstance(dataset, Dataset | TextDataset):
+        raise DataError(f"dataset source {source.name!r} returned {type(dataset).__name__}, not a Dataset or "
+                        "TextDataset")
     logger.info("loaded %s in %.2f s from %s", dataset.describe(), time.perf_counter() - start, dataset.source)
     return dataset

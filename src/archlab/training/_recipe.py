@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from archlab.exceptions import SpecError, suggest
 from archlab.tasks import list_metrics, tasks
 
-__all__ = ["EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig", "resolve_recipe"]
+__all__ = ["EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig", "TokenizerConfig", "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
 
@@ -51,6 +51,16 @@ class EarlyStoppingConfig(_Config):
     restore_best: bool = True
 
 
+class TokenizerConfig(_Config):
+    """The subword tokenizer of a text task (``archlab.text``), trained on the training split only.
+    shared: one vocabulary for source and target (needed to tie their embeddings)."""
+
+    kind: Literal["bpe", "unigram"] = "bpe"
+    vocab_size: Annotated[int, Field(ge=8)] = 8000
+    shared: bool = True
+    lowercase: bool = False
+
+
 class Recipe(_Config):
     """How to train a spec. Defaults are the seed example's recipe (Keras' fit defaults)."""
 
@@ -84,6 +94,8 @@ class Recipe(_Config):
     data_loading: Literal["auto", "memory", "stream"] = "auto"
     #: DataLoader worker processes of the streaming path (0: read in the training process).
     workers: Annotated[int, Field(ge=0)] = 0
+    #: text tasks (seq2seq, language_model): the subword tokenizer; None there means the defaults.
+    tokenizer: TokenizerConfig | None = None
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -94,6 +106,11 @@ class Recipe(_Config):
     @classmethod
     def _schedule_by_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else ({"name": "none"} if value is None else value)
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer_by_kind(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
 
     @field_validator("early_stopping", mode="before")
     @classmethod
@@ -122,7 +139,7 @@ class Recipe(_Config):
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig,
-                                         "early_stopping": EarlyStoppingConfig}
+                                         "early_stopping": EarlyStoppingConfig, "tokenizer": TokenizerConfig}
 
 
 def _merge(base: dict, override: dict) -> dict:
