@@ -14,6 +14,7 @@ Example:
 from ._encoding import (
     EncodedText,
     SequenceArrays,
+    encode_for_spec,
     encode_text,
     lm_arrays,
     pad_sequences,
@@ -34,5 +35,5 @@ from ._tokenizer import (
 )
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "SPECIAL_TOKENS", "TOKENIZER_FILES", "UNK_ID", "EncodedText",
-           "SequenceArrays", "SubwordTokenizer", "TokenizerKind", "Tokenizers", "encode_text", "lm_arrays",
-           "pad_sequences", "seq2seq_arrays", "source_array", "train_tokenizers"]
+           "SequenceArrays", "SubwordTokenizer", "TokenizerKind", "Tokenizers", "encode_for_spec", "encode_text",
+           "lm_arrays", "pad_sequences", "seq2seq_arrays", "source_array", "train_tokenizers"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,8 @@ from archlab.data import DataError, TextDataset
 
 from ._tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
-__all__ = ["EncodedText", "SequenceArrays", "encode_text", "lm_arrays", "pad_sequences", "seq2seq_arrays",
-           "source_array"]
+__all__ = ["EncodedText", "SequenceArrays", "encode_for_spec", "encode_text", "lm_arrays", "pad_sequences",
+           "seq2seq_arrays", "source_array"]
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, int]:
@@ -158,6 +159,64 @@ class EncodedText:
         return {name: {k: v for k, v in s.truncated.items() if v}
                 for name, s in self.splits.items() if any(s.truncated.values())}
 
+    # -- the array data set view: what check_fit, prepare_splits and evaluation read ---------------
+    named = True
+    classes = None
+    num_classes = None
+    fields = None
+    oov = None
+
+    @property
+    def source(self) -> str:
+        return self.name
+
+    @property
+    def x_train(self) -> dict[str, np.ndarray]:
+        return self.splits["train"].inputs
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.splits["train"].y
+
+    def _held_out(self) -> SequenceArrays:
+        if not self.test_splits:
+            raise DataError(f"dataset {self.name!r} has no test split")
+        return self.splits[self.test_splits[0]]
+
+    @property
+    def x_test(self) -> dict[str, np.ndarray]:
+        return self._held_out().inputs
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self._held_out().y
+
+    @property
+    def x_val(self) -> dict[str, np.ndarray] | None:
+        """The data set's own validation split's inputs (Multi30k's val), or None (then the recipe's
+        ``validation_split`` carves it out of train)."""
+        return None if self.validation is None else self.splits[self.validation].inputs
+
+    @property
+    def y_val(self) -> np.ndarray | None:
+        return None if self.validation is None else self.splits[self.validation].y
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.x_train.items()}
+
+    @property
+    def train_samples(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def test_samples(self) -> int:
+        return len(self.y_test) if self.test_splits else 0
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.task}, inputs " + ", ".join(f"{k} {v}" for k, v in self.input_shapes.items())
+                + f", {self.train_samples} train / {self.test_samples} test sequences, vocabulary {self.vocab_size}")
+
     def summary(self) -> dict[str, object]:
         """What a run records about its text: vocabularies, truncated sentences, unknown characters."""
         return {"vocab_size": self.vocab_size, "source_vocab_size": self.source_vocab_size,
@@ -194,3 +253,40 @@ def encode_text(dataset: TextDataset, tokenizers: Tokenizers, lengths: Mapping[s
             unknown[name] = dict(chars)
     return EncodedText(dataset.name, dataset.task, tokenizers, splits, unknown, dataset.validation,
                        dataset.test_splits)
+
+
+def encode_for_spec(dataset: TextDataset, parsed: Any, task: str, config: Any = None,
+                    tokenizers: Tokenizers | None = None) -> EncodedText:
+    """A text data set as a sequence spec trains on it: the task's view of the corpus
+    (``TextDataset.for_task``), tokenized by ``tokenizers`` (a run's own) or by new ones trained on
+    the train split with ``config`` (``train.tokenizer``; None: the defaults), each input as long
+    as the spec declares it (``source``/``target``, or the language model's one input).
+
+    Raises:
+        SpecError: a seq2seq spec without the ``source`` and ``target`` inputs, or a language
+            model's spec with more than one input.
+    """
+    from archlab.exceptions import SpecError
+
+    from ._tokenizer import train_tokenizers
+
+    dataset = dataset.for_task(task)
+    inputs = {name: info.shape for name, info in parsed.raw_inputs.items()}
+    wanted = ("source", "target") if dataset.parallel else ("tokens",)
+    if dataset.parallel:
+        missing = [n for n in wanted if n not in inputs]
+        if missing:
+            raise SpecError(f"task seq2seq reads the inputs source (the sentence to translate) and target (the "
+                            f"decoder's input, <s> then the translation); the spec lacks {', '.join(missing)}: "
+                            "declare both as long inputs, e.g. source: {shape: [64], dtype: long}, and let the "
+                            "decoder read [target, memory]", "inputs")
+        lengths = {n: inputs[n][0] for n in wanted}
+    else:
+        if len(inputs) != 1:
+            raise SpecError(f"a language model reads one input of token ids; the spec has {', '.join(inputs)}",
+                            "inputs")
+        lengths = {"tokens": next(iter(inputs.values()))[0]}
+    if tokenizers is None:
+        options = {} if config is None else config.model_dump()
+        tokenizers = train_tokenizers(dataset, **options)
+    return encode_text(dataset, tokenizers, lengths)

@@ -165,7 +165,7 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
     """A data set's training split divided by the recipe's validation rule, as the model inputs of
     ``spec`` (a Spec, or one already parsed; ``model_inputs``) in tensors; only the first
     ``train_samples`` training rows when given (the validation rows are taken first), and the test
-    split when ``test``.
+    split when ``test``. A data set with a validation split of its own (``x_val``) validates on it.
 
     With ``stream``, a data set whose training inputs are whole memory-mapped files (``npy:DIR``)
     and whose loading resolves to ``stream`` (``choose_loading``, on the files' size) is not read:
@@ -178,7 +178,11 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
         if mapped is not None:
             return mapped
     x_train = model_inputs(parsed, dataset.x_train, dataset.name)
-    x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
+    if getattr(dataset, "x_val", None) is not None:  # a data set with its own validation split (Multi30k's val)
+        x, y = x_train, dataset.y_train
+        x_val, y_val = model_inputs(parsed, dataset.x_val, dataset.name), dataset.y_val
+    else:
+        x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
     if train_samples is not None:
         x, y = map_inputs(lambda a: a[:train_samples], x), y[:train_samples]
     tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))

@@ -209,7 +209,8 @@ def write_run(run_dir: Path, spec: Spec, recipe: Recipe, model: torch.nn.Module 
 
 def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: History, wall: float, *, data: str,
                source: str, test_metrics: dict[str, float], classes: Any, sizes: dict[str, int],
-               oov: dict[str, dict[str, int]] | None = None, loading: dict[str, Any] | None = None) -> dict[str, Any]:
+               oov: dict[str, dict[str, int]] | None = None, loading: dict[str, Any] | None = None,
+               text: dict[str, Any] | None = None) -> dict[str, Any]:
     """summary.json (final metrics, wall time, speed, peak memory; for categorical fields the
     values unseen in training, per split and field) and curves.png."""
     rows = engine.rows
@@ -227,6 +228,8 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
     }
     if oov is not None:
         summary["oov"] = oov
+    if text is not None:  # the tokenizer's vocabulary, truncated sentences, unknown characters
+        summary["text"] = text
     if run_dir is not None:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if rows:
@@ -289,12 +292,15 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         dataset = load_dataset(recipe.data, data_dir)
         parsed = parse(spec)
         task = resolve_task(recipe, spec, dataset.task)
+        dataset = as_arrays(dataset, parsed, task, recipe, run_dir if resume is not None else None)
         check_fit(parsed, dataset, task)
         created = resume is None and out is not None
         try:
             if created:
                 run_dir = start_run(spec, recipe, out)
                 stack.enter_context(lock_run(run_dir))
+                if hasattr(dataset, "tokenizers"):  # every later command reads the run's own
+                    dataset.tokenizers.save(run_dir)
             elif extended:
                 atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
             return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose,
@@ -315,6 +321,20 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             raise
 
 
+def as_arrays(dataset: Any, parsed: Any, task: TaskKind, recipe: Recipe, run_dir: Path | None = None) -> Any:
+    """The data set as arrays the spec's model takes: an array data set as it is; a text data set
+    (``archlab.data.TextDataset``) tokenized (``archlab.text.encode_for_spec``) by the run's own
+    tokenizers when ``run_dir`` is given, else by new ones trained on its train split."""
+    from archlab.data import TextDataset
+
+    if not isinstance(dataset, TextDataset):
+        return dataset
+    from archlab.text import Tokenizers, encode_for_spec
+
+    tokenizers = Tokenizers.load(run_dir) if run_dir is not None else None
+    return encode_for_spec(dataset, parsed, task.name, recipe.tokenizer, tokenizers)
+
+
 def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task: TaskKind, run_dir: Path | None,
                     resume: bool, verbose: int, callbacks: Sequence[Callback] = ()) -> TrainResult:
     data = prepare_splits(dataset, recipe, task, parsed, test=True, stream=True)
@@ -327,6 +347,7 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
                          sizes={"train_samples": len(data.y), "val_samples": len(data.y_val),
                                 "test_samples": dataset.test_samples},
                          oov=getattr(dataset, "oov", None),
+                         text=dataset.summary() if hasattr(dataset, "tokenizers") else None,
                          loading={"data_loading": fitted.data_loading,
                                   "data_loading_reason": fitted.data_loading_reason,
                                   "workers": recipe.workers if fitted.data_loading == "stream" else 0})
@@ -462,8 +483,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     run_dir = Path(run_dir)
     run = restore_run(run_dir, weights)
     spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
-    dataset = load_dataset(data or recipe.data, data_dir)
     parsed = parse(spec)
+    dataset = as_arrays(load_dataset(data or recipe.data, data_dir), parsed, task, recipe, run_dir)
     check_fit(parsed, dataset, task)
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
     x = model_inputs(parsed, x, dataset.name)
