@@ -58,7 +58,7 @@ def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int
     """The most likely next token at every step, for a batch of source sentences at once.
 
     Args:
-        model: a seq2seq model (run in eval mode here), called as ``model(source=(B, S), target=(B, t))`` -> ``(B, t, V)``.
+        model: a seq2seq model (run in eval mode here): ``model(source=(B, S), target=(B, t))`` -> ``(B, t, V)``.
         source: ``(B, S)`` ids (padded with ``pad_id``, which the model masks), or id lists (padded here).
         max_len: the most tokens to decode, ``</s>`` included; by default the length of the spec's
             ``target``.
@@ -91,23 +91,44 @@ def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int
     return result
 
 
+def _done(finished: list[Hypothesis], extensions: list[tuple[int, int, float]], beam_size: int, length: int,
+          max_len: int, alpha: float, early_stopping: bool) -> bool:
+    """Whether a sentence's search can end: its beams would not change its ``beam_size`` best."""
+    if not extensions:
+        return True
+    if len(finished) < beam_size:
+        return False
+    if early_stopping:
+        return True
+    kth_best = sorted((h.score(alpha) for h in finished), reverse=True)[beam_size - 1]
+    # a log-probability only falls as a beam grows; dividing it (<= 0) by the largest length**alpha
+    # the beam can still reach bounds its final score from above
+    best_live = extensions[0][2]  # extensions come best first
+    return kth_best >= best_live / (max_len if alpha > 0 else length) ** alpha
+
+
 @in_eval_mode
 def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]], *, beam_size: int = 4,
-                max_len: int | None = None, length_penalty: float = 1.0, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
-                source_name: str = "source", target_name: str = "target") -> list[Hypothesis]:
+                max_len: int | None = None, length_penalty: float = 1.0, early_stopping: bool = True,
+                bos_id: int = BOS_ID, eos_id: int = EOS_ID, source_name: str = "source",
+                target_name: str = "target") -> list[Hypothesis]:
     """Beam search for a batch of source sentences, ranking hypotheses as fairseq and Hugging Face do.
 
     Each step extends every live beam by every token and keeps the ``beam_size`` best extensions
     that do not end; an extension that ends with ``</s>`` (among the ``beam_size`` best) becomes a
-    finished hypothesis. A sentence stops once it has ``beam_size`` finished hypotheses (Hugging
-    Face's ``early_stopping=True``, fairseq's rule), or at ``max_len``, where its live beams count as
-    unfinished hypotheses. The best is the one of highest ``score(length_penalty)``:
-    ``log_prob / length ** length_penalty``. ``beam_size=1`` is greedy search.
+    finished hypothesis. With ``early_stopping`` a sentence stops once it has ``beam_size`` finished
+    hypotheses (fairseq's rule, Hugging Face's ``early_stopping=True``); without, only once no live
+    beam can still score above the ``beam_size``-th best of them (Hugging Face's ``"never"``), which
+    finds the longer outputs a positive length penalty prefers. Every sentence stops at ``max_len``,
+    where its live beams count as unfinished hypotheses. The best is the one of highest
+    ``score(length_penalty)``: ``log_prob / length ** length_penalty``. ``beam_size=1`` is greedy search.
 
     Args:
         model, source, max_len, bos_id, eos_id, source_name, target_name: as for ``greedy_search``.
         beam_size: the beams kept per sentence.
         length_penalty: the exponent alpha of the length in the score (0: plain log-probability).
+        early_stopping: stop a sentence at ``beam_size`` finished hypotheses (faster), rather than
+            when none of its live beams can beat them.
 
     Returns:
         The best ``Hypothesis`` per sentence, in order.
@@ -123,7 +144,7 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
     target = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # (R, 1 + t)
     beam_lp = torch.zeros(batch, device=device)  # (R,)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    for _ in range(max_len):
+    for length in range(1, max_len + 1):  # the tokens of each extension
         log_probs = step(sentence, target) + beam_lp[:, None]  # (R, V): the extensions' log-probabilities
         vocab = log_probs.shape[1]
         keep_rows, keep_tokens, keep_lp = [], [], []
@@ -142,7 +163,7 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
                         finished[b].append(Hypothesis(target[row, 1:].tolist(), lp, True))
                 elif len(extensions) < beam_size:
                     extensions.append((row, token, lp))
-            if len(finished[b]) < beam_size:  # otherwise this sentence is done: its beams go
+            if not _done(finished[b], extensions, beam_size, length, max_len, length_penalty, early_stopping):
                 for row, token, lp in extensions:
                     keep_rows.append(row)
                     keep_tokens.append(token)
