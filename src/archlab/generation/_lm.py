@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._common import BOS_ID, EOS_ID, GenerationError, as_batch, declared_length, in_eval_mode, model_device
+from ._cache import make_step
+from ._common import BOS_ID, EOS_ID, PAD_ID, GenerationError, as_batch, declared_length, in_eval_mode, model_device
 
 __all__ = ["filter_logits", "generate"]
 
@@ -48,7 +49,7 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], *, max_new_tokens: int,
              greedy: bool = False, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              generator: torch.Generator | None = None, bos_id: int | None = BOS_ID, eos_id: int = EOS_ID,
-             input_name: str = "tokens") -> list[list[int]]:
+             input_name: str = "tokens", use_cache: bool | None = None) -> list[list[int]]:
     """Continue each prompt by up to ``max_new_tokens`` ids, stopping a row at ``</s>``.
 
     A row sees at most the spec's ``tokens`` length: longer contexts keep their latest ids
@@ -65,6 +66,8 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
             reproducible samples; None draws from torch's global one.
         eos_id: the id that ends a row (not returned).
         input_name: the model's input.
+        use_cache: run each step on the new id only, with cached keys and values: True requires it,
+            False never, None (the default) where the model allows it and the context is not cropped.
 
     Returns:
         The new ids of each prompt, in order, without the prompt and without ``</s>``.
@@ -84,11 +87,17 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
         by_length.setdefault(len(row), []).append(i)
     for indices in by_length.values():
         tokens = torch.tensor([rows[i] for i in indices], dtype=torch.long, device=device)  # (b, P)
+        fits = context is None or tokens.shape[1] + max_new_tokens <= context
+        if use_cache and not fits:
+            raise GenerationError(f"use_cache: {tokens.shape[1]} prompt ids and max_new_tokens {max_new_tokens} "
+                                  f"pass the spec's '{input_name}' ({context} positions), so the context is "
+                                  "cropped and the cache cannot be kept: use_cache=False")
+        step = make_step(model, {}, input_name, use_cache if fits else False, PAD_ID)
         done = torch.zeros(len(indices), dtype=torch.bool, device=device)
         new: list[torch.Tensor] = []
         for _ in range(max_new_tokens):
             window = tokens if context is None else tokens[:, -context:]  # (b, <= T)
-            logits = model(**{input_name: window})[:, -1]  # (b, V)
+            logits = step(window)  # (b, V) log-probabilities: the same softmax, filters and argmax as logits
             if greedy:
                 token = logits.argmax(dim=-1)
             else:

@@ -1,4 +1,4 @@
-"""Greedy and beam search over a seq2seq model, re-running the decoder on the whole prefix each step."""
+"""Greedy and beam search over a seq2seq model, batched over sentences and beams."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._cache import make_step
 from ._common import (
     BOS_ID,
     EOS_ID,
@@ -20,18 +21,6 @@ from ._common import (
 )
 
 __all__ = ["beam_search", "greedy_search"]
-
-
-class _Decoder:
-    """The model as a function of the prefix: next-token log-probabilities for each row of ``target``."""
-
-    def __init__(self, model: nn.Module, source: torch.Tensor, source_name: str, target_name: str) -> None:
-        self.model, self.source = model, source
-        self.source_name, self.target_name = source_name, target_name
-
-    def __call__(self, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = self.model(**{self.source_name: self.source[rows], self.target_name: target})  # (R, t, V)
-        return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (R, V)
 
 
 def _setup(model: nn.Module, source, max_len: int | None, source_name: str, target_name: str):
@@ -54,7 +43,7 @@ def _setup(model: nn.Module, source, max_len: int | None, source_name: str, targ
 @in_eval_mode
 def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]], *, max_len: int | None = None,
                   bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID, source_name: str = "source",
-                  target_name: str = "target") -> list[Hypothesis]:
+                  target_name: str = "target", use_cache: bool | None = None) -> list[Hypothesis]:
     """The most likely next token at every step, for a batch of source sentences at once.
 
     Args:
@@ -64,19 +53,21 @@ def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int
             ``target``.
         bos_id, eos_id, pad_id: the special ids (the project's by default).
         source_name, target_name: the model's input names.
+        use_cache: run the encoder once and each step on the new id only, with cached keys and
+            values (``archlab.generation._cache``): True requires it, False never, None (the
+            default) where the model allows it and the source holds no padding. Same tokens.
 
     Returns:
         One ``Hypothesis`` per sentence, in order.
     """
     source, max_len = _setup(model, source, max_len, source_name, target_name)
-    step = _Decoder(model, source, source_name, target_name)
+    step = make_step(model, {source_name: source}, target_name, use_cache, pad_id)
     batch = source.shape[0]
-    rows = torch.arange(batch, device=source.device)
     target = torch.full((batch, 1), bos_id, dtype=torch.long, device=source.device)  # (B, 1 + t)
     log_prob = torch.zeros(batch, device=source.device)
     done = torch.zeros(batch, dtype=torch.bool, device=source.device)
     for _ in range(max_len):
-        log_probs = step(rows, target)  # (B, V)
+        log_probs = step(target)  # (B, V)
         token = log_probs.argmax(dim=-1)  # (B,)
         log_prob += torch.where(done, 0.0, log_probs.gather(1, token[:, None]).squeeze(1))
         # a sentence that has ended reads <pad> from then on; the causal decoder never looks back at it
@@ -110,8 +101,8 @@ def _done(finished: list[Hypothesis], extensions: list[tuple[int, int, float]], 
 @in_eval_mode
 def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]], *, beam_size: int = 4,
                 max_len: int | None = None, length_penalty: float = 1.0, early_stopping: bool = True,
-                bos_id: int = BOS_ID, eos_id: int = EOS_ID, source_name: str = "source",
-                target_name: str = "target") -> list[Hypothesis]:
+                bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID, source_name: str = "source",
+                target_name: str = "target", use_cache: bool | None = None) -> list[Hypothesis]:
     """Beam search for a batch of source sentences, ranking hypotheses as fairseq and Hugging Face do.
 
     Each step extends every live beam by every token and keeps the ``beam_size`` best extensions
@@ -124,7 +115,8 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
     ``score(length_penalty)``: ``log_prob / length ** length_penalty``. ``beam_size=1`` is greedy search.
 
     Args:
-        model, source, max_len, bos_id, eos_id, source_name, target_name: as for ``greedy_search``.
+        model, source, max_len, bos_id, eos_id, pad_id, source_name, target_name, use_cache: as for
+            ``greedy_search``.
         beam_size: the beams kept per sentence.
         length_penalty: the exponent alpha of the length in the score (0: plain log-probability).
         early_stopping: stop a sentence at ``beam_size`` finished hypotheses (faster), rather than
@@ -136,7 +128,7 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
     if beam_size < 1:
         raise GenerationError(f"beam_size must be at least 1, got {beam_size}")
     source, max_len = _setup(model, source, max_len, source_name, target_name)
-    step = _Decoder(model, source, source_name, target_name)
+    step = make_step(model, {source_name: source}, target_name, use_cache, pad_id)
     batch, device = source.shape[0], source.device
     # live beams, flattened: row r belongs to sentence sentence[r]; only one beam per sentence at the start,
     # so that the first step does not pick the same token beam_size times
@@ -145,7 +137,7 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
     beam_lp = torch.zeros(batch, device=device)  # (R,)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for length in range(1, max_len + 1):  # the tokens of each extension
-        log_probs = step(sentence, target) + beam_lp[:, None]  # (R, V): the extensions' log-probabilities
+        log_probs = step(target) + beam_lp[:, None]  # (R, V): the extensions' log-probabilities
         vocab = log_probs.shape[1]
         keep_rows, keep_tokens, keep_lp = [], [], []
         starts = torch.searchsorted(sentence, torch.arange(batch + 1, device=device)).tolist()
@@ -171,6 +163,7 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
         if not keep_rows:
             break
         rows = torch.tensor(keep_rows, device=device)
+        step.reorder(rows)
         sentence = sentence[rows]
         target = torch.cat([target[rows], torch.tensor(keep_tokens, device=device)[:, None]], dim=1)
         beam_lp = torch.tensor(keep_lp, device=device)
