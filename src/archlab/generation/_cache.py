@@ -5,6 +5,8 @@ The parts that do not depend on the ids being decoded (a seq2seq model's encoder
 exact for the layers listed in ``_POSITIONWISE`` plus positions, residuals, repeats and causal
 transformer blocks (torch's TransformerEncoderLayer / DecoderLayer): a model with anything else
 decodes through the full forward pass instead (``use_cache=None``) or is refused (``use_cache=True``).
+A block's step follows torch's own ``forward`` through its ``_sa_block`` parts (``_mha_block``,
+``_ff_block``), so ``tests/generation/test_cache.py`` compares the two paths on every torch upgrade.
 """
 
 from __future__ import annotations
@@ -78,23 +80,25 @@ class CachedStep:
             raise GenerationError("use_cache: only graph-form specs with long inputs decode step by step")
         dynamic = {step_name}
         self.plan: list[tuple[str, GraphNode]] = []
-        values = dict(static)
-        for name, node in net.nodes.items():
-            if not any(s in dynamic for s in node.sources):
-                values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
-                continue
-            reason = self._node_unsupported(name, node, dynamic)
-            if reason:
-                raise GenerationError(f"use_cache: {reason}; decode with use_cache=False")
-            dynamic.add(name)
-            self.plan.append((name, node))
+        for name, node in net.nodes.items():  # checked before any work
+            if any(s in dynamic for s in node.sources):
+                reason = self._node_unsupported(name, node, dynamic)
+                if reason:
+                    raise GenerationError(f"use_cache: {reason}; decode with use_cache=False")
+                dynamic.add(name)
+                self.plan.append((name, node))
         if len(net.outputs) != 1 or net.outputs[0] not in dynamic:
             raise GenerationError("use_cache: the model needs one output that depends on the ids decoded")
         self.output, self.step_name = net.outputs[0], step_name
+        values = dict(static)
+        for name, node in net.nodes.items():
+            if name not in dynamic:
+                values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
         used = {s for _, node in self.plan for s in node.sources} - dynamic
         self.static = {name: values[name] for name in used}
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per block application: (R, heads, t, d)
         self.length = 0  # the ids seen so far
+        self._block_index = 0  # the next block application within a step (a shared block has one per use)
 
     @staticmethod
     def _node_unsupported(name: str, node: GraphNode, dynamic: set[str]) -> str | None:
