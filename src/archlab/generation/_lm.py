@@ -81,6 +81,11 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
         else [list(p) for p in prompts]
     as_batch(batch, device, "prompts")  # checks for empty prompts
     rows = [([bos_id] if bos_id is not None else []) + p for p in batch]
+    longest = max(len(row) for row in rows)
+    if use_cache and context is not None and longest + max_new_tokens > context:
+        raise GenerationError(f"use_cache: {longest} prompt ids and max_new_tokens {max_new_tokens} pass the "
+                              f"spec's '{input_name}' ({context} positions), so the context is cropped and "
+                              "the cache cannot be kept: use_cache=False, or fewer new tokens")
     result: list[list[int]] = [[] for _ in rows]
     by_length: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
@@ -88,20 +93,17 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
     for indices in by_length.values():
         tokens = torch.tensor([rows[i] for i in indices], dtype=torch.long, device=device)  # (b, P)
         fits = context is None or tokens.shape[1] + max_new_tokens <= context
-        if use_cache and not fits:
-            raise GenerationError(f"use_cache: {tokens.shape[1]} prompt ids and max_new_tokens {max_new_tokens} "
-                                  f"pass the spec's '{input_name}' ({context} positions), so the context is "
-                                  "cropped and the cache cannot be kept: use_cache=False")
         step = make_step(model, {}, input_name, use_cache if fits else False, PAD_ID)
         done = torch.zeros(len(indices), dtype=torch.bool, device=device)
         new: list[torch.Tensor] = []
         for _ in range(max_new_tokens):
             window = tokens if context is None else tokens[:, -context:]  # (b, <= T)
-            logits = step(window)  # (b, V) log-probabilities: the same softmax, filters and argmax as logits
+            # log-probabilities differ from the logits by a constant per row: the same argmax, filters, softmax
+            log_probs = step(window)  # (b, V)
             if greedy:
-                token = logits.argmax(dim=-1)
+                token = log_probs.argmax(dim=-1)
             else:
-                probs = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p).softmax(dim=-1)
+                probs = filter_logits(log_probs, temperature=temperature, top_k=top_k, top_p=top_p).softmax(dim=-1)
                 token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             token = torch.where(done, eos_id, token)
             new.append(token)
