@@ -58,6 +58,20 @@ def teacher_forced(model, source: torch.Tensor, hypothesis: Hypothesis) -> float
     return float(log_probs[torch.arange(len(steps)), torch.tensor(steps)].sum())
 
 
+def teacher_forced_all(model, source: torch.Tensor, hypotheses: list[Hypothesis]) -> list[float]:
+    """``teacher_forced`` for many hypotheses in one pass: padded at the end, which a causal decoder
+    never looks back at."""
+    steps = [h.tokens + ([EOS_ID] if h.finished else []) for h in hypotheses]
+    width = max(len(s) for s in steps)
+    target = torch.tensor([[BOS_ID] + s[:-1] + [0] * (width - len(s)) for s in steps])  # (N, width)
+    ids = torch.tensor([s + [0] * (width - len(s)) for s in steps])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(source=source.expand(len(steps), -1), target=target), dim=-1)
+    picked = log_probs.gather(2, ids[..., None]).squeeze(2)  # (N, width)
+    counted = torch.arange(width)[None] < torch.tensor([len(s) for s in steps])[:, None]
+    return (picked * counted).sum(1).tolist()
+
+
 def test_greedy_equals_beam_search_with_one_beam():
     model = random_model()
     src = sources(6, 4, 7)
@@ -100,11 +114,14 @@ def test_a_beam_wider_than_every_prefix_finds_the_best_sequence():
     others = [t for t in range(vocab) if t != EOS_ID]
     candidates = [Hypothesis(list(p), 0.0, True) for n in range(max_len) for p in itertools.product(others, repeat=n)]
     candidates += [Hypothesis(list(p), 0.0, False) for p in itertools.product(others, repeat=max_len)]
+    scored = [[Hypothesis(c.tokens, lp, c.finished)
+               for c, lp in zip(candidates, teacher_forced_all(model, s, candidates), strict=True)] for s in src]
+    for i, j in ((0, 5), (1, -1)):  # a finished hypothesis and an unfinished one, scored alone
+        assert scored[i][j].log_prob == pytest.approx(teacher_forced(model, src[i], scored[i][j]), abs=1e-4)
     for alpha in (0.0, 1.0):
         found = beam_search(model, src, beam_size=len(others) ** max_len, length_penalty=alpha)
         for i, hypothesis in enumerate(found):
-            scored = [Hypothesis(c.tokens, teacher_forced(model, src[i], c), c.finished) for c in candidates]
-            best = max(scored, key=lambda h: h.score(alpha))
+            best = max(scored[i], key=lambda h: h.score(alpha))
             assert (hypothesis.tokens, hypothesis.finished) == (best.tokens, best.finished)
             assert hypothesis.score(alpha) == pytest.approx(best.score(alpha), abs=1e-4)
 
