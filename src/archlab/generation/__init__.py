@@ -3,8 +3,9 @@ for language models.
 
 A seq2seq model here is a graph-form spec with the long inputs ``source`` and ``target`` (the
 decoder input, ``<s>`` then the tokens so far) and logits ``(T, V)`` as its output; a language
-model has one long input ``tokens``. Every function treats the model as a black box, calling it
-on the whole prefix at each step, so any such spec decodes without knowing its layers.
+model has one long input ``tokens``. Any such model decodes as a black box, called on the whole
+prefix at each step; where its layers allow, the key/value cache (``use_cache``) runs each step on
+the new id only instead, with the same tokens.
 Special ids are the project's: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3.
 
 Example:
