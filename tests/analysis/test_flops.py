@@ -157,7 +157,8 @@ CASES: dict[str, list[Case]] = {
     # v^T per pair (T*S*U), contexts (T*S*E); then the pairwise add (T*S*U), tanh (T*S*U), softmax (3*T*S)
     "additive_cross_attention": [
         Case("T4-S5", {"inputs": {"x": [4, 6], "memory": [5, 8]},
-                       "graph": {"att": {"from": ["x", "memory"], "layers": [{"additive_cross_attention": {"units": 3}}]}},
+                       "graph": {"att": {"from": ["x", "memory"],
+                                         "layers": [{"additive_cross_attention": {"units": 3}}]}},
                        "outputs": "att"},
              params=6 * 3 + (8 * 3 + 3) + 3,
              macs=5 * 8 * 3 + 4 * 6 * 3 + 4 * 5 * 3 + 4 * 5 * 8,

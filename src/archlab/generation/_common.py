@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .._tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from ..builder import parse
 from ..exceptions import ArchlabError
 
@@ -18,8 +19,6 @@ __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "GenerationError", "Hypothesi
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The special ids every archlab tokenizer uses.
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 class GenerationError(ArchlabError, ValueError):

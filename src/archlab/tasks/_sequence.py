@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from archlab._tokens import PAD_ID  # ignored by the loss and the metrics
 from archlab.exceptions import SpecError
 
 from ._metrics import Predictions, register_metric
@@ -22,10 +23,8 @@ if TYPE_CHECKING:  # see _registry.py: importing the registry loads no heavy lib
     import numpy as np
     import torch
 
-__all__ = ["PAD_ID", "LanguageModel", "Seq2Seq", "corpus_bleu", "corpus_chrf", "token_loss"]
+__all__ = ["LanguageModel", "Seq2Seq", "corpus_bleu", "corpus_chrf", "token_loss"]
 
-#: The padding id of every tokenizer (``archlab.text``): ignored by the loss and the metrics.
-PAD_ID = 0
 _PREDICT_ROWS = 256  # log-softmax over (rows, T, V) at a time: a test split's full (N, T, V) copy can be GBs
 
 

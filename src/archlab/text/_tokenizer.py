@@ -17,15 +17,13 @@ from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from archlab._tokens import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from archlab.data import DataError, TextDataset
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "SPECIAL_TOKENS", "TOKENIZER_FILES", "UNK_ID", "SubwordTokenizer",
            "TokenizerKind", "Tokenizers", "train_tokenizers"]
 
 TokenizerKind = Literal["bpe", "unigram"]
-#: The special tokens, in id order: the same for every tokenizer (the common convention of specs and tasks).
-SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 #: A run directory's tokenizer files: one shared, or one per side.
 TOKENIZER_FILES = {"shared": "tokenizer.json", "source": "tokenizer-source.json", "target": "tokenizer-target.json"}
 _SPACE = "▁"  # SentencePiece's word-start mark
