@@ -86,13 +86,16 @@ def evaluate(
     split: Annotated[Literal["test", "train"], typer.Option(help="Which split of the data.")] = "test",
     weights: Weights = "best",
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
+    beam: Annotated[int, typer.Option(help="Beam size of the decoding that BLEU and chrF score (seq2seq); "
+                                           "1 is greedy.")] = 1,
     quiet: Quiet = False,
 ) -> None:
     """Metrics and a confusion matrix of a trained RUN, stored in the run directory under a name of
     the data, split and weights (evaluation-test-best.json, ...)."""
     from archlab import training  # torch: only when the command runs
 
-    result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir)
+    result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir,
+                                   beam_size=beam)
     # the heading on a line of its own: as a table title, a long data name would wrap to the table's width
     _out.print(f"{result['data']} {split} ({result['samples']} samples, {weights} weights)", markup=False,
                soft_wrap=True)
@@ -108,13 +111,15 @@ def evaluate(
 @app.command()
 def predict(
     run: RunArg,
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=".npy or a .csv of rows, used as they are (on "
-                                               "the scale the model was trained on); or a .png/.jpg image, "
-                                               "resized to the input (with a warning) and scaled to [0, 1]; "
-                                               "for a spec with several inputs an .npz with an array per "
-                                               "input, named as the inputs.")],
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".npy or a .csv of rows, used as they are (on "
+                                              "the scale the model was trained on); or a .png/.jpg image, "
+                                              "resized to the input (with a warning) and scaled to [0, 1]; "
+                                              "for a spec with several inputs an .npz with an array per "
+                                              "input, named as the inputs; for a translation run a sentence, "
+                                              "or a text file of one per line.")],
     top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
     weights: Weights = "best",
+    beam: Annotated[int, typer.Option(min=1, help="Beam size of a translation; 1 is greedy.")] = 1,
     quiet: Quiet = False,
 ) -> None:
     """The top classes of a trained RUN for each sample in INPUT, with probabilities."""
@@ -122,10 +127,13 @@ def predict(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = training.predict_run(run, input_path, top=top, weights=weights)
+        results = training.predict_run(run, input_path, top=top, weights=weights, beam_size=beam)
     for warning in caught:  # a resized image: one line on stderr, the results stay alone on stdout
         print(f"warning: {warning.message}", file=sys.stderr)
     for i, result in enumerate(results):
+        if "translation" in result:
+            _out.print(result["translation"], markup=False, soft_wrap=True)
+            continue
         if "top" in result:
             line = ", ".join(f"{r['class']} {r['probability']:.4f}" for r in result["top"])
         else:

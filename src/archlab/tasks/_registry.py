@@ -111,6 +111,17 @@ class TaskKind(abc.ABC):
         return {"output": scores.tolist()}
 
     # -- evaluation ----------------------------------------------------------------------------
+    def decoded_metrics(self, model: Any, dataset: Any, split: str, **options: Any) -> dict[str, float]:
+        """Metrics that need the model's own outputs decoded rather than its logits on the targets
+        (a translation's BLEU); ``evaluate`` adds them to the split's metrics. None for most tasks."""
+        return {}
+
+    def predict_text(self, model: Any, tokenizers: Any, sentences: list[str], parsed: Any,
+                     **options: Any) -> list[dict[str, Any]]:
+        """Predictions for sentences, for the tasks that read text (a translation each)."""
+        raise SpecError(f"task {self.name} predicts from arrays, not sentences: give predict an .npy, .csv, "
+                        "image or .npz file")
+
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
                   title: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """What an evaluation records beside its metrics: JSON fields, and figures by file prefix

@@ -119,6 +119,26 @@ class Seq2Seq(_TokenTask):
     data_tasks = ("seq2seq",)
     inputs = ("source", "target")
 
+    def decoded_metrics(self, model: Any, dataset: Any, split: str, **options: Any) -> dict[str, float]:
+        """sacreBLEU (13a, cased, on detokenized output) and chrF2 of the split's translations,
+        decoded greedily or with ``beam_size`` (``archlab.generation.translate``)."""
+        from archlab.generation import translate
+
+        corpus = dataset.corpus.splits[split]
+        source_length = dataset.splits[split].inputs["source"].shape[1]
+        hypotheses = translate(model, dataset.tokenizers, corpus.source, source_length=source_length, **options)
+        references = list(corpus.target)
+        return {"bleu": corpus_bleu(hypotheses, references), "chrf": corpus_chrf(hypotheses, references)}
+
+    def predict_text(self, model: Any, tokenizers: Any, sentences: list[str], parsed: Any,
+                     **options: Any) -> list[dict[str, Any]]:
+        from archlab.generation import translate
+
+        source_length = parsed.raw_inputs["source"].shape[0]
+        return [{"source": s, "translation": t} for s, t in
+                zip(sentences, translate(model, tokenizers, sentences, source_length=source_length, **options),
+                    strict=True)]
+
 
 @register_task("language_model")
 class LanguageModel(_TokenTask):

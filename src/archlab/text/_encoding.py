@@ -136,6 +136,8 @@ class EncodedText:
     unknown: dict[str, dict[str, int]]
     validation: str | None = None
     test_splits: tuple[str, ...] = ()
+    #: the sentences it encodes: the references of decoded metrics (BLEU)
+    corpus: TextDataset | None = field(default=None, repr=False)
 
     @property
     def vocab_size(self) -> int:
@@ -252,7 +254,7 @@ def encode_text(dataset: TextDataset, tokenizers: Tokenizers, lengths: Mapping[s
         if chars:
             unknown[name] = dict(chars)
     return EncodedText(dataset.name, dataset.task, tokenizers, splits, unknown, dataset.validation,
-                       dataset.test_splits)
+                       dataset.test_splits, dataset)
 
 
 def encode_for_spec(dataset: TextDataset, parsed: Any, task: str, config: Any = None,

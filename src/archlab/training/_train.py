@@ -471,9 +471,13 @@ def evaluation_name(run_data: str | None, data: str, split: str, weights: str) -
 
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test", weights: str = "best",
-                 data_dir: str | Path | None = None) -> dict[str, Any]:
+                 data_dir: str | Path | None = None, beam_size: int = 1) -> dict[str, Any]:
     """Metrics and a confusion matrix of a trained run on a split; written to the run directory
-    as ``<evaluation_name>.json`` and, for classification, its ``confusion-...png``."""
+    as ``<evaluation_name>.json`` and, for classification, its ``confusion-...png``. A task whose
+    metrics need decoded outputs (seq2seq's BLEU and chrF) decodes the split, greedily or with
+    ``beam_size``."""
+    if beam_size < 1:
+        raise SpecError(f"--beam is 1 (greedy) or more, got {beam_size}")
     from archlab.data import load_dataset
 
     if split not in SPLITS:
@@ -494,6 +498,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     xt, yt = to_tensors(x, y, task)
     values, out = engine.evaluate(xt, yt)
+    if hasattr(dataset, "test_splits"):  # a text data set: its held-out split by its own name
+        named_split = dataset.test_splits[0] if split == "test" else "train"
+        values.update(task.decoded_metrics(engine.model.eval(), dataset, named_split, beam_size=beam_size))
     stem = evaluation_name(recipe.data, dataset.name, split, weights)
     return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task)
 
@@ -629,19 +636,35 @@ def _read_csv_rows(path: Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, weights: str = "best") -> list[dict]:
-    """Top classes with probabilities for each sample in ``input_path`` (scales: ``read_input``)."""
+def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, weights: str = "best",
+                beam_size: int = 1) -> list[dict]:
+    """Top classes with probabilities for each sample in ``input_path`` (scales: ``read_input``). A
+    run of a text task (it holds its tokenizer) takes sentences: ``input_path`` is a text file of
+    one per line, or the sentence itself; a seq2seq run translates each (``beam_size``)."""
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
     run = restore_run(run_dir, weights)
     spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
     parsed = parse(spec)
+    if any((run_dir / name).is_file() for name in _tokenizer_files()):  # a text task: sentences in
+        from archlab.text import Tokenizers
+
+        path = Path(input_path)
+        sentences = ([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                     if path.is_file() else [str(input_path)])
+        return task.predict_text(model.eval(), Tokenizers.load(run_dir), sentences, parsed, beam_size=beam_size)
     x = model_inputs(parsed, read_inputs(input_path, parsed), str(input_path))
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     scores = engine.probabilities(map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a)), x)).cpu().numpy()
     classes = _classes_of(run_dir, recipe.data, scores.shape[-1])
     return [task.describe_prediction(row, classes, top) for row in scores]
+
+
+def _tokenizer_files() -> tuple[str, ...]:
+    from archlab.text import TOKENIZER_FILES
+
+    return tuple(TOKENIZER_FILES.values())
 
 
 def _classes_of(run_dir: Path, data: str | None, count: int) -> list[str]:
