@@ -53,6 +53,7 @@ class AdditiveAttentionParams(LayerParams):
 class AdditiveAttentionLayer(LayerType):
     Params = AdditiveAttentionParams
     accepts = _SEQ
+    reads_mask = True
     summary = "e = v^T tanh(W_h h + W_s s + b), c = sum softmax(e) s: (time, D) -> (D,)"
     quantization = _QUANTIZATION
     keras = KerasStyle("AdditiveAttention", ("units",))
@@ -109,6 +110,8 @@ class MultiHeadAttentionParams(LayerParams):
 class MultiHeadAttentionLayer(LayerType):
     Params = MultiHeadAttentionParams
     accepts = _SEQ
+    time_wise = True
+    reads_mask = True
     summary = "multi-head self-attention, (time, D) -> (time, D)"
     quantization = _QUANTIZATION
     keras = KerasStyle("MultiHeadAttention", ("num_heads",))
@@ -147,6 +150,8 @@ class TransformerParams(LayerParams):
 class TransformerEncoderLayerType(LayerType):
     Params = TransformerParams
     accepts = _SEQ
+    time_wise = True
+    reads_mask = True
     summary = "one Transformer encoder block (torch.nn.TransformerEncoderLayer)"
     quantization = _QUANTIZATION
     keras = KerasStyle("TransformerEncoder", ("num_heads", "ff_dim"))
@@ -180,6 +185,8 @@ class TransformerEncoderLayerType(LayerType):
 class TransformerDecoderLayerType(LayerType):
     Params = TransformerParams
     accepts = _SEQ
+    time_wise = True
+    reads_mask = True
     num_inputs = 2
     summary = "one Transformer decoder block; graph form only: from: [x, memory]"
     quantization = _QUANTIZATION
