@@ -195,4 +195,30 @@ def test_schema_and_validate_show_pad_id():
     props = spec_schema()["$defs"]["input"]["oneOf"][1]["properties"]
     assert props["pad_id"] == {"type": "integer", "minimum": 0, "description": props["pad_id"]["description"]}
     parsed = archlab.parse(_seq_spec([{"gru": {"units": 2}}]))
-    assert str(parsed.raw_inputs["input"]) == "(5,) long pad_id 0"
+    assert str(parsed.raw_inputs["input"]) == "(5,) long pad_id 0"  # validate's "input ..." line
+    from archlab.analysis import analyze
+    from archlab.analysis._report import render_text
+
+    analysis = analyze(parsed)
+    assert analysis.inputs == {"input": {"shape": [5], "dtype": "long", "pad_id": 0}}
+    assert "Padding masked" in render_text(analysis) and "input pad_id 0" in render_text(analysis)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gru"])
+def test_masked_model_exports_to_onnx_and_matches(tmp_path, kind):
+    """torch.onnx traces the masks (tensor operations on the inputs); the file, run on padded
+    batches, computes what the model computes."""
+    pytest.importorskip("onnxruntime")
+    from archlab.deploy._export import export_model
+
+    torch.manual_seed(0)
+    if kind == "transformer":
+        model = archlab.build(_seq2seq_spec(5, 4)).eval()
+        batch = {"source": _padded(_sentences(1) * 3), "target": _padded([s[:3] for s in _sentences(2)] * 3, 4)}
+        example = {k: v[:2] for k, v in batch.items()}
+    else:  # one direction: exported without packing
+        model = archlab.build(_seq_spec([{"gru": {"units": 6, "num_layers": 2}}])).eval()
+        batch = _padded(_sentences() * 3)
+        example = batch[:2]
+    result = export_model(model, tmp_path / "m.onnx", example=example, check_inputs=batch)
+    assert result.checked_samples == 9 and result.max_abs_diff < 1e-5

@@ -82,6 +82,14 @@ class GatedRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = padding_of(self)
+        if pad is not None and self.directions == 1 and torch.compiler.is_exporting():
+            # torch.export cannot pack (the lengths are data); one direction needs no packing: a step's
+            # output depends on earlier steps only, so the last real step's output is the final state
+            output, _ = self.rnn(x)
+            if self.return_sequences:
+                return output
+            last = ((~pad).sum(dim=1) - 1).clamp(min=0)
+            return output[torch.arange(x.shape[0], device=x.device), last]
         if pad is None:
             output, state = self.rnn(x)
         else:
