@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._masking import padding_of
+from ._masking import MaskReader, padding_of
 
 __all__ = ["AdditiveAttention", "SelfAttention", "TransformerBlock"]
 
@@ -20,6 +20,8 @@ class AdditiveAttention(nn.Module):
 
     Input shape: (batch, time, dim). Output shape: (batch, dim).
     """
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, dim: int, units: int, query: str) -> None:
         super().__init__()
@@ -59,6 +61,8 @@ def _causal_bool(steps: int, device: torch.device) -> torch.Tensor:
 class SelfAttention(nn.Module):
     """Multi-head self-attention (torch.nn.MultiheadAttention), optionally causal."""
 
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
+
     def __init__(self, dim: int, heads: int, dropout: float, causal: bool) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
@@ -77,6 +81,8 @@ class SelfAttention(nn.Module):
 
 class TransformerBlock(nn.Module):
     """torch.nn.TransformerEncoderLayer / DecoderLayer, batch first, with an optional causal mask."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, kind: str, dim: int, heads: int, ff_dim: int, dropout: float, activation: str,
                  norm_first: bool, causal: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._masking import padding_of
+from ._masking import MaskReader, padding_of
 
 __all__ = ["Bias", "FactorizationMachine", "Reduce"]
 
@@ -26,6 +26,8 @@ class FactorizationMachine(nn.Module):
 
 class Reduce(nn.Module):
     """Sum, mean or max over one axis of each sample; a vector reduces to (batch, 1)."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, op: str, axis: int) -> None:
         super().__init__()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ._activation_modules import make_activation
-from ._masking import padding_of
+from ._masking import MaskReader, padding_of
 
 __all__ = ["ElmanCell", "ElmanRNN", "GatedRNN"]
 
@@ -45,6 +45,8 @@ class ElmanCell(nn.Module):
 class ElmanRNN(nn.Module):
     """Stacked, optionally bidirectional Elman network (simple_rnn)."""
 
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
+
     def __init__(self, input_size: int, units: int, activation: str | None, num_layers: int,
                  bidirectional: bool, return_sequences: bool) -> None:
         super().__init__()
@@ -71,6 +73,8 @@ class ElmanRNN(nn.Module):
 
 class GatedRNN(nn.Module):
     """torch.nn.LSTM / GRU, batch first, returning the sequence or the final states."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, kind: str, input_size: int, units: int, num_layers: int, bidirectional: bool,
                  return_sequences: bool) -> None:
