@@ -115,3 +115,21 @@ def test_bucketing_needs_a_pad_id():
         del value["pad_id"]
     with pytest.raises(SpecError, match="no input of the spec declares a pad_id"):
         Engine(archlab.build(spec), Recipe(bucketing=True, device="cpu"), "regression", verbose=0)
+
+
+def test_bucketing_is_checked_with_the_recipe_before_any_data():
+    from archlab.spec import Spec
+    from archlab.training._recipe import resolve_recipe
+    from archlab.training._train import resolve_task
+
+    spec = Spec.from_dict({"name": "s", **_spec()})
+    assert resolve_task(resolve_recipe({"bucketing": True}), spec).name == "classification"
+    with pytest.raises(SpecError, match="train.data_loading: memory") as info:
+        resolve_task(resolve_recipe({"bucketing": True, "data_loading": "stream"}), spec)
+    assert info.value.path == "train.data_loading"
+    bare = _spec()
+    for value in bare["inputs"].values():
+        del value["pad_id"]
+    with pytest.raises(SpecError, match="declares a pad_id") as info:
+        resolve_task(resolve_recipe({"bucketing": True}), Spec.from_dict({"name": "s", **bare}))
+    assert info.value.path == "train.bucketing"

@@ -43,8 +43,8 @@ from ._runs import load_checkpoint
 from ._stream import EpochBatches, MappedSplit
 from ._stream import loader as stream_loader
 
-__all__ = ["Engine", "History", "Inputs", "TrainingError", "bucketed_batches", "pick_device", "split_output_activation",
-           "trim_padding"]
+__all__ = ["Engine", "History", "Inputs", "TrainingError", "bucketed_batches", "check_bucketing", "pick_device",
+           "split_output_activation", "trim_padding"]
 
 #: One input tensor, or a graph-form spec's inputs by name (``archlab._inputs``).
 Inputs = torch.Tensor | dict[str, torch.Tensor]
@@ -151,6 +151,19 @@ def split_output_activation(model: nn.Module, task: TaskKind | str) -> str | Non
     return "softmax" if wanted is nn.Softmax else "sigmoid"
 
 
+def check_bucketing(recipe: Recipe, pad_ids: dict[str, int]) -> None:
+    """Bucketing needs an input with a pad id and the in-memory split: a SpecError before any work."""
+    if not recipe.bucketing:
+        return
+    if not pad_ids:
+        raise SpecError("train.bucketing: true batches sequences by length, but no input of the spec declares a "
+                        "pad_id: write the token input as {shape: [T], dtype: long, pad_id: 0}, or drop bucketing",
+                        "train.bucketing")
+    if recipe.data_loading == "stream":
+        raise SpecError("train.bucketing reads the training split from memory: set train.data_loading: memory "
+                        "(or auto), or drop bucketing", "train.data_loading")
+
+
 def _padded_inputs(x: Inputs, pad_ids: dict[str, int]) -> dict[str, int]:
     """The inputs of ``x`` that declare a pad id, by name (a single input is ``input``)."""
     names = x.keys() if is_named(x) else ("input",)
@@ -252,9 +265,7 @@ class Engine:
         self.generator = torch.Generator().manual_seed(recipe.seed)
         #: the pad id of each model input that declares one (an archlab model's MaskScope)
         self.pad_ids: dict[str, int] = dict(getattr(getattr(model, "masks", None), "pad_ids", None) or {})
-        if recipe.bucketing and not self.pad_ids:
-            raise SpecError("train.bucketing: true batches sequences by length, but no input of the spec declares a "
-                            "pad_id: write the token input as {shape: [T], dtype: long, pad_id: 0}, or drop bucketing")
+        check_bucketing(recipe, self.pad_ids)
         self.optimizer = self._optimizer()
         self.scheduler = None
         self.rows: list[dict] = []
@@ -348,7 +359,7 @@ class Engine:
         streamed = isinstance(x, MappedSplit)  # fit_spec's streaming path: rows read from disk per batch
         if streamed and recipe.bucketing:
             raise SpecError("train.bucketing reads the training split from memory, but this run streams it from "
-                            "disk: set train.data_loading: memory, or drop bucketing")
+                            "disk: set train.data_loading: memory, or drop bucketing", "train.bucketing")
         if streamed:
             batches = EpochBatches(recipe.batch_size)
             reader = stream_loader(x, batches, recipe.workers, pin=self.device.type == "cuda")
