@@ -222,3 +222,23 @@ def test_masked_model_exports_to_onnx_and_matches(tmp_path, kind):
         example = batch[:2]
     result = export_model(model, tmp_path / "m.onnx", example=example, check_inputs=batch)
     assert result.checked_samples == 9 and result.max_abs_diff < 1e-5
+
+
+@pytest.mark.parametrize("name", ["transformer_encoder", "multi_head_attention"])
+def test_an_empty_sentence_in_the_batch_stays_finite(name):
+    model = _model(_seq_spec([*SEQUENCE_LAYERS[name], {"additive_attention": {"units": 5}}]))
+    sentences = _sentences()
+    batch = _padded(sentences)
+    batch[1] = PAD  # a row of padding only
+    with torch.no_grad():
+        out = model(batch)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0], _alone(model, sentences[0]), atol=1e-5, rtol=1e-4)
+
+
+def test_keras_style_input_declares_pad_id():
+    from archlab import layers
+
+    model = archlab.Sequential([layers.Input((5,), dtype="long", pad_id=0), layers.Embedding(V, D),
+                                layers.GRU(4)])
+    assert model.to_spec().to_dict()["input"] == {"shape": [5], "dtype": "long", "pad_id": 0}

@@ -126,6 +126,13 @@ class Permute(nn.Module):
         return x.movedim(-1, 1) if x.dim() >= 3 else x
 
 
+def _padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, T) True where ``ids`` hold the pad id; a row of padding only (an empty sentence) keeps its
+    first step, as attention over no key at all is NaN and would make the whole batch's loss NaN."""
+    pad = ids == pad_id
+    return torch.cat([pad[:, :1] & ~pad.all(dim=1, keepdim=True), pad[:, 1:]], dim=1)
+
+
 class ArchlabModel(nn.Module):
     """The module built from a spec. ``spec`` is the spec it was built from; ``net`` does the work."""
 
@@ -148,7 +155,8 @@ class ArchlabModel(nn.Module):
         if self.masks is None:
             return self.net(*args, **kwargs)
         given = dict(zip(self.input_names, args, strict=False)) | kwargs
-        self.masks.masks = {name: given[name] == pad for name, pad in self.masks.pad_ids.items() if name in given}
+        self.masks.masks = {name: _padding(given[name], pad) for name, pad in self.masks.pad_ids.items()
+                            if name in given}
         try:
             return self.net(*args, **kwargs)
         finally:
