@@ -16,7 +16,10 @@ __all__ = ["spec_schema"]
 
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}}
 _INPUT = {"oneOf": [_SHAPE, {"type": "object", "additionalProperties": False, "required": ["shape"],
-                             "properties": {"shape": _SHAPE, "dtype": {"enum": ["float", "long"]}}}]}
+                             "properties": {"shape": _SHAPE, "dtype": {"enum": ["float", "long"]},
+                                            "pad_id": {"type": "integer", "minimum": 0,
+                                                       "description": "the id that pads token ids (dtype long); "
+                                                                      "padded positions are masked"}}}]}
 _MARKER = {"type": "object", "description": "search marker",
            "properties": {"choice": {"type": "array", "minItems": 1}, "int": {"type": "array"},
                           "float": {"type": "array"}, "step": {"type": "number"}, "log": {"type": "boolean"}},

@@ -262,7 +262,8 @@ def analyze(spec: Spec | dict | str | ParsedSpec, batch_size: int = 1) -> Analys
     return Analysis(
         name=parsed.spec.name,
         batch_size=batch_size,
-        inputs={n: {"shape": list(i.shape), "dtype": i.dtype} for n, i in parsed.raw_inputs.items()},
+        inputs={n: {"shape": list(i.shape), "dtype": i.dtype} | ({"pad_id": i.pad_id} if i.pad_id is not None else {})
+                for n, i in parsed.raw_inputs.items()},
         outputs=[{"shape": list(i.shape), "dtype": i.dtype} for i in parsed.output_infos],
         total_params=totals.params,
         trainable_params=totals.trainable,

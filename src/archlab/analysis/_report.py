@@ -61,6 +61,9 @@ def render(analysis: Analysis, depth: int | None = 3) -> Group:
         ("  optimizer state (Adam m, v)", human_bytes(mem["optimizer"])),
         ("  activations kept for backward", human_bytes(mem["activations"])),
     ]
+    padded = [f"{n} pad_id {i['pad_id']}" for n, i in analysis.inputs.items() if "pad_id" in i]
+    if padded:  # the layers that mix time steps ignore these inputs' padding
+        lines.append(("Padding masked", ", ".join(padded)))
     for name, value in lines:
         totals.add_row(name, value)
     parts = [table]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from archlab.exceptions import MemoryLimitError
+from archlab.layers._masking import MaskReader, MaskScope
 from archlab.spec import Spec
 
 from ._modules import ArchlabModel, GraphNet, GraphNode, MergeModule, Parallel, Repeat, Residual
@@ -23,8 +24,9 @@ MODULE_BYTES = 4096
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, scope: MaskScope | None) -> None:
         self.modules: dict[int, nn.Module] = {}  # id(LayerNode) -> its module, for ties
+        self.scope = scope  # None: no input declares a pad_id, no module reads masks
 
     def node(self, node: Node) -> nn.Module:
         if isinstance(node, LayerNode):
@@ -33,6 +35,10 @@ class _Builder:
                 module.requires_grad_(False)
             if node.tie is not None:
                 module.weight = self.modules[id(node.tie)].weight  # the same Parameter: shared, counted once
+            if self.scope is not None and node.layer_type.reads_mask:
+                sources = tuple(i.mask for i in (node.input if isinstance(node.input, tuple) else (node.input,)))
+                if any(sources):
+                    module.padding = MaskReader(self.scope, sources)
             self.modules[id(node)] = module
             return module
         if isinstance(node, SequenceNode):
@@ -100,14 +106,15 @@ def build_parsed(parsed: ParsedSpec, *, device: str | torch.device | None = None
         MemoryLimitError: when the model cannot fit in the memory ``device`` has available.
     """
     check_fits(parsed, device)
-    builder = _Builder()
+    scope = MaskScope(parsed.pad_ids) if parsed.pad_ids else None
+    builder = _Builder(scope)
     with torch.device(device) if device is not None else nullcontext():
         if parsed.root is not None:
             net: nn.Module = builder.sequence(parsed.root)
         else:
             net = GraphNet(list(parsed.inputs), {name: builder.graph_block(b) for name, b in parsed.graph.items()},
                            parsed.outputs)
-        return ArchlabModel(parsed.spec, net, parsed.channels_last, list(parsed.inputs))
+        return ArchlabModel(parsed.spec, net, parsed.channels_last, list(parsed.inputs), scope)
 
 
 def build(spec: Spec | dict | str, *, device: str | torch.device | None = None) -> ArchlabModel:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archlab.layers._masking import MaskScope
+
 from ._nodes import Merge
 
 __all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual"]
@@ -124,22 +126,41 @@ class Permute(nn.Module):
         return x.movedim(-1, 1) if x.dim() >= 3 else x
 
 
+def _padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, T) True where ``ids`` hold the pad id; a row of padding only (an empty sentence) keeps its
+    first step, as attention over no key at all is NaN and would make the whole batch's loss NaN."""
+    pad = ids == pad_id
+    return torch.cat([pad[:, :1] & ~pad.all(dim=1, keepdim=True), pad[:, 1:]], dim=1)
+
+
 class ArchlabModel(nn.Module):
     """The module built from a spec. ``spec`` is the spec it was built from; ``net`` does the work."""
 
-    def __init__(self, spec, net: nn.Module, channels_last: bool, input_names: list[str]) -> None:
+    def __init__(self, spec, net: nn.Module, channels_last: bool, input_names: list[str],
+                 masks: MaskScope | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.net = net
         self.channels_last = channels_last
         self.input_names = input_names
         self.permute = Permute() if channels_last else None
+        #: the padding masks of the inputs with a pad_id, for the modules that mix time steps
+        #: (archlab.layers._masking says why this way); None: no input declares one
+        self.masks = masks
 
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor):
         if self.permute is not None:
             args = tuple(self.permute(a) for a in args)
             kwargs = {k: self.permute(v) for k, v in kwargs.items()}
-        return self.net(*args, **kwargs)
+        if self.masks is None:
+            return self.net(*args, **kwargs)
+        given = dict(zip(self.input_names, args, strict=False)) | kwargs
+        self.masks.masks = {name: _padding(given[name], pad) for name, pad in self.masks.pad_ids.items()
+                            if name in given}
+        try:
+            return self.net(*args, **kwargs)
+        finally:
+            self.masks.masks = {}  # no tensor of this pass outlives it
 
     def num_params(self, trainable_only: bool = False) -> int:
         """Parameters counted once each, however often they are shared or tied."""

@@ -210,6 +210,11 @@ class ParsedSpec:
     outputs: list[str] = field(default_factory=list)
 
     @property
+    def pad_ids(self) -> dict[str, int]:
+        """The pad id of each input that declares one (the model masks their padding)."""
+        return {name: info.pad_id for name, info in self.inputs.items() if info.pad_id is not None}
+
+    @property
     def is_graph(self) -> bool:
         return self.root is None
 
@@ -359,7 +364,8 @@ class _Parser:
             raise ShapeError(f"{label} {exc.bare_message}", path) from None
         except SpecError as exc:  # a rule about one parameter sets that parameter's name as its path
             raise SpecError(exc.bare_message, f"{path}.{type_name}" + (f".{exc.path}" if exc.path else "")) from None
-        y = dataclasses.replace(y, origin=f"{path} ({type_name})")
+        y = dataclasses.replace(y, origin=f"{path} ({type_name})", pad_id=None,
+                                mask=_carried_mask(layer_type, params, x, y))
         node = LayerNode(path, key, type_name, x, y, layer_type=layer_type, params=params,
                          trainable=extras.get("trainable", True))
         if not isinstance(node.trainable, bool):
@@ -448,7 +454,7 @@ class _Parser:
                                     repeated=repeated))
         merge = _merge(value, here)
         y = merge_shapes(merge, [b.output for b in nodes], [b.path for b in nodes], here)
-        y = dataclasses.replace(y, origin=f"{path} (parallel)")
+        y = dataclasses.replace(y, origin=f"{path} (parallel)", mask=_merged_mask(merge, [b.output for b in nodes]))
         return ParallelNode(path, key, "parallel", x, y, branches=nodes, merge=merge)
 
     def repeat(self, value: dict, path: str, key: str, x: TensorInfo, repeated: bool) -> RepeatNode:
@@ -532,7 +538,7 @@ class _Parser:
                     raise SpecError(f"merge joins several tensors, but this node reads only '{sources[0]}': "
                                     "remove merge or read from: [a, b]", f"{here}.merge")
                 merge = _merge(node, here)
-                x: Any = merge_shapes(merge, infos, sources, here)
+                x: Any = dataclasses.replace(merge_shapes(merge, infos, sources, here), mask=_merged_mask(merge, infos))
             else:
                 _check_keys(node, ("from", "layers"), "a graph node without merge", here)
                 x = infos[0] if len(infos) == 1 else tuple(infos)
@@ -545,6 +551,23 @@ class _Parser:
             blocks[name] = GraphBlock(here, here, "node", x, y, name=name, sources=sources, source_infos=infos,
                                       merge=merge, body=body)
         return blocks, outputs
+
+
+def _carried_mask(layer_type: LayerType, params: LayerParams, x: Any, y: TensorInfo) -> str | None:
+    """The padding mask of a layer's output: its (first) input's, when the layer keeps the time axis
+    position by position and the output still has (time, features)."""
+    first = x[0] if isinstance(x, tuple) else x
+    if first.mask is None or not layer_type.keeps_time(params, x):
+        return None
+    return first.mask if y.rank >= 2 and y.shape[0] == first.shape[0] else None
+
+
+def _merged_mask(merge: Merge, infos: list[TensorInfo]) -> str | None:
+    """Merged tensors keep a padding mask that all of them share, unless concat joins them in time."""
+    masks = {i.mask for i in infos}
+    if len(masks) != 1 or (merge.kind == "concat" and merge.axis % len(infos[0].shape) == 0):
+        return None
+    return masks.pop()
 
 
 def _stride_for(size_in: int, size_out: int) -> int | None:
@@ -650,13 +673,15 @@ def _check_all_used(graph: dict, inputs: dict, outputs: list[str]) -> None:
                             "from: or remove it", f"inputs.{name}")
 
 
-def _input_info(value: Any, channels_last: bool, path: str) -> tuple[TensorInfo, TensorInfo]:
+def _input_info(value: Any, channels_last: bool, path: str, name: str) -> tuple[TensorInfo, TensorInfo]:
     shape = tuple(value["shape"] if isinstance(value, dict) else value)
     dtype = value.get("dtype", "float") if isinstance(value, dict) else "float"
-    raw = TensorInfo(shape, dtype, origin=path)
+    pad_id = value.get("pad_id") if isinstance(value, dict) else None
+    raw = TensorInfo(shape, dtype, origin=path, pad_id=pad_id)
     if channels_last and len(shape) >= 2:
         shape = (shape[-1], *shape[:-1])  # (H, W, C) -> (C, H, W), moved once at the entry
-    return raw, TensorInfo(shape, dtype, origin=path)
+        pad_id = None  # the first axis is no longer the time axis the ids pad
+    return raw, TensorInfo(shape, dtype, origin=path, pad_id=pad_id, mask=None if pad_id is None else name)
 
 
 def weight_shape(node: LayerNode, path: str) -> tuple[int, ...]:
@@ -689,12 +714,12 @@ def parse(spec: Spec | dict | str, *, allow_markers: bool = False) -> ParsedSpec
     channels_last = data.get("data_format") == "channels_last"
     parser = _Parser()
     if "layers" in data:
-        raw, info = _input_info(data["input"], channels_last, "input")
+        raw, info = _input_info(data["input"], channels_last, "input", "input")
         root = parser.items(data["layers"], "layers", "layers", info)
         return ParsedSpec(spec, {"input": info}, {"input": raw}, channels_last, root=root)
     raws, infos = {}, {}
     for name, value in data["inputs"].items():
-        raws[name], infos[name] = _input_info(value, channels_last, f"inputs.{name}")
+        raws[name], infos[name] = _input_info(value, channels_last, f"inputs.{name}", name)
     blocks, outputs = parser.graph(data, infos)
     return ParsedSpec(spec, infos, raws, channels_last, graph=blocks, outputs=outputs)
 

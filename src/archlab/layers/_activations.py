@@ -49,6 +49,7 @@ def activation_flops(name: str | None, elements: int) -> int:
 
 class _Elementwise(LayerType):
     accepts = InputRule(dtype="float")
+    time_wise = True
     summary = "elementwise activation; shape unchanged"
     keeps_channels = KeepsChannels()
     quantization = PASSES_QUANTIZATION

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._masking import MaskReader, padding_of
+
 __all__ = ["AdditiveAttention", "AdditiveCrossAttention", "SelfAttention", "TransformerBlock"]
 
 
@@ -19,6 +21,8 @@ class AdditiveAttention(nn.Module):
     Input shape: (batch, time, dim). Output shape: (batch, dim).
     """
 
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
+
     def __init__(self, dim: int, units: int, query: str) -> None:
         super().__init__()
         self.W_s = nn.Linear(dim, units)  # carries the bias b
@@ -28,8 +32,17 @@ class AdditiveAttention(nn.Module):
         self.last_alpha: torch.Tensor | None = None
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        h = states[:, -1] if self.query is None else self.query.expand(states.shape[0], -1)  # (B, D)
+        pad = padding_of(self)  # (B, T), True at padding; None: every step is real
+        if self.query is not None:
+            h = self.query.expand(states.shape[0], -1)  # (B, D)
+        elif pad is None:
+            h = states[:, -1]
+        else:  # the last real step, the one the sentence alone would end with
+            last = ((~pad).sum(dim=1) - 1).clamp(min=0)
+            h = states[torch.arange(states.shape[0], device=states.device), last]
         scores = self.v(torch.tanh(self.W_h(h).unsqueeze(1) + self.W_s(states))).squeeze(-1)  # (B, T)
+        if pad is not None:
+            scores = scores.masked_fill(pad, float("-inf"))
         alpha = torch.softmax(scores, dim=1)  # (B, T)
         self.last_alpha = alpha.detach()
         return (alpha.unsqueeze(-1) * states).sum(dim=1)  # (B, D)
@@ -39,8 +52,16 @@ def _causal_mask(steps: int, device: torch.device) -> torch.Tensor:
     return nn.Transformer.generate_square_subsequent_mask(steps, device=device)  # (T, T), -inf above
 
 
+def _causal_bool(steps: int, device: torch.device) -> torch.Tensor:
+    """The causal mask as booleans (True above the diagonal), the type of a key-padding mask:
+    torch deprecates mixing a float attention mask with a boolean padding mask."""
+    return torch.ones(steps, steps, dtype=torch.bool, device=device).triu(1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention (torch.nn.MultiheadAttention), optionally causal."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, dim: int, heads: int, dropout: float, causal: bool) -> None:
         super().__init__()
@@ -48,13 +69,20 @@ class SelfAttention(nn.Module):
         self.causal = causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
-        out, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=self.causal)
+        pad = padding_of(self)  # (B, T): padded keys are ignored by every query
+        if pad is None:
+            mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        else:
+            mask = _causal_bool(x.shape[1], x.device) if self.causal else None
+        out, _ = self.attn(x, x, x, attn_mask=mask, key_padding_mask=pad, need_weights=False,
+                           is_causal=self.causal)
         return out  # (B, T, D)
 
 
 class TransformerBlock(nn.Module):
     """torch.nn.TransformerEncoderLayer / DecoderLayer, batch first, with an optional causal mask."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, kind: str, dim: int, heads: int, ff_dim: int, dropout: float, activation: str,
                  norm_first: bool, causal: bool) -> None:
@@ -64,10 +92,16 @@ class TransformerBlock(nn.Module):
         self.causal = causal
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        # self-attention ignores x's padded steps; cross-attention the memory's (the source's)
+        pad, memory_pad = padding_of(self, 0), (padding_of(self, 1) if memory is not None else None)
+        if pad is None and memory_pad is None:
+            mask = _causal_mask(x.shape[1], x.device) if self.causal else None
+        else:
+            mask = _causal_bool(x.shape[1], x.device) if self.causal else None
         if memory is None:
-            return self.block(x, src_mask=mask, is_causal=self.causal)
-        return self.block(x, memory, tgt_mask=mask, tgt_is_causal=self.causal)
+            return self.block(x, src_mask=mask, src_key_padding_mask=pad, is_causal=self.causal)
+        return self.block(x, memory, tgt_mask=mask, tgt_key_padding_mask=pad, memory_key_padding_mask=memory_pad,
+                          tgt_is_causal=self.causal)
 
 
 class AdditiveCrossAttention(nn.Module):
@@ -84,8 +118,14 @@ class AdditiveCrossAttention(nn.Module):
         self.v = nn.Linear(units, 1, bias=False)
         self.last_alpha: torch.Tensor | None = None
 
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
+
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         pairs = torch.tanh(self.W_h(queries).unsqueeze(2) + self.W_s(memory).unsqueeze(1))  # (B, T, S, U)
-        alpha = torch.softmax(self.v(pairs).squeeze(-1), dim=-1)  # (B, T, S)
+        scores = self.v(pairs).squeeze(-1)  # (B, T, S)
+        memory_pad = padding_of(self, 1)  # the source's padded steps get no weight
+        if memory_pad is not None:
+            scores = scores.masked_fill(memory_pad.unsqueeze(1), float("-inf"))
+        alpha = torch.softmax(scores, dim=-1)
         self.last_alpha = alpha.detach()
         return alpha @ memory  # (B, T, E)

@@ -126,16 +126,21 @@ class Bidirectional(KerasLayer):
 
 
 class Input(KerasLayer):
-    """``Input(shape=(128,), dtype="long")``: the input of a Sequential, as its first element."""
+    """``Input(shape=(128,), dtype="long")``: the input of a Sequential, as its first element;
+    ``pad_id=0`` declares the id that pads the sequences (the model masks the padding)."""
 
-    def __init__(self, shape: Any, dtype: str = "float") -> None:
+    def __init__(self, shape: Any, dtype: str = "float", pad_id: int | None = None) -> None:
         super().__init__()
         self.input_shape = list(shape)
         self.dtype = dtype
+        self.pad_id = pad_id
 
     @property
     def input(self) -> Any:
-        return self.input_shape if self.dtype == "float" else {"shape": self.input_shape, "dtype": self.dtype}
+        if self.dtype == "float" and self.pad_id is None:
+            return self.input_shape
+        declared = {"shape": self.input_shape, "dtype": self.dtype}
+        return declared if self.pad_id is None else declared | {"pad_id": self.pad_id}
 
 
 class Residual(KerasLayer):

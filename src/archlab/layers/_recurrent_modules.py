@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ._activation_modules import make_activation
+from ._masking import MaskReader, padding_of
 
 __all__ = ["ElmanCell", "ElmanRNN", "GatedRNN"]
 
@@ -25,20 +26,26 @@ class ElmanCell(nn.Module):
         for weight in (self.weight_xh, self.weight_hh, self.bias_h):
             nn.init.uniform_(weight, -bound, bound)
 
-    def forward(self, x: torch.Tensor, activation: nn.Module, reverse: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, activation: nn.Module, reverse: bool,
+                real: torch.Tensor | None = None) -> torch.Tensor:
+        """``real``: (B, T, 1), True at real steps; a padded step leaves the state as it is, so each
+        sequence's state is the one it has alone (backward: it starts at its last real step)."""
         # The input projection of every step in one matmul; only the recurrence is sequential.
         projected = x @ self.weight_xh.T + self.bias_h  # (B, T, H)
         h = x.new_zeros(x.shape[0], self.weight_hh.shape[0])  # (B, H)
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outputs: list[torch.Tensor] = [h] * x.shape[1]
         for t in steps:
-            h = activation(projected[:, t] + h @ self.weight_hh.T)
+            step = activation(projected[:, t] + h @ self.weight_hh.T)
+            h = step if real is None else torch.where(real[:, t], step, h)
             outputs[t] = h
         return torch.stack(outputs, dim=1)  # (B, T, H)
 
 
 class ElmanRNN(nn.Module):
     """Stacked, optionally bidirectional Elman network (simple_rnn)."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, input_size: int, units: int, activation: str | None, num_layers: int,
                  bidirectional: bool, return_sequences: bool) -> None:
@@ -51,10 +58,14 @@ class ElmanRNN(nn.Module):
             for layer in range(num_layers) for _ in range(self.directions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = padding_of(self)
+        real = None if pad is None else ~pad.unsqueeze(-1)  # (B, T, 1)
         finals: list[torch.Tensor] = []
         for first in range(0, len(self.cells), self.directions):
-            runs = [self.cells[first + d](x, self.activation, reverse=d == 1) for d in range(self.directions)]
-            # the final state of the backward direction is the one at t = 0
+            runs = [self.cells[first + d](x, self.activation, reverse=d == 1, real=real)
+                    for d in range(self.directions)]
+            # the final state of the backward direction is the one at t = 0; padded steps carry the
+            # forward one's final state to t = T - 1
             finals = [run[:, -1] if d == 0 else run[:, 0] for d, run in enumerate(runs)]
             x = torch.cat(runs, dim=-1)  # (B, T, H * directions)
         return x if self.return_sequences else torch.cat(finals, dim=-1)
@@ -62,6 +73,8 @@ class ElmanRNN(nn.Module):
 
 class GatedRNN(nn.Module):
     """torch.nn.LSTM / GRU, batch first, returning the sequence or the final states."""
+
+    padding: MaskReader | None = None  # set by the builder for a spec with pad_id (_masking)
 
     def __init__(self, kind: str, input_size: int, units: int, num_layers: int, bidirectional: bool,
                  return_sequences: bool) -> None:
@@ -72,7 +85,25 @@ class GatedRNN(nn.Module):
         self.return_sequences = return_sequences
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        output, state = self.rnn(x)
+        pad = padding_of(self)
+        if pad is not None and self.directions == 1 and torch.compiler.is_exporting():
+            # torch.export cannot pack (the lengths are data); one direction needs no packing: a step's
+            # output depends on earlier steps only, so the last real step's output is the final state
+            output, _ = self.rnn(x)
+            if self.return_sequences:
+                return output
+            last = ((~pad).sum(dim=1) - 1).clamp(min=0)
+            return output[torch.arange(x.shape[0], device=x.device), last]
+        if pad is None:
+            output, state = self.rnn(x)
+        else:
+            # packed: each sequence runs over its real steps only, so its final state is its last
+            # real token's (the backward direction starts there); torch restores the batch order
+            lengths = (~pad).sum(dim=1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            output, state = self.rnn(packed)
+            if self.return_sequences:
+                output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
         if self.return_sequences:
             return output  # (B, T, H * directions)
         h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)

@@ -49,6 +49,11 @@ class TensorInfo:
     dtype: DType = "float"
     #: where the tensor comes from, for messages ("layers[4] (maxpool2d)"); not part of equality
     origin: str = field(default="", compare=False)
+    #: the id that pads this input's sequences (``pad_id`` of a long input); inputs only
+    pad_id: int | None = field(default=None, compare=False)
+    #: the input whose padding marks this tensor's first (time) axis, position by position: the
+    #: layers that mix positions mask the padded ones by it. None: no padding mask applies.
+    mask: str | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:
@@ -59,7 +64,8 @@ class TensorInfo:
         return len(self.shape)
 
     def __str__(self) -> str:
-        return fmt_shape(self.shape) + (" long" if self.dtype == "long" else "")
+        return (fmt_shape(self.shape) + (" long" if self.dtype == "long" else "")
+                + (f" pad_id {self.pad_id}" if self.pad_id is not None else ""))
 
     @property
     def described(self) -> str:
@@ -248,6 +254,17 @@ class LayerType:
     #: The Params field that bounds the integer ids the layer looks up (``input_dim`` of an
     #: embedding): training checks it against the data's id count. None: it takes no ids.
     id_bound: ClassVar[str | None] = None
+    #: The output's first axis is the input's time axis, position by position (embedding, dense,
+    #: attention), so the input's padding mask carries over to it; see ``keeps_time``.
+    time_wise: ClassVar[bool] = False
+    #: The module mixes positions and reads the padding masks of its inputs: the builder hands it a
+    #: ``MaskReader`` (archlab.layers._masking) as ``module.padding``.
+    reads_mask: ClassVar[bool] = False
+
+    def keeps_time(self, p: Any, x: Any) -> bool:
+        """Whether the output keeps the input's time axis for params ``p`` and input ``x``;
+        ``time_wise`` by default (a recurrent layer keeps it only with return_sequences)."""
+        return self.time_wise
 
     def check_input(self, p: Any, x: TensorInfo | tuple[TensorInfo, ...]) -> None:
         """Raise ShapeError when the layer cannot take ``x``; the default applies ``accepts``."""

@@ -54,6 +54,7 @@ class AdditiveAttentionParams(LayerParams):
 class AdditiveAttentionLayer(LayerType):
     Params = AdditiveAttentionParams
     accepts = _SEQ
+    reads_mask = True
     summary = "e = v^T tanh(W_h h + W_s s + b), c = sum softmax(e) s: (time, D) -> (D,)"
     quantization = _QUANTIZATION
     keras = KerasStyle("AdditiveAttention", ("units",))
@@ -110,6 +111,8 @@ class MultiHeadAttentionParams(LayerParams):
 class MultiHeadAttentionLayer(LayerType):
     Params = MultiHeadAttentionParams
     accepts = _SEQ
+    time_wise = True
+    reads_mask = True
     summary = "multi-head self-attention, (time, D) -> (time, D)"
     quantization = _QUANTIZATION
     keras = KerasStyle("MultiHeadAttention", ("num_heads",))
@@ -148,6 +151,8 @@ class TransformerParams(LayerParams):
 class TransformerEncoderLayerType(LayerType):
     Params = TransformerParams
     accepts = _SEQ
+    time_wise = True
+    reads_mask = True
     summary = "one Transformer encoder block (torch.nn.TransformerEncoderLayer)"
     quantization = _QUANTIZATION
     keras = KerasStyle("TransformerEncoder", ("num_heads", "ff_dim"))
@@ -181,6 +186,8 @@ class TransformerEncoderLayerType(LayerType):
 class TransformerDecoderLayerType(LayerType):
     Params = TransformerParams
     accepts = _SEQ
+    time_wise = True
+    reads_mask = True
     num_inputs = 2
     summary = "one Transformer decoder block; graph form only: from: [x, memory]"
     quantization = _QUANTIZATION
@@ -224,6 +231,8 @@ class AdditiveCrossAttentionLayer(LayerType):
 
     Params = AdditiveAttentionParams
     accepts = _SEQ
+    time_wise = True  # one context per decoder step: the decoder states' padding carries over
+    reads_mask = True  # the memory's (the source's) padding
     num_inputs = 2
     summary = "c_t = sum_j softmax_j(v^T tanh(W_h h_t + W_s s_j + b)) s_j: [(T, D), memory (S, E)] -> (T, E)"
     quantization = _QUANTIZATION

@@ -51,6 +51,7 @@ class DenseParams(LayerParams):
 @register_layer("dense")
 class DenseLayer(LayerType):
     Params = DenseParams
+    time_wise = True
     accepts = InputRule(ranks={1: "(features,)", 2: "(time, features)"},
                         hints={0: "add 'reshape: {shape: [1]}' before it",
                                3: "add 'flatten' before it", 4: "add 'flatten' before it"})
@@ -148,6 +149,7 @@ class DropoutParams(LayerParams):
 @register_layer("dropout")
 class DropoutLayer(LayerType):
     Params = DropoutParams
+    time_wise = True
     accepts = InputRule(dtype="float")
     summary = "zeroes a fraction `rate` of elements while training"
     keeps_channels = KeepsChannels()
@@ -209,6 +211,7 @@ class LayerNormParams(LayerParams):
 @register_layer("layernorm")
 class LayerNormLayer(LayerType):
     Params = LayerNormParams
+    time_wise = True
     accepts = InputRule(dtype="float", hints={0: "add 'reshape: {shape: [1]}' before it"})
     summary = "normalizes over the last axis"
     quantization = PASSES_QUANTIZATION
@@ -242,6 +245,7 @@ class EmbeddingParams(LayerParams):
 @register_layer("embedding")
 class EmbeddingLayer(LayerType):
     Params = EmbeddingParams
+    time_wise = True
     accepts = InputRule(dtype="long")
     summary = "token ids (...) -> vectors (..., output_dim)"
     unstructured = False  # a row is a token's whole representation, looked up, not multiplied
@@ -278,6 +282,7 @@ class PositionalEmbeddingParams(LayerParams):
 @register_layer("positional_embedding")
 class PositionalEmbeddingLayer(LayerType):
     Params = PositionalEmbeddingParams
+    time_wise = True
     accepts = InputRule(ranks={2: "(time, features)"}, hints={1: "add 'embedding' before it"})
     summary = "adds learned or sinusoidal position vectors to (time, features)"
     unstructured = False  # a lookup table of positions, as an embedding's

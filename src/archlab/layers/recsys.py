@@ -73,6 +73,7 @@ class ReduceLayer(LayerType):
 
     Params = ReduceParams
     accepts = InputRule(dtype="float")
+    reads_mask = True  # over axis 0 of a padded sequence: the real steps only
     summary = "sum, mean or max over one axis: (F, k) -> (k,) for axis 0; (n,) -> (1,)"
 
     def _axis(self, p: ReduceParams, x: TensorInfo) -> int:

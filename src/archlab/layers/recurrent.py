@@ -57,6 +57,10 @@ class _RecurrentLayer(LayerType):
     pointwise_per_step = 0  # elementwise FLOPs per unit per step besides the matmuls
     saved_per_step = 2  # elements per unit per step kept for backward
     quantization = Quantization(static=SEQUENCE_STATIC, dynamic=True)
+    reads_mask = True
+
+    def keeps_time(self, p: RecurrentParams, x: TensorInfo) -> bool:
+        return p.return_sequences
 
     def output(self, p: RecurrentParams, x: TensorInfo) -> TensorInfo:
         width = p.units * (2 if p.bidirectional else 1)

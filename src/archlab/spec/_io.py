@@ -93,17 +93,30 @@ def _plain(value: Any, path: str = "", _inside: frozenset[int] = frozenset()) ->
 def _check_shape(value: Any, path: str) -> None:
     shape = value.get("shape") if isinstance(value, dict) else value
     if isinstance(value, dict):
-        unknown = [k for k in value if k not in ("shape", "dtype")]
+        unknown = [k for k in value if k not in ("shape", "dtype", "pad_id")]
         if unknown:
-            raise SpecError(f"unknown key '{unknown[0]}'{suggest(unknown[0], ['shape', 'dtype'])}; "
-                            "an input is [dims...] or {shape: [dims...], dtype: float|long}", path)
+            raise SpecError(f"unknown key '{unknown[0]}'{suggest(unknown[0], ['shape', 'dtype', 'pad_id'])}; "
+                            "an input is [dims...] or {shape: [dims...], dtype: float|long, pad_id: ID}", path)
         if value.get("dtype", "float") not in ("float", "long"):
             raise SpecError(f"dtype must be 'float' or 'long' (token ids), got {value['dtype']!r}",
                             f"{path}.dtype")
+        _check_pad_id(value, path)
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
         raise SpecError(f"an input shape is a list of positive integers (at least one) without the batch "
                         f"dimension, e.g. [1, 28, 28], or [1] for one number per sample; got {shape!r}", path)
+
+
+def _check_pad_id(value: dict, path: str) -> None:
+    """``pad_id`` marks the id that pads a sequence of token ids: a padding mask follows it."""
+    if "pad_id" not in value:
+        return
+    pad = value["pad_id"]
+    if value.get("dtype", "float") != "long":
+        raise SpecError("pad_id applies to token ids: add dtype: long, or remove pad_id", f"{path}.pad_id")
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+        raise SpecError(f"pad_id is the id that pads the sequences, an integer >= 0 (0 by archlab's "
+                        f"tokenizers), got {pad!r}", f"{path}.pad_id")
 
 
 def check_top_level(data: dict) -> None:

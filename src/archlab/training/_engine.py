@@ -43,7 +43,8 @@ from ._runs import load_checkpoint
 from ._stream import EpochBatches, MappedSplit
 from ._stream import loader as stream_loader
 
-__all__ = ["Engine", "History", "Inputs", "TrainingError", "pick_device", "split_output_activation"]
+__all__ = ["Engine", "History", "Inputs", "TrainingError", "bucketed_batches", "check_bucketing", "pick_device",
+           "split_output_activation", "trim_padding"]
 
 #: One input tensor, or a graph-form spec's inputs by name (``archlab._inputs``).
 Inputs = torch.Tensor | dict[str, torch.Tensor]
@@ -55,6 +56,9 @@ EVAL_BATCH = 1024
 #: 256 than of 1024 (1 thread: 1.0-1.35 s vs 1.66-1.69 s; 2 threads: 0.80-0.84 s vs 1.01-1.03 s),
 #: ``benchmarks/train_throughput.py --eval-batches``; see docs/benchmarks.md, "Training throughput".
 EVAL_BATCH_CPU = 256
+#: Bucketing sorts this many batches' worth of shuffled rows by length at a time: batches of
+#: similar lengths, while which rows meet in a batch still changes from epoch to epoch.
+BUCKET_POOL = 50
 
 
 class TrainingError(ArchlabError, RuntimeError):
@@ -147,6 +151,70 @@ def split_output_activation(model: nn.Module, task: TaskKind | str) -> str | Non
     return "softmax" if wanted is nn.Softmax else "sigmoid"
 
 
+def check_bucketing(recipe: Recipe, pad_ids: dict[str, int]) -> None:
+    """Bucketing needs an input with a pad id and the in-memory split: a SpecError before any work."""
+    if not recipe.bucketing:
+        return
+    if not pad_ids:
+        raise SpecError("train.bucketing: true batches sequences by length, but no input of the spec declares a "
+                        "pad_id: write the token input as {shape: [T], dtype: long, pad_id: 0}, or drop bucketing",
+                        "train.bucketing")
+    if recipe.data_loading == "stream":
+        raise SpecError("train.bucketing reads the training split from memory: set train.data_loading: memory "
+                        "(or auto), or drop bucketing", "train.data_loading")
+
+
+def _padded_inputs(x: Inputs, pad_ids: dict[str, int]) -> dict[str, int]:
+    """The inputs of ``x`` that declare a pad id, by name (a single input is ``input``)."""
+    names = x.keys() if is_named(x) else ("input",)
+    return {name: pad for name, pad in pad_ids.items() if name in names}
+
+
+def sequence_lengths(x: Inputs, pad_ids: dict[str, int]) -> torch.Tensor:
+    """Per row, the longest real (non-pad) length among the padded inputs: the bucketing key."""
+    named = x if is_named(x) else {"input": x}
+    return torch.stack([(named[name] != pad).sum(dim=1) for name, pad in _padded_inputs(x, pad_ids).items()]).amax(0)
+
+
+def bucketed_batches(order: torch.Tensor, lengths: torch.Tensor, batch_size: int,
+                     generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Row indices of an epoch's batches of similar lengths: the shuffled ``order`` cut into pools
+    of ``BUCKET_POOL`` batches, each pool sorted by length (stably) and split into batches, and the
+    batches shuffled with ``generator`` (the engine's: a resumed run draws the same; None: kept
+    in order, for shuffle: false)."""
+    batches: list[torch.Tensor] = []
+    pool = batch_size * BUCKET_POOL
+    for start in range(0, len(order), pool):
+        rows = order[start:start + pool]
+        rows = rows[torch.sort(lengths[rows], stable=True).indices]
+        batches.extend(rows.split(batch_size))
+    if generator is None:
+        return batches
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def trim_padding(xb: Inputs, yb: torch.Tensor, pad_ids: dict[str, int]) -> tuple[Inputs, torch.Tensor]:
+    """A batch without its trailing all-padding columns: each padded input (and token targets
+    ``(N, T)``, padded with 0) is cut after its last column with a real token. Tensors of one
+    length are cut to one width (the longest they need), so a target input and its targets keep
+    lining up."""
+    named = dict(xb) if is_named(xb) else {"input": xb}
+    pads = _padded_inputs(xb, pad_ids)
+    tokens = yb.dim() == 2 and not yb.is_floating_point()
+    needed = {name: named[name] != pad for name, pad in pads.items()} | ({"": yb != 0} if tokens else {})
+    widths: dict[int, int] = {}
+    for real in needed.values():
+        full = real.shape[1]
+        columns = torch.arange(1, full + 1, device=real.device)
+        width = max(int((real.any(dim=0) * columns).max()), 1)  # one host sync: shapes live on the host
+        widths[full] = max(widths.get(full, 0), width)
+    for name in pads:
+        named[name] = named[name][:, :widths[named[name].shape[1]]]
+    if tokens:
+        yb = yb[:, :widths[yb.shape[1]]]
+    return (named if is_named(xb) else named["input"]), yb
+
+
 def glorot_init(model: nn.Module) -> None:
     """Keras' default initialisation: Glorot-uniform kernels and zero biases for dense and
     convolutional layers (PyTorch's default is a scaled Kaiming-uniform)."""
@@ -195,6 +263,9 @@ class Engine:
         self.output_activation = output_activation
         self.loss_fn = make_loss(self.task, recipe.label_smoothing)
         self.generator = torch.Generator().manual_seed(recipe.seed)
+        #: the pad id of each model input that declares one (an archlab model's MaskScope)
+        self.pad_ids: dict[str, int] = dict(getattr(getattr(model, "masks", None), "pad_ids", None) or {})
+        check_bucketing(recipe, self.pad_ids)
         self.optimizer = self._optimizer()
         self.scheduler = None
         self.rows: list[dict] = []
@@ -286,12 +357,18 @@ class Engine:
         ``state_dict``."""
         recipe = self.recipe
         streamed = isinstance(x, MappedSplit)  # fit_spec's streaming path: rows read from disk per batch
+        if streamed and recipe.bucketing:
+            raise SpecError("train.bucketing reads the training split from memory, but this run streams it from "
+                            "disk: set train.data_loading: memory, or drop bucketing", "train.bucketing")
         if streamed:
             batches = EpochBatches(recipe.batch_size)
             reader = stream_loader(x, batches, recipe.workers, pin=self.device.type == "cuda")
         else:
             x, y = map_inputs(lambda t: t.to(self.device), x), y.to(self.device)
         n = len(y)
+        lengths = sequence_lengths(x, self.pad_ids).cpu() if recipe.bucketing else None
+        # token targets (N, T), padded with 0: the epoch row counts their real tokens per second
+        tokens = int((y != 0).sum()) if torch.is_tensor(y) and y.dim() == 2 and not y.is_floating_point() else None
         self.samples, self.steps = n, math.ceil(n / recipe.batch_size)
         steps = self.steps
         self.scheduler, per_step = self._scheduler(steps)
@@ -328,6 +405,11 @@ class Engine:
                     batches.order = order
                     epoch_batches = ((map_inputs(lambda t: t.to(self.device, non_blocking=True), xb),
                                       yb.to(self.device, non_blocking=True)) for xb, yb in reader)
+                elif lengths is not None:
+                    buckets = bucketed_batches(order, lengths, recipe.batch_size,
+                                               self.generator if recipe.shuffle else None)
+                    epoch_batches = (trim_padding(map_inputs(lambda t, i=index: t[i], x), y[index], self.pad_ids)
+                                     for index in (b.to(self.device) for b in buckets))
                 elif is_named(x):
                     order = order.to(self.device)
                     epoch_batches = (({k: t[index] for k, t in x.items()}, y[index])
@@ -370,6 +452,8 @@ class Engine:
                     row.update({f"val_{k}": v for k, v in metrics.items()})
                 row.update({"lr": lr, "seconds": round(seconds, 3),
                             "samples_per_s": round(n / seconds, 1)})
+                if tokens is not None:
+                    row["tokens_per_s"] = round(tokens / seconds, 1)
                 self.rows.append(row)
                 for callback in self.callbacks:  # every callback sees the epoch, also after one asked to stop
                     if callback.on_epoch_end(self, epoch, row):

@@ -211,7 +211,7 @@ def _mapped_splits(parsed: Any, dataset: Any, recipe: Recipe, task: TaskKind | s
     cut = n if recipe.validation_split == 0 else int(n * (1 - recipe.validation_split))
     rows = cut if train_samples is None else min(cut, train_samples)
     nbytes = sum(rows * int(np.prod(a.shape[1:], dtype=np.int64)) * np.dtype(d).itemsize for a, d in plan.values())
-    loading, reason = choose_loading(recipe.data_loading, nbytes, available_memory("cpu"))
+    loading, reason = _loading(recipe, nbytes)
     if loading != "stream":
         return None
     if recipe.validation_split and recipe.validation == "stratified" and as_task(task).stratify:
@@ -246,6 +246,14 @@ def _mapped_splits(parsed: Any, dataset: Any, recipe: Recipe, task: TaskKind | s
         return Splits(split, split.y, x_val, y_val)
     return Splits(split, split.y, x_val, y_val, viewed(dataset.x_test, slice(None)),
                   torch.from_numpy(as_task(task).targets(dataset.y_test)))
+
+
+def _loading(recipe: Recipe, nbytes: int) -> tuple[str, str]:
+    """``choose_loading`` for the recipe; bucketing indexes the split in memory (``check_bucketing``
+    refuses data_loading: stream with it)."""
+    if recipe.bucketing:
+        return "memory", "train.bucketing indexes the training split in memory"
+    return choose_loading(recipe.data_loading, nbytes, available_memory("cpu"))
 
 
 def _parse(spec: Any) -> Any:
@@ -299,7 +307,7 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
         loading, reason = "stream", data.x.reason or "the training split is memory-mapped files"
         history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
         return _finish(engine, history, began, loading, reason, data)
-    loading, reason = choose_loading(recipe.data_loading, input_bytes(data.x), available_memory("cpu"))
+    loading, reason = _loading(recipe, input_bytes(data.x))
     if loading == "stream":
         mapped, folder = spill(data.x, data.y, run_dir)
         try:

@@ -80,6 +80,9 @@ class Recipe(_Config):
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.1
     validation: Literal["last", "stratified"] = "last"
     shuffle: bool = True
+    #: Batches of sequences of similar length (shuffled buckets), each trimmed of its all-padding
+    #: columns before the forward: for long inputs that declare a pad_id (in-memory data).
+    bucketing: bool = False
     grad_clip: PosFloat | None = None
     early_stopping: EarlyStoppingConfig | None = None
     seed: int = 0

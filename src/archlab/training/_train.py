@@ -29,7 +29,7 @@ from archlab.spec import Spec, dump, load
 from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, tasks
 
 from ._callbacks import Callback
-from ._engine import Engine, History, TrainingError, pick_device
+from ._engine import Engine, History, TrainingError, check_bucketing, pick_device
 from ._fit import fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
@@ -84,7 +84,15 @@ def resolve_task(recipe: Recipe, spec: Spec, data_task: str | None = None) -> Ta
     else:
         task = get_task(data_task or "classification", "task.kind")
     check_recipe(recipe, task)
+    check_bucketing(recipe, _declared_pad_ids(spec))
     return task
+
+
+def _declared_pad_ids(spec: Spec) -> dict[str, int]:
+    """The pad ids the spec's input declarations give, read without parsing the layers."""
+    data = spec.to_dict()
+    inputs = data.get("inputs") or {"input": data.get("input")}
+    return {name: value["pad_id"] for name, value in inputs.items() if isinstance(value, dict) and "pad_id" in value}
 
 
 def check_recipe(recipe: Recipe, task: TaskKind) -> None:
