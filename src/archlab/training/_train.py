@@ -142,9 +142,11 @@ def check_fit(parsed, dataset, task: TaskKind | str) -> None:
     for _, node in parsed.walk() if vocab is not None else ():
         bound = node.layer_type.id_bound if isinstance(node, LayerNode) else None
         if bound and getattr(node.params, bound) < vocab:
-            raise SpecError(f"the {node.kind}'s {bound} is {getattr(node.params, bound)} but {dataset.name} has "
-                            f"{vocab} ids (its categorical fields' vocabularies together): set {bound}: {vocab}",
-                            f"{node.path}.{node.kind}.{bound}")
+            have = getattr(node.params, bound)
+            why, other = (("the tokenizer's vocabulary", f", or train.tokenizer.vocab_size: {have}")
+                          if hasattr(dataset, "tokenizers") else ("its categorical fields' vocabularies together", ""))
+            raise SpecError(f"the {node.kind}'s {bound} is {have} but {dataset.name} has {vocab} ids ({why}): set "
+                            f"{bound}: {vocab}{other}", f"{node.path}.{node.kind}.{bound}")
     declared = parsed.spec.to_dict().get("task") or {}
     if declared.get("classes") not in (None, dataset.num_classes):
         raise SpecError(f"task.classes is {declared['classes']} but {dataset.name} has {dataset.num_classes} classes",
