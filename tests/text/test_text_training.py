@@ -29,19 +29,19 @@ def corpus(tmp_path_factory) -> str:
     return f"text:{folder / 'c.en'},{folder / 'c.de'}"
 
 
-def spec(data: str, vocab: int = 48, embed: int | None = None) -> dict:
-    inputs = {"source": {"shape": [10], "dtype": "long", "pad_id": 0},
-              "target": {"shape": [10], "dtype": "long", "pad_id": 0}}
+def spec(data: str, vocab: int = 80, embed: int | None = None) -> dict:
+    inputs = {"source": {"shape": [12], "dtype": "long", "pad_id": 0},
+              "target": {"shape": [12], "dtype": "long", "pad_id": 0}}
     return {
         "name": "tiny-mt", "inputs": inputs, "task": {"kind": "seq2seq"},
         "graph": {
             "encoder": {"from": "source", "layers": [
                 {"embedding": {"input_dim": embed or vocab, "output_dim": 32}, "name": "emb"},
-                {"positional_embedding": {"max_len": 10, "kind": "sinusoidal"}},
+                {"positional_embedding": {"max_len": 12, "kind": "sinusoidal"}},
                 {"transformer_encoder": {"num_heads": 2, "ff_dim": 64, "dropout": 0.0}}]},
             "embedded": {"from": "target", "layers": [
                 {"embedding": {"input_dim": embed or vocab, "output_dim": 32}, "tie": "emb"},
-                {"positional_embedding": {"max_len": 10, "kind": "sinusoidal"}}]},
+                {"positional_embedding": {"max_len": 12, "kind": "sinusoidal"}}]},
             "dec": {"from": ["embedded", "encoder"], "layers": [
                 {"transformer_decoder": {"num_heads": 2, "ff_dim": 64, "dropout": 0.0, "causal": True}},
                 {"dense": {"units": vocab}}]},
@@ -58,7 +58,7 @@ def test_a_parallel_corpus_trains_evaluates_with_bleu_and_translates(tmp_path, c
     run = result.run_dir
     assert (run / "tokenizer.json").is_file()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["text"]["vocab_size"] == 48 and summary["text"]["truncated"] == {}
+    assert summary["text"]["vocab_size"] == 80 and summary["text"]["truncated"] == {}
     assert result.test_metrics["token_accuracy"] > 0.8
 
     evaluation = evaluate_run(run, weights="last")
@@ -71,7 +71,7 @@ def test_a_parallel_corpus_trains_evaluates_with_bleu_and_translates(tmp_path, c
 
 
 def test_an_embedding_smaller_than_the_vocabulary_says_what_to_change(tmp_path, corpus) -> None:
-    with pytest.raises(SpecError, match=r"input_dim is 40 but .* has 48 ids.*set input_dim: 48"):
+    with pytest.raises(SpecError, match=r"input_dim is 40 but .* has 80 ids.*set input_dim: 80"):
         train(spec(corpus, embed=40), out=tmp_path, verbose=0)
     assert list(tmp_path.iterdir()) == []
 
