@@ -297,3 +297,40 @@ def test_deepfm_flops_are_its_parts():
     assert deepfm.flops == fm + first_order + mlp_flops + 2 + sigmoid  # two adds of (1,)
     macs, mlp_flops, _ = parts(8)
     assert archlab.analyze(recsys_path("wide-deep-movielens")).flops == first_order + mlp_flops + 1 + sigmoid
+
+
+def _transformer_params(v: int = 8000, d: int = 256, ff: int = 1024) -> int:
+    attention = 4 * d * d + 4 * d
+    block_ff = 2 * d * ff + ff + d
+    encoder = attention + block_ff + 4 * d  # two layer norms
+    decoder = 2 * attention + block_ff + 6 * d  # three
+    return v * d + 3 * encoder + 2 * d + 3 * decoder + 2 * d  # one tied embedding/head, two final norms
+
+
+#: The sequence examples by folder and name, parameters derived by hand (one shared vocabulary, tied).
+SEQUENCE_PINNED = {
+    ("translation", "transformer-multi30k"): _transformer_params(),
+    ("translation", "gru-attention-multi30k"): (8000 * 256 + 2 * 3 * (256 * 256 + 256 * 256 + 2 * 256)
+                                                + (512 * 256 + 256) + 3 * (256 * 256 + 256 * 256 + 2 * 256)
+                                                + 256 * (256 + 256 + 2) + (512 * 256 + 256)),
+    ("lm", "gpt-multi30k"): 8000 * 256 + 64 * 256 + 4 * (4 * 256 * 256 + 4 * 256 + 2 * 256 * 1024 + 1024 + 256
+                                                         + 4 * 256) + 2 * 256,
+}
+
+
+def test_every_sequence_example_is_pinned():
+    found = {(p.parent.name, p.stem) for folder in ("translation", "lm") for p in (EXAMPLES / folder).glob("*.yaml")}
+    assert found == set(SEQUENCE_PINNED)
+
+
+@pytest.mark.parametrize("folder,name", sorted(SEQUENCE_PINNED))
+def test_sequence_examples_params_header_and_forward(folder, name):
+    path = EXAMPLES / folder / f"{name}.yaml"
+    assert f"{SEQUENCE_PINNED[folder, name]:,}" in path.read_text().split("\nname:")[0]
+    spec = archlab.load(str(path))
+    assert archlab.analyze(spec).total_params == SEQUENCE_PINNED[folder, name]
+    model = archlab.build(spec).eval()
+    ids = torch.randint(1, 8000, (2, 64))
+    with torch.no_grad():
+        out = model(source=ids, target=ids) if folder == "translation" else model(ids)
+    assert out.shape == (2, 64, 8000)
