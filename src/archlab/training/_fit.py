@@ -22,6 +22,7 @@ from torch import nn
 from archlab._inputs import SINGLE, as_named, input_bytes, map_inputs
 from archlab.analysis import available_memory
 from archlab.exceptions import SpecError
+from archlab.layers._registry import fmt_shape
 from archlab.spec import Spec
 from archlab.tasks import TaskKind, as_task
 
@@ -86,10 +87,6 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
     return map_inputs(lambda a: a[:cut], x), y[:cut], map_inputs(lambda a: a[cut:], x), y[cut:]
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
 def input_sources(parsed: Any, provided: dict[str, tuple[int, ...]], data_name: str) -> dict[str, str]:
     """Which of the data's inputs feeds each of the spec's: ``{spec input: data input}``.
 
@@ -102,12 +99,12 @@ def input_sources(parsed: Any, provided: dict[str, tuple[int, ...]], data_name: 
             for several inputs, or several named inputs for one.
     """
     wanted = list(parsed.raw_inputs)
-    offered = ", ".join(f"{k} {_shape(v)}" for k, v in provided.items())
+    offered = ", ".join(f"{k} {fmt_shape(v)}" for k, v in provided.items())
     if SINGLE in provided and len(provided) == 1:  # one array
         if len(wanted) == 1:
             return {wanted[0]: SINGLE}
         raise SpecError(f"the spec takes the inputs {', '.join(wanted)} but {data_name} gives one input array "
-                        f"{_shape(provided[SINGLE])}; give the data named inputs (npz arrays 'x/<name>', or csv "
+                        f"{fmt_shape(provided[SINGLE])}; give the data named inputs (npz arrays 'x/<name>', or csv "
                         "categorical= with dense=), or write the spec with one input", "inputs")
     if not parsed.is_graph:
         if len(provided) == 1:
