@@ -14,11 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["SINGLE", "as_named", "call_model", "first_input", "input_bytes", "is_named", "map_inputs", "num_rows"]
+__all__ = ["SINGLE", "as_named", "call_model", "first_input", "fmt_shape", "input_bytes", "is_named", "map_inputs",
+           "num_rows"]
 
 A = TypeVar("A")
 #: The name a spec's single ``input`` goes by (``ParsedSpec.raw_inputs["input"]``).
 SINGLE = "input"
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    """Format a shape as Python prints a tuple, (128,), (64, 5, 5), for every message about shapes."""
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def is_named(x: object) -> bool:

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archlab._inputs import fmt_shape
 from archlab.exceptions import RegistryError, ShapeError, SpecError, suggest
 from archlab.layers import Cost, LayerParams, LayerType, TensorInfo, get_layer
-from archlab.layers._registry import fmt_shape
 from archlab.spec import Spec, find_markers, load
 
 __all__ = ["CONNECTIONS", "Connection", "GraphBlock", "LayerNode", "Merge", "Node", "ParallelNode", "ParsedSpec",

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from archlab._inputs import SINGLE, as_named, is_named
+from archlab._inputs import SINGLE, as_named, fmt_shape, is_named
 from archlab.exceptions import ArchlabError
 
 __all__ = ["TEST_SIZE", "SPLIT_SEED", "DataError", "Dataset", "Field", "Task", "encode_labels", "split_train_test"]
@@ -41,10 +41,6 @@ class DataError(ArchlabError, ValueError):
     def __init__(self, message: str, path: object = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(message)
-
-
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 @dataclass(frozen=True)
@@ -154,14 +150,14 @@ class Dataset:
                 if not isinstance(x, np.ndarray):
                     raise DataError(f"{where}: {label} must be a numpy array, got {type(x).__name__}")
                 if x.ndim < 2 or len(x) != len(y):
-                    raise DataError(f"{where}: {label} {_fmt_shape(x.shape)} and y_{split} {_fmt_shape(y.shape)} "
+                    raise DataError(f"{where}: {label} {fmt_shape(x.shape)} and y_{split} {fmt_shape(y.shape)} "
                                     "must be (N, *input_shape) and (N, ...) with the same N")
         for key, shape in self.input_shapes.items():
             test_shape = as_named(self.x_test)[key].shape[1:]
             if shape != test_shape:
                 label = "" if not self.named else f"[{key!r}]"
-                raise DataError(f"{where}: x_train{label} {_fmt_shape(shape)} and x_test{label} "
-                                f"{_fmt_shape(test_shape)} must have the same input shape")
+                raise DataError(f"{where}: x_train{label} {fmt_shape(shape)} and x_test{label} "
+                                f"{fmt_shape(test_shape)} must have the same input shape")
         if self.fields is not None:
             ids = self.fields_input
             if ids not in self.input_shapes or self.input_shapes[ids] != (len(self.fields),):
@@ -215,8 +211,8 @@ class Dataset:
 
     def describe(self) -> str:
         """One line for logs and run records: name, task, shapes, counts, classes."""
-        shapes = (", ".join(f"{k} {_fmt_shape(s)}" for k, s in self.input_shapes.items()) if self.named
-                  else _fmt_shape(self.input_shape))
+        shapes = (", ".join(f"{k} {fmt_shape(s)}" for k, s in self.input_shapes.items()) if self.named
+                  else fmt_shape(self.input_shape))
         text = (f"{self.name}: {self.task}, input{'s' if self.named else ''} {shapes}, "
                 f"{self.train_samples} train / {self.test_samples} test samples")
         if self.classes is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from archlab._inputs import fmt_shape
 from archlab._registry import Registry
 from archlab.exceptions import RegistryError, ShapeError
 
@@ -33,11 +34,6 @@ __all__ = ["Cost", "InputRule", "KeepsChannels", "KerasStyle", "LayerParams", "L
            "register_layer", "registry"]
 
 DType = Literal["float", "long"]
-
-
-def fmt_shape(shape: tuple[int, ...]) -> str:
-    """Format a shape as Python prints a tuple: (128,), (64, 5, 5)."""
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from archlab._inputs import fmt_shape
 from archlab.exceptions import SpecError
 
 from . import _plots
@@ -17,10 +18,6 @@ if TYPE_CHECKING:  # numpy too: the arrays' own methods do the work (see _regist
     import torch
 
 __all__ = ["Binary", "Classification", "Multilabel", "Regression"]
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 @register_task("classification")
@@ -43,7 +40,7 @@ class Classification(TaskKind):
 
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
         if shape != (dataset.num_classes,):
-            raise SpecError(f"the model's output is {_fmt(shape)} but {dataset.name} has {dataset.num_classes} "
+            raise SpecError(f"the model's output is {fmt_shape(shape)} but {dataset.name} has {dataset.num_classes} "
                             f"classes: end the spec with dense: {{units: {dataset.num_classes}, activation: softmax}}",
                             "layers")
 
@@ -92,7 +89,7 @@ class Binary(TaskKind):
 
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
         if shape != (1,):
-            raise SpecError(f"task binary needs one output unit but the model's output is {_fmt(shape)}: end with "
+            raise SpecError(f"task binary needs one output unit but the model's output is {fmt_shape(shape)}: end with "
                             "dense: {units: 1, activation: sigmoid}", "layers")
 
     def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -137,14 +134,14 @@ class Multilabel(TaskKind):
         y = dataset.y_train
         if y.ndim != 2 or not ((y == 0) | (y == 1)).all():
             raise SpecError(f"task multilabel needs 0/1 targets of shape (samples, labels) but {dataset.name}'s "
-                            f"are {_fmt(y.shape)}" + ("" if y.ndim != 2 else " with values other than 0 and 1")
+                            f"are {fmt_shape(y.shape)}" + ("" if y.ndim != 2 else " with values other than 0 and 1")
                             + ": give one 0/1 column per label, or set task.kind: regression", "task.kind")
 
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
         labels = dataset.y_train.shape[1]
         if shape != (labels,):
             raise SpecError(f"task multilabel needs one output unit per label ({labels}) but the model's output is "
-                            f"{_fmt(shape)}: end with dense: {{units: {labels}, activation: sigmoid}}", "layers")
+                            f"{fmt_shape(shape)}: end with dense: {{units: {labels}, activation: sigmoid}}", "layers")
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
         return (scores > 0.5).astype("int64")
@@ -177,8 +174,8 @@ class Regression(TaskKind):
     def check_output(self, shape: tuple[int, ...], dataset: Any) -> None:
         values = math.prod(dataset.y_train.shape[1:])
         if math.prod(shape) != values:
-            raise SpecError(f"the model's output is {_fmt(shape)} but {dataset.name} has {values} target value(s) per "
-                            f"sample: end with dense: {{units: {values}}} (no activation)", "layers")
+            raise SpecError(f"the model's output is {fmt_shape(shape)} but {dataset.name} has {values} target "
+                            f"value(s) per sample: end with dense: {{units: {values}}} (no activation)", "layers")
 
     def artefacts(self, predictions: Predictions, classes: list[str] | None,
                   title: str) -> tuple[dict[str, Any], dict[str, Any]]:

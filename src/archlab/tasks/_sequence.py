@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from archlab._inputs import fmt_shape
 from archlab._tokens import PAD_ID  # ignored by the loss and the metrics
 from archlab.exceptions import SpecError
 
@@ -26,10 +27,6 @@ if TYPE_CHECKING:  # see _registry.py: importing the registry loads no heavy lib
 __all__ = ["LanguageModel", "Seq2Seq", "corpus_bleu", "corpus_chrf", "token_loss"]
 
 _PREDICT_ROWS = 256  # log-softmax over (rows, T, V) at a time: a test split's full (N, T, V) copy can be GBs
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def token_loss(label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -80,7 +77,7 @@ class _TokenTask(TaskKind):
         if shape != (length, vocab):
             raise SpecError(f"task {self.name} needs logits (T, V) = ({length}, {vocab}), one score per position of "
                             f"the {length}-token input and token of the tokenizer's {vocab}, but the model's output is "
-                            f"{_fmt(shape)}: end with dense: {{units: {vocab}}} (no activation)"
+                            f"{fmt_shape(shape)}: end with dense: {{units: {vocab}}} (no activation)"
                             + (f", or set train.tokenizer.vocab_size to {shape[-1]} and train again"
                                if len(shape) == 2 and shape[0] == length else ""), "layers")
 

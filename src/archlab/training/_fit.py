@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from archlab._inputs import SINGLE, as_named, input_bytes, map_inputs
+from archlab._inputs import SINGLE, as_named, fmt_shape, input_bytes, map_inputs
 from archlab.analysis import available_memory
 from archlab.exceptions import SpecError
-from archlab.layers._registry import fmt_shape
 from archlab.spec import Spec
 from archlab.tasks import TaskKind, as_task
 
