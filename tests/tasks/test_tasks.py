@@ -317,3 +317,13 @@ def test_a_task_without_its_loss_or_output_check_is_refused_at_registration() ->
     with pytest.raises(RegistryError, match=r"must define check_output and loss$"):
         register_task("bare")(type("Bare", (TaskKind,), {}))
     assert "no_loss" not in tasks and "bare" not in tasks
+
+
+def test_roc_and_pr_figures_show_the_models_auc_and_average_precision_beside_chance() -> None:
+    from archlab.tasks import _plots
+
+    y, p = np.array([0, 1, 1, 0, 1, 0]), np.array([0.1, 0.8, 0.6, 0.4, 0.3, 0.2])
+    roc = [t.get_text() for t in _plots.roc_figure(y, p, "t").axes[0].get_legend().get_texts()]
+    pr = [t.get_text() for t in _plots.pr_figure(y, p, "t").axes[0].get_legend().get_texts()]
+    assert roc == [f"model (AUC = {skm.roc_auc_score(y, p):.2f})", "Chance level (AUC = 0.5)"]
+    assert pr == [f"model (AP = {skm.average_precision_score(y, p):.2f})", "Chance level (AP = 0.50)"]

@@ -41,36 +41,26 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Any:
     return fig
 
 
-def roc_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Any:
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+def _curve_figure(display: Any, y_true: np.ndarray, scores: np.ndarray, title: str) -> Any:
+    """One scikit-learn curve display (its own axes labels, AUC/AP label and chance line) on a figure."""
     plt = _pyplot()
-    fpr, tpr, _ = roc_curve(y_true, scores)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y_true, scores):.4f}")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.legend(loc="lower right")
+    display.from_predictions(y_true, scores, ax=ax, name="model", plot_chance_level=True)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def roc_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Any:
+    from sklearn.metrics import RocCurveDisplay
+
+    return _curve_figure(RocCurveDisplay, y_true, scores, title)
 
 
 def pr_figure(y_true: np.ndarray, scores: np.ndarray, title: str) -> Any:
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from sklearn.metrics import PrecisionRecallDisplay
 
-    plt = _pyplot()
-    precision, recall, _ = precision_recall_curve(y_true, scores)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(recall, precision, label=f"average precision {average_precision_score(y_true, scores):.4f}")
-    ax.axhline(float(y_true.mean()), linestyle="--", color="grey", label="chance (positive rate)")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.legend(loc="lower left")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _curve_figure(PrecisionRecallDisplay, y_true, scores, title)
 
 
 def residuals_figure(y_true: np.ndarray, predicted: np.ndarray, title: str) -> Any:
