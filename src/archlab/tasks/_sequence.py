@@ -119,6 +119,9 @@ class Seq2Seq(_TokenTask):
     data_tasks = ("seq2seq",)
     inputs = ("source", "target")
 
+    def target_input(self, inputs: dict[str, tuple[int, ...]]) -> str | None:
+        return "target" if "target" in inputs else None
+
     def decoded_metrics(self, model: Any, dataset: Any, split: str, **options: Any) -> dict[str, float]:
         """sacreBLEU (13a, cased, on detokenized output) and chrF2 of the split's translations,
         decoded greedily or with ``beam_size`` (``archlab.generation.translate``)."""
@@ -148,6 +151,10 @@ class LanguageModel(_TokenTask):
     loss_name = "next_token_cross_entropy"
     data_tasks = ("language_model",)
     inputs = ("tokens",)
+
+    def target_input(self, inputs: dict[str, tuple[int, ...]]) -> str | None:
+        """The one input, whatever its name (the sequential form calls it ``input``), as training reads it."""
+        return next(iter(inputs)) if len(inputs) == 1 else None
 
 
 def _check_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> None:
