@@ -122,6 +122,10 @@ class TaskKind(abc.ABC):
         (a translation's BLEU); ``evaluate`` adds them to the split's metrics. None for most tasks."""
         return {}
 
+    #: the keyword options ``predict_text`` takes (``beam_size`` of a translation, a language model's
+    #: sampling): predict refuses the others by name instead of ignoring them
+    text_options: ClassVar[tuple[str, ...]] = ()
+
     def predict_text(self, model: Any, tokenizers: Any, sentences: list[str], parsed: Any,
                      **options: Any) -> list[dict[str, Any]]:
         """Predictions for sentences, for the tasks that read text (a translation each)."""

@@ -1,0 +1,141 @@
+"""Text runs through the command line: evaluate on a text data set's named splits, a language
+model's continuations from predict, and bad text input refused with one message (exit 2) before
+anything is written."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from archlab.cli import run
+from archlab.data import TextDataset, TextSplit, find_data_dir, register_dataset, registry
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
+         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    code = run([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_bad_input(code: int, out: str, err: str, *fragments: str) -> None:
+    """Exit 2, one error line, no traceback."""
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    flat = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in flat, (fragment, err)
+
+
+def pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """A word-for-word 'translation' of 3-5 words a sentence."""
+    rng = random.Random(seed)
+    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(n)]
+    return [(s, " ".join(WORDS[w] for w in s.split())) for s in english]
+
+
+def write_corpus(folder: Path, rows: list[tuple[str, str]]) -> str:
+    (folder / "c.en").write_text("".join(s + "\n" for s, _ in rows), encoding="utf-8")
+    (folder / "c.de").write_text("".join(t + "\n" for _, t in rows), encoding="utf-8")
+    return f"text:{folder / 'c.en'},{folder / 'c.de'}"
+
+
+def mt_spec(data: str, vocab: int = 60, epochs: int = 3) -> dict:
+    inputs = {"source": {"shape": [8], "dtype": "long", "pad_id": 0},
+              "target": {"shape": [8], "dtype": "long", "pad_id": 0}}
+    return {
+        "name": "tiny-mt", "inputs": inputs, "task": {"kind": "seq2seq"},
+        "graph": {
+            "encoder": {"from": "source", "layers": [
+                {"embedding": {"input_dim": vocab, "output_dim": 16}, "name": "emb"},
+                {"positional_embedding": {"max_len": 8, "kind": "sinusoidal"}},
+                {"transformer_encoder": {"num_heads": 2, "ff_dim": 32, "dropout": 0.0}}]},
+            "embedded": {"from": "target", "layers": [
+                {"embedding": {"input_dim": vocab, "output_dim": 16}, "tie": "emb"},
+                {"positional_embedding": {"max_len": 8, "kind": "sinusoidal"}}]},
+            "dec": {"from": ["embedded", "encoder"], "layers": [
+                {"transformer_decoder": {"num_heads": 2, "ff_dim": 32, "dropout": 0.0, "causal": True}},
+                {"dense": {"units": vocab}}]},
+        },
+        "outputs": "dec",
+        "train": {"data": data, "epochs": epochs, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003},
+                  "validation_split": 0.1, "tokenizer": {"kind": "bpe", "vocab_size": vocab}, "device": "cpu"},
+    }
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# -- evaluate on named splits ---------------------------------------------------------------------
+
+NAMED = {"train": pairs(200, 0), "val": pairs(20, 1), "test_a": pairs(30, 2), "test_b": pairs(17, 3)}
+
+
+@pytest.fixture(scope="module")
+def named_run(tmp_path_factory) -> Path:
+    """A tiny translation run on a data set with named held-out splits (as Multi30k has), registered
+    for this module."""
+    @register_dataset("toy-named", override=True)
+    def _load(request) -> TextDataset:
+        splits = {name: TextSplit(tuple(s for s, _ in rows), tuple(t for _, t in rows)) for name, rows in NAMED.items()}
+        return TextDataset(request.name, "seq2seq", splits, "memory", ("en", "de"), validation="val",
+                           test_splits=("test_a", "test_b"))
+
+    folder = tmp_path_factory.mktemp("named")
+    spec = write_spec(folder / "spec.yaml", mt_spec("toy-named"))
+    code = run(["train", str(spec), "--out", str(folder / "runs"), "-q"])
+    assert code == 0
+    yield next((folder / "runs").iterdir())
+    registry.unregister("toy-named")
+
+
+def test_evaluate_takes_a_text_data_sets_named_split(capsys, named_run: Path) -> None:
+    code, out, err = cli(capsys, "evaluate", named_run, "--split", "test_b")
+    assert code == 0, err
+    record = json.loads((named_run / "evaluation-test_b-best.json").read_text())
+    assert (record["split"], record["samples"]) == ("test_b", 17)  # test_b's 17 pairs, not test_a's 30
+    assert {"bleu", "chrf", "perplexity", "token_accuracy"} <= set(record["metrics"])
+    assert out.splitlines()[0] == "toy-named test_b (17 samples, best weights)"
+    # test is the usual held-out split (the first one): the same numbers as test_a by its name
+    assert cli(capsys, "evaluate", named_run, "--split", "test")[0] == 0
+    assert cli(capsys, "evaluate", named_run, "--split", "test_a")[0] == 0
+    usual = json.loads((named_run / "evaluation-test-best.json").read_text())
+    by_name = json.loads((named_run / "evaluation-test_a-best.json").read_text())
+    assert usual["samples"] == by_name["samples"] == 30
+    assert usual["metrics"] == by_name["metrics"] != record["metrics"]
+
+
+def test_an_unknown_split_lists_the_data_sets_splits(capsys, named_run: Path) -> None:
+    before = sorted(p.name for p in named_run.iterdir())
+    code, out, err = cli(capsys, "evaluate", named_run, "--split", "test_c")
+    assert_bad_input(code, out, err, "--split 'test_c': toy-named has the splits test, train, val, test_a, test_b")
+    assert sorted(p.name for p in named_run.iterdir()) == before
+
+
+@pytest.mark.skipif(find_data_dir("multi30k") is None, reason="the Multi30k files are not here")
+def test_a_multi30k_run_knows_multi30ks_splits(capsys, tmp_path: Path) -> None:
+    """Reads the real files' splits only: the split is refused before weights or encoding."""
+    from archlab.training import resolve_recipe
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "translation" / "transformer-multi30k.yaml"
+    shutil.copy(example, tmp_path / "spec.yaml")
+    recipe = resolve_recipe(yaml.safe_load(example.read_text())["train"])
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json")), encoding="utf-8")
+    (tmp_path / "tokenizer.json").write_text("{}", encoding="utf-8")  # a text run; never read before the refusal
+    code, out, err = cli(capsys, "evaluate", tmp_path, "--split", "test_2019_flickr")
+    assert_bad_input(code, out, err, "--split 'test_2019_flickr': multi30k has the splits test, train, val, "
+                     "test_2016_flickr, test_2017_flickr, test_2018_flickr, test_2017_mscoco; did you mean "
+                     "'test_2018_flickr'?")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "spec.yaml", "tokenizer.json"]
