@@ -139,3 +139,84 @@ def test_a_multi30k_run_knows_multi30ks_splits(capsys, tmp_path: Path) -> None:
                      "test_2016_flickr, test_2017_flickr, test_2018_flickr, test_2017_mscoco; did you mean "
                      "'test_2018_flickr'?")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "spec.yaml", "tokenizer.json"]
+
+
+# -- a language model's continuations -----------------------------------------------------------------
+
+SUBJECTS = ("a man", "a woman", "a dog", "two girls")
+ACTIONS = ("is riding a bike", "is eating an apple", "runs on the grass", "sits on a bench")
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> Path:
+    """A tiny decoder-only LM on 400 sentences 'SUBJECT ACTION' of a plain corpus."""
+    folder = tmp_path_factory.mktemp("lm")
+    rng = random.Random(0)
+    lines = [f"{rng.choice(SUBJECTS)} {rng.choice(ACTIONS)}" for _ in range(400)]
+    (folder / "corpus.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    spec = {"name": "tiny-lm", "input": {"shape": [10], "dtype": "long", "pad_id": 0},
+            "task": {"kind": "language_model"},
+            "layers": [{"embedding": {"input_dim": 60, "output_dim": 32}, "name": "wte"},
+                       {"positional_embedding": {"max_len": 10, "kind": "learned"}},
+                       {"transformer_encoder": {"num_heads": 2, "ff_dim": 64, "dropout": 0.0, "causal": True,
+                                                "norm_first": True}},
+                       {"layernorm": {}}, {"dense": {"units": 60}}],
+            "train": {"data": f"text:{folder / 'corpus.txt'}", "epochs": 8, "batch_size": 32,
+                      "optimizer": {"name": "adam", "lr": 0.005}, "validation_split": 0.1,
+                      "tokenizer": {"kind": "bpe", "vocab_size": 60}, "device": "cpu"}}
+    path = write_spec(folder / "lm.yaml", spec)
+    assert run(["train", str(path), "--out", str(folder / "runs"), "-q"]) == 0
+    return next((folder / "runs").iterdir())
+
+
+def test_predict_continues_a_prompt_greedily(capsys, lm_run: Path) -> None:
+    code, out, err = cli(capsys, "predict", lm_run, "a man", "--greedy")
+    assert code == 0, err
+    [line] = out.splitlines()
+    assert line.startswith("a man is ") or line.startswith("a man runs ") or line.startswith("a man sits "), line
+    assert line.removeprefix("a man ") in ACTIONS  # the corpus' one way to go on, ended by </s>
+    # temperature 0 is greedy too
+    assert cli(capsys, "predict", lm_run, "a man", "--temperature", "0")[1] == out
+
+
+def test_sampling_is_reproducible_with_a_seed_and_reads_a_file_of_prompts(capsys, lm_run: Path,
+                                                                         tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dog\n\ntwo girls\n", encoding="utf-8")  # blank lines are skipped
+    args = ("predict", lm_run, prompts, "--temperature", "1.5", "--top-k", "20", "--top-p", "0.95",
+            "--max-new-tokens", "6", "--seed", "3")
+    code, first, err = cli(capsys, *args)
+    assert code == 0, err
+    lines = first.splitlines()
+    assert [line.split()[:2] for line in lines] == [["a", "dog"], ["two", "girls"]]
+    assert cli(capsys, *args)[1] == first  # the same seed, the same samples
+    draws = {cli(capsys, *args[:-1], str(seed))[1] for seed in range(6)}
+    assert len(draws) > 1  # it does sample: other seeds give other continuations
+
+
+def test_max_new_tokens_bounds_the_continuation(lm_run: Path) -> None:
+    from archlab.training import predict_run
+
+    [one] = predict_run(lm_run, "a woman", greedy=True, max_new_tokens=1)
+    [full] = predict_run(lm_run, "a woman", greedy=True)
+    assert one["prompt"] == full["prompt"] == "a woman"
+    assert len(one["continuation"].split()) == 1 and full["continuation"].startswith(one["continuation"])
+    assert full["text"] == f"a woman {full['continuation']}"
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--temperature", "-1"], "--temperature is 0 (greedy) or more, got -1.0"),
+    (["--top-p", "0"], "--top-p is in (0, 1] (the probability mass kept), got 0.0"),
+    (["--top-p", "1.5"], "--top-p is in (0, 1] (the probability mass kept), got 1.5"),
+    (["--top-k", "0"], "--top-k is 1 or more (the likeliest tokens kept), got 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens is 1 or more, got 0"),
+    (["--beam", "4"], "--beam does not apply to a language_model run; it takes --max-new-tokens, --greedy, "
+                      "--temperature, --top-k, --top-p, --seed: drop it"),
+])
+def test_bad_sampling_options_exit_2(capsys, lm_run: Path, args: list[str], fragment: str) -> None:
+    assert_bad_input(*cli(capsys, "predict", lm_run, "a man", *args), fragment)
+
+
+def test_sampling_options_do_not_apply_to_a_translation(capsys, named_run: Path) -> None:
+    assert_bad_input(*cli(capsys, "predict", named_run, "a dog runs", "--top-k", "5", "--seed", "1"),
+                     "--top-k, --seed do not apply to a seq2seq run; it takes --beam: drop them")
