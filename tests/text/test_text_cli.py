@@ -220,3 +220,109 @@ def test_bad_sampling_options_exit_2(capsys, lm_run: Path, args: list[str], frag
 def test_sampling_options_do_not_apply_to_a_translation(capsys, named_run: Path) -> None:
     assert_bad_input(*cli(capsys, "predict", named_run, "a dog runs", "--top-k", "5", "--seed", "1"),
                      "--top-k, --seed do not apply to a seq2seq run; it takes --beam: drop them")
+
+
+# -- bad text input: one message, exit 2, nothing written -------------------------------------------------
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_corpus(folder, pairs(60, 0))
+    return folder
+
+
+def train_refused(capsys, tmp_path: Path, spec: dict, *fragments: str) -> None:
+    """``archlab train`` exits 2 with one message holding ``fragments`` and leaves --out empty."""
+    out = tmp_path / "runs"
+    out.mkdir()
+    path = write_spec(tmp_path / "bad.yaml", spec)
+    assert_bad_input(*cli(capsys, "train", path, "--out", out, "-q"), *fragments)
+    assert list(out.iterdir()) == []
+
+
+def test_parallel_files_of_different_lengths(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+    target = corpus_dir / "c.de"
+    target.write_text("".join(target.read_text(encoding="utf-8").splitlines(keepends=True)[:-2]), encoding="utf-8")
+    train_refused(capsys, tmp_path, mt_spec(f"text:{corpus_dir / 'c.en'},{target}"),
+                  f"parallel files differ in length: {corpus_dir / 'c.en'} has 60 lines but {target} has 58")
+
+
+def test_an_empty_line(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+    source = corpus_dir / "c.en"
+    lines = source.read_text(encoding="utf-8").splitlines()
+    lines[6] = "  "
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    train_refused(capsys, tmp_path, mt_spec(f"text:{source},{corpus_dir / 'c.de'}"),
+                  f"{source}, line 7: empty line", "remove the line, in both files")
+
+
+def test_a_decoder_whose_memory_is_not_connected(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+    spec = mt_spec(f"text:{corpus_dir / 'c.en'},{corpus_dir / 'c.de'}")
+    spec["graph"]["dec"]["from"] = "embedded"  # the encoder's output left unread
+    train_refused(capsys, tmp_path, spec, "graph.dec.from: transformer_decoder reads 2 tensors, [x, memory], but "
+                  "node 'dec' reads only 'embedded': its memory (the encoder's output) is not connected, and "
+                  "'encoder' is read by nothing; write from: [embedded, encoder]")
+
+
+def test_an_additive_cross_attention_without_an_encoder(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+    spec = mt_spec(f"text:{corpus_dir / 'c.en'},{corpus_dir / 'c.de'}")
+    del spec["graph"]["encoder"]
+    spec["graph"]["embedded"]["layers"][0] = {"embedding": {"input_dim": 60, "output_dim": 16}}
+    spec["graph"]["dec"] = {"from": "embedded", "layers": [{"additive_cross_attention": {"units": 8}},
+                                                         {"dense": {"units": 60}}]}
+    train_refused(capsys, tmp_path, spec, "graph.dec.from: additive_cross_attention reads 2 tensors",
+                  "input 'source' is read by nothing: encode it in a node (e.g. embedding, transformer_encoder) "
+                  "and write from: [embedded, that node]")
+
+
+def test_an_embedding_that_does_not_match_the_tokenizer(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+    spec = mt_spec(f"text:{corpus_dir / 'c.en'},{corpus_dir / 'c.de'}")
+    for node in ("encoder", "embedded"):
+        spec["graph"][node]["layers"][0]["embedding"]["input_dim"] = 40
+    train_refused(capsys, tmp_path, spec, "graph.encoder.layers[0].embedding.input_dim: the embedding's input_dim "
+                  "is 40 but text:", "has 60 ids (the tokenizer's vocabulary): set input_dim: 60, or "
+                  "train.tokenizer.vocab_size: 40")
+
+
+def test_an_output_head_that_does_not_match_the_tokenizer(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+    spec = mt_spec(f"text:{corpus_dir / 'c.en'},{corpus_dir / 'c.de'}")
+    spec["graph"]["dec"]["layers"][1]["dense"]["units"] = 50
+    train_refused(capsys, tmp_path, spec, "layers: task seq2seq needs logits (T, V) = (8, 60)",
+                  "end with dense: {units: 60} (no activation), or set train.tokenizer.vocab_size to 50")
+
+
+def test_train_reports_cut_sentences_and_unknown_characters(capsys, tmp_path: Path) -> None:
+    rows = pairs(120, 5)
+    rows[:4] = [("a big red dog runs a big red cat sits", "ein groß rot hund läuft ein groß rot katze sitzt")] * 4
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    data = write_corpus(folder, rows)
+    spec = mt_spec(data, epochs=1)
+    code, out, err = cli(capsys, "train", write_spec(tmp_path / "mt.yaml", spec), "--out", tmp_path / "runs", "-q")
+    assert code == 0, err
+    run_dir = next((tmp_path / "runs").iterdir())
+    text = json.loads((run_dir / "summary.json").read_text())["text"]
+    cut = sum(sum(by_input.values()) for by_input in text["truncated"].values())
+    assert cut >= 4  # the long sentences, 10 words in 8 positions, on both sides
+    [line] = [line for line in out.splitlines() if line.startswith("truncated: ")]
+    assert line.startswith(f"truncated: {cut} sentences longer than the spec's inputs were cut (")
+    assert "source" in line and "target" in line
+
+
+def test_train_reports_characters_the_tokenizer_never_saw(capsys, tmp_path: Path) -> None:
+    held_out = [(s + "!", t + " über") for s, t in pairs(10, 8)]  # '!' and 'ü' appear in no training sentence
+
+    @register_dataset("toy-unseen", override=True)
+    def _load(request) -> TextDataset:
+        splits = {"train": TextSplit(*map(tuple, zip(*pairs(80, 7), strict=True))),
+                  "test": TextSplit(*map(tuple, zip(*held_out, strict=True)))}
+        return TextDataset(request.name, "seq2seq", splits, "memory", test_splits=("test",))
+
+    try:
+        code, out, err = cli(capsys, "train", write_spec(tmp_path / "mt.yaml", mt_spec("toy-unseen", epochs=1)),
+                             "--out", tmp_path / "runs", "-q")
+    finally:
+        registry.unregister("toy-unseen")
+    assert code == 0, err
+    assert "unknown characters: 20 that the tokenizer never saw became <unk> (test 20; '!' 10, 'ü' 10)" in out

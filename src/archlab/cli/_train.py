@@ -38,6 +38,28 @@ def _early_stopping_line(result: training.TrainResult) -> str | None:
             f"improve for {max(es.patience, 1)} epochs); {restored}")
 
 
+def _text_lines(text: dict | None) -> list[str]:
+    """What the encoding of a text data set changed (summary.json's ``text``): sentences cut to the
+    spec's input lengths, and characters the tokenizer never saw (each became <unk>)."""
+    if not text:
+        return []
+    lines = []
+    cut = text["truncated"]
+    if cut:
+        total = sum(sum(by_input.values()) for by_input in cut.values())
+        where = "; ".join(f"{split}: " + ", ".join(f"{name} {n}" for name, n in by_input.items())
+                          for split, by_input in cut.items())
+        lines.append(f"truncated: {total} sentences longer than the spec's inputs were cut ({where}); lengthen "
+                     "the inputs (and max_len) to keep them")
+    unknown = text["unknown_characters"]
+    if unknown:
+        common = ", ".join(f"{c!r} {n}" for c, n in text.get("unknown_most_common", {}).items())
+        lines.append(f"unknown characters: {sum(unknown.values())} that the tokenizer never saw became <unk> ("
+                     + ", ".join(f"{split} {n}" for split, n in unknown.items()) + (f"; {common}" if common else "")
+                     + ")")
+    return lines
+
+
 @app.command()
 def train(
     spec: Annotated[Path | None, typer.Argument(help="The spec to train (not needed with --resume).")] = None,
@@ -71,9 +93,9 @@ def train(
                                 device=device, precision=precision, data_loading=data_loading, workers=workers)
     except Interrupted as exc:
         raise interrupted(exc) from None
-    note = _early_stopping_line(result)
-    if note:
-        _out.print(note, markup=False, soft_wrap=True)
+    for note in (_early_stopping_line(result), *_text_lines(result.summary.get("text"))):
+        if note:
+            _out.print(note, markup=False, soft_wrap=True)
     test = "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
     _out.print(f"run: {result.run_dir}", markup=False)
     _out.print(f"test: {test}", markup=False)
