@@ -402,9 +402,50 @@ def test_to_dict_is_the_json_schema():
     d = archlab.analyze(seq([8], {"dense": {"units": 4}}), batch_size=2).to_dict()
     assert list(d) == ["schema_version", "name", "batch_size", "inputs", "outputs", "total_params",
                        "trainable_params", "non_trainable_params", "buffers", "macs", "flops", "model_bytes",
-                       "training_memory_bytes", "layers", "flops_per_batch"]
+                       "training_memory_bytes", "layers", "per_target_token", "flops_per_batch"]
     assert d["schema_version"] == 1
     assert d["flops_per_batch"] == 2 * 64
     assert list(d["layers"][0]) == ["path", "type", "depth", "output_shape", "params", "trainable_params", "macs",
                                     "flops", "activation_bytes", "note"]
     json.dumps(d)  # plain data
+
+
+# -- FLOPs per target token -------------------------------------------------------------------------------
+def _seq2seq(task: dict | None) -> dict:
+    """S=5 source ids, T=3 target ids, both embedded to 4; additive cross-attention (U=3) then a dense head."""
+    spec = {"inputs": {"source": {"shape": [5], "dtype": "long"}, "target": {"shape": [3], "dtype": "long"}},
+            "graph": {"enc": {"from": "source", "layers": [{"embedding": {"input_dim": 7, "output_dim": 4}}]},
+                      "dec": {"from": "target", "layers": [{"embedding": {"input_dim": 7, "output_dim": 4}}]},
+                      "att": {"from": ["dec", "enc"], "layers": [{"additive_cross_attention": {"units": 3}},
+                                                                 {"dense": {"units": 7}}]}},
+            "outputs": "att"}
+    return spec | ({"task": task} if task else {})
+
+
+def test_seq2seq_flops_per_target_token_amortise_the_encoder_over_the_target() -> None:
+    a = archlab.analyze(_seq2seq({"kind": "seq2seq"}))
+    # cross-attention, T=3 D=4 over S=5 E=4, U=3: MACs 5*4*3 + 3*4*3 + 3*5*3 + 3*5*4 = 201, FLOPs
+    # 2*201 + 2*3*5*3 + 3*3*5 = 537; the head: 3 positions of 4 -> 7, 2*3*4*7 = 168; embeddings 0
+    assert a.flops == 537 + 168
+    assert a.per_target_token == {"task": "seq2seq", "input": "target", "tokens": 3, "encoder_included": True,
+                                  "flops": 705 / 3, "training_flops": 3 * 705 / 3}
+
+
+def test_a_language_model_counts_per_position_of_its_one_input_whatever_its_name() -> None:
+    spec = {"input": {"shape": [6], "dtype": "long"}, "task": {"kind": "language_model"},
+            "layers": [{"embedding": {"input_dim": 10, "output_dim": 4}}, {"dense": {"units": 10}}]}
+    a = archlab.analyze(spec)
+    assert a.flops == 2 * 6 * 4 * 10
+    assert a.per_target_token == {"task": "language_model", "input": "input", "tokens": 6,
+                                  "encoder_included": False, "flops": 80.0, "training_flops": 240.0}
+    assert "Forward FLOPs / target token (/ 6 'input' positions)" in a.summary()
+
+
+@pytest.mark.parametrize("task", [None, {"kind": "classification"}], ids=["no-task", "classification"])
+def test_no_flops_per_token_without_a_token_task(task) -> None:
+    spec = _seq2seq(None) | {"task": task} if task else _seq2seq(None)
+    if task:  # a classifier ends in one vector
+        spec["graph"]["att"]["layers"].insert(1, {"flatten": {}})
+    a = archlab.analyze(spec)
+    assert a.per_target_token is None
+    assert "target token" not in a.summary()

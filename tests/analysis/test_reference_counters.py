@@ -259,6 +259,23 @@ def test_transformer_decoder_fvcore():
     assert fv == ours.macs - 2 * T * T * D - 2 * T * s * D + 3 * 5 * T * D
 
 
+def test_additive_cross_attention_matches_torchs_flop_counter():
+    """Every multiply-add of the cross-attention is a matmul here (W_s s_j, W_h h_t, v^T per pair, the
+    contexts as a bmm), so torch's own FlopCounterMode, 2 FLOPs per multiply-add, sees all of them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t, d, s, e = 4, 6, 7, 5  # decoder steps and memory steps, of different widths
+    spec = {"inputs": {"x": [t, d], "memory": [s, e]},
+            "graph": {"att": {"from": ["x", "memory"], "layers": [{"additive_cross_attention": {"units": 3}}]}},
+            "outputs": "att"}
+    ours = archlab.analyze(spec)
+    model = build(spec)
+    with FlopCounterMode(display=False) as counter:
+        model(x=torch.randn(BATCH, t, d), memory=torch.randn(BATCH, s, e))
+    assert counter.get_total_flops() == BATCH * 2 * ours.macs == BATCH * 2 * (s * e * 3 + t * d * 3 + t * s * 3
+                                                                              + t * s * e)
+
+
 def test_additive_attention():
     t, d, u = 9, 6, 5
     spec = seq([t, d], {"additive_attention": {"units": u}})

@@ -140,6 +140,22 @@ def test_summary_json(capsys: pytest.CaptureFixture[str], seed: str) -> None:
     assert sum(r["flops"] for r in rows) == SEED_FLOPS
 
 
+def test_summary_gives_flops_per_target_token_of_the_translation_example(capsys: pytest.CaptureFixture[str]) -> None:
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "translation" / "transformer-multi30k.yaml")
+    code, out, err = cli(capsys, "summary", example, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    # the whole sample (encoder over the 64 source ids included) over the 64 target positions
+    assert data["per_target_token"] == {"task": "seq2seq", "input": "target", "tokens": 64, "encoder_included": True,
+                                        "flops": data["flops"] / 64, "training_flops": 3 * data["flops"] / 64}
+    code, out, err = cli(capsys, "summary", example)
+    assert code == 0, err
+    per_token = f"{data['flops'] / 64:,.0f}"
+    assert any(line.startswith("Forward FLOPs / target token (/ 64 'target' positions, encoder included)")
+               and per_token in line for line in out.splitlines())
+    assert f"{3 * data['flops'] / 64:,.0f}" in out
+
+
 def test_summary_json_equals_the_python_api(capsys: pytest.CaptureFixture[str], seed: str) -> None:
     code, out, _ = cli(capsys, "summary", seed, "--json", "--batch-size", "3")
     assert code == 0

@@ -215,7 +215,7 @@ def test_evaluations_of_other_data_weights_and_splits_overwrite_nothing(
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--weights", "middle"], "'middle' is not one of 'best', 'last'"),
-    (["--split", "valid"], "'valid' is not one of 'test', 'train'"),
+    (["--split", "valid"], "--split 'valid': digits has the splits test, train"),
     (["--data", "digitz"], "unknown dataset 'digitz'; did you mean 'digits'?"),
 ])
 def test_evaluate_bad_options(capsys: pytest.CaptureFixture[str], trained: Path, args: list[str],

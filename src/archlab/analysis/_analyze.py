@@ -24,6 +24,7 @@ from archlab.builder import (
 from archlab.builder._nodes import weight_shape
 from archlab.layers import Cost
 from archlab.spec import Spec
+from archlab.tasks import get_task
 
 __all__ = ["SCHEMA_VERSION", "Analysis", "LayerStats", "analyze"]
 
@@ -66,6 +67,8 @@ class Analysis:
     model_bytes: dict[str, int]
     training_memory_bytes: dict[str, int]
     layers: list[LayerStats] = field(default_factory=list)
+    #: for a task that predicts tokens (seq2seq, language_model): FLOPs per target position, see ``_per_token``
+    per_target_token: dict | None = None
 
     @property
     def flops_per_batch(self) -> int:
@@ -275,4 +278,27 @@ def analyze(spec: Spec | dict | str | ParsedSpec, batch_size: int = 1) -> Analys
         training_memory_bytes={"weights": weights, "gradients": gradients, "optimizer": optimizer,
                                "activations": activations, "total": weights + gradients + optimizer + activations},
         layers=walker.rows,
+        per_target_token=_per_token(parsed, totals.cost.flops),
     )
+
+
+#: training ~ forward + backward, the backward pass taking about twice the forward's FLOPs (gradients
+#: of the activations and of the weights): the usual 3x (Kaplan et al. 2020's 6N per token is 3 x 2N)
+TRAINING_FLOPS_FACTOR = 3
+
+
+def _per_token(parsed: ParsedSpec, flops: int) -> dict | None:
+    """A sample's forward FLOPs over the T positions of the input the spec's ``task.kind`` predicts
+    (``TaskKind.target_input``): seq2seq's ``target``, whose share includes the encoder's run over
+    the source, amortised over T; a language model's tokens. T is the declared length, so padding
+    counts as positions. None for other tasks, or a spec without ``task.kind``."""
+    kind = (parsed.spec.to_dict().get("task") or {}).get("kind")
+    if kind is None:
+        return None
+    shapes = {name: tuple(info.shape) for name, info in parsed.raw_inputs.items()}
+    name = get_task(kind, "task.kind").target_input(shapes)
+    if name is None or len(shapes[name]) != 1:
+        return None
+    tokens = shapes[name][0]
+    return {"task": kind, "input": name, "tokens": tokens, "encoder_included": len(shapes) > 1,
+            "flops": flops / tokens, "training_flops": TRAINING_FLOPS_FACTOR * flops / tokens}

@@ -53,6 +53,7 @@ def render(analysis: Analysis, depth: int | None = 3) -> Group:
         ("Buffers (e.g. BatchNorm statistics)", f"{analysis.buffers:,}"),
         ("Forward MACs / sample", f"{analysis.macs:,} ({human_count(analysis.macs)})"),
         ("Forward FLOPs / sample", f"{analysis.flops:,} ({human_count(analysis.flops, 'FLOPs')})"),
+        *_token_lines(analysis),
         ("Model size fp32 / bf16 / int8",
          " / ".join(human_bytes(analysis.model_bytes[k]) for k in ("fp32", "bf16", "int8"))),
         (f"Training memory, batch {analysis.batch_size} (fp32, Adam)", human_bytes(mem["total"])),
@@ -71,6 +72,17 @@ def render(analysis: Analysis, depth: int | None = 3) -> Group:
         parts.append(f"({hidden} deeper rows hidden; --depth {max(r.depth for r in analysis.layers)} shows all)")
     parts.append(totals)
     return Group(*parts)
+
+
+def _token_lines(analysis: Analysis) -> list[tuple[str, str]]:
+    """FLOPs per target token of a seq2seq or language-model spec (``Analysis.per_target_token``)."""
+    per = analysis.per_target_token
+    if per is None:
+        return []
+    where = f"/ {per['tokens']} '{per['input']}' positions" + (", encoder included" if per["encoder_included"] else "")
+    return [(f"Forward FLOPs / target token ({where})", f"{per['flops']:,.0f} ({human_count(per['flops'], 'FLOPs')})"),
+            ("Training FLOPs / target token (~3x forward)",
+             f"{per['training_flops']:,.0f} ({human_count(per['training_flops'], 'FLOPs')})")]
 
 
 def render_text(analysis: Analysis, depth: int | None = 3, width: int = 160) -> str:

@@ -663,6 +663,9 @@ def _check_all_used(graph: dict, inputs: dict, outputs: list[str]) -> None:
         reached.add(name)
         if name in graph:
             stack.extend(_sources(graph[name], f"graph.{name}"))
+    unread = [n for n in [*graph, *inputs] if n not in reached]
+    if unread:
+        _check_memory_read(graph, reached, unread)
     for name in graph:
         if name not in reached:
             raise SpecError(f"node '{name}' does not lead to any output (outputs: {', '.join(outputs)}; reached: "
@@ -671,6 +674,36 @@ def _check_all_used(graph: dict, inputs: dict, outputs: list[str]) -> None:
         if name not in reached:
             raise SpecError(f"input '{name}' is never read (reached: {', '.join(sorted(reached))}): read it with "
                             "from: or remove it", f"inputs.{name}")
+
+
+def _first_layer_type(node: Any) -> LayerType | None:
+    """The layer type of a graph node's first layer item, when it is a registered layer."""
+    layers = node.get("layers") if isinstance(node, dict) else None
+    first = layers[0] if isinstance(layers, list) and layers else None
+    name = first if isinstance(first, str) else next(iter(first), None) if isinstance(first, dict) else None
+    try:
+        return get_layer(name) if isinstance(name, str) else None
+    except RegistryError:
+        return None
+
+
+def _check_memory_read(graph: dict, reached: set[str], unread: list[str]) -> None:
+    """A decoder (transformer_decoder, additive_cross_attention) that reads one source while a branch is
+    left unread: the memory is not connected. Said at the decoder's ``from`` (the line to fix), with the
+    unread branch's end as the memory, before the unread branch is reported as such."""
+    for name in sorted(reached & set(graph)):
+        layer_type = _first_layer_type(graph[name])
+        sources = _sources(graph[name], f"graph.{name}")
+        if layer_type is None or layer_type.num_inputs < 2 or len(sources) != 1:
+            continue
+        read_by_unread = {s for n in unread if n in graph for s in _sources(graph[n], f"graph.{n}")}
+        ends = [n for n in unread if n in graph and n not in read_by_unread]
+        fix = (f"'{ends[0]}' is read by nothing; write from: [{sources[0]}, {ends[0]}]" if ends else
+               f"input '{unread[0]}' is read by nothing: encode it in a node (e.g. embedding, "
+               f"transformer_encoder) and write from: [{sources[0]}, that node]")
+        raise SpecError(f"{layer_type.name} reads 2 tensors, [x, memory], but node '{name}' reads only "
+                        f"'{sources[0]}': its memory (the encoder's output) is not connected, and {fix}",
+                        f"graph.{name}.from")
 
 
 def _input_info(value: Any, channels_last: bool, path: str, name: str) -> tuple[TensorInfo, TensorInfo]:

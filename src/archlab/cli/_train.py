@@ -38,6 +38,28 @@ def _early_stopping_line(result: training.TrainResult) -> str | None:
             f"improve for {max(es.patience, 1)} epochs); {restored}")
 
 
+def _text_lines(text: dict | None) -> list[str]:
+    """What the encoding of a text data set changed (summary.json's ``text``): sentences cut to the
+    spec's input lengths, and characters the tokenizer never saw (each became <unk>)."""
+    if not text:
+        return []
+    lines = []
+    cut = text["truncated"]
+    if cut:
+        total = sum(sum(by_input.values()) for by_input in cut.values())
+        where = "; ".join(f"{split}: " + ", ".join(f"{name} {n}" for name, n in by_input.items())
+                          for split, by_input in cut.items())
+        lines.append(f"truncated: {total} sentences longer than the spec's inputs were cut ({where}); lengthen "
+                     "the inputs (and max_len) to keep them")
+    unknown = text["unknown_characters"]
+    if unknown:
+        common = ", ".join(f"{c!r} {n}" for c, n in text.get("unknown_most_common", {}).items())
+        lines.append(f"unknown characters: {sum(unknown.values())} that the tokenizer never saw became <unk> ("
+                     + ", ".join(f"{split} {n}" for split, n in unknown.items()) + (f"; {common}" if common else "")
+                     + ")")
+    return lines
+
+
 @app.command()
 def train(
     spec: Annotated[Path | None, typer.Argument(help="The spec to train (not needed with --resume).")] = None,
@@ -71,9 +93,9 @@ def train(
                                 device=device, precision=precision, data_loading=data_loading, workers=workers)
     except Interrupted as exc:
         raise interrupted(exc) from None
-    note = _early_stopping_line(result)
-    if note:
-        _out.print(note, markup=False, soft_wrap=True)
+    for note in (_early_stopping_line(result), *_text_lines(result.summary.get("text"))):
+        if note:
+            _out.print(note, markup=False, soft_wrap=True)
     test = "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
     _out.print(f"run: {result.run_dir}", markup=False)
     _out.print(f"test: {test}", markup=False)
@@ -83,7 +105,9 @@ def train(
 def evaluate(
     run: RunArg,
     data: Annotated[str | None, typer.Option(help=data_help("the run's", "Another data set of the same shape"))] = None,
-    split: Annotated[Literal["test", "train"], typer.Option(help="Which split of the data.")] = "test",
+    split: Annotated[str, typer.Option(help="Which split of the data: test or train; a text data set's own held-out "
+                                            "splits by name too (multi30k: val, test_2016_flickr, test_2017_flickr, "
+                                            "test_2018_flickr, test_2017_mscoco).")] = "test",
     weights: Weights = "best",
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     beam: Annotated[int, typer.Option(help="Beam size of the decoding that BLEU and chrF score (seq2seq); "
@@ -115,24 +139,42 @@ def predict(
                                               "the scale the model was trained on); or a .png/.jpg image, "
                                               "resized to the input (with a warning) and scaled to [0, 1]; "
                                               "for a spec with several inputs an .npz with an array per "
-                                              "input, named as the inputs; for a translation run a sentence, "
-                                              "or a text file of one per line.")],
+                                              "input, named as the inputs; for a translation run a sentence "
+                                              "(a language model's: a prompt), or a text file of one per "
+                                              "line.")],
     top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
     weights: Weights = "best",
-    beam: Annotated[int, typer.Option(min=1, help="Beam size of a translation; 1 is greedy.")] = 1,
+    beam: Annotated[int | None, typer.Option(help="Beam size of a translation; 1 (the default) is greedy.",
+                                             show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Language model: the most tokens added to each prompt "
+                                                       "(default 20).", show_default=False)] = None,
+    temperature: Annotated[float | None, typer.Option(help="Language model: the sampling temperature (default 1); "
+                                                      "0 is greedy.", show_default=False)] = None,
+    top_k: Annotated[int | None, typer.Option(help="Language model: sample from the k likeliest tokens only.",
+                                              show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(help="Language model: sample from the likeliest tokens whose "
+                                                "probabilities reach p, in (0, 1] (nucleus).",
+                                                show_default=False)] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Language model: the likeliest token at each step "
+                                         "(as --temperature 0).")] = False,
+    seed: Annotated[int | None, typer.Option(help="Language model: the seed of the sampling, for the same "
+                                             "continuation every time.", show_default=False)] = None,
     quiet: Quiet = False,
 ) -> None:
-    """The top classes of a trained RUN for each sample in INPUT, with probabilities."""
+    """The top classes of a trained RUN for each sample in INPUT, with probabilities; a translation
+    run's translation of each sentence; a language model's continuation of each prompt."""
     from archlab import training  # torch: only when the command runs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = training.predict_run(run, input_path, top=top, weights=weights, beam_size=beam)
+        results = training.predict_run(run, input_path, top=top, weights=weights, beam_size=beam,
+                                       max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
+                                       top_k=top_k, top_p=top_p, seed=seed)
     for warning in caught:  # a resized image: one line on stderr, the results stay alone on stdout
         print(f"warning: {warning.message}", file=sys.stderr)
     for i, result in enumerate(results):
-        if "translation" in result:
-            _out.print(result["translation"], markup=False, soft_wrap=True)
+        if "translation" in result or "text" in result:  # a translation; a prompt and its continuation
+            _out.print(result.get("translation", result.get("text")), markup=False, soft_wrap=True)
             continue
         if "top" in result:
             line = ", ".join(f"{r['class']} {r['probability']:.4f}" for r in result["top"])

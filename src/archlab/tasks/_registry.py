@@ -71,6 +71,12 @@ class TaskKind(abc.ABC):
         """SpecError (path ``layers``) when the model's output shape cannot be this task's prediction
         for ``dataset``, saying how the spec should end."""
 
+    def target_input(self, inputs: dict[str, tuple[int, ...]]) -> str | None:
+        """The input whose positions are the tokens the model predicts (seq2seq's ``target``, a
+        language model's one input), of the spec's ``inputs`` (name -> shape): the T that the
+        analysis divides FLOPs by. None for a task that predicts no tokens, or inputs without it."""
+        return None
+
     def check_data(self, dataset: Any) -> None:
         """SpecError at ``task.kind`` when ``dataset`` is not one this task trains on."""
         if dataset.task not in self.data_tasks:
@@ -115,6 +121,10 @@ class TaskKind(abc.ABC):
         """Metrics that need the model's own outputs decoded rather than its logits on the targets
         (a translation's BLEU); ``evaluate`` adds them to the split's metrics. None for most tasks."""
         return {}
+
+    #: the keyword options ``predict_text`` takes (``beam_size`` of a translation, a language model's
+    #: sampling): predict refuses the others by name instead of ignoring them
+    text_options: ClassVar[tuple[str, ...]] = ()
 
     def predict_text(self, model: Any, tokenizers: Any, sentences: list[str], parsed: Any,
                      **options: Any) -> list[dict[str, Any]]:

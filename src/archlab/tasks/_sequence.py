@@ -116,6 +116,9 @@ class Seq2Seq(_TokenTask):
     data_tasks = ("seq2seq",)
     inputs = ("source", "target")
 
+    def target_input(self, inputs: dict[str, tuple[int, ...]]) -> str | None:
+        return "target" if "target" in inputs else None
+
     def decoded_metrics(self, model: Any, dataset: Any, split: str, **options: Any) -> dict[str, float]:
         """sacreBLEU (13a, cased, on detokenized output) and chrF2 of the split's translations,
         decoded greedily or with ``beam_size`` (``archlab.generation.translate``)."""
@@ -126,6 +129,8 @@ class Seq2Seq(_TokenTask):
         hypotheses = translate(model, dataset.tokenizers, corpus.source, source_length=source_length, **options)
         references = list(corpus.target)
         return {"bleu": corpus_bleu(hypotheses, references), "chrf": corpus_chrf(hypotheses, references)}
+
+    text_options = ("beam_size",)
 
     def predict_text(self, model: Any, tokenizers: Any, sentences: list[str], parsed: Any,
                      **options: Any) -> list[dict[str, Any]]:
@@ -145,6 +150,38 @@ class LanguageModel(_TokenTask):
     loss_name = "next_token_cross_entropy"
     data_tasks = ("language_model",)
     inputs = ("tokens",)
+
+    def target_input(self, inputs: dict[str, tuple[int, ...]]) -> str | None:
+        """The one input, whatever its name (the sequential form calls it ``input``), as training reads it."""
+        return next(iter(inputs)) if len(inputs) == 1 else None
+
+    text_options = ("max_new_tokens", "greedy", "temperature", "top_k", "top_p", "seed")
+
+    def predict_text(self, model: Any, tokenizers: Any, sentences: list[str], parsed: Any, *,
+                     max_new_tokens: int = 20, greedy: bool = False, temperature: float = 1.0,
+                     top_k: int | None = None, top_p: float | None = None,
+                     seed: int | None = None) -> list[dict[str, Any]]:
+        """Each prompt continued by ``archlab.generation.generate``: sampled (temperature, top-k,
+        top-p; ``seed`` makes it reproducible), or the likeliest token at each step when ``greedy``
+        or ``temperature`` is 0. ``text`` is the prompt and its continuation detokenized together,
+        so the words join as the tokenizer splits them."""
+        import torch
+
+        from archlab.generation import generate
+
+        tokenizer = tokenizers.target
+        prompts = tokenizer.encode(sentences)
+        empty = [s for s, ids in zip(sentences, prompts, strict=True) if not ids]
+        if empty:
+            raise SpecError(f"prompt {empty[0]!r} has no tokens: give each prompt some text")
+        generator = None
+        if seed is not None and not (greedy or temperature == 0):
+            generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+        new = generate(model, prompts, max_new_tokens=max_new_tokens, greedy=greedy or temperature == 0,
+                       temperature=temperature or 1.0, top_k=top_k, top_p=top_p, generator=generator,
+                       input_name=next(iter(parsed.raw_inputs)))
+        return [{"prompt": s, "continuation": tokenizer.decode(ids), "text": tokenizer.decode(p + ids)}
+                for s, p, ids in zip(sentences, prompts, new, strict=True)]
 
 
 def _check_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> None:

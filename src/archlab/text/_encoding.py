@@ -223,7 +223,8 @@ class EncodedText:
         """What a run records about its text: vocabularies, truncated sentences, unknown characters."""
         return {"vocab_size": self.vocab_size, "source_vocab_size": self.source_vocab_size,
                 "shared_vocabulary": self.tokenizers.shared, "truncated": self.truncated,
-                "unknown_characters": {s: sum(c.values()) for s, c in self.unknown.items()}}
+                "unknown_characters": {s: sum(c.values()) for s, c in self.unknown.items()},
+                "unknown_most_common": dict(sum((Counter(c) for c in self.unknown.values()), Counter()).most_common(5))}
 
 
 def encode_text(dataset: TextDataset, tokenizers: Tokenizers, lengths: Mapping[str, int]) -> EncodedText:

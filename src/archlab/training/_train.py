@@ -485,22 +485,36 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     """Metrics and a confusion matrix of a trained run on a split; written to the run directory
     as ``<evaluation_name>.json`` and, for classification, its ``confusion-...png``. A task whose
     metrics need decoded outputs (seq2seq's BLEU and chrF) decodes the split, greedily or with
-    ``beam_size``."""
+    ``beam_size``.
+
+    ``split`` is ``test`` or ``train``; a text data set also takes its own splits by name
+    (Multi30k's ``val``, ``test_2016_flickr``, ``test_2017_flickr``...; ``test`` is its usual one).
+    """
     if beam_size < 1:
         raise SpecError(f"--beam is 1 (greedy) or more, got {beam_size}")
-    from archlab.data import load_dataset
+    from archlab.data import TextDataset, load_dataset
 
-    if split not in SPLITS:
-        raise SpecError(f"--split is test or train, got {split!r}{suggest(split, SPLITS)}")
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
+    recipe = load_run(run_dir)[1]
+    text = _is_text_run(run_dir)
+    if split not in SPLITS and not text:  # only a text data set has named splits: refused before any loading
+        _unknown_split(split, data or recipe.data, ())
+    loaded = load_dataset(data or recipe.data, data_dir)
+    # a text data set's splits are known once its files are read: before the weights and the encoding
+    named = [s for s in loaded.splits if s not in SPLITS] if isinstance(loaded, TextDataset) else []
+    if split not in (*SPLITS, *named):
+        _unknown_split(split, loaded.name, named)
     run = restore_run(run_dir, weights)
     spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
     parsed = parse(spec)
-    dataset = as_arrays(load_dataset(data or recipe.data, data_dir), parsed, task, recipe, run_dir)
+    dataset = as_arrays(loaded, parsed, task, recipe, run_dir)
     check_fit(parsed, dataset, task)
-    x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
+    if split in named:
+        x, y = dataset.splits[split].inputs, dataset.splits[split].y
+    else:
+        x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
     x = model_inputs(parsed, x, dataset.name)
     # evaluation always reports the task's evaluation metrics beside the recipe's
     recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
@@ -508,11 +522,21 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     xt, yt = to_tensors(x, y, task)
     values, out = engine.evaluate(xt, yt)
-    if hasattr(dataset, "test_splits"):  # a text data set: its held-out split by its own name
-        named_split = dataset.test_splits[0] if split == "test" else "train"
+    if hasattr(dataset, "test_splits"):  # a text data set: the split by its own name
+        named_split = dataset.test_splits[0] if split == "test" else split
         values.update(task.decoded_metrics(engine.model.eval(), dataset, named_split, beam_size=beam_size))
     stem = evaluation_name(recipe.data, dataset.name, split, weights)
     return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task)
+
+
+def _unknown_split(split: str, data: str | None, named: Sequence[str]) -> None:
+    valid = (*SPLITS, *named)
+    raise SpecError(f"--split {split!r}: {data} has the splits {', '.join(valid)}{suggest(split, valid)}")
+
+
+def _is_text_run(run_dir: Path) -> bool:
+    """A run of a text task: it holds the tokenizer it was trained with (``Tokenizers.save``)."""
+    return any((run_dir / name).is_file() for name in _tokenizer_files())
 
 
 def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, values: dict,
@@ -647,28 +671,63 @@ def _read_csv_rows(path: Path) -> np.ndarray:
 
 
 def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, weights: str = "best",
-                beam_size: int = 1) -> list[dict]:
+                beam_size: int | None = None, max_new_tokens: int | None = None, greedy: bool = False,
+                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                seed: int | None = None) -> list[dict]:
     """Top classes with probabilities for each sample in ``input_path`` (scales: ``read_input``). A
     run of a text task (it holds its tokenizer) takes sentences: ``input_path`` is a text file of
-    one per line, or the sentence itself; a seq2seq run translates each (``beam_size``)."""
+    one per line, or the sentence itself; a seq2seq run translates each (``beam_size``), a language
+    model continues each (``max_new_tokens``, ``greedy``, ``temperature`` (0 is greedy), ``top_k``,
+    ``top_p``, ``seed``: ``TaskKind.predict_text``). An option the run's task does not take is
+    refused, not ignored."""
+    options = {k: v for k, v in {"beam_size": beam_size, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                                 "top_k": top_k, "top_p": top_p, "seed": seed}.items() if v is not None}
+    options |= {"greedy": True} if greedy else {}
+    _check_text_options(options)
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
+    text = _is_text_run(run_dir)
+    task = run_task(*load_run(run_dir))[0]
+    taken = task.text_options if text else ()
+    wrong = [name for name in options if name not in taken]
+    if wrong:
+        what = f"a {task.name} run" + ("" if text else " (it predicts from arrays)")
+        fits = f"; it takes {', '.join(map(_flag, taken))}" if taken else ""
+        raise SpecError(f"{', '.join(map(_flag, wrong))} {'does' if len(wrong) == 1 else 'do'} not apply to "
+                        f"{what}{fits}: drop {'it' if len(wrong) == 1 else 'them'}")
     run = restore_run(run_dir, weights)
     spec, recipe, model, task, head = run.spec, run.recipe, run.model, run.task, run.head
     parsed = parse(spec)
-    if any((run_dir / name).is_file() for name in _tokenizer_files()):  # a text task: sentences in
+    if text:  # a text task: sentences in
         from archlab.text import Tokenizers
 
         path = Path(input_path)
         sentences = ([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                      if path.is_file() else [str(input_path)])
-        return task.predict_text(model.eval(), Tokenizers.load(run_dir), sentences, parsed, beam_size=beam_size)
+        return task.predict_text(model.eval(), Tokenizers.load(run_dir), sentences, parsed, **options)
     x = model_inputs(parsed, read_inputs(input_path, parsed), str(input_path))
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     scores = engine.probabilities(map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a)), x)).cpu().numpy()
     classes = _classes_of(run_dir, recipe.data, scores.shape[-1])
     return [task.describe_prediction(row, classes, top) for row in scores]
+
+
+def _flag(option: str) -> str:
+    """The command-line option of a ``predict_run`` keyword."""
+    return "--beam" if option == "beam_size" else "--" + option.replace("_", "-")
+
+
+def _check_text_options(options: dict[str, Any]) -> None:
+    """Bad decoding and sampling values, refused by their option's name before the run is read."""
+    limits = {"beam_size": (lambda v: v >= 1, "1 (greedy) or more"),
+              "max_new_tokens": (lambda v: v >= 1, "1 or more"),
+              "temperature": (lambda v: v >= 0, "0 (greedy) or more"),
+              "top_k": (lambda v: v >= 1, "1 or more (the likeliest tokens kept)"),
+              "top_p": (lambda v: 0 < v <= 1, "in (0, 1] (the probability mass kept)")}
+    for name, (ok, what) in limits.items():
+        if name in options and not ok(options[name]):
+            raise SpecError(f"{_flag(name)} is {what}, got {options[name]}")
 
 
 def _tokenizer_files() -> tuple[str, ...]:
