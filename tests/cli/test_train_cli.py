@@ -314,6 +314,18 @@ def test_missing_weights(capsys: pytest.CaptureFixture[str], run_copy: Path) -> 
     assert_bad_input(*cli(capsys, "evaluate", run_copy, "--weights", "last"), "last.safetensors does not exist")
 
 
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--top", "0"], "--top is 1 or more (how many classes to show), got 0"),
+    (["--beam", "2"], "--beam does not apply to a classification run (it predicts from arrays); it takes --top"),
+    (["--top-p", "0.5", "--seed", "1"], "--top-p, --seed do not apply to a classification run"),
+])
+def test_predict_options_of_text_runs_or_bad_values_are_refused(capsys: pytest.CaptureFixture[str], trained: Path,
+                                                                tmp_path: Path, digits, args: list[str],
+                                                                fragment: str) -> None:
+    np.save(tmp_path / "x.npy", digits.x_test[0])
+    assert_bad_input(*cli(capsys, "predict", trained, tmp_path / "x.npy", *args), fragment)
+
+
 @pytest.mark.parametrize(("name", "content", "fragment"), [
     ("short.npy", np.zeros(10, np.float32), "holds 10 values, not a multiple of the input (1, 8, 8) (64 values)"),
     ("wide.csv", "1,2,3\n", "holds 3 values, not a multiple of the input (1, 8, 8)"),

@@ -222,6 +222,12 @@ def test_sampling_options_do_not_apply_to_a_translation(capsys, named_run: Path)
                      "--top-k, --seed do not apply to a seq2seq run; it takes --beam: drop them")
 
 
+def test_the_number_of_classes_to_show_does_not_apply_to_text(capsys, named_run: Path, lm_run: Path) -> None:
+    assert_bad_input(*cli(capsys, "predict", named_run, "a dog runs", "--top", "2"),
+                     "--top does not apply to a seq2seq run; it takes --beam: drop it")
+    assert_bad_input(*cli(capsys, "predict", lm_run, "a man", "--top", "2"), "--top does not apply to a language_model")
+
+
 # -- bad text input: one message, exit 2, nothing written -------------------------------------------------
 
 @pytest.fixture

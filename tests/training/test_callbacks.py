@@ -110,3 +110,13 @@ def test_a_run_a_callback_stopped_is_finished_for_resume(digits, helpers, tmp_pa
     with pytest.raises(RunError, match="stopped early at epoch 1 \\(a callback asked it to stop\\); train a new run "
                                        "with --epochs 5"):
         train(resume=stopped.run_dir, epochs=5, verbose=0)
+
+
+@pytest.mark.parametrize(("key", "value", "shown"), [
+    ("tokens_per_s", 969.1, "969 tokens/s"), ("samples_per_s", 12345.6, "12,346 samples/s"),
+    ("lr", 0.00123456, "lr 0.00123"), ("seconds", 3.14159, "3.14s"), ("val_loss", 0.123456, "val_loss 0.1235"),
+])
+def test_epoch_lines_show_rates_as_whole_numbers_and_metrics_to_four_places(key: str, value: float, shown: str) -> None:
+    from archlab.training._callbacks import _format
+
+    assert _format(key, value) == shown

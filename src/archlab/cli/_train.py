@@ -142,7 +142,8 @@ def predict(
                                               "input, named as the inputs; for a translation run a sentence "
                                               "(a language model's: a prompt), or a text file of one per "
                                               "line.")],
-    top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
+    top: Annotated[int | None, typer.Option(help="How many classes to show (default 3); not for text runs.",
+                                            show_default=False)] = None,
     weights: Weights = "best",
     beam: Annotated[int | None, typer.Option(help="Beam size of a translation; 1 (the default) is greedy.",
                                              show_default=False)] = None,

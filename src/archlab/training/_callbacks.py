@@ -219,8 +219,8 @@ class Checkpoint(Callback):
 def _format(key: str, value: Any) -> str:
     if key == "seconds":
         return f"{value:.2f}s"
-    if key == "samples_per_s":
-        return f"{value:,.0f} samples/s"
+    if key in ("samples_per_s", "tokens_per_s"):
+        return f"{value:,.0f} {key.removesuffix('_per_s')}/s"
     if key == "lr":
         return f"lr {value:.3g}"
     return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"

@@ -670,18 +670,19 @@ def _read_csv_rows(path: Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, weights: str = "best",
+def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int | None = None, weights: str = "best",
                 beam_size: int | None = None, max_new_tokens: int | None = None, greedy: bool = False,
                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                 seed: int | None = None) -> list[dict]:
-    """Top classes with probabilities for each sample in ``input_path`` (scales: ``read_input``). A
-    run of a text task (it holds its tokenizer) takes sentences: ``input_path`` is a text file of
+    """Top classes (``top``, default 3) with probabilities for each sample in ``input_path`` (scales:
+    ``read_input``). A run of a text task (it holds its tokenizer) takes sentences: ``input_path`` is a text file of
     one per line, or the sentence itself; a seq2seq run translates each (``beam_size``), a language
     model continues each (``max_new_tokens``, ``greedy``, ``temperature`` (0 is greedy), ``top_k``,
     ``top_p``, ``seed``: ``TaskKind.predict_text``). An option the run's task does not take is
     refused, not ignored."""
-    options = {k: v for k, v in {"beam_size": beam_size, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                                 "top_k": top_k, "top_p": top_p, "seed": seed}.items() if v is not None}
+    options = {k: v for k, v in {"top": top, "beam_size": beam_size, "max_new_tokens": max_new_tokens,
+                                 "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}.items()
+               if v is not None}
     options |= {"greedy": True} if greedy else {}
     _check_text_options(options)
     if weights not in WEIGHTS:
@@ -689,7 +690,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
     run_dir = Path(run_dir)
     text = _is_text_run(run_dir)
     task = run_task(*load_run(run_dir))[0]
-    taken = task.text_options if text else ()
+    taken = task.text_options if text else ("top",)
     wrong = [name for name in options if name not in taken]
     if wrong:
         what = f"a {task.name} run" + ("" if text else " (it predicts from arrays)")
@@ -706,6 +707,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int = 3, we
         sentences = ([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                      if path.is_file() else [str(input_path)])
         return task.predict_text(model.eval(), Tokenizers.load(run_dir), sentences, parsed, **options)
+    top = options.get("top", 3)
     x = model_inputs(parsed, read_inputs(input_path, parsed), str(input_path))
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     scores = engine.probabilities(map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a)), x)).cpu().numpy()
@@ -720,7 +722,8 @@ def _flag(option: str) -> str:
 
 def _check_text_options(options: dict[str, Any]) -> None:
     """Bad decoding and sampling values, refused by their option's name before the run is read."""
-    limits = {"beam_size": (lambda v: v >= 1, "1 (greedy) or more"),
+    limits = {"top": (lambda v: v >= 1, "1 or more (how many classes to show)"),
+              "beam_size": (lambda v: v >= 1, "1 (greedy) or more"),
               "max_new_tokens": (lambda v: v >= 1, "1 or more"),
               "temperature": (lambda v: v >= 0, "0 (greedy) or more"),
               "top_k": (lambda v: v >= 1, "1 or more (the likeliest tokens kept)"),
