@@ -139,7 +139,8 @@ def test_asha_prunes_on_the_per_epoch_val_loss_of_a_language_model(tmp_path, cor
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda s: s.update(objective=["--objective", "val_accuracy"]),
+    # checked before the data loads: the corpus is not even read (these files do not exist)
+    (lambda s: s.update(objective=["--objective", "val_accuracy"], space=seq2seq_space("text:none.en,none.de")),
      r"--objective val_accuracy: metric 'accuracy' does not apply to task seq2seq"),
     (lambda s: s.update(space=seq2seq_space(s["space"]["train"]["data"], embed=40)),
      r"embedding's input_dim is 40 but .* has 60 ids .*set input_dim: 60"),

@@ -105,7 +105,9 @@ def test_cv_of_a_language_model_folds_its_sentences(tmp_path, corpus) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--metric", "accuracy"], r"--metric: metric 'accuracy' does not apply to task seq2seq"),
+    # checked before the data loads: the corpus is not even read (these files do not exist)
+    (["--metric", "accuracy", "--data", "text:none.en,none.de"],
+     r"--metric: metric 'accuracy' does not apply to task seq2seq"),
     (["--sweep", "train.tokenizer.vocab_size=40,60"], r"--sweep train.tokenizer.vocab_size: cv trains one tokenizer"),
     (["--sweep", "graph.dec.layers[1].dense.units=40,60"],
      r"1 of 2 sweep configuration\(s\) are invalid.*configuration 0 \(graph.dec.layers\[1\].dense.units=40\): "
