@@ -54,7 +54,8 @@ def seq2seq_space(data: str, embed: object = VOCAB) -> dict:
                 {"repeat": {"times": {"int": [1, 2]}, "layers": [
                     {"transformer_encoder": {"num_heads": 2, "ff_dim": width, "dropout": 0.0}}]}}]},
             "embedded": {"from": "target", "layers": [
-                {"embedding": {"input_dim": embed if isinstance(embed, int) else VOCAB, "output_dim": 16}, "tie": "emb"},
+                {"embedding": {"input_dim": embed if isinstance(embed, int) else VOCAB, "output_dim": 16},
+                 "tie": "emb"},
                 {"positional_embedding": {"max_len": 8, "kind": "sinusoidal"}}]},
             "dec": {"from": ["embedded", "encoder"], "layers": [
                 {"transformer_decoder": {"num_heads": 2, "ff_dim": 32, "dropout": 0.0, "causal": True}},

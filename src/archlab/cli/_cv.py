@@ -82,7 +82,8 @@ def cv(
     lr: Annotated[float | None, typer.Option(help="Learning rate (train.optimizer.lr).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the folds and every training.")] = 0,
     metric: Annotated[str | None, typer.Option(help="What each fold scores (accuracy, auc, rmse, loss, "
-                                               "perplexity...; default: the task's first metric); the choice follows its direction.")] = None,
+                                               "perplexity...; default: the task's first metric); the choice "
+                                               "follows its direction.")] = None,
     learning_curve: Annotated[bool, typer.Option("--learning-curve", help="Score the chosen configuration on "
                                                  "10%, 25%, 50%, 100% of each training fold.")] = False,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),

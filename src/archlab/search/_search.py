@@ -531,13 +531,15 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     Args:
         space: a spec with search markers (path, text, dict or Spec); its ``train:`` section is the recipe.
         data: the data set name (None: the space's ``train.data``); each trial is scored on a
-            validation split of its training part.
+            validation split of its training part. Text (``multi30k``, ``text:``) is tokenized by
+            one tokenizer for the whole study (``study_tokenizers``).
         trials: the number of finished (complete or pruned) trials the study should hold; a study
             resumed by name continues up to it.
         study: the study name (default: the spec's name); the same name resumes the same study.
         storage: an SQLAlchemy URL; default ``sqlite:///<run dir>/study.db``.
         objectives: ``val_<metric>`` (default: the task's headline metric, ``val_accuracy`` for a
-            classifier, ``val_auc`` binary, ``val_micro_f1`` multilabel, ``val_mse`` regression), ``val_loss``,
+            classifier, ``val_auc`` binary, ``val_micro_f1`` multilabel, ``val_mse`` regression,
+            ``val_perplexity`` seq2seq and language model), ``val_loss``,
             ``params:min``, ``flops:min``, ``latency:min``...
         sampler: tpe, random, grid or nsga2.
         pruner: asha (default for one objective), hyperband, median or none (default for several).
@@ -551,7 +553,8 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that is failed.
 
     Returns:
-        SearchResult with the Optuna study, the run directory and the best trial(s).
+        SearchResult with the Optuna study, the run directory and the best trial(s); each trained
+        trial's run is ``trials/trial-N/`` in the run directory.
     """
     from archlab.data import load_dataset
     from archlab.training import resolve_recipe, resolve_task
