@@ -102,7 +102,8 @@ def test_a_seq2seq_space_over_depth_and_width_minimises_val_loss_with_one_tokeni
     trials = _check_trials(result)
     depth, width = "graph.encoder.layers[2].repeat.times", "graph.encoder.layers[2].repeat.layers[0]" \
                                                              ".transformer_encoder.ff_dim"
-    assert len({t.params[depth] for t in trials}) == 2 or len({t.params[width] for t in trials}) == 2
+    # three points of the 2 x 2 grid: both the depth and the width took both their values
+    assert {t.params[depth] for t in trials} == {1, 2} and {t.params[width] for t in trials} == {16, 64}
     assert len({t.user_attrs["params"] for t in trials}) == len(trials)  # every point built a different model
     # one tokenizer for the study, trained once on the training split; every trial's run holds a copy of it
     study_tokenizer = (result.run_dir / "tokenizer.json").read_text()
