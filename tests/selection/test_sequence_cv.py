@@ -132,3 +132,8 @@ def test_the_cv_command_prints_every_metric_with_its_spread(tmp_path, corpus, ca
     assert code == 0, out
     assert "val loss" in out and "val token_accuracy" in out and "val perplexity" in out
     assert re.search(r"\d\.\d{4} ± \d\.\d{4}", out)
+
+
+def test_resuming_a_text_sweep_from_a_folder_that_is_no_cv_run_says_so(tmp_path, corpus) -> None:
+    with pytest.raises(ValueError, match=r"is not an archlab cv run \(no cv-plan.json\)"):
+        cross_validate(seq2seq(corpus["pairs"]), None, folds=2, resume=tmp_path)

@@ -358,6 +358,8 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     if text:  # one tokenizer for the sweep, from the whole training split (a resumed sweep reads its own)
         from archlab.text import Tokenizers, encode_for_spec
 
+        if resume is not None and not (Path(resume) / "cv-plan.json").is_file():  # before its tokenizer is read
+            raise ValueError(f"{resume} is not an archlab cv run (no cv-plan.json)")
         tokenizers = Tokenizers.load(resume) if resume is not None else None
         dataset = encode_for_spec(dataset, parse(load(base)), task.name, recipe.tokenizer, tokenizers)
     configs = _materialise(base, sweep_list, dataset, overrides, task)
