@@ -72,7 +72,8 @@ def cv(
     spec: Annotated[Path, typer.Argument(help="The base spec; its train: section is the recipe.", show_default=False)],
     data: Annotated[str | None, typer.Option(help=data_help("the spec's train.data"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
-    folds: Annotated[int, typer.Option(help="Stratified K-fold: K.")] = 5,
+    folds: Annotated[int, typer.Option(help="K-fold (stratified for classification; over sentence pairs or "
+                                       "sentences for text): K.")] = 5,
     repeats: Annotated[int, typer.Option(help="Repeat the K folds with new shuffles.")] = 1,
     sweep: Annotated[list[str] | None, typer.Option(help="PATH=V1,V2,... (repeat for a grid).")] = None,
     jobs: Annotated[int, typer.Option(help="Parallel processes, one (configuration, fold) each.")] = 1,
@@ -80,8 +81,9 @@ def cv(
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (train.optimizer.lr).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the folds and every training.")] = 0,
-    metric: Annotated[str | None, typer.Option(help="What each fold scores (accuracy, auc, rmse...; default: "
-                                               "the task's first metric); the choice follows its direction.")] = None,
+    metric: Annotated[str | None, typer.Option(help="What each fold scores (accuracy, auc, rmse, loss, "
+                                               "perplexity...; default: the task's first metric); the choice "
+                                               "follows its direction.")] = None,
     learning_curve: Annotated[bool, typer.Option("--learning-curve", help="Score the chosen configuration on "
                                                  "10%, 25%, 50%, 100% of each training fold.")] = False,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
@@ -109,14 +111,19 @@ def cv(
     for p in paths:
         table.add_column(p)
     short = "acc" if result.metric == "accuracy" else result.metric
-    for name in ("params", "FLOPs", f"val {short}", "± std", f"train {short}", "gap", "seconds", ""):
+    # the other metrics the folds recorded (val loss, perplexity, token accuracy...), mean ± std each
+    others = [m for m in result.configs[0].get("metrics", {}) if m != result.metric]
+    for name in ("params", "FLOPs", f"val {short}", "± std", f"train {short}", "gap",
+                 *(f"val {m}" for m in others), "seconds", ""):
         table.add_column(name, justify="right")
     for i, row in enumerate(result.configs):
         mark = " ".join(m for m, hit in (("best", i == result.best_index), ("one-SE", i == result.one_se_index))
                         if hit)
         table.add_row(*(str(row["values"][p]) for p in paths), f"{row['params']:,}", f"{row['flops']:,}",
                       f"{row['val_mean']:.4f}", f"{row['val_std']:.4f}", f"{row['train_mean']:.4f}",
-                      f"{row['gap']:+.4f}", f"{row['seconds']:.1f}", mark)
+                      f"{row['gap']:+.4f}",
+                      *(f"{row['metrics'][m]['val_mean']:.4f} ± {row['metrics'][m]['val_std']:.4f}" for m in others),
+                      f"{row['seconds']:.1f}", mark)
     _out.print(table)
     best, chosen = result.configs[result.best_index], result.chosen
     label = lambda r: ", ".join(f"{p}={v}" for p, v in r["values"].items()) or "the spec as given"  # noqa: E731

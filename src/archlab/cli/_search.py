@@ -84,6 +84,9 @@ def _print_report(result: SearchResult, top: int = 10) -> None:
         size = f", {b['params']:,} parameters" if b["params"] is not None else ""
         _out.print(f"best: trial {b['number']}, {first.name} {b['values'][first.name]:.4f}{size}{where}",
                    markup=False, soft_wrap=True)
+        if b.get("run_dir"):
+            _out.print(f"best trial's run (archlab evaluate / predict it): {b['run_dir']}", markup=False,
+                       soft_wrap=True)
     elif result.best:
         _out.print(f"Pareto front ({', '.join(str(o) for o in objectives)}): {len(result.best)} trials", markup=False)
         for b in result.best:
@@ -107,7 +110,8 @@ def search_command(
     pruner: Annotated[str | None, typer.Option(help=f"{', '.join(PRUNERS)} (default: asha for one objective, "
                                                "none for several).")] = None,
     objective: Annotated[list[str] | None, typer.Option(help="val_METRIC (default: the task's headline metric: "
-                                                        "val_accuracy, val_auc, val_micro_f1, val_mse), val_loss, "
+                                                        "val_accuracy, val_auc, val_micro_f1, val_mse, "
+                                                        "val_perplexity), val_loss, "
                                                         "params:min, flops:min, latency:min; repeat for several."
                                                         )] = None,
     max_params: Annotated[int | None, typer.Option(min=1, help="Prune sampled specs with more parameters, "

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -68,6 +69,9 @@ class SearchConfig:
     workers: int = 1
     heartbeat: int = 30
     data_dir: str | None = None
+    #: the study's folder (``search-<study>/``): each trial's run goes to ``trials/trial-N/`` there,
+    #: and a study on text keeps there the one tokenizer every trial uses; None writes no trial runs
+    run_dir: str | None = None
 
     def record(self) -> dict:
         """What identifies the search in the study: a study resumed with another record is refused."""
@@ -113,6 +117,24 @@ class TrialRunner:
         self.objectives = parse_objectives(config.objectives)
         self.single = len(self.objectives) == 1
         self._splits: dict[tuple, Any] = {}  # Splits, by what decides the split
+        self._encoded: dict[tuple, Any] = {}  # a text data set encoded, by the spec's input lengths
+        self._tokenizers: Any = None
+
+    def _arrays(self, parsed: Any, task: Any, recipe: Any) -> Any:
+        """The data as this trial's spec takes it: an array data set as it is; text encoded by the
+        study's one tokenizer (``study_tokenizers``), once per set of input lengths in the space."""
+        from archlab.data import TextDataset
+
+        if not isinstance(self.dataset, TextDataset):
+            return self.dataset
+        from archlab.text import encode_for_spec
+
+        if self._tokenizers is None:
+            self._tokenizers = load_study_tokenizers(self.config, self.dataset, task, recipe)
+        key = (task.name, *((n, tuple(i.shape)) for n, i in parsed.raw_inputs.items()))
+        if key not in self._encoded:
+            self._encoded[key] = encode_for_spec(self.dataset, parsed, task.name, tokenizers=self._tokenizers)
+        return self._encoded[key]
 
     def __call__(self, trial: Any) -> float | list[float]:
         import torch
@@ -146,7 +168,8 @@ class TrialRunner:
             parsed = parse(spec)
             recipe = resolve_recipe(spec.to_dict().get("train"), data=self.config.data)
             task = resolve_task(recipe, spec, self.dataset.task)
-            check_fit(parsed, self.dataset, task)
+            dataset = self._arrays(parsed, task, recipe)
+            check_fit(parsed, dataset, task)
         except SpecError as exc:
             self._prune(trial, "invalid", f"invalid spec: {exc}")
         capacity = analyze(parsed)
@@ -170,9 +193,9 @@ class TrialRunner:
         recipe = recipe.model_copy(update={"metrics": recorded + [m for m in wanted
                                                                   if m not in recorded and m != "loss"]})
         # every trial of a space usually splits alike: split and convert the data once per split
-        key = (recipe.validation_split, recipe.validation, recipe.seed, task.name)
+        key = (recipe.validation_split, recipe.validation, recipe.seed, task.name, id(dataset))
         if key not in self._splits:
-            self._splits[key] = prepare_splits(self.dataset, recipe, task, parsed)
+            self._splits[key] = prepare_splits(dataset, recipe, task, parsed)
         data = self._splits[key]
         xv, yv = data.x_val, data.y_val
         watched = next(o for o in self.objectives if o.is_metric)
@@ -194,8 +217,9 @@ class TrialRunner:
                         runner._prune(trial, "pruner", f"stopped by the {runner.config.pruner} pruner after epoch "
                                       f"{epoch} ({watched.name} {row[watched.name]:.4f})")
 
+        run_dir = self._start_trial_run(trial, spec, recipe, dataset)
         try:
-            engine = fit_spec(spec, recipe, task, data, callbacks=[Report()]).engine
+            engine = fit_spec(spec, recipe, task, data, callbacks=[Report()], run_dir=run_dir).engine
         except TrainingError as exc:
             self._prune(trial, "diverged", f"training failed: {exc}")
         finally:
@@ -218,6 +242,22 @@ class TrialRunner:
             self._prune(trial, "diverged", f"non-finite objective values {values}")
         return values[0] if self.single else values
 
+    def _start_trial_run(self, trial: Any, spec: Any, recipe: Any, dataset: Any) -> Path | None:
+        """``trials/trial-N/``: a run like train's (spec, recipe, per-epoch metrics, best and last
+        weights, and a text task's tokenizer), so that any trial can be evaluated or predicted with."""
+        if self.config.run_dir is None:
+            return None
+        from archlab.training import write_run
+
+        run_dir = Path(self.config.run_dir) / "trials" / f"trial-{trial.number}"
+        if run_dir.exists():  # left by a study of the same name that was deleted: not this trial's
+            shutil.rmtree(run_dir)
+        write_run(run_dir, spec, recipe)
+        if hasattr(dataset, "tokenizers"):
+            dataset.tokenizers.save(run_dir)
+        trial.set_user_attr("run_dir", str(run_dir))
+        return run_dir
+
     @staticmethod
     def _prune(trial: Any, kind: str, reason: str) -> None:
         import optuna
@@ -234,6 +274,62 @@ class TrialRunner:
             trial.set_user_attr("surplus", f"the study already had {self.config.trials} trials when this one began")
             trial.study.stop()
             raise SurplusTrial()
+
+
+def study_tokenizers(dims: list, dataset: Any, point: Any, task: Any, recipe: Any,
+                     run_dir: Path | None = None) -> Any:
+    """The one tokenizer of a study on text, trained on the training split only (the test split is
+    never read) with the space's ``train.tokenizer``, and the space's first point checked against
+    it, before any trial: its embeddings must take the vocabulary and its output must score it.
+
+    Every trial uses it, so their validation losses are over one vocabulary and comparable;
+    searching ``train.tokenizer`` is refused, and so is a marker on an embedding's ``input_dim``
+    (the vocabulary fixes it). A resumed study (``run_dir`` holds its tokenizer) must get the
+    same tokenizer again.
+    """
+    from archlab.builder import LayerNode, parse
+    from archlab.text import Tokenizers, encode_for_spec
+    from archlab.training import check_fit
+
+    searched = [d.path for d in dims if d.path == "train.tokenizer" or d.path.startswith("train.tokenizer.")]
+    if searched:
+        raise SpecError(f"{searched[0]} is searched, but a study trains one tokenizer, on the training split, for "
+                        "all its trials (their losses compare only over one vocabulary): give train.tokenizer "
+                        "fixed values, and search the vocabulary size with one study per size", searched[0])
+    parsed = parse(point)
+    encoded = encode_for_spec(dataset, parsed, task.name, recipe.tokenizer)
+    paths = {d.path for d in dims}
+    for _, node in parsed.walk():
+        bound = node.layer_type.id_bound if isinstance(node, LayerNode) else None
+        where = f"{node.path}.{node.kind}.{bound}"
+        if bound and where in paths:
+            raise SpecError(f"{where} is searched, but the tokenizer fixes the vocabulary at {encoded.vocab_size} ids: "
+                            f"set {bound}: {encoded.vocab_size} (or change train.tokenizer.vocab_size)", where)
+    check_fit(parsed, encoded, task)
+    if run_dir is not None and any((run_dir / n).is_file() for n in _tokenizer_files()):
+        held = Tokenizers.load(run_dir)
+        if held.files() != encoded.tokenizers.files():
+            raise SpecError(f"the study in {run_dir} was searched with another tokenizer than the one this data and "
+                            "train.tokenizer give (its tokenizer files there differ): its trials would not compare; "
+                            "use another --study name")
+    return encoded.tokenizers
+
+
+def load_study_tokenizers(config: SearchConfig, dataset: Any, task: Any, recipe: Any) -> Any:
+    """A worker's copy of the study's tokenizer: the one ``search`` saved in the study's folder, or,
+    for a worker without that folder, the same training on the training split."""
+    from archlab.text import Tokenizers, train_tokenizers
+
+    if config.run_dir is not None and any((Path(config.run_dir) / n).is_file() for n in _tokenizer_files()):
+        return Tokenizers.load(config.run_dir)
+    options = {} if recipe.tokenizer is None else recipe.tokenizer.model_dump()
+    return train_tokenizers(dataset.for_task(task.name), **options)
+
+
+def _tokenizer_files() -> tuple[str, ...]:
+    from archlab.text import TOKENIZER_FILES
+
+    return tuple(TOKENIZER_FILES.values())
 
 
 def batch1_latency_ms(model: Any, x: Any, repeats: int = 30) -> float:
@@ -435,13 +531,15 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     Args:
         space: a spec with search markers (path, text, dict or Spec); its ``train:`` section is the recipe.
         data: the data set name (None: the space's ``train.data``); each trial is scored on a
-            validation split of its training part.
+            validation split of its training part. Text (``multi30k``, ``text:``) is tokenized by
+            one tokenizer for the whole study (``study_tokenizers``).
         trials: the number of finished (complete or pruned) trials the study should hold; a study
             resumed by name continues up to it.
         study: the study name (default: the spec's name); the same name resumes the same study.
         storage: an SQLAlchemy URL; default ``sqlite:///<run dir>/study.db``.
         objectives: ``val_<metric>`` (default: the task's headline metric, ``val_accuracy`` for a
-            classifier, ``val_auc`` binary, ``val_micro_f1`` multilabel, ``val_mse`` regression), ``val_loss``,
+            classifier, ``val_auc`` binary, ``val_micro_f1`` multilabel, ``val_mse`` regression,
+            ``val_perplexity`` seq2seq and language model), ``val_loss``,
             ``params:min``, ``flops:min``, ``latency:min``...
         sampler: tpe, random, grid or nsga2.
         pruner: asha (default for one objective), hyperband, median or none (default for several).
@@ -455,7 +553,8 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that is failed.
 
     Returns:
-        SearchResult with the Optuna study, the run directory and the best trial(s).
+        SearchResult with the Optuna study, the run directory and the best trial(s); each trained
+        trial's run is ``trials/trial-N/`` in the run directory.
     """
     from archlab.data import load_dataset
     from archlab.training import resolve_recipe, resolve_task
@@ -487,21 +586,29 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     name = study or _safe_name(base.get("name") or "search")
     run_dir = study_dir(out, name)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
     point = load(first_point(base))  # the task does not vary over a space: its objectives must apply to it
-    task = resolve_task(resolve_recipe(point.to_dict().get("train"), data=data), point, dataset.task)
+    recipe = resolve_recipe(point.to_dict().get("train"), data=data)
+    if _declares_task(point, recipe):  # known without the data: a wrong objective is refused before it loads
+        _check_objectives(objective_list, resolve_task(recipe, point))
+    dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
+    task = resolve_task(recipe, point, dataset.task)
     if objective_list is None:
         objective_list = parse_objectives([f"val_{task.headline_metric}"])
-    for objective in objective_list:
-        if objective.is_metric:
-            direction_of(objective.name, task.name, f"--objective {objective.name}")
+    _check_objectives(objective_list, task)
+    from archlab.data import TextDataset
+
+    tokenizers = study_tokenizers(dims, dataset, point, task, recipe, run_dir) \
+        if isinstance(dataset, TextDataset) else None
     config = SearchConfig(space=base, data=data, trials=trials, study=name, storage=url,
                           objectives=[str(o) for o in objective_list], sampler=sampler, pruner=pruner,
                           timeout=timeout, max_params=max_params, max_flops=max_flops, epochs=epochs,
                           batch_size=batch_size, seed=seed,
-                          workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None)
+                          workers=workers, heartbeat=heartbeat, data_dir=str(data_dir) if data_dir else None,
+                          run_dir=str(run_dir.resolve()))
     run_dir.mkdir(parents=True, exist_ok=True)
     the_study = open_study(config, force=force)
+    if tokenizers is not None:  # every worker and every trial's run reads this one
+        tokenizers.save(run_dir)
     dump(base, run_dir / "space.yaml")
     (run_dir / "search.json").write_text(json.dumps({**asdict(config), "storage": public_url(url),
                                                      "dimensions": [d.path for d in dims]}, indent=2),
@@ -513,6 +620,17 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     else:
         _run_workers(config, the_study, on_progress)
     return write_results(the_study, run_dir, objective_list, target=trials)
+
+
+def _declares_task(point: Any, recipe: Any) -> bool:
+    """Whether the spec itself says its task (``task.kind``, or a ``train.loss`` of one task)."""
+    return bool((point.to_dict().get("task") or {}).get("kind")) or recipe.loss != "auto"
+
+
+def _check_objectives(objectives: list[Objective] | None, task: Any) -> None:
+    for objective in objectives or ():
+        if objective.is_metric:
+            direction_of(objective.name, task.name, f"--objective {objective.name}")
 
 
 def _run_workers(config: SearchConfig, study: Any, on_progress: Callable[[SearchProgress], None] | None) -> None:
@@ -582,7 +700,7 @@ def trial_rows(study: Any, objectives: list[Objective]) -> list[dict]:
                     "epochs_trained": attrs.get("epochs_trained", 0),
                     "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
                     "pruned_by": attrs.get("pruned_by") or ("surplus" if "surplus" in attrs else None),
-                    "reason": attrs.get("pruned_reason") or attrs.get("surplus")})
+                    "reason": attrs.get("pruned_reason") or attrs.get("surplus"), "run_dir": attrs.get("run_dir")})
         row.update({f"param:{k}": v for k, v in t.params.items()})
         rows.append(row)
     return rows
@@ -618,7 +736,8 @@ def write_results(study: Any, run_dir: Path, objectives: list[Objective], target
         path = run_dir / ("best.yaml" if len(objectives) == 1 else f"pareto/trial-{t.number}.yaml")
         atomic_write_text(path, t.user_attrs["spec"])
         best.append({"number": t.number, "values": dict(zip([o.name for o in objectives], t.values, strict=True)),
-                     "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": str(path)})
+                     "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": str(path),
+                     "run_dir": t.user_attrs.get("run_dir")})
     if len(objectives) > 1:
         atomic_write_text(run_dir / "pareto.json", json.dumps(best, indent=2))
     from ._plots import plot_study
@@ -656,7 +775,8 @@ def load_report(study: str, storage: str | None = None, *, out: str | Path = "ru
                   [Objective(f"value{i}", d.name.lower()) for i, d in enumerate(the_study.directions)])
     rows_best = _front(the_study, objectives)
     best = [{"number": t.number, "values": dict(zip([o.name for o in objectives], t.values, strict=True)),
-             "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": None}
+             "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "spec_path": None,
+             "run_dir": t.user_attrs.get("run_dir")}
             for t in rows_best]
     return SearchResult(the_study, Path("."), objectives, best, count_trials(the_study))
 

@@ -207,8 +207,9 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     recipe = resolve_recipe(spec.to_dict().get("train"), **task["overrides"])
     # The held-out fold is the score; it must not steer training (no early stopping, no split of it).
     metric, kind = task.get("metric", "accuracy"), get_task(task.get("task", "classification"))
-    recipe = recipe.model_copy(update={"validation_split": 0.0, "early_stopping": None,
-                                       "metrics": [] if metric == "loss" else [metric]})
+    # the chosen metric, and the task's own beside it (perplexity and token accuracy for text); loss always
+    recorded = list(dict.fromkeys(m for m in (metric, *kind.default_metrics) if m != "loss"))
+    recipe = recipe.model_copy(update={"validation_split": 0.0, "early_stopping": None, "metrics": recorded})
     train_idx, val_idx = np.asarray(task["train_idx"]), np.asarray(task["val_idx"])
     began = time.perf_counter()
     xt, yt = to_tensors(map_inputs(lambda a: a[train_idx], x), y[train_idx], kind)
@@ -218,7 +219,8 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
         train_metrics, _ = engine.evaluate(xt, yt)
         val_metrics, _ = engine.evaluate(xv, yv)
     row = {k: v for k, v in task.items() if k in ("kind", "config", "fold", "fraction", "values")}
-    row.update({f"train_{metric}": float(train_metrics[metric]), f"val_{metric}": float(val_metrics[metric])},
+    row.update({f"{side}_{k}": float(v) for side, values in (("train", train_metrics), ("val", val_metrics))
+                for k, v in values.items()},
                metric=metric, train_samples=len(train_idx), seconds=round(time.perf_counter() - began, 3))
     return row
 
@@ -333,14 +335,33 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["seed"] = seed
     _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
-    if isinstance(dataset, str):
-        dataset = load_dataset(dataset, data_dir)
     from archlab.builder import parse
+    from archlab.data import TextDataset
     from archlab.training import model_inputs, resolve_recipe, resolve_task
 
-    task = resolve_task(resolve_recipe(base.get("train"), **overrides), load(base), dataset.task)
+    recipe = resolve_recipe(base.get("train"), **overrides)
+    declared = bool((base.get("task") or {}).get("kind")) or recipe.loss != "auto"
+    if declared and metric is not None:  # the task is known without the data: a wrong metric is refused first
+        direction_of(metric, resolve_task(recipe, load(base)).name, "--metric")
+    searched = [p for p, _ in sweep_list if p == "train.tokenizer" or p.startswith("train.tokenizer.")]
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, data_dir)
+    task = resolve_task(recipe, load(base), dataset.task)
     metric = metric or task.headline_metric
     direction = direction_of(metric, task.name, "--metric")
+    text = isinstance(dataset, TextDataset)
+    if text and searched:
+        raise SpecError(f"--sweep {searched[0]}: cv trains one tokenizer, on the training split, for every "
+                        "configuration and fold (their losses compare only over one vocabulary): give "
+                        "train.tokenizer fixed values, and cross-validate each vocabulary size in its own run",
+                        searched[0])
+    if text:  # one tokenizer for the sweep, from the whole training split (a resumed sweep reads its own)
+        from archlab.text import Tokenizers, encode_for_spec
+
+        if resume is not None and not (Path(resume) / "cv-plan.json").is_file():  # before its tokenizer is read
+            raise ValueError(f"{resume} is not an archlab cv run (no cv-plan.json)")
+        tokenizers = Tokenizers.load(resume) if resume is not None else None
+        dataset = encode_for_spec(dataset, parse(load(base)), task.name, recipe.tokenizer, tokenizers)
     configs = _materialise(base, sweep_list, dataset, overrides, task)
     # the arrays the spec's model reads (by input name for a graph-form spec), converted once here
     x, y = model_inputs(parse(load(base)), dataset.x_train, dataset.name), dataset.y_train
@@ -364,6 +385,12 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
                              f"{', '.join(differ)}; give the same spec, data and options")
     else:
         run_dir = _new_run_dir(Path(out if out is not None else "runs"), base.get("name") or "spec")
+        if text:  # what every fold was trained with, for evaluate/predict of chosen.yaml's training
+            dataset.tokenizers.save(run_dir)
+    _write(run_dir / "folds.json", json.dumps(
+        {"samples": len(y), "unit": "sentence pairs" if task.name == "seq2seq" else
+         "sentences" if text else "samples",
+         "validation": [val.tolist() for _, val in splits]}))
     try:
         return _sweep(run_dir, plan, configs, splits, x, y, dataset.name, jobs, seed, learning_curve, fractions,
                       on_start, on_result, task, direction)
@@ -418,7 +445,8 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
                       "val_se": float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else 0.0,
                       "train_mean": float(np.mean([r[f"train_{metric}"] for r in rows])),
                       "gap": float(np.mean([r[f"train_{metric}"] - r[f"val_{metric}"] for r in rows])),
-                      "seconds": float(sum(r["seconds"] for r in rows)), "folds": len(rows)})
+                      "seconds": float(sum(r["seconds"] for r in rows)), "folds": len(rows),
+                      "metrics": _every_metric(rows)})
     sign = 1 if direction == "max" else -1
     best = max(range(len(table)), key=lambda i: sign * table[i]["val_mean"])
     chosen = one_standard_error(table, direction)
@@ -443,6 +471,19 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
         result.learning_answer = learning_curve_answer(result.learning_curve, direction, metric)
     _write_outputs(result, configs, data)
     return result
+
+
+def _every_metric(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per metric the folds recorded (all of them: rows of older sweeps may hold only the chosen one),
+    the validation mean and standard deviation over the folds and the training mean."""
+    names = [k.removeprefix("val_") for k in rows[0] if k.startswith("val_")
+             and all(k in r and f"train_{k[4:]}" in r for r in rows)]
+    out = {}
+    for name in names:
+        val = np.array([r[f"val_{name}"] for r in rows])
+        out[name] = {"val_mean": float(val.mean()), "val_std": float(val.std(ddof=1)) if len(val) > 1 else 0.0,
+                     "train_mean": float(np.mean([r[f"train_{name}"] for r in rows]))}
+    return out
 
 
 def _subset(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, stratify: bool) -> np.ndarray:
@@ -477,9 +518,11 @@ def _write_outputs(result: CVResult, configs: list[dict], data: str) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = ["params", "flops", "val_mean", "val_std", "val_se", "train_mean", "gap", "seconds", "folds"]
-    writer.writerow(["config", *paths, *columns])
+    others = [m for m in (result.configs[0]["metrics"] if result.configs else {}) if m != result.metric]
+    writer.writerow(["config", *paths, *columns, *(f"val_{m}_{s}" for m in others for s in ("mean", "std"))])
     for row in result.configs:
-        writer.writerow([row["index"], *(row["values"][p] for p in paths), *(row[c] for c in columns)])
+        writer.writerow([row["index"], *(row["values"][p] for p in paths), *(row[c] for c in columns),
+                         *(row["metrics"][m][f"val_{s}"] for m in others for s in ("mean", "std"))])
     _write(run_dir / "cv.csv", buffer.getvalue())
     spec = next(c["spec"] for c in configs if c["index"] == chosen["index"])
     header = (f"# chosen by archlab cv: the smallest configuration within one standard error of the best\n"
