@@ -306,7 +306,7 @@ def study_tokenizers(dims: list, dataset: Any, point: Any, task: Any, recipe: An
             raise SpecError(f"{where} is searched, but the tokenizer fixes the vocabulary at {encoded.vocab_size} ids: "
                             f"set {bound}: {encoded.vocab_size} (or change train.tokenizer.vocab_size)", where)
     check_fit(parsed, encoded, task)
-    if run_dir is not None and any((run_dir / n).is_file() for n in _tokenizer_files()):
+    if run_dir is not None and Tokenizers.saved_in(run_dir):
         held = Tokenizers.load(run_dir)
         if held.files() != encoded.tokenizers.files():
             raise SpecError(f"the study in {run_dir} was searched with another tokenizer than the one this data and "
@@ -320,16 +320,10 @@ def load_study_tokenizers(config: SearchConfig, dataset: Any, task: Any, recipe:
     for a worker without that folder, the same training on the training split."""
     from archlab.text import Tokenizers, train_tokenizers
 
-    if config.run_dir is not None and any((Path(config.run_dir) / n).is_file() for n in _tokenizer_files()):
+    if config.run_dir is not None and Tokenizers.saved_in(config.run_dir):
         return Tokenizers.load(config.run_dir)
     options = {} if recipe.tokenizer is None else recipe.tokenizer.model_dump()
     return train_tokenizers(dataset.for_task(task.name), **options)
-
-
-def _tokenizer_files() -> tuple[str, ...]:
-    from archlab.text import TOKENIZER_FILES
-
-    return tuple(TOKENIZER_FILES.values())
 
 
 def batch1_latency_ms(model: Any, x: Any, repeats: int = 30) -> float:

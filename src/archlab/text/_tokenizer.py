@@ -154,6 +154,11 @@ class Tokenizers:
         """Write ``tokenizer.json`` (shared) or ``tokenizer-source.json`` and ``tokenizer-target.json``."""
         return [tok.save(Path(run_dir) / name) for name, tok in self.files().items()]
 
+    @staticmethod
+    def saved_in(run_dir: str | Path) -> bool:
+        """Whether ``run_dir`` holds tokenizers (``save``): what marks a run of a text task."""
+        return any((Path(run_dir) / name).is_file() for name in TOKENIZER_FILES.values())
+
     @classmethod
     def load(cls, run_dir: str | Path) -> Tokenizers:
         """The tokenizers a run directory holds; DataError saying which files are missing."""

@@ -536,7 +536,9 @@ def _unknown_split(split: str, data: str | None, named: Sequence[str]) -> None:
 
 def _is_text_run(run_dir: Path) -> bool:
     """A run of a text task: it holds the tokenizer it was trained with (``Tokenizers.save``)."""
-    return any((run_dir / name).is_file() for name in _tokenizer_files())
+    from archlab.text import Tokenizers
+
+    return Tokenizers.saved_in(run_dir)
 
 
 def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, values: dict,
@@ -731,12 +733,6 @@ def _check_text_options(options: dict[str, Any]) -> None:
     for name, (ok, what) in limits.items():
         if name in options and not ok(options[name]):
             raise SpecError(f"{_flag(name)} is {what}, got {options[name]}")
-
-
-def _tokenizer_files() -> tuple[str, ...]:
-    from archlab.text import TOKENIZER_FILES
-
-    return tuple(TOKENIZER_FILES.values())
 
 
 def _classes_of(run_dir: Path, data: str | None, count: int) -> list[str]:
