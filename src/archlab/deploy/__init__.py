@@ -1,4 +1,5 @@
-"""Deployment: a trained run to a checked ONNX or TorchScript file, int8 quantization with ONNX
+"""Deployment: a trained run to a checked ONNX or TorchScript file (a seq2seq run to an ONNX
+encoder and decoder step, with a greedy decode in ONNX Runtime), int8 quantization with ONNX
 Runtime, and latency benchmarks of models, files and runs.
 
 Example:
@@ -22,8 +23,10 @@ from ._export import (
     read_metadata,
     supported_opsets,
 )
+from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_greedy_decode
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
            "benchmark", "check_export_options", "check_quantizable", "export_model", "export_run", "file_size",
-           "load_run_model", "load_runner", "quantize_onnx", "read_metadata", "supported_opsets", "timed_calls"]
+           "load_run_model", "load_runner", "quantize_onnx", "onnx_greedy_decode", "read_metadata",
+           "Seq2SeqExportResult", "export_seq2seq", "export_seq2seq_run", "supported_opsets", "timed_calls"]

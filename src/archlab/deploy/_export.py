@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from torch import nn
 from archlab._inputs import call_model, is_named, map_inputs, num_rows
 from archlab._paths import check_out_file
 from archlab.exceptions import ArchlabError, SpecError
+
+if TYPE_CHECKING:
+    from ._seq2seq import Seq2SeqExportResult
 
 __all__ = ["ExportError", "ExportResult", "ModelFileError", "Runner", "check_export_options", "export_model",
            "export_run", "file_size", "load_run_model", "load_runner", "read_metadata", "supported_opsets"]
@@ -436,15 +439,18 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any
 def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | None = None,
                out: str | Path | None = None, data: str | None = None, data_dir: str | Path | None = None,
                weights: str = "best", samples: int = 256, rtol: float = 1e-3, atol: float = 1e-5,
-               on_event: Callable[[str], None] | None = None) -> ExportResult:
+               on_event: Callable[[str], None] | None = None) -> ExportResult | Seq2SeqExportResult:
     """Export a trained run: the full model its spec describes (with the final softmax, so the
     file outputs what the spec says), checked on held-out samples of the data's test split.
+    A seq2seq run exports as two ONNX files instead, an encoder and a decoder step, with its
+    tokenizer, into a folder (``export_seq2seq_run``: a Seq2SeqExportResult).
 
     Args:
         run_dir: a run directory written by ``archlab train``.
         format: ``"onnx"`` or ``"torchscript"``.
         opset: the ONNX opset (default: the exporter's).
-        out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``).
+        out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``); for a
+            seq2seq run, the folder (default ``RUN/export``).
         data: the data set that gives the check samples (default: the run's).
         weights: ``"best"`` or ``"last"`` (``best.safetensors`` / ``last.safetensors``).
         samples: how many test samples the parity check runs.
@@ -461,12 +467,19 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, model_inputs, run_task
+    from archlab.training import check_fit, load_run, model_inputs, run_task
+    from archlab.training._train import as_arrays
 
     check_export_options(format, opset)
     if samples < 3:
         raise ValueError(f"samples must be at least 3 (two batch sizes), got {samples}")
     run_dir = Path(run_dir)
+    if run_task(*load_run(run_dir))[0].name == "seq2seq":  # two files: the encoder and a decoder step
+        from ._seq2seq import check_seq2seq_options, export_seq2seq_run
+
+        check_seq2seq_options(format, opset, out)
+        return export_seq2seq_run(run_dir, opset=opset, out=out, data=data, data_dir=data_dir,  # type: ignore[return-value]
+                                  weights=weights, samples=samples, rtol=rtol, atol=atol, on_event=on_event)
     target = Path(out) if out is not None else run_dir / "export" / ("model.onnx" if format == "onnx" else "model.pt")
     check_out_file(target)
     spec, recipe, parsed, model = load_run_model(run_dir, weights)
@@ -475,8 +488,9 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     name = data or recipe.data
     if name is None:
         raise SpecError("the run records no data set: pass --data NAME for the held-out check samples")
-    dataset = load_dataset(name, data_dir)
-    check_fit(parsed, dataset, run_task(spec, recipe)[0])
+    task = run_task(spec, recipe)[0]
+    dataset = as_arrays(load_dataset(name, data_dir), parsed, task, recipe, run_dir)  # text: the run's tokenizer
+    check_fit(parsed, dataset, task)
     x = model_inputs(parsed, dataset.x_test, dataset.name)  # by name, int64 for token ids
     metrics = _test_metrics(run_dir, weights, dataset, x)
     # a graph of one input exports as one of any other spec (ONNX input "input")
@@ -568,7 +582,8 @@ def _torch_runner(module: nn.Module) -> Runner:
     return _runner("torch", torch.get_num_threads(), None, run, inputs)
 
 
-def _onnx_runner(path: Path) -> Runner:
+def _ort_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session with torch's intra-op thread count (a fair comparison), errors only logged."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -577,9 +592,13 @@ def _onnx_runner(path: Path) -> Runner:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelFileError(f"{path} is not a model ONNX Runtime can load: {str(exc).splitlines()[0]}") from None
+
+
+def _onnx_runner(path: Path) -> Runner:
+    session = _ort_session(path)
     inputs: dict[str, InputInfo] = {}
     for arg in session.get_inputs():
         shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape[1:])
@@ -590,7 +609,7 @@ def _onnx_runner(path: Path) -> Runner:
     def run(x: Any) -> np.ndarray:
         return session.run([output], x if is_named(x) else {first: x})[0]
 
-    return _runner("onnx", options.intra_op_num_threads, path, run, inputs)
+    return _runner("onnx", session.get_session_options().intra_op_num_threads, path, run, inputs)
 
 
 def _torchscript_runner(path: Path) -> Runner:
