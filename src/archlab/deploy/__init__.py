@@ -23,8 +23,8 @@ from ._export import (
     read_metadata,
     supported_opsets,
 )
-from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_greedy_decode
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
+from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_greedy_decode
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
            "benchmark", "check_export_options", "check_quantizable", "export_model", "export_run", "file_size",

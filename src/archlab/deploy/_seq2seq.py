@@ -29,8 +29,17 @@ from torch import nn
 
 from archlab.exceptions import SpecError
 
-from ._export import ExportError, ModelFileError, _check_batches, _ort_session, _quiet, _sibling_tmp, \
-    _strip_node_metadata, _summary, check_export_options
+from ._export import (
+    ExportError,
+    ModelFileError,
+    _check_batches,
+    _ort_session,
+    _quiet,
+    _sibling_tmp,
+    _strip_node_metadata,
+    _summary,
+    check_export_options,
+)
 
 __all__ = ["DECODER_FILE", "ENCODER_FILE", "Seq2SeqExportResult", "check_seq2seq_options", "export_seq2seq",
            "export_seq2seq_run", "onnx_greedy_decode"]
@@ -275,6 +284,67 @@ def _max_diff(got: np.ndarray, expected: np.ndarray, rtol: float, atol: float, w
     return worst, None
 
 
+def _load(path: Path) -> Any:
+    try:
+        return _ort_session(path)
+    except ModelFileError as exc:
+        raise ExportError(f"the exported file does not load: {exc}") from exc
+
+
+def _span(batches: list[torch.Tensor], index: int) -> str:
+    first = sum(len(b) for b in batches[:index])
+    return f"sentences {first} to {first + len(batches[index]) - 1}"
+
+
+def _check_encoder(encoder: _Encoder, session: Any, batches: list[torch.Tensor], outputs: list[str], rtol: float,
+                   atol: float) -> float:
+    """The largest |onnx - torch| of the encoder's memory at the real source positions; raises beyond tolerance."""
+    worst = 0.0
+    for index, src_ids in enumerate(batches):
+        with torch.no_grad():
+            expected = [t.numpy() for t in encoder(src_ids)]
+        got = session.run(None, {encoder.source_name: src_ids.numpy()})
+        real = (src_ids != encoder.pad_id).numpy() if encoder.pad_id is not None else None
+        for name, g, e in zip(outputs, got, expected, strict=True):
+            if name == PADDING:
+                if not np.array_equal(g, e):
+                    raise ExportError(f"the exported encoder's source_padding differs from PyTorch's for "
+                                      f"{_span(batches, index)}. The files were not kept.")
+                continue
+            # padded positions are masked wherever the decoder reads them (and torch's fast path
+            # may leave them at zero), so only the real ones are compared
+            e_cmp, g_cmp = (e[real], g[real]) if real is not None and e.shape[:2] == real.shape else (e, g)
+            diff, failure = _max_diff(g_cmp, e_cmp, rtol, atol, f"encoder's {name}")
+            worst = max(worst, diff)
+            if failure:
+                raise ExportError(f"the exported encoder differs from PyTorch ({_span(batches, index)}): {failure}. "
+                                  "The files were not kept.")
+    return worst
+
+
+def _check_step(encoder: _Encoder, step: _DecoderStep, session: Any, batches: list[torch.Tensor],
+                targets: torch.Tensor, names: list[str], rtol: float, atol: float) -> float:
+    """The largest |onnx - torch| of the decoder's log-probabilities on the held-out targets' prefixes
+    of one id and of the whole length, from PyTorch's memory; raises beyond tolerance."""
+    worst, first = 0.0, 0
+    for index, src_ids in enumerate(batches):
+        with torch.no_grad():
+            memory = encoder(src_ids)
+        feed = dict(zip(names[:-1], (t.numpy() for t in memory), strict=True))
+        for length in sorted({1, targets.shape[1]}):
+            prefix = targets[first: first + len(src_ids), :length]
+            with torch.no_grad():
+                want = step(*memory, prefix).numpy()
+            have = session.run([LOG_PROBS], {**feed, names[-1]: prefix.numpy()})[0]
+            diff, failure = _max_diff(have, want, rtol, atol, f"decoder's log-probabilities (prefix of {length})")
+            worst = max(worst, diff)
+            if failure:
+                raise ExportError(f"the exported decoder step differs from PyTorch ({_span(batches, index)}): "
+                                  f"{failure}. The files were not kept.")
+        first += len(src_ids)
+    return worst
+
+
 def check_seq2seq_options(format: str, opset: int | None, out: str | Path | None) -> None:
     """What does not apply to a seq2seq export, refused before any work."""
     check_export_options(format, opset)
@@ -349,51 +419,20 @@ def export_seq2seq(model: nn.Module, folder: str | Path, *, check_source: torch.
                            for t in fixed)
         opset_used = _export_part(encoder, (example,), [source_name], outputs, ({0: batch, 1: src},),
                                   tmps["encoder"], {**metadata, "archlab.part": "encoder"}, opset, "encoder")
-        step_args = (*fixed, check_target[:2, :2])
-        step_names = [*memory_names, *([PADDING] if step.source_pad is not None else []), target_name]
-        _export_part(step, step_args, step_names, [LOG_PROBS], {"args": (*fixed_dims, {0: batch, 1: tgt})},
-                     tmps["decoder"], {**metadata, "archlab.part": "decoder"}, opset, "decoder step")
-        try:
-            enc_session, dec_session = _ort_session(tmps["encoder"]), _ort_session(tmps["decoder"])
-        except ModelFileError as exc:
-            raise ExportError(f"an exported file does not load: {exc}") from exc
+        enc_session = _load(tmps["encoder"])
         if on_event is not None:
             on_event(f"export: checking the encoder, the decoder step and greedy decoding on {len(check_source)} "
                      "held-out sentences")
-        memory_diff = step_diff = 0.0
-        equal, sizes, mismatch = 0, [], None
-        for rows in _check_batches(len(check_source)):
-            src_ids = _trim(check_source[rows], encoder.pad_id)
-            sizes.append(len(src_ids))
-            with torch.no_grad():
-                expected = [t.numpy() for t in encoder(src_ids)]
-            got = enc_session.run(None, {source_name: src_ids.numpy()})
-            real = (src_ids != encoder.pad_id).numpy() if encoder.pad_id is not None else None
-            for name, g, e in zip(outputs, got, expected, strict=True):
-                if name == PADDING:
-                    if not np.array_equal(g, e):
-                        raise ExportError("the exported encoder's source_padding differs from PyTorch's for "
-                                          f"sentences {rows.start} to {rows.stop - 1}. The files were not kept.")
-                    continue
-                # padded positions are masked wherever the decoder reads them (and torch's fast path
-                # may leave them at zero), so only the real ones are compared
-                e_cmp, g_cmp = (e[real], g[real]) if real is not None and e.shape[:2] == real.shape else (e, g)
-                diff, failure = _max_diff(g_cmp, e_cmp, rtol, atol, f"encoder's {name}")
-                memory_diff = max(memory_diff, diff)
-                if failure:
-                    raise ExportError(f"the exported encoder differs from PyTorch (sentences {rows.start} to "
-                                      f"{rows.stop - 1}): {failure}. The files were not kept.")
-            feed = dict(zip(step_names[:-1], expected, strict=True))
-            for length in sorted({1, target_len}):
-                prefix = check_target[rows, :length]
-                with torch.no_grad():
-                    want = step(*map(torch.from_numpy, expected), prefix).numpy()
-                have = dec_session.run([LOG_PROBS], {**feed, target_name: prefix.numpy()})[0]
-                diff, failure = _max_diff(have, want, rtol, atol, f"decoder's log-probabilities (prefix of {length})")
-                step_diff = max(step_diff, diff)
-                if failure:
-                    raise ExportError(f"the exported decoder step differs from PyTorch (sentences {rows.start} to "
-                                      f"{rows.stop - 1}): {failure}. The files were not kept.")
+        batches = [_trim(check_source[rows], encoder.pad_id) for rows in _check_batches(len(check_source))]
+        memory_diff = _check_encoder(encoder, enc_session, batches, outputs, rtol, atol)  # before the decoder's export
+        step_names = [*memory_names, *([PADDING] if step.source_pad is not None else []), target_name]
+        _export_part(step, (*fixed, check_target[:2, :2]), step_names, [LOG_PROBS],
+                     {"args": (*fixed_dims, {0: batch, 1: tgt})}, tmps["decoder"],
+                     {**metadata, "archlab.part": "decoder"}, opset, "decoder step")
+        dec_session = _load(tmps["decoder"])
+        step_diff = _check_step(encoder, step, dec_session, batches, check_target, step_names, rtol, atol)
+        equal, mismatch, first = 0, None, 0
+        for src_ids in batches:
             torch_tokens = [h.tokens for h in greedy_search(model, src_ids, max_len=target_len,
                                                             source_name=source_name, target_name=target_name)]
             ort_tokens = [h.tokens for h in onnx_greedy_decode(enc_session, dec_session, src_ids.numpy(),
@@ -402,7 +441,8 @@ def export_seq2seq(model: nn.Module, folder: str | Path, *, check_source: torch.
                 if a == b:
                     equal += 1
                 elif mismatch is None:
-                    mismatch = f"sentence {rows.start + i}: ONNX Runtime decodes {a}, PyTorch {b}"
+                    mismatch = f"sentence {first + i}: ONNX Runtime decodes {a}, PyTorch {b}"
+            first += len(src_ids)
         if mismatch is not None:
             raise ExportError(f"greedy decode: ORT tokens equal PyTorch's on only {equal}/{len(check_source)} "
                               f"held-out sentences; first difference at {mismatch}. The files were not kept.")
@@ -420,7 +460,7 @@ def export_seq2seq(model: nn.Module, folder: str | Path, *, check_source: torch.
         model.train(was_training)
     size = sum(path.stat().st_size for path in paths.values())
     return Seq2SeqExportResult(folder, paths["encoder"], paths["decoder"], copied, opset_used, size, memory_diff,
-                               step_diff, equal, len(check_source), tuple(sizes), rtol, atol)
+                               step_diff, equal, len(check_source), tuple(len(b) for b in batches), rtol, atol)
 
 
 def export_seq2seq_run(run_dir: str | Path, *, opset: int | None = None, out: str | Path | None = None,

@@ -1,0 +1,187 @@
+"""archlab export on sequence runs: a seq2seq run as an ONNX encoder and decoder step whose greedy
+decode in ONNX Runtime gives PyTorch's tokens; a language model as one graph; what does not apply
+to a seq2seq export refused before any work."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from archlab.cli import run
+from archlab.deploy import ExportError, export_run, load_run_model, onnx_greedy_decode, read_metadata
+from archlab.generation import greedy_search
+from archlab.text import Tokenizers
+from archlab.training import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
+         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
+HELD_OUT = ["a dog runs", "the big red house sits", "a man", "cat", "blue dog sits a big house"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    """600 sentence pairs of a word-for-word 'translation' (3-5 words each), as tests/text's."""
+    folder = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(600)]
+    (folder / "c.en").write_text("\n".join(english) + "\n", encoding="utf-8")
+    (folder / "c.de").write_text("\n".join(" ".join(WORDS[w] for w in s.split()) for s in english) + "\n",
+                                 encoding="utf-8")
+    return f"text:{folder / 'c.en'},{folder / 'c.de'}"
+
+
+def seq2seq_spec(data: str) -> dict:
+    inputs = {"source": {"shape": [12], "dtype": "long", "pad_id": 0},
+              "target": {"shape": [12], "dtype": "long", "pad_id": 0}}
+    return {
+        "name": "tiny-mt", "inputs": inputs, "task": {"kind": "seq2seq"},
+        "graph": {
+            "encoder": {"from": "source", "layers": [
+                {"embedding": {"input_dim": 80, "output_dim": 32}, "name": "emb"},
+                {"positional_embedding": {"max_len": 12, "kind": "sinusoidal"}},
+                {"transformer_encoder": {"num_heads": 2, "ff_dim": 64, "dropout": 0.0}}]},
+            "embedded": {"from": "target", "layers": [
+                {"embedding": {"input_dim": 80, "output_dim": 32}, "tie": "emb"},
+                {"positional_embedding": {"max_len": 12, "kind": "sinusoidal"}}]},
+            "dec": {"from": ["embedded", "encoder"], "layers": [
+                {"transformer_decoder": {"num_heads": 2, "ff_dim": 64, "dropout": 0.0, "causal": True}},
+                {"dense": {"units": 80}}]},
+        },
+        "outputs": "dec",
+        "train": {"data": data, "epochs": 6, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003},
+                  "validation_split": 0.1, "tokenizer": {"kind": "bpe", "vocab_size": 80}, "device": "cpu",
+                  "bucketing": True},
+    }
+
+
+@pytest.fixture(scope="module")
+def mt_run(tmp_path_factory, corpus):
+    return train(seq2seq_spec(corpus), out=tmp_path_factory.mktemp("runs"), verbose=0).run_dir
+
+
+@pytest.fixture(scope="module")
+def exported(mt_run, tmp_path_factory):
+    """The run exported on the command line (one export for every test here: each takes seconds)."""
+    folder = tmp_path_factory.mktemp("export") / "mt"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run(["export", str(mt_run), "-o", str(folder), "--samples", "16", "--weights", "last", "--quiet"])
+    return SimpleNamespace(code=code, printed=printed.getvalue(), folder=folder,
+                           encoder=folder / "encoder_model.onnx", decoder=folder / "decoder_model.onnx")
+
+
+def session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def held_out_ids(run_dir) -> list[list[int]]:
+    """Source ids of sentences the model never saw, of 1 to 6 words (then </s>, as translate adds it)."""
+    return [row + [3] for row in Tokenizers.load(run_dir).source.encode(HELD_OUT)]
+
+
+def test_a_seq2seq_run_exports_an_encoder_a_decoder_step_and_its_tokenizer(mt_run, exported) -> None:
+    folder = exported.folder
+    assert exported.code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["decoder_model.onnx", "encoder_model.onnx", "tokenizer.json"]
+    assert (folder / "tokenizer.json").read_bytes() == (mt_run / "tokenizer.json").read_bytes()
+    text = exported.printed
+    assert f"exported: {exported.encoder} (ONNX opset 20" in text
+    assert f"exported: {exported.decoder} (ONNX opset 20" in text
+    assert f"tokenizer: {folder / 'tokenizer.json'}" in text
+    assert "greedy decode: ORT tokens equal PyTorch's on 16/16 held-out sentences" in text
+    match = re.search(r"parity: max \|onnx - torch\| = (\S+) \(encoder memory\), (\S+) \(decoder log-probabilities\) "
+                      r"within atol 1e-05 \+ rtol 0\.001 \* \|torch\| on 16 held-out test sentences \(batches of 1, "
+                      r"7, 8\): ok", text)
+    assert match and float(match.group(1)) < 1e-4 and float(match.group(2)) < 1e-4
+    for part, path in (("encoder", exported.encoder), ("decoder", exported.decoder)):
+        meta = read_metadata(path)
+        assert meta["archlab.part"] == part and meta["archlab.weights"] == "last"
+        assert "name: tiny-mt" in meta["archlab.spec"]
+        assert set(json.loads(meta["archlab.metrics"])["metrics"]) >= {"perplexity", "token_accuracy"}
+    enc, dec = session(exported.encoder), session(exported.decoder)
+    assert [i.name for i in enc.get_inputs()] == ["source"]
+    assert [o.name for o in enc.get_outputs()] == ["memory", "source_padding"]
+    assert [i.name for i in dec.get_inputs()] == ["memory", "source_padding", "target"]
+    assert [o.name for o in dec.get_outputs()] == ["log_probs"]
+
+
+def test_ort_greedy_decode_gives_pytorchs_tokens_on_padded_held_out_sentences(mt_run, exported) -> None:
+    _, _, _, model = load_run_model(mt_run, "last")
+    sources = held_out_ids(mt_run)
+    assert len({len(s) for s in sources}) >= 4  # a batch whose shorter rows are padded
+    ort_hyps = onnx_greedy_decode(exported.encoder, exported.decoder, sources, max_len=12)
+    torch_hyps = greedy_search(model, sources, max_len=12)
+    assert [h.tokens for h in ort_hyps] == [h.tokens for h in torch_hyps]
+    assert [h.finished for h in ort_hyps] == [h.finished for h in torch_hyps]
+    assert [h.log_prob for h in ort_hyps] == pytest.approx([h.log_prob for h in torch_hyps], abs=1e-4)
+    assert any(h.tokens for h in torch_hyps)  # a model that decodes words, not </s> at once
+    # each sentence alone (no padding, PyTorch's KV-cache path) decodes as it does in the padded batch
+    for source, hyp in zip(sources, ort_hyps, strict=True):
+        [alone] = onnx_greedy_decode(exported.encoder, exported.decoder, np.array([source]), max_len=12)
+        assert alone.tokens == hyp.tokens
+
+
+def test_the_encoder_memory_and_the_decoder_step_match_pytorch(mt_run, exported) -> None:
+    _, _, _, model = load_run_model(mt_run, "last")
+    sources = held_out_ids(mt_run)
+    width = max(map(len, sources))
+    source = torch.tensor([s + [0] * (width - len(s)) for s in sources])
+    target = torch.tensor([[2, 5, 9, 14]] * len(sources))
+    seen = {}
+    hook = model.net.nodes["encoder"].register_forward_hook(lambda m, i, out: seen.update(memory=out))
+    with torch.no_grad():
+        logits = model(source=source, target=target)
+    hook.remove()
+    memory, source_padding = session(exported.encoder).run(None, {"source": source.numpy()})
+    real = (source != 0).numpy()
+    assert np.array_equal(source_padding, ~real)
+    np.testing.assert_allclose(memory[real], seen["memory"].numpy()[real], rtol=1e-3, atol=1e-5)
+    [log_probs] = session(exported.decoder).run(None, {"memory": memory, "source_padding": source_padding,
+                                                       "target": target.numpy()})
+    expected = torch.log_softmax(logits[:, -1], dim=-1).numpy()
+    np.testing.assert_allclose(log_probs, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_a_failed_check_keeps_nothing(mt_run, tmp_path) -> None:
+    folder = tmp_path / "strict"
+    with pytest.raises(ExportError, match=r"the exported encoder differs from PyTorch .*memory.*files were not kept"):
+        export_run(mt_run, out=folder, samples=3, weights="last", rtol=0.0, atol=0.0)
+    assert list(folder.iterdir()) == []
+
+
+def test_options_that_do_not_apply_to_a_seq2seq_export_exit_2_before_any_work(mt_run, tmp_path, capsys) -> None:
+    assert run(["export", str(mt_run), "--format", "torchscript"]) == 2
+    assert "a seq2seq run exports to ONNX only" in capsys.readouterr().err
+    assert run(["export", str(mt_run), "-o", str(tmp_path / "model.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "a seq2seq run exports a folder (encoder_model.onnx, decoder_model.onnx, tokenizer.json)" in err
+    assert "Traceback" not in err
+    assert not (mt_run / "export").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_language_model_run_exports_as_one_graph(tmp_path, corpus) -> None:
+    english = corpus.removeprefix("text:").split(",")[0]
+    spec = {"name": "tiny-lm", "input": {"shape": [8], "dtype": "long", "pad_id": 0},
+            "task": {"kind": "language_model"},
+            "layers": [{"embedding": {"input_dim": 40, "output_dim": 16}},
+                       {"positional_embedding": {"max_len": 8, "kind": "learned"}},
+                       {"transformer_encoder": {"num_heads": 2, "ff_dim": 32, "dropout": 0.0, "causal": True}},
+                       {"dense": {"units": 40}}],
+            "train": {"data": f"text:{english}", "epochs": 1, "batch_size": 64, "device": "cpu",
+                      "tokenizer": {"kind": "bpe", "vocab_size": 40}}}
+    run_dir = train(spec, out=tmp_path, verbose=0).run_dir
+    result = export_run(run_dir, out=tmp_path / "lm.onnx", samples=5)
+    assert result.path.name == "lm.onnx" and result.max_abs_diff < 1e-4
+    [log_probs_input] = session(result.path).get_inputs()
+    assert log_probs_input.name == "input" and log_probs_input.shape[1:] == [8]
