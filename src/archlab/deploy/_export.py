@@ -467,14 +467,14 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, load_run, model_inputs, run_task
+    from archlab.training import check_fit, model_inputs, run_task
     from archlab.training._train import as_arrays
 
     check_export_options(format, opset)
     if samples < 3:
         raise ValueError(f"samples must be at least 3 (two batch sizes), got {samples}")
     run_dir = Path(run_dir)
-    if run_task(*load_run(run_dir))[0].name == "seq2seq":  # two files: the encoder and a decoder step
+    if _task_name(run_dir) == "seq2seq":  # two files: the encoder and a decoder step
         from ._seq2seq import check_seq2seq_options, export_seq2seq_run
 
         check_seq2seq_options(format, opset, out)
@@ -501,6 +501,17 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
                         check_inputs=inputs,
                         metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, num_rows(x)),
                         opset=opset, rtol=rtol, atol=atol)
+
+
+def _task_name(run_dir: Path) -> str | None:
+    """The run's task kind, or None when its spec or recipe cannot be read: the export then says
+    why, once ``--out`` is checked, as for any run."""
+    from archlab.training import load_run, run_task
+
+    try:
+        return run_task(*load_run(run_dir))[0].name
+    except (ArchlabError, ValueError, OSError):
+        return None
 
 
 def _one_or_named(x: Any) -> Any:
