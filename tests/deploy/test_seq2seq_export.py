@@ -167,6 +167,8 @@ def test_options_that_do_not_apply_to_a_seq2seq_export_exit_2_before_any_work(mt
     err = capsys.readouterr().err
     assert "a seq2seq run exports a folder (encoder_model.onnx, decoder_model.onnx, tokenizer.json)" in err
     assert "Traceback" not in err
+    assert run(["bench", str(mt_run), "--format", "onnx"]) == 2
+    assert "a seq2seq run exports as two files (an encoder and a decoder step" in capsys.readouterr().err
     assert not (mt_run / "export").exists() and list(tmp_path.iterdir()) == []
 
 
