@@ -172,7 +172,7 @@ def test_options_that_do_not_apply_to_a_seq2seq_export_exit_2_before_any_work(mt
     assert not (mt_run / "export").exists() and list(tmp_path.iterdir()) == []
 
 
-def test_a_language_model_run_exports_as_one_graph(tmp_path, corpus) -> None:
+def test_a_language_model_run_exports_one_graph_over_any_prefix_with_its_tokenizer(tmp_path, corpus) -> None:
     english = corpus.removeprefix("text:").split(",")[0]
     spec = {"name": "tiny-lm", "input": {"shape": [8], "dtype": "long", "pad_id": 0},
             "task": {"kind": "language_model"},
@@ -185,5 +185,15 @@ def test_a_language_model_run_exports_as_one_graph(tmp_path, corpus) -> None:
     run_dir = train(spec, out=tmp_path, verbose=0).run_dir
     result = export_run(run_dir, out=tmp_path / "lm.onnx", samples=5)
     assert result.path.name == "lm.onnx" and result.max_abs_diff < 1e-4
-    [log_probs_input] = session(result.path).get_inputs()
-    assert log_probs_input.name == "input" and log_probs_input.shape[1:] == [8]
+    assert (tmp_path / "tokenizer.json").read_bytes() == (run_dir / "tokenizer.json").read_bytes()
+    lm = session(result.path)
+    [tokens] = lm.get_inputs()
+    assert tokens.name == "input" and tokens.shape == ["batch", "length"]
+    # any prefix up to the context runs: the last position's logits are the next token's, as in PyTorch
+    _, _, _, model = load_run_model(run_dir)
+    prefix = torch.tensor([[2, 5, 7], [2, 9, 4]])
+    [logits] = lm.run(None, {"input": prefix.numpy()})
+    with torch.no_grad():
+        expected = model(prefix)
+    assert logits.shape == (2, 3, 40)
+    np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-3, atol=1e-5)

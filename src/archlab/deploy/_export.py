@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from archlab._inputs import call_model, is_named, map_inputs, num_rows
+from archlab._inputs import call_model, first_input, is_named, map_inputs, num_rows
 from archlab._paths import check_out_file
 from archlab.exceptions import ArchlabError, SpecError
 
@@ -213,16 +214,19 @@ def check_export_options(format: str, opset: int | None) -> None:
 
 
 def _export_onnx(model: nn.Module, example: Any, tmp: Path, metadata: dict[str, str],
-                 opset: int | None) -> int:
+                 opset: int | None, sequence_length: int | None = None) -> int:
     import onnx
 
     batch = torch.export.Dim("batch", min=1)  # one dimension for every input: they share the batch axis
+    axes: dict[int, Any] = {0: batch}
+    if sequence_length is not None:
+        axes[1] = torch.export.Dim("length", min=1, max=sequence_length)
     if is_named(example):
         names = list(example)
         wrapper: nn.Module = _NamedInputs(model, names)
-        args, dynamic = tuple(example.values()), {"args": tuple({0: batch} for _ in names)}
+        args, dynamic = tuple(example.values()), {"args": tuple(dict(axes) for _ in names)}
     else:
-        names, wrapper, args, dynamic = ["input"], _SingleInput(model), (example,), {"input": {0: batch}}
+        names, wrapper, args, dynamic = ["input"], _SingleInput(model), (example,), {"input": axes}
     try:
         with _quiet():
             torch.onnx.export(wrapper.eval(), args, str(tmp), dynamo=True, input_names=names,
@@ -304,7 +308,7 @@ def _compare(runner: Runner, model: nn.Module, check_inputs: Any, rtol: float,
 
 def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx", example: Any,
                  check_inputs: Any, metadata: dict[str, str] | None = None, opset: int | None = None,
-                 rtol: float = 1e-3, atol: float = 1e-5) -> ExportResult:
+                 rtol: float = 1e-3, atol: float = 1e-5, sequence_length: int | None = None) -> ExportResult:
     """Export a one-output model of one input, or of several named ones, with a dynamic batch
     axis, and keep the file only if it computes what the model computes.
 
@@ -324,6 +328,9 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         metadata: text stored in the file: ONNX ``metadata_props``, TorchScript extra file ``archlab.json``.
         opset: the ONNX opset (default: the exporter's, 20 in torch 2.13; 18 is the lowest it writes).
         rtol, atol: the parity tolerance.
+        sequence_length: ONNX only: axis 1 of every input is dynamic too, from 1 to this length
+            (a language model's prefix, ``length``); the check then also runs on the first half
+            of each sample. ``example`` must be longer than one step.
 
     Returns:
         ExportResult with the file, its size and the largest difference seen.
@@ -344,6 +351,8 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         ('hi', 9, (1, 7, 1))
     """
     check_export_options(format, opset)
+    if sequence_length is not None and format != "onnx":
+        raise ValueError("sequence_length applies to ONNX only")
     if num_rows(check_inputs) < 3:
         raise ValueError(f"check_inputs needs at least 3 samples (batches of 1 and 2 prove the dynamic batch "
                          f"axis), got {num_rows(check_inputs)}")
@@ -362,7 +371,7 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
             raise ValueError(f"export takes a model with one output tensor; this one returns {type(out).__name__}")
         opset_used: int | None = None
         if format == "onnx":
-            opset_used = _export_onnx(model, example, tmp, metadata, opset)
+            opset_used = _export_onnx(model, example, tmp, metadata, opset, sequence_length)
         else:
             _export_torchscript(model, example, tmp, metadata)
         try:
@@ -370,6 +379,10 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         except ModelFileError as exc:
             raise ExportError(f"the exported {format} file does not load: {exc}") from exc
         max_diff, sizes, failure = _compare(runner, model, check_inputs, rtol, atol)
+        if failure is None and sequence_length is not None:  # a shorter prefix proves the dynamic length
+            half = max(1, first_input(check_inputs).shape[1] // 2)
+            short, _, failure = _compare(runner, model, map_inputs(lambda t: t[:, :half], check_inputs), rtol, atol)
+            max_diff = max(max_diff, short)
         if failure is not None:
             raise ExportError(f"the exported {format} model differs from PyTorch: max |diff| {max_diff:.3g} over "
                               f"{len(check_inputs)} held-out samples, beyond the tolerance (atol {atol:g}, rtol "
@@ -497,10 +510,24 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     inputs = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[:samples])), _one_or_named(x))
     if num_rows(inputs) < 3:
         raise ValueError(f"{dataset.name} has {num_rows(inputs)} test samples; the parity check needs at least 3")
-    return export_model(model, target, format=format, example=map_inputs(lambda t: t[:2], inputs),
-                        check_inputs=inputs,
-                        metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, num_rows(x)),
-                        opset=opset, rtol=rtol, atol=atol)
+    # a language model's ONNX file takes any prefix up to its context: one call is a decoder step
+    length = first_input(inputs).shape[1] if task.name == "language_model" and format == "onnx" else None
+    result = export_model(model, target, format=format, example=map_inputs(lambda t: t[:2], inputs),
+                          check_inputs=inputs,
+                          metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, num_rows(x)),
+                          opset=opset, rtol=rtol, atol=atol, sequence_length=length)
+    if (run_dir / "tokenizer.json").is_file():  # a text run's export is usable alone: ids in, ids out
+        _copy_atomic(run_dir / "tokenizer.json", target.parent / "tokenizer.json")
+    return result
+
+
+def _copy_atomic(source: Path, path: Path) -> None:
+    tmp = _sibling_tmp(path)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _task_name(run_dir: Path) -> str | None:

@@ -17,7 +17,6 @@ the decoder reads it, so a batch of sources of different lengths decodes as its 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from ._export import (
     ExportError,
     ModelFileError,
     _check_batches,
+    _copy_atomic,
     _ort_session,
     _quiet,
     _sibling_tmp,
@@ -451,9 +451,7 @@ def export_seq2seq(model: nn.Module, folder: str | Path, *, check_source: torch.
         copied = None
         if tokenizer is not None and Path(tokenizer).is_file():
             copied = folder / TOKENIZER_FILE
-            tmp = _sibling_tmp(copied)
-            shutil.copyfile(tokenizer, tmp)
-            os.replace(tmp, copied)
+            _copy_atomic(Path(tokenizer), copied)
     finally:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
