@@ -16,8 +16,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import archlab
 from archlab.cli import run
-from archlab.deploy import ExportError, export_run, load_run_model, onnx_greedy_decode, read_metadata
+from archlab.deploy import ExportError, export_run, export_seq2seq, load_run_model, onnx_greedy_decode, read_metadata
 from archlab.generation import greedy_search
 from archlab.text import Tokenizers
 from archlab.training import train
@@ -197,3 +198,18 @@ def test_a_language_model_run_exports_one_graph_over_any_prefix_with_its_tokeniz
         expected = model(prefix)
     assert logits.shape == (2, 3, 40)
     np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_a_model_without_pad_id_exports_without_source_padding(tmp_path) -> None:
+    spec = seq2seq_spec("unused")
+    for declared in spec["inputs"].values():
+        del declared["pad_id"]
+    torch.manual_seed(0)
+    model = archlab.build(spec).eval()
+    source, target = torch.randint(4, 80, (5, 12)), torch.randint(4, 80, (5, 12))
+    result = export_seq2seq(model, tmp_path, check_source=source, check_target=target)
+    assert result.greedy_equal == 5 and result.tokenizer is None
+    assert [o.name for o in session(result.encoder).get_outputs()] == ["memory"]
+    assert [i.name for i in session(result.decoder).get_inputs()] == ["memory", "target"]
+    hyps = onnx_greedy_decode(result.encoder, result.decoder, source[:2, :7].numpy(), max_len=5)
+    assert [h.tokens for h in hyps] == [h.tokens for h in greedy_search(model, source[:2, :7], max_len=5)]
