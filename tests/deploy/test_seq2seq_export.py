@@ -19,6 +19,7 @@ import torch
 import archlab
 from archlab.cli import run
 from archlab.deploy import ExportError, export_run, export_seq2seq, load_run_model, onnx_greedy_decode, read_metadata
+from archlab.exceptions import SpecError
 from archlab.generation import greedy_search
 from archlab.text import Tokenizers
 from archlab.training import train
@@ -213,3 +214,25 @@ def test_a_model_without_pad_id_exports_without_source_padding(tmp_path) -> None
     assert [i.name for i in session(result.decoder).get_inputs()] == ["memory", "target"]
     hyps = onnx_greedy_decode(result.encoder, result.decoder, source[:2, :7].numpy(), max_len=5)
     assert [h.tokens for h in hyps] == [h.tokens for h in greedy_search(model, source[:2, :7], max_len=5)]
+
+
+def test_a_recurrent_decoder_is_refused_before_any_export(tmp_path) -> None:
+    """torch.export traces a GRU over time at the example's length, so a GRU decoder's step would
+    only run at that prefix length (torch.onnx falls back to that fixed size without an error)."""
+    embed = {"embedding": {"input_dim": 30, "output_dim": 8}}
+    spec = {"inputs": {"source": {"shape": [7], "dtype": "long", "pad_id": 0},
+                       "target": {"shape": [6], "dtype": "long", "pad_id": 0}},
+            "graph": {"encoder": {"from": "source", "layers": [
+                          embed, {"gru": {"units": 6, "return_sequences": True, "bidirectional": True}}]},
+                      "decoder": {"from": "target", "layers": [embed, {"gru": {"units": 6, "return_sequences": True}}]},
+                      "context": {"from": ["decoder", "encoder"],
+                                  "layers": [{"additive_cross_attention": {"units": 5}}]},
+                      "out": {"from": ["decoder", "context"], "merge": "concat", "axis": -1,
+                              "layers": [{"dense": {"units": 30}}]}},
+            "outputs": "out"}
+    model = archlab.build(spec).eval()
+    source, target = torch.randint(4, 30, (4, 7)), torch.randint(4, 30, (4, 6))
+    with pytest.raises(SpecError, match=r"graph.decoder.layers.1 is a recurrent layer in the decoder: .*recurrent "
+                                        r"decoders do not yet"):
+        export_seq2seq(model, tmp_path, check_source=source, check_target=target)
+    assert list(tmp_path.iterdir()) == []

@@ -100,6 +100,14 @@ def _net_and_split(model: nn.Module, source_name: str, target_name: str) -> tupl
     split = split_graph(net, target_name)
     if split.output is None:
         raise SpecError(f"a seq2seq export needs one output that depends on {target_name}", "outputs")
+    for name in split.step:
+        for path, module in net.nodes[name].layers.named_modules():
+            if isinstance(module, nn.RNNBase) or type(module).__name__ == "ElmanRNN":
+                where = f"graph.{name}.layers.{path.split('.')[0]}"
+                raise SpecError(f"{where} is a recurrent layer in the decoder: torch.export traces it over time at "
+                                "the example's length, so the decoder step would only run at that prefix length. "
+                                "Seq2seq specs whose decoder is attention and position-wise layers (Transformer) "
+                                "export; recurrent decoders do not yet", where)
     return net, split
 
 
@@ -188,6 +196,7 @@ def _export_part(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[
         raise ExportError(f"torch.onnx could not export the {what}{f' at opset {opset}' if opset else ''}: "
                           f"{_summary(exc)}") from exc
     proto = onnx.load(str(tmp))
+    _check_dynamic(proto, names, dynamic["args"] if isinstance(dynamic, dict) else dynamic, what)
     actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and actual != opset:
         raise ExportError(f"opset {opset} was asked for but the exporter produced opset {actual} for the {what}: "
@@ -198,6 +207,21 @@ def _export_part(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(tmp))
     return int(actual) if actual is not None else 0
+
+
+def _check_dynamic(proto: Any, names: list[str], axes: tuple[dict[int, Any], ...], what: str) -> None:
+    """Every axis asked to be dynamic is dynamic in the file. torch.onnx falls back to a fixed size,
+    without an error, where the model's tracing fixes one (a GRU/LSTM is traced step by step at the
+    example's length), and such a decoder step could not run at any other prefix length."""
+    for name, arg, dims in zip(names, proto.graph.input, axes, strict=True):
+        for axis, dim in dims.items():
+            fixed = arg.type.tensor_type.shape.dim[axis]
+            if fixed.HasField("dim_value"):
+                raise ExportError(f"the {what}'s input {name} came out with a fixed {dim.__name__} of "
+                                  f"{fixed.dim_value}: a layer is traced at the example's length (torch.export "
+                                  "unrolls recurrent layers, GRU and LSTM, over time), so the file would only run at "
+                                  "that length. Seq2seq specs whose encoder and decoder are attention and "
+                                  "position-wise layers (Transformer) export; recurrent ones do not yet.")
 
 
 def _as_ids(source: np.ndarray | Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
@@ -478,6 +502,7 @@ def export_seq2seq_run(run_dir: str | Path, *, opset: int | None = None, out: st
     run_dir = Path(run_dir)
     folder = Path(out) if out is not None else run_dir / "export"
     spec, recipe, parsed, model = load_run_model(run_dir, weights)
+    _net_and_split(model, "source", "target")  # a spec that cannot export is refused before the data loads
     name = data or recipe.data
     if name is None:
         raise SpecError("the run records no data set: pass --data NAME for the held-out check sentences")
