@@ -232,7 +232,7 @@ def test_a_recurrent_decoder_is_refused_before_any_export(tmp_path) -> None:
             "outputs": "out"}
     model = archlab.build(spec).eval()
     source, target = torch.randint(4, 30, (4, 7)), torch.randint(4, 30, (4, 6))
-    with pytest.raises(SpecError, match=r"graph.decoder.layers.1 is a recurrent layer in the decoder: .*recurrent "
+    with pytest.raises(SpecError, match=r"graph.decoder.layers.1: a recurrent layer in the decoder: .*recurrent "
                                         r"decoders do not yet"):
         export_seq2seq(model, tmp_path, check_source=source, check_target=target)
     assert list(tmp_path.iterdir()) == []

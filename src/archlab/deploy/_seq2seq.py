@@ -104,7 +104,7 @@ def _net_and_split(model: nn.Module, source_name: str, target_name: str) -> tupl
         for path, module in net.nodes[name].layers.named_modules():
             if isinstance(module, nn.RNNBase) or type(module).__name__ == "ElmanRNN":
                 where = f"graph.{name}.layers.{path.split('.')[0]}"
-                raise SpecError(f"{where} is a recurrent layer in the decoder: torch.export traces it over time at "
+                raise SpecError("a recurrent layer in the decoder: torch.export traces it over time at "
                                 "the example's length, so the decoder step would only run at that prefix length. "
                                 "Seq2seq specs whose decoder is attention and position-wise layers (Transformer) "
                                 "export; recurrent decoders do not yet", where)
