@@ -26,7 +26,7 @@ from ._export import (
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
 from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_greedy_decode
 
-__all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
-           "benchmark", "check_export_options", "check_quantizable", "export_model", "export_run", "file_size",
-           "load_run_model", "load_runner", "quantize_onnx", "onnx_greedy_decode", "read_metadata",
-           "Seq2SeqExportResult", "export_seq2seq", "export_seq2seq_run", "supported_opsets", "timed_calls"]
+__all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner",
+           "Seq2SeqExportResult", "bench_path", "benchmark", "check_export_options", "check_quantizable",
+           "export_model", "export_run", "export_seq2seq", "export_seq2seq_run", "file_size", "load_run_model",
+           "load_runner", "onnx_greedy_decode", "quantize_onnx", "read_metadata", "supported_opsets", "timed_calls"]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from archlab._tokens import BOS_ID, EOS_ID, PAD_ID
 from archlab.exceptions import SpecError
 
 from ._export import (
@@ -90,6 +91,7 @@ def _net_and_split(model: nn.Module, source_name: str, target_name: str) -> tupl
     from archlab.builder import ArchlabModel
     from archlab.builder._modules import GraphNet
     from archlab.generation._cache import split_graph
+    from archlab.layers._recurrent_modules import ElmanRNN
 
     net = getattr(model, "net", None)
     if not isinstance(model, ArchlabModel) or not isinstance(net, GraphNet) or model.permute is not None:
@@ -102,7 +104,7 @@ def _net_and_split(model: nn.Module, source_name: str, target_name: str) -> tupl
         raise SpecError(f"a seq2seq export needs one output that depends on {target_name}", "outputs")
     for name in split.step:
         for path, module in net.nodes[name].layers.named_modules():
-            if isinstance(module, nn.RNNBase) or type(module).__name__ == "ElmanRNN":
+            if isinstance(module, (nn.RNNBase, ElmanRNN)):
                 where = f"graph.{name}.layers.{path.split('.')[0]}"
                 raise SpecError("a recurrent layer in the decoder: torch.export traces it over time at "
                                 "the example's length, so the decoder step would only run at that prefix length. "
@@ -240,8 +242,8 @@ def _as_ids(source: np.ndarray | Sequence[Sequence[int]], pad_id: int) -> np.nda
 
 
 def onnx_greedy_decode(encoder: str | Path | Any, decoder: str | Path | Any,
-                       source: np.ndarray | Sequence[Sequence[int]], max_len: int, *, bos_id: int = 2,
-                       eos_id: int = 3, pad_id: int = 0) -> list[Any]:
+                       source: np.ndarray | Sequence[Sequence[int]], max_len: int, *, bos_id: int = BOS_ID,
+                       eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[Any]:
     """Greedy decoding over an exported encoder and decoder step in ONNX Runtime, step for step
     what ``archlab.generation.greedy_search`` does in PyTorch.
 
