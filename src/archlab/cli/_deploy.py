@@ -48,8 +48,7 @@ def export(
 ) -> None:
     """Export RUN's model to ONNX or TorchScript, kept only if it matches PyTorch on held-out samples.
 
-    A seq2seq run exports to a folder instead: an ONNX encoder and decoder step and its tokenizer,
-    kept only if greedy decoding in ONNX Runtime gives PyTorch's tokens."""
+    A seq2seq run writes a folder: an ONNX encoder, decoder step and tokenizer, checked by greedy decoding."""
     from archlab.deploy import Seq2SeqExportResult, export_run
 
     result = export_run(run, format=format, opset=opset, out=out, data=data, data_dir=data_dir,  # type: ignore[arg-type]
