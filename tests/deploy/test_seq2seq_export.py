@@ -236,3 +236,24 @@ def test_a_recurrent_decoder_is_refused_before_any_export(tmp_path) -> None:
                                         r"decoders do not yet"):
         export_seq2seq(model, tmp_path, check_source=source, check_target=target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_axis_the_exporter_fixed_is_caught() -> None:
+    """torch.onnx falls back to the example's size without an error where tracing fixes an axis;
+    the file's input shapes are read back, so such a part is never kept."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from archlab.deploy._seq2seq import _check_dynamic
+
+    def proto(length):
+        target = helper.make_tensor_value_info("target", TensorProto.INT64, ["batch", length])
+        out = helper.make_tensor_value_info("log_probs", TensorProto.INT64, ["batch", length])
+        return helper.make_model(helper.make_graph([helper.make_node("Identity", ["target"], ["log_probs"])], "g",
+                                                   [target], [out]))
+
+    axes = ({0: torch.export.Dim("batch"), 1: torch.export.Dim("target_length", max=12)},)
+    _check_dynamic(proto("target_length"), ["target"], axes, "decoder step")
+    with pytest.raises(ExportError, match=r"the decoder step's input target came out with a fixed target_length of 2"):
+        _check_dynamic(proto(2), ["target"], axes, "decoder step")
+    assert onnx.checker.check_model(proto(2)) is None
