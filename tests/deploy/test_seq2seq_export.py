@@ -257,3 +257,38 @@ def test_an_axis_the_exporter_fixed_is_caught() -> None:
     with pytest.raises(ExportError, match=r"the decoder step's input target came out with a fixed target_length of 2"):
         _check_dynamic(proto(2), ["target"], axes, "decoder step")
     assert onnx.checker.check_model(proto(2)) is None
+
+
+def test_a_bidirectional_gru_encoder_over_padded_sources_exports_at_any_source_length(tmp_path) -> None:
+    spec = {"inputs": {"source": {"shape": [7], "dtype": "long", "pad_id": 0},
+                       "target": {"shape": [6], "dtype": "long", "pad_id": 0}},
+            "graph": {"encoder": {"from": "source", "layers": [
+                          {"embedding": {"input_dim": 30, "output_dim": 8}, "name": "embed"},
+                          {"gru": {"units": 4, "return_sequences": True, "bidirectional": True}}]},
+                      "emb": {"from": "target", "layers": [{"embedding": {"input_dim": 30, "output_dim": 8},
+                                                            "tie": "embed"}, {"positional_embedding": {"max_len": 6}}]},
+                      "dec": {"from": ["emb", "encoder"], "layers": [
+                          {"transformer_decoder": {"num_heads": 2, "ff_dim": 16, "dropout": 0, "causal": True}},
+                          {"dense": {"units": 30}}]}},
+            "outputs": "dec"}
+    torch.manual_seed(0)
+    model = archlab.build(spec).eval()
+    source, target = torch.randint(4, 30, (9, 7)), torch.randint(4, 30, (9, 6))
+    for row, length in ((1, 3), (2, 2), (5, 4), (8, 1)):
+        source[row, length:] = 0
+    result = export_seq2seq(model, tmp_path, check_source=source, check_target=target)
+    assert result.greedy_equal == 9 and result.memory_diff < 1e-5
+    encoder = session(result.encoder)
+    assert encoder.get_outputs()[0].shape == ["batch", "source_length", 8]
+    short = source[:, :2].clone()
+    short[3, 1] = 0
+    memory, padding = encoder.run(None, {"source": short.numpy()})
+    seen = {}
+    hook = model.net.nodes["encoder"].register_forward_hook(lambda m, i, out: seen.update(memory=out))
+    with torch.no_grad():
+        model(source=short, target=target[:, :2])
+    hook.remove()
+    real = (short != 0).numpy()
+    np.testing.assert_allclose(memory[real], seen["memory"].numpy()[real], rtol=1e-4, atol=1e-6)
+    hyps = onnx_greedy_decode(result.encoder, result.decoder, short.numpy(), max_len=6)
+    assert [h.tokens for h in hyps] == [h.tokens for h in greedy_search(model, short, max_len=6)]

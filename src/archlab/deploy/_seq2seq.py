@@ -186,7 +186,7 @@ class _DecoderStep(nn.Module):
 
 def _export_part(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outputs: list[str],
                  dynamic: Any, tmp: Path, metadata: dict[str, str], opset: int | None,
-                 what: str) -> int:
+                 what: str, output_axes: tuple[dict[int, Any], ...] = ()) -> int:
     import onnx
 
     try:
@@ -204,6 +204,14 @@ def _export_part(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[
         raise ExportError(f"opset {opset} was asked for but the exporter produced opset {actual} for the {what}: "
                           f"its operators do not convert down to {opset}; use --opset {actual} or higher")
     _strip_node_metadata(proto.graph)
+    # a recurrent encoder's output comes out declared at the example's length although the graph
+    # computes it at any (ONNX Runtime warns on every call): declare the axes it has, and drop the
+    # intermediate shapes, optional hints that carry the same stale length (ONNX Runtime infers them)
+    for arg, dims in zip(proto.graph.output, output_axes, strict=False):
+        for axis, dim in dims.items():
+            arg.type.tensor_type.shape.dim[axis].dim_param = dim.__name__
+    if output_axes:
+        del proto.graph.value_info[:]
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
@@ -337,8 +345,7 @@ def _check_encoder(encoder: _Encoder, session: Any, batches: list[torch.Tensor],
                     raise ExportError(f"the exported encoder's source_padding differs from PyTorch's for "
                                       f"{_span(batches, index)}. The files were not kept.")
                 continue
-            # padded positions are masked wherever the decoder reads them (and torch's fast path
-            # may leave them at zero), so only the real ones are compared
+            # padded positions are masked wherever the decoder reads them, so only the real ones count
             e_cmp, g_cmp = (e[real], g[real]) if real is not None and e.shape[:2] == real.shape else (e, g)
             diff, failure = _max_diff(g_cmp, e_cmp, rtol, atol, f"encoder's {name}")
             worst = max(worst, diff)
@@ -444,7 +451,8 @@ def export_seq2seq(model: nn.Module, folder: str | Path, *, check_source: torch.
         fixed_dims = tuple({0: batch, 1: src} if t.dim() >= 2 and t.shape[1] == example.shape[1] else {0: batch}
                            for t in fixed)
         opset_used = _export_part(encoder, (example,), [source_name], outputs, ({0: batch, 1: src},),
-                                  tmps["encoder"], {**metadata, "archlab.part": "encoder"}, opset, "encoder")
+                                  tmps["encoder"], {**metadata, "archlab.part": "encoder"}, opset, "encoder",
+                                  output_axes=fixed_dims)
         enc_session = _load(tmps["encoder"])
         if on_event is not None:
             on_event(f"export: checking the encoder, the decoder step and greedy decoding on {len(check_source)} "
