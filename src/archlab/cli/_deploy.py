@@ -36,19 +36,27 @@ def export(
                                               "(default: the exporter's, 20; below 18 only if the model's "
                                               "operators convert down).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The file (default RUN/export/model.onnx or "
-                                             "model.pt).")] = None,
+                                             "model.pt); for a seq2seq run the folder (default RUN/export) that "
+                                             "receives encoder_model.onnx, decoder_model.onnx and tokenizer.json.")
+                   ] = None,
     data: Annotated[str | None, typer.Option(help=data_help("the run's", "Data set for the parity samples"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     weights: Annotated[str, typer.Option(help="best or last.")] = "best",
-    samples: Annotated[int, typer.Option(min=3, help="Held-out test samples the parity check runs.")] = 256,
+    samples: Annotated[int, typer.Option(min=3, help="Held-out test samples (sentences) the parity check runs.")
+                       ] = 256,
     quiet: Quiet = False,
 ) -> None:
-    """Export RUN's model to ONNX or TorchScript, kept only if it matches PyTorch on held-out samples."""
-    from archlab.deploy import export_run
+    """Export RUN's model to ONNX or TorchScript, kept only if it matches PyTorch on held-out samples.
+
+    A seq2seq run writes a folder: an ONNX encoder, decoder step and tokenizer, checked by greedy decoding."""
+    from archlab.deploy import Seq2SeqExportResult, export_run
 
     result = export_run(run, format=format, opset=opset, out=out, data=data, data_dir=data_dir,  # type: ignore[arg-type]
                         weights=weights, samples=samples,
                         on_event=None if quiet else (lambda line: _err.print(line, markup=False, soft_wrap=True)))
+    if isinstance(result, Seq2SeqExportResult):
+        _print_seq2seq(result)
+        return
     kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "TorchScript"
     _out.print(f"exported: {result.path} ({kind}, {result.size_bytes:,} bytes = {_size(result.size_bytes)})",
                markup=False, soft_wrap=True)
@@ -56,6 +64,22 @@ def export(
     _out.print(f"parity: max |{result.format} - torch| = {result.max_abs_diff:.3g} within atol {result.atol:g} + "
                f"rtol {result.rtol:g} * |torch| on {result.checked_samples} held-out test samples (batches of "
                f"{batches}): ok", markup=False, soft_wrap=True)
+
+
+def _print_seq2seq(result) -> None:
+    for path in (result.encoder, result.decoder):
+        size = path.stat().st_size
+        _out.print(f"exported: {path} (ONNX opset {result.opset}, {size:,} bytes = {_size(size)})", markup=False,
+                   soft_wrap=True)
+    if result.tokenizer is not None:
+        _out.print(f"tokenizer: {result.tokenizer}", markup=False, soft_wrap=True)
+    batches = ", ".join(map(str, result.batch_sizes))
+    _out.print(f"parity: max |onnx - torch| = {result.memory_diff:.3g} (encoder memory), {result.step_diff:.3g} "
+               f"(decoder log-probabilities) within atol {result.atol:g} + rtol {result.rtol:g} * |torch| on "
+               f"{result.checked_samples} held-out test sentences (batches of {batches}): ok", markup=False,
+               soft_wrap=True)
+    _out.print(f"greedy decode: ORT tokens equal PyTorch's on {result.greedy_equal}/{result.checked_samples} "
+               "held-out sentences", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Deployment: a trained run to a checked ONNX or TorchScript file, int8 quantization with ONNX
+"""Deployment: a trained run to a checked ONNX or TorchScript file (a seq2seq run to an ONNX
+encoder and decoder step, with a greedy decode in ONNX Runtime), int8 quantization with ONNX
 Runtime, and latency benchmarks of models, files and runs.
 
 Example:
@@ -23,7 +24,9 @@ from ._export import (
     supported_opsets,
 )
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
+from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_greedy_decode
 
-__all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner", "bench_path",
-           "benchmark", "check_export_options", "check_quantizable", "export_model", "export_run", "file_size",
-           "load_run_model", "load_runner", "quantize_onnx", "read_metadata", "supported_opsets", "timed_calls"]
+__all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner",
+           "Seq2SeqExportResult", "bench_path", "benchmark", "check_export_options", "check_quantizable",
+           "export_model", "export_run", "export_seq2seq", "export_seq2seq_run", "file_size", "load_run_model",
+           "load_runner", "onnx_greedy_decode", "quantize_onnx", "read_metadata", "supported_opsets", "timed_calls"]

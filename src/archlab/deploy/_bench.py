@@ -23,7 +23,7 @@ from torch import nn
 
 from archlab._inputs import is_named, map_inputs, num_rows
 
-from ._export import InputInfo, Runner, export_run, file_size, load_run_model, load_runner, read_metadata
+from ._export import InputInfo, Runner, _task_name, export_run, file_size, load_run_model, load_runner, read_metadata
 
 __all__ = ["BenchResult", "bench_path", "benchmark", "timed_calls"]
 
@@ -243,6 +243,9 @@ def _run_runner(run_dir: Path, format: str, weights: str, data: str | None, data
     if format == "torch":
         _, _, _, model = load_run_model(run_dir, weights)
         return load_runner(model), run_dir / f"{weights}.safetensors"
+    if _task_name(run_dir) == "seq2seq":
+        raise ValueError(f"--format {format}: a seq2seq run exports as two files (an encoder and a decoder step, "
+                         "archlab export), which bench does not time; bench the run on PyTorch (drop --format)")
     exported = run_dir / "export" / ("model.onnx" if format == "onnx" else "model.pt")
     if exported.is_file() and read_metadata(exported).get("archlab.weights") == weights:
         log.info("bench: using %s", exported)

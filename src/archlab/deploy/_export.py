@@ -21,20 +21,24 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from archlab._inputs import call_model, is_named, map_inputs, num_rows
+from archlab._inputs import call_model, first_input, is_named, map_inputs, num_rows
 from archlab._paths import check_out_file
 from archlab.exceptions import ArchlabError, SpecError
+
+if TYPE_CHECKING:
+    from ._seq2seq import Seq2SeqExportResult
 
 __all__ = ["ExportError", "ExportResult", "ModelFileError", "Runner", "check_export_options", "export_model",
            "export_run", "file_size", "load_run_model", "load_runner", "read_metadata", "supported_opsets"]
@@ -210,16 +214,19 @@ def check_export_options(format: str, opset: int | None) -> None:
 
 
 def _export_onnx(model: nn.Module, example: Any, tmp: Path, metadata: dict[str, str],
-                 opset: int | None) -> int:
+                 opset: int | None, sequence_length: int | None = None) -> int:
     import onnx
 
     batch = torch.export.Dim("batch", min=1)  # one dimension for every input: they share the batch axis
+    axes: dict[int, Any] = {0: batch}
+    if sequence_length is not None:
+        axes[1] = torch.export.Dim("length", min=1, max=sequence_length)
     if is_named(example):
         names = list(example)
         wrapper: nn.Module = _NamedInputs(model, names)
-        args, dynamic = tuple(example.values()), {"args": tuple({0: batch} for _ in names)}
+        args, dynamic = tuple(example.values()), {"args": tuple(dict(axes) for _ in names)}
     else:
-        names, wrapper, args, dynamic = ["input"], _SingleInput(model), (example,), {"input": {0: batch}}
+        names, wrapper, args, dynamic = ["input"], _SingleInput(model), (example,), {"input": axes}
     try:
         with _quiet():
             torch.onnx.export(wrapper.eval(), args, str(tmp), dynamo=True, input_names=names,
@@ -301,7 +308,7 @@ def _compare(runner: Runner, model: nn.Module, check_inputs: Any, rtol: float,
 
 def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx", example: Any,
                  check_inputs: Any, metadata: dict[str, str] | None = None, opset: int | None = None,
-                 rtol: float = 1e-3, atol: float = 1e-5) -> ExportResult:
+                 rtol: float = 1e-3, atol: float = 1e-5, sequence_length: int | None = None) -> ExportResult:
     """Export a one-output model of one input, or of several named ones, with a dynamic batch
     axis, and keep the file only if it computes what the model computes.
 
@@ -321,6 +328,9 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         metadata: text stored in the file: ONNX ``metadata_props``, TorchScript extra file ``archlab.json``.
         opset: the ONNX opset (default: the exporter's, 20 in torch 2.13; 18 is the lowest it writes).
         rtol, atol: the parity tolerance.
+        sequence_length: ONNX only: axis 1 of every input is dynamic too, from 1 to this length
+            (a language model's prefix, ``length``); the check then also runs on the first half
+            of each sample. ``example`` must be longer than one step.
 
     Returns:
         ExportResult with the file, its size and the largest difference seen.
@@ -341,6 +351,8 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         ('hi', 9, (1, 7, 1))
     """
     check_export_options(format, opset)
+    if sequence_length is not None and format != "onnx":
+        raise ValueError("sequence_length applies to ONNX only")
     if num_rows(check_inputs) < 3:
         raise ValueError(f"check_inputs needs at least 3 samples (batches of 1 and 2 prove the dynamic batch "
                          f"axis), got {num_rows(check_inputs)}")
@@ -359,7 +371,7 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
             raise ValueError(f"export takes a model with one output tensor; this one returns {type(out).__name__}")
         opset_used: int | None = None
         if format == "onnx":
-            opset_used = _export_onnx(model, example, tmp, metadata, opset)
+            opset_used = _export_onnx(model, example, tmp, metadata, opset, sequence_length)
         else:
             _export_torchscript(model, example, tmp, metadata)
         try:
@@ -367,6 +379,10 @@ def export_model(model: nn.Module, path: str | Path, *, format: Format = "onnx",
         except ModelFileError as exc:
             raise ExportError(f"the exported {format} file does not load: {exc}") from exc
         max_diff, sizes, failure = _compare(runner, model, check_inputs, rtol, atol)
+        if failure is None and sequence_length is not None:  # a shorter prefix proves the dynamic length
+            half = max(1, first_input(check_inputs).shape[1] // 2)
+            short, _, failure = _compare(runner, model, map_inputs(lambda t: t[:, :half], check_inputs), rtol, atol)
+            max_diff = max(max_diff, short)
         if failure is not None:
             raise ExportError(f"the exported {format} model differs from PyTorch: max |diff| {max_diff:.3g} over "
                               f"{len(check_inputs)} held-out samples, beyond the tolerance (atol {atol:g}, rtol "
@@ -436,15 +452,18 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[Any, Any
 def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | None = None,
                out: str | Path | None = None, data: str | None = None, data_dir: str | Path | None = None,
                weights: str = "best", samples: int = 256, rtol: float = 1e-3, atol: float = 1e-5,
-               on_event: Callable[[str], None] | None = None) -> ExportResult:
+               on_event: Callable[[str], None] | None = None) -> ExportResult | Seq2SeqExportResult:
     """Export a trained run: the full model its spec describes (with the final softmax, so the
     file outputs what the spec says), checked on held-out samples of the data's test split.
+    A seq2seq run exports as two ONNX files instead, an encoder and a decoder step, with its
+    tokenizer, into a folder (``export_seq2seq_run``: a Seq2SeqExportResult).
 
     Args:
         run_dir: a run directory written by ``archlab train``.
         format: ``"onnx"`` or ``"torchscript"``.
         opset: the ONNX opset (default: the exporter's).
-        out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``).
+        out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``); for a
+            seq2seq run, the folder (default ``RUN/export``).
         data: the data set that gives the check samples (default: the run's).
         weights: ``"best"`` or ``"last"`` (``best.safetensors`` / ``last.safetensors``).
         samples: how many test samples the parity check runs.
@@ -462,11 +481,18 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     """
     from archlab.data import load_dataset
     from archlab.training import check_fit, model_inputs, run_task
+    from archlab.training._train import as_arrays
 
     check_export_options(format, opset)
     if samples < 3:
         raise ValueError(f"samples must be at least 3 (two batch sizes), got {samples}")
     run_dir = Path(run_dir)
+    if _task_name(run_dir) == "seq2seq":  # two files: the encoder and a decoder step
+        from ._seq2seq import check_seq2seq_options, export_seq2seq_run
+
+        check_seq2seq_options(format, opset, out)
+        return export_seq2seq_run(run_dir, opset=opset, out=out, data=data, data_dir=data_dir,  # type: ignore[return-value]
+                                  weights=weights, samples=samples, rtol=rtol, atol=atol, on_event=on_event)
     target = Path(out) if out is not None else run_dir / "export" / ("model.onnx" if format == "onnx" else "model.pt")
     check_out_file(target)
     spec, recipe, parsed, model = load_run_model(run_dir, weights)
@@ -475,18 +501,44 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     name = data or recipe.data
     if name is None:
         raise SpecError("the run records no data set: pass --data NAME for the held-out check samples")
-    dataset = load_dataset(name, data_dir)
-    check_fit(parsed, dataset, run_task(spec, recipe)[0])
+    task = run_task(spec, recipe)[0]
+    dataset = as_arrays(load_dataset(name, data_dir), parsed, task, recipe, run_dir)  # text: the run's tokenizer
+    check_fit(parsed, dataset, task)
     x = model_inputs(parsed, dataset.x_test, dataset.name)  # by name, int64 for token ids
     metrics = _test_metrics(run_dir, weights, dataset, x)
     # a graph of one input exports as one of any other spec (ONNX input "input")
     inputs = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[:samples])), _one_or_named(x))
     if num_rows(inputs) < 3:
         raise ValueError(f"{dataset.name} has {num_rows(inputs)} test samples; the parity check needs at least 3")
-    return export_model(model, target, format=format, example=map_inputs(lambda t: t[:2], inputs),
-                        check_inputs=inputs,
-                        metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, num_rows(x)),
-                        opset=opset, rtol=rtol, atol=atol)
+    # a language model's ONNX file takes any prefix up to its context: one call is a decoder step
+    length = first_input(inputs).shape[1] if task.name == "language_model" and format == "onnx" else None
+    result = export_model(model, target, format=format, example=map_inputs(lambda t: t[:2], inputs),
+                          check_inputs=inputs,
+                          metadata=_run_metadata(run_dir, spec, weights, dataset.name, metrics, num_rows(x)),
+                          opset=opset, rtol=rtol, atol=atol, sequence_length=length)
+    if (run_dir / "tokenizer.json").is_file():  # a text run's export is usable alone: ids in, ids out
+        _copy_atomic(run_dir / "tokenizer.json", target.parent / "tokenizer.json")
+    return result
+
+
+def _copy_atomic(source: Path, path: Path) -> None:
+    tmp = _sibling_tmp(path)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _task_name(run_dir: Path) -> str | None:
+    """The run's task kind, or None when its spec or recipe cannot be read: the export then says
+    why, once ``--out`` is checked, as for any run."""
+    from archlab.training import load_run, run_task
+
+    try:
+        return run_task(*load_run(run_dir))[0].name
+    except (ArchlabError, ValueError, OSError):
+        return None
 
 
 def _one_or_named(x: Any) -> Any:
@@ -568,7 +620,8 @@ def _torch_runner(module: nn.Module) -> Runner:
     return _runner("torch", torch.get_num_threads(), None, run, inputs)
 
 
-def _onnx_runner(path: Path) -> Runner:
+def _ort_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session with torch's intra-op thread count (a fair comparison), errors only logged."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -577,9 +630,13 @@ def _onnx_runner(path: Path) -> Runner:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelFileError(f"{path} is not a model ONNX Runtime can load: {str(exc).splitlines()[0]}") from None
+
+
+def _onnx_runner(path: Path) -> Runner:
+    session = _ort_session(path)
     inputs: dict[str, InputInfo] = {}
     for arg in session.get_inputs():
         shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape[1:])
@@ -590,7 +647,7 @@ def _onnx_runner(path: Path) -> Runner:
     def run(x: Any) -> np.ndarray:
         return session.run([output], x if is_named(x) else {first: x})[0]
 
-    return _runner("onnx", options.intra_op_num_threads, path, run, inputs)
+    return _runner("onnx", session.get_session_options().intra_op_num_threads, path, run, inputs)
 
 
 def _torchscript_runner(path: Path) -> Runner:

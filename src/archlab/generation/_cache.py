@@ -11,6 +11,8 @@ A block's step follows torch's own ``forward`` through its ``_sa_block`` parts (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,11 +23,43 @@ from ..layers._attention_modules import TransformerBlock
 from ..layers._core_modules import Dense, PositionalEncoding
 from ._common import GenerationError
 
-__all__ = ["CachedStep", "FullStep", "make_step"]
+__all__ = ["CachedStep", "FullStep", "GraphSplit", "make_step", "split_graph"]
 
 # layers that treat every position alone, so running them on the new positions only is exact
 _POSITIONWISE = (nn.Embedding, nn.Linear, nn.LayerNorm, nn.Dropout, nn.Identity, nn.ReLU, nn.GELU, nn.Tanh,
                  nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU)
+
+
+@dataclass(frozen=True)
+class GraphSplit:
+    """A graph's nodes in two, each part in the graph's (dependency) order.
+
+    Attributes:
+        fixed: the nodes that do not depend on the decoded ids: they run once (a seq2seq model's encoder).
+        step: the nodes that do: they run at every step (the decoder).
+        reads: what the step reads from outside itself: fixed nodes (the encoder's memory) or inputs.
+        output: the graph's one output when it is a step node, else None.
+    """
+
+    fixed: list[str]
+    step: list[str]
+    reads: list[str]
+    output: str | None
+
+
+def split_graph(net: GraphNet, step_name: str) -> GraphSplit:
+    """Split a graph at the input ``step_name`` (``target``, ``tokens``): the one place that decides
+    what a decode runs once and what it runs per step, for the KV cache and for the ONNX export."""
+    dynamic, fixed, step = {step_name}, [], []
+    for name, node in net.nodes.items():
+        if any(s in dynamic for s in node.sources):
+            dynamic.add(name)
+            step.append(name)
+        else:
+            fixed.append(name)
+    reads = [s for s in dict.fromkeys(s for name in step for s in net.nodes[name].sources) if s not in dynamic]
+    output = net.outputs[0] if len(net.outputs) == 1 and net.outputs[0] in dynamic else None
+    return GraphSplit(fixed, step, reads, output)
 
 
 class FullStep:
@@ -78,24 +112,21 @@ class CachedStep:
         net = getattr(model, "net", None)
         if not isinstance(model, ArchlabModel) or not isinstance(net, GraphNet) or model.permute is not None:
             raise GenerationError("use_cache: only graph-form specs with long inputs decode step by step")
-        dynamic = {step_name}
-        self.plan: list[tuple[str, GraphNode]] = []
-        for name, node in net.nodes.items():  # checked before any work
-            if any(s in dynamic for s in node.sources):
-                reason = self._node_unsupported(name, node, dynamic)
-                if reason:
-                    raise GenerationError(f"use_cache: {reason}; decode with use_cache=False")
-                dynamic.add(name)
-                self.plan.append((name, node))
-        if len(net.outputs) != 1 or net.outputs[0] not in dynamic:
+        split = split_graph(net, step_name)
+        dynamic = {step_name, *split.step}
+        for name in split.step:  # checked before any work
+            reason = self._node_unsupported(name, net.nodes[name], dynamic)
+            if reason:
+                raise GenerationError(f"use_cache: {reason}; decode with use_cache=False")
+        if split.output is None:
             raise GenerationError("use_cache: the model needs one output that depends on the ids decoded")
-        self.output, self.step_name = net.outputs[0], step_name
+        self.plan: list[tuple[str, GraphNode]] = [(name, net.nodes[name]) for name in split.step]
+        self.output, self.step_name = split.output, step_name
         values = dict(static)
-        for name, node in net.nodes.items():
-            if name not in dynamic:
-                values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
-        used = {s for _, node in self.plan for s in node.sources} - dynamic
-        self.static = {name: values[name] for name in used}
+        for name in split.fixed:
+            node = net.nodes[name]
+            values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
+        self.static = {name: values[name] for name in split.reads}
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per block application: (R, heads, t, d)
         self.length = 0  # the ids seen so far
         self._block_index = 0  # the next block application within a step (a shared block has one per use)

@@ -86,6 +86,8 @@ class GatedRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = padding_of(self)
+        if pad is not None and self.directions == 2 and torch.compiler.is_exporting():
+            return self._bidirectional_unpacked(x, pad)
         if pad is not None and self.directions == 1 and torch.compiler.is_exporting():
             # torch.export cannot pack (the lengths are data); one direction needs no packing: a step's
             # output depends on earlier steps only, so the last real step's output is the final state
@@ -108,3 +110,38 @@ class GatedRNN(nn.Module):
             return output  # (B, T, H * directions)
         h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)
         return torch.cat(list(h_n[-self.directions:]), dim=-1)  # (B, H * directions)
+
+    def _direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        """One layer's one direction over the whole (B, T, F) input, with its own weights: torch's
+        functional form of the module's forward, for one layer and direction."""
+        names = [f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"]
+        if self.rnn.bias:
+            names += [f"bias_ih_l{layer}{suffix}", f"bias_hh_l{layer}{suffix}"]
+        weights = [getattr(self.rnn, name) for name in names]
+        h0 = x.new_zeros(1, x.shape[0], self.rnn.hidden_size)
+        if isinstance(self.rnn, nn.LSTM):
+            return torch.lstm(x, (h0, h0), weights, self.rnn.bias, 1, 0.0, False, False, True)[0]
+        return torch.gru(x, h0, weights, self.rnn.bias, 1, 0.0, False, False, True)[0]
+
+    def _bidirectional_unpacked(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """The packed forward pass without packing, which torch.export cannot trace (the lengths are
+        data): the backward direction runs over each sequence reversed within its real length, so
+        it starts at the last real step, exactly as packed; padded outputs are 0, as packed ones."""
+        lengths = (~pad).sum(dim=1).clamp(min=1)[:, None]  # (B, 1), as the packed path counts them
+        steps = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
+        real = steps < lengths  # (B, T)
+        order = torch.where(real, lengths - 1 - steps, steps)  # its own inverse; padding stays in place
+
+        def reverse(t: torch.Tensor) -> torch.Tensor:
+            return t.gather(1, order[..., None].expand(-1, -1, t.shape[2]))
+
+        for layer in range(self.rnn.num_layers):  # dropout between layers is training-only
+            forward = self._direction(x, layer, "")
+            backward = reverse(self._direction(reverse(x), layer, "_reverse"))
+            x = torch.cat([forward, backward], dim=-1) * real[..., None]  # (B, T, 2H)
+        if self.return_sequences:
+            return x
+        hidden = self.rnn.hidden_size
+        last = torch.arange(x.shape[0], device=x.device), lengths[:, 0] - 1
+        # final states: forward at the last real step, backward at the first (where it ends)
+        return torch.cat([x[last][:, :hidden], x[:, 0, hidden:]], dim=-1)  # (B, 2H)
