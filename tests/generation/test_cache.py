@@ -12,10 +12,12 @@ from archlab.generation._common import GenerationError
 
 
 def seq2seq(norm_first: bool, blocks: int = 2, causal: bool = True, vocab: int = 9, seed: int = 0,
-            eos_bias: float = 5.0):
+            eos_bias: float = 5.0, pad_id: int | None = None):
     block = {"num_heads": 2, "ff_dim": 32, "dropout": 0.1, "norm_first": norm_first, "activation": "gelu"}
+    padding = {} if pad_id is None else {"pad_id": pad_id}
     spec = {
-        "inputs": {"source": {"shape": [5], "dtype": "long"}, "target": {"shape": [7], "dtype": "long"}},
+        "inputs": {"source": {"shape": [5], "dtype": "long", **padding},
+                   "target": {"shape": [7], "dtype": "long", **padding}},
         "graph": {
             "enc": {"from": "source", "layers": [{"embedding": {"input_dim": vocab, "output_dim": 16}},
                                                  {"positional_embedding": {"max_len": 5, "kind": "sinusoidal"}},
@@ -94,14 +96,24 @@ def test_cached_sampling_from_a_language_model_draws_the_same_tokens():
         assert cached == full
 
 
-def test_where_the_cache_is_not_exact_it_is_refused_or_skipped():
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_padded_sources_decode_cached_as_the_full_pass_and_as_each_sentence_alone(norm_first):
     padded = SOURCE.clone()
-    padded[0, 3:] = 0
-    model = seq2seq(False)
-    with pytest.raises(GenerationError, match=r"use_cache: the source holds padding \(id 0\)"):
-        greedy_search(model, padded, use_cache=True)
-    assert greedy_search(model, padded) == greedy_search(model, padded, use_cache=False)
+    padded[0, 3:], padded[2, 1:], padded[4, 4:] = 0, 0, 0  # sources of 3, 1 and 4 ids among full ones
+    model = seq2seq(norm_first, pad_id=0).eval()
+    encoder = calls(model.net.nodes["enc"])
+    for search in (greedy_search, lambda m, s, **kw: beam_search(m, s, beam_size=3, **kw)):
+        cached, full = search(model, padded, use_cache=True), search(model, padded, use_cache=False)
+        assert [h.tokens for h in cached] == [h.tokens for h in full]
+        assert [h.log_prob for h in cached] == pytest.approx([h.log_prob for h in full], abs=1e-4)
+        alone = [search(model, padded[i:i + 1, :int((padded[i] != 0).sum())])[0] for i in range(len(padded))]
+        assert [h.tokens for h in cached] == [h.tokens for h in alone]
+    encoder[0] = 0
+    greedy_search(model, padded)
+    assert encoder[0] == 1  # the cache is the default on padded sources too: the encoder runs once
 
+
+def test_where_the_cache_is_not_exact_it_is_refused_or_skipped():
     not_causal = seq2seq(False, blocks=1, causal=False)
     with pytest.raises(GenerationError, match=r"graph.dec.layers\[0\] is a transformer block without 'causal: true'"):
         greedy_search(not_causal, SOURCE, use_cache=True)

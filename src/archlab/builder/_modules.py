@@ -9,7 +9,7 @@ from archlab.layers._masking import MaskScope
 
 from ._nodes import Merge
 
-__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual"]
+__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual", "padding_mask"]
 
 
 class MergeModule(nn.Module):
@@ -126,7 +126,7 @@ class Permute(nn.Module):
         return x.movedim(-1, 1) if x.dim() >= 3 else x
 
 
-def _padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+def padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(B, T) True where ``ids`` hold the pad id; a row of padding only (an empty sentence) keeps its
     first step, as attention over no key at all is NaN and would make the whole batch's loss NaN."""
     pad = ids == pad_id
@@ -155,7 +155,7 @@ class ArchlabModel(nn.Module):
         if self.masks is None:
             return self.net(*args, **kwargs)
         given = dict(zip(self.input_names, args, strict=False)) | kwargs
-        self.masks.masks = {name: _padding(given[name], pad) for name, pad in self.masks.pad_ids.items()
+        self.masks.masks = {name: padding_mask(given[name], pad) for name, pad in self.masks.pad_ids.items()
                             if name in given}
         try:
             return self.net(*args, **kwargs)

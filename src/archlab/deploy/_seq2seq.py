@@ -134,10 +134,10 @@ class _Encoder(nn.Module):
         self.source_name, self.pad_id = source_name, _pad_id(model, source_name)
 
     def forward(self, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from archlab.builder._modules import _padding
+        from archlab.builder._modules import padding_mask
 
         values = {self.source_name: source}
-        padding = None if self.pad_id is None else _padding(source, self.pad_id)
+        padding = None if self.pad_id is None else padding_mask(source, self.pad_id)
         if padding is not None:
             self.model.masks.masks = {self.source_name: padding}
         try:
@@ -163,7 +163,7 @@ class _DecoderStep(nn.Module):
         self.source_pad, self.target_pad = _pad_id(model, source_name), _pad_id(model, target_name)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        from archlab.builder._modules import _padding
+        from archlab.builder._modules import padding_mask
 
         memory, target = args[: len(self.split.reads)], args[-1]
         values = dict(zip(self.split.reads, memory, strict=True)) | {self.target_name: target}
@@ -171,7 +171,7 @@ class _DecoderStep(nn.Module):
         if self.source_pad is not None:
             masks[self.source_name] = args[len(self.split.reads)]
         if self.target_pad is not None:
-            masks[self.target_name] = _padding(target, self.target_pad)
+            masks[self.target_name] = padding_mask(target, self.target_pad)
         if masks:
             self.model.masks.masks = masks
         try:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..builder import ArchlabModel
-from ..builder._modules import GraphNet, GraphNode, Repeat, Residual
+from ..builder._modules import GraphNet, GraphNode, Repeat, Residual, padding_mask
 from ..layers._attention_modules import TransformerBlock
 from ..layers._core_modules import Dense, PositionalEncoding
 from ._common import GenerationError
@@ -123,10 +123,21 @@ class CachedStep:
         self.plan: list[tuple[str, GraphNode]] = [(name, net.nodes[name]) for name in split.step]
         self.output, self.step_name = split.output, step_name
         values = dict(static)
-        for name in split.fixed:
-            node = net.nodes[name]
-            values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
+        scope = model.masks  # the fixed inputs' padding, as the model's own forward computes it
+        padding = {} if scope is None else {name: padding_mask(static[name], pad)
+                                            for name, pad in scope.pad_ids.items() if name in static}
+        if scope is not None:
+            scope.masks = padding
+        try:
+            for name in split.fixed:
+                node = net.nodes[name]
+                values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
+        finally:
+            if scope is not None:
+                scope.masks = {}
         self.static = {name: values[name] for name in split.reads}
+        #: per fixed input with a pad_id, its padding: what cross-attention over the memory ignores
+        self.padding = padding
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per block application: (R, heads, t, d)
         self.length = 0  # the ids seen so far
         self._block_index = 0  # the next block application within a step (a shared block has one per use)
@@ -145,6 +156,7 @@ class CachedStep:
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep (and repeat) the given rows, with their cached keys and values."""
         self.static = {name: value[rows] for name, value in self.static.items()}
+        self.padding = {name: value[rows] for name, value in self.padding.items()}
         self.kv = [(k[rows], v[rows]) for k, v in self.kv]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
@@ -212,28 +224,27 @@ class CachedStep:
                 return x + b._ff_block(b.norm2(x))
             x = b.norm1(x + sa(x))
             return b.norm2(x + b._ff_block(x))
+        # the input whose padding marks the memory's time axis, as the block's forward reads it
+        memory_input = module.padding.sources[1] if module.padding is not None else None
+        memory_pad = self.padding.get(memory_input) if memory_input is not None else None
         if b.norm_first:  # TransformerDecoderLayer, as its forward does
             x = x + sa(b.norm1(x))
-            x = x + b._mha_block(b.norm2(x), memory, None, None)
+            x = x + b._mha_block(b.norm2(x), memory, None, memory_pad)
             return x + b._ff_block(b.norm3(x))
         x = b.norm1(x + sa(x))
-        x = b.norm2(x + b._mha_block(x, memory, None, None))
+        x = b.norm2(x + b._mha_block(x, memory, None, memory_pad))
         return b.norm3(x + b._ff_block(x))
 
 
-def make_step(model: nn.Module, static: dict[str, torch.Tensor], step_name: str, use_cache: bool | None,
-              pad_id: int) -> FullStep | CachedStep:
+def make_step(model: nn.Module, static: dict[str, torch.Tensor], step_name: str,
+              use_cache: bool | None) -> FullStep | CachedStep:
     """The step function a decode uses: cached when ``use_cache`` (refused with the reason when the
     model has no step-by-step form), full when not, and cached where it can be when None.
 
-    A fixed input holding ``pad_id`` takes the full path: the cached one does not mask padding.
     """
     if use_cache is False:
         return FullStep(model, static, step_name)
     try:
-        if any(bool((value == pad_id).any()) for value in static.values()):
-            raise GenerationError(f"use_cache: the {', '.join(static)} holds padding (id {pad_id}), which the "
-                                  "cached path does not mask; decode with use_cache=False")
         return CachedStep(model, static, step_name)  # type: ignore[arg-type]
     except GenerationError:
         if use_cache:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ._cache import make_step
-from ._common import BOS_ID, EOS_ID, PAD_ID, GenerationError, as_batch, declared_length, in_eval_mode, model_device
+from ._common import BOS_ID, EOS_ID, GenerationError, as_batch, declared_length, in_eval_mode, model_device
 
 __all__ = ["filter_logits", "generate"]
 
@@ -93,7 +93,7 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
     for indices in by_length.values():
         tokens = torch.tensor([rows[i] for i in indices], dtype=torch.long, device=device)  # (b, P)
         fits = context is None or tokens.shape[1] + max_new_tokens <= context
-        step = make_step(model, {}, input_name, use_cache if fits else False, PAD_ID)
+        step = make_step(model, {}, input_name, use_cache if fits else False)
         done = torch.zeros(len(indices), dtype=torch.bool, device=device)
         new: list[torch.Tensor] = []
         for _ in range(max_new_tokens):

@@ -61,7 +61,7 @@ def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int
         One ``Hypothesis`` per sentence, in order.
     """
     source, max_len = _setup(model, source, max_len, source_name, target_name)
-    step = make_step(model, {source_name: source}, target_name, use_cache, pad_id)
+    step = make_step(model, {source_name: source}, target_name, use_cache)
     batch = source.shape[0]
     target = torch.full((batch, 1), bos_id, dtype=torch.long, device=source.device)  # (B, 1 + t)
     log_prob = torch.zeros(batch, device=source.device)
@@ -128,7 +128,7 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
     if beam_size < 1:
         raise GenerationError(f"beam_size must be at least 1, got {beam_size}")
     source, max_len = _setup(model, source, max_len, source_name, target_name)
-    step = make_step(model, {source_name: source}, target_name, use_cache, pad_id)
+    step = make_step(model, {source_name: source}, target_name, use_cache)
     batch, device = source.shape[0], source.device
     # live beams, flattened: row r belongs to sentence sentence[r]; only one beam per sentence at the start,
     # so that the first step does not pick the same token beam_size times
