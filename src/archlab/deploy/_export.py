@@ -480,8 +480,7 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
         ExportError: the export or its parity check failed.
     """
     from archlab.data import load_dataset
-    from archlab.training import check_fit, model_inputs, run_task
-    from archlab.training._train import as_arrays
+    from archlab.training import as_arrays, check_fit, model_inputs, run_task
 
     check_export_options(format, opset)
     if samples < 3:

@@ -504,8 +504,7 @@ def export_seq2seq_run(run_dir: str | Path, *, opset: int | None = None, out: st
     ``samples`` sentences of the data's test split. Both files carry the run's metadata, as
     ``export_run``'s file does."""
     from archlab.data import load_dataset
-    from archlab.training import check_fit, model_inputs, run_task
-    from archlab.training._train import as_arrays
+    from archlab.training import as_arrays, check_fit, model_inputs, run_task
 
     from ._export import _run_metadata, _test_metrics, load_run_model
 

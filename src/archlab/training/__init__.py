@@ -33,6 +33,7 @@ from ._runs import (
 from ._train import (
     RestoredRun,
     TrainResult,
+    as_arrays,
     check_fit,
     evaluate_run,
     finish_run,
@@ -50,7 +51,7 @@ from ._train import (
 __all__ = [
     "Callback", "Engine", "FitResult", "History", "Inputs",
     "Recipe", "RestoredRun", "RunError", "Splits", "TrainResult", "TrainingError",
-    "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
+    "as_arrays", "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
     "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
     "make_loss", "model_inputs", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
     "read_metrics", "resolve_recipe", "resolve_task", "restore_run", "run_task", "save_figure",
