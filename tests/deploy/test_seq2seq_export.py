@@ -18,9 +18,17 @@ import torch
 
 import archlab
 from archlab.cli import run
-from archlab.deploy import ExportError, export_run, export_seq2seq, load_run_model, onnx_greedy_decode, read_metadata
+from archlab.deploy import (
+    ExportError,
+    export_run,
+    export_seq2seq,
+    load_run_model,
+    onnx_beam_search,
+    onnx_greedy_decode,
+    read_metadata,
+)
 from archlab.exceptions import SpecError
-from archlab.generation import greedy_search
+from archlab.generation import beam_search, greedy_search
 from archlab.text import Tokenizers
 from archlab.training import train
 
@@ -132,6 +140,20 @@ def test_ort_greedy_decode_gives_pytorchs_tokens_on_padded_held_out_sentences(mt
     for source, hyp in zip(sources, ort_hyps, strict=True):
         [alone] = onnx_greedy_decode(exported.encoder, exported.decoder, np.array([source]), max_len=12)
         assert alone.tokens == hyp.tokens
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_ort_beam_search_gives_pytorchs_beams_on_padded_held_out_sentences(mt_run, exported,
+                                                                          length_penalty) -> None:
+    _, _, _, model = load_run_model(mt_run, "last")
+    sources = held_out_ids(mt_run)
+    ort_hyps = onnx_beam_search(exported.encoder, exported.decoder, sources, max_len=12, beam_size=3,
+                                length_penalty=length_penalty)
+    torch_hyps = beam_search(model, sources, max_len=12, beam_size=3, length_penalty=length_penalty)
+    assert [h.tokens for h in ort_hyps] == [h.tokens for h in torch_hyps]
+    assert [h.log_prob for h in ort_hyps] == pytest.approx([h.log_prob for h in torch_hyps], abs=1e-4)
+    greedy = onnx_greedy_decode(exported.encoder, exported.decoder, sources, max_len=12)
+    assert [h.log_prob for h in ort_hyps] != [h.log_prob for h in greedy]  # beams that find other outputs
 
 
 def test_the_encoder_memory_and_the_decoder_step_match_pytorch(mt_run, exported) -> None:

@@ -24,9 +24,10 @@ from ._export import (
     supported_opsets,
 )
 from ._quantize import QuantizeResult, check_quantizable, quantize_onnx
-from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_greedy_decode
+from ._seq2seq import Seq2SeqExportResult, export_seq2seq, export_seq2seq_run, onnx_beam_search, onnx_greedy_decode
 
 __all__ = ["BenchResult", "ExportError", "ExportResult", "ModelFileError", "QuantizeResult", "Runner",
            "Seq2SeqExportResult", "bench_path", "benchmark", "check_export_options", "check_quantizable",
            "export_model", "export_run", "export_seq2seq", "export_seq2seq_run", "file_size", "load_run_model",
-           "load_runner", "onnx_greedy_decode", "quantize_onnx", "read_metadata", "supported_opsets", "timed_calls"]
+           "load_runner", "onnx_beam_search", "onnx_greedy_decode", "quantize_onnx", "read_metadata",
+           "supported_opsets", "timed_calls"]

@@ -1,5 +1,6 @@
-"""export_seq2seq(), onnx_greedy_decode(): a seq2seq model as two ONNX files, an encoder and one
-decoder step, and a greedy decode over them in ONNX Runtime that gives PyTorch's tokens.
+"""export_seq2seq(), onnx_greedy_decode(), onnx_beam_search(): a seq2seq model as two ONNX files, an
+encoder and one decoder step, and greedy and beam decoding over them in ONNX Runtime, by the loops
+PyTorch's decoding runs (``archlab.generation``), so they give PyTorch's tokens.
 
 The layout is Hugging Face optimum's for encoder-decoder models: a folder with
 ``encoder_model.onnx``, ``decoder_model.onnx`` and the run's ``tokenizer.json``. The graph is cut
@@ -42,8 +43,8 @@ from ._export import (
     check_export_options,
 )
 
-__all__ = ["DECODER_FILE", "ENCODER_FILE", "Seq2SeqExportResult", "check_seq2seq_options", "export_seq2seq",
-           "export_seq2seq_run", "onnx_greedy_decode"]
+__all__ = ["DECODER_FILE", "ENCODER_FILE", "OnnxStep", "Seq2SeqExportResult", "check_seq2seq_options",
+           "export_seq2seq", "export_seq2seq_run", "onnx_beam_search", "onnx_greedy_decode"]
 
 ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model.onnx"
@@ -234,30 +235,47 @@ def _check_dynamic(proto: Any, names: list[str], axes: tuple[dict[int, Any], ...
                                   "position-wise layers (Transformer) export; recurrent ones do not yet.")
 
 
-def _as_ids(source: np.ndarray | Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
-    """A ``(B, S)`` int64 array: an array as given, or id lists padded with ``pad_id`` to the longest."""
-    if isinstance(source, np.ndarray):
-        ids = source[None] if source.ndim == 1 else source
-        if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"source: expected a (batch, length) array of ids, got shape {source.shape} of "
-                             f"{source.dtype}")
-        return np.ascontiguousarray(ids, dtype=np.int64)
-    rows = [list(r) for r in source]
-    if not rows or not all(rows):
-        raise ValueError("source: expected a non-empty list of non-empty id sequences")
-    width = max(len(r) for r in rows)
-    return np.array([r + [pad_id] * (width - len(r)) for r in rows], dtype=np.int64)
+class OnnxStep:
+    """An export's decoder step in ONNX Runtime as a step of ``archlab.generation``'s decode loops
+    (``greedy_decode``, ``beam_decode``): the encoder runs once on the source, and each call runs
+    the decoder on the whole prefix, with the encoder's outputs of the rows the beams keep."""
+
+    def __init__(self, encoder: Any, decoder: Any, source: np.ndarray) -> None:
+        fixed = dict(zip([o.name for o in encoder.get_outputs()],
+                         encoder.run(None, {encoder.get_inputs()[0].name: source}), strict=True))
+        *fixed_names, self.target_name = [i.name for i in decoder.get_inputs()]
+        self.decoder = decoder
+        self.fixed = {name: fixed[name] for name in fixed_names}
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        index = rows.cpu().numpy()
+        self.fixed = {name: value[index] for name, value in self.fixed.items()}
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        feed = {**self.fixed, self.target_name: ids.cpu().numpy()}
+        return torch.from_numpy(self.decoder.run([LOG_PROBS], feed)[0])  # (R, V)
+
+
+def _onnx_step(encoder: str | Path | Any, decoder: str | Path | Any,
+               source: np.ndarray | Sequence[Sequence[int]]) -> tuple[OnnxStep, int]:
+    from archlab.generation._common import as_batch
+
+    enc = encoder if hasattr(encoder, "run") else _ort_session(Path(encoder))
+    dec = decoder if hasattr(decoder, "run") else _ort_session(Path(decoder))
+    ids = as_batch(torch.from_numpy(source) if isinstance(source, np.ndarray) else source, torch.device("cpu"),
+                   "source")
+    return OnnxStep(enc, dec, ids.numpy()), len(ids)
 
 
 def onnx_greedy_decode(encoder: str | Path | Any, decoder: str | Path | Any,
                        source: np.ndarray | Sequence[Sequence[int]], max_len: int, *, bos_id: int = BOS_ID,
                        eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[Any]:
-    """Greedy decoding over an exported encoder and decoder step in ONNX Runtime, step for step
-    what ``archlab.generation.greedy_search`` does in PyTorch.
+    """Greedy decoding over an exported encoder and decoder step in ONNX Runtime: the loop of
+    ``archlab.generation.greedy_search`` (``greedy_decode``) over ``OnnxStep``.
 
     Args:
         encoder, decoder: the ``.onnx`` files (or ONNX Runtime sessions of them).
-        source: ``(B, S)`` ids padded with ``pad_id``, or id lists (padded here).
+        source: ``(B, S)`` ids padded with ``<pad>``, or id lists (padded here).
         max_len: the most tokens to decode, ``</s>`` included (at most the spec's target length).
         bos_id, eos_id, pad_id: the special ids (the project's by default).
 
@@ -265,35 +283,28 @@ def onnx_greedy_decode(encoder: str | Path | Any, decoder: str | Path | Any,
         One ``archlab.generation.Hypothesis`` per sentence: its tokens (without ``<s>`` and ``</s>``),
         their log-probability, and whether ``</s>`` ended it.
     """
-    from archlab.generation import Hypothesis
+    from archlab.generation import greedy_decode
 
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
-    enc = encoder if hasattr(encoder, "run") else _ort_session(Path(encoder))
-    dec = decoder if hasattr(decoder, "run") else _ort_session(Path(decoder))
-    ids = _as_ids(source, pad_id)
-    fixed = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {enc.get_inputs()[0].name: ids}),
-                     strict=True))
-    step_inputs = [i.name for i in dec.get_inputs()]
-    target_name = step_inputs[-1]
-    feed = {name: fixed[name] for name in step_inputs[:-1]}
-    batch = ids.shape[0]
-    target = np.full((batch, 1), bos_id, dtype=np.int64)
-    log_prob = np.zeros(batch, dtype=np.float64)
-    done = np.zeros(batch, dtype=bool)
-    for _ in range(max_len):
-        log_probs = dec.run([LOG_PROBS], {**feed, target_name: target})[0]  # (B, V)
-        token = log_probs.argmax(axis=-1)
-        log_prob += np.where(done, 0.0, log_probs[np.arange(batch), token])
-        token = np.where(done, pad_id, token)  # an ended sentence reads <pad> from then on, as in PyTorch
-        target = np.concatenate([target, token[:, None].astype(np.int64)], axis=1)
-        done |= token == eos_id
-        if done.all():
-            break
-    result = []
-    for row, lp, ended in zip(target[:, 1:].tolist(), log_prob.tolist(), done.tolist(), strict=True):
-        result.append(Hypothesis(row[: row.index(eos_id)] if ended else row, lp, ended))
-    return result
+    step, batch = _onnx_step(encoder, decoder, source)
+    return greedy_decode(step, batch, max_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+
+
+def onnx_beam_search(encoder: str | Path | Any, decoder: str | Path | Any,
+                     source: np.ndarray | Sequence[Sequence[int]], max_len: int, *, beam_size: int = 4,
+                     length_penalty: float = 1.0, early_stopping: bool = True, bos_id: int = BOS_ID,
+                     eos_id: int = EOS_ID) -> list[Any]:
+    """Beam search over an exported encoder and decoder step in ONNX Runtime: the loop of
+    ``archlab.generation.beam_search`` (``beam_decode``) over ``OnnxStep``; arguments as there and
+    in ``onnx_greedy_decode``."""
+    from archlab.generation import beam_decode
+
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+    step, batch = _onnx_step(encoder, decoder, source)
+    return beam_decode(step, batch, max_len, beam_size=beam_size, length_penalty=length_penalty,
+                       early_stopping=early_stopping, bos_id=bos_id, eos_id=eos_id)
 
 
 def _trim(source: torch.Tensor, pad_id: int | None) -> torch.Tensor:

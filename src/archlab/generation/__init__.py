@@ -27,8 +27,8 @@ Example:
 
 from ._common import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Hypothesis
 from ._lm import filter_logits, generate
-from ._seq2seq import beam_search, greedy_search
+from ._seq2seq import Step, beam_decode, beam_search, greedy_decode, greedy_search
 from ._translate import translate
 
-__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Hypothesis", "beam_search", "filter_logits", "generate",
-           "greedy_search", "translate"]
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Hypothesis", "Step", "beam_decode", "beam_search", "filter_logits",
+           "generate", "greedy_decode", "greedy_search", "translate"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -20,7 +21,16 @@ from ._common import (
     model_device,
 )
 
-__all__ = ["beam_search", "greedy_search"]
+__all__ = ["Step", "beam_decode", "beam_search", "greedy_decode", "greedy_search"]
+
+
+class Step(Protocol):
+    """What the decode loops call: the next token's log-probabilities ``(R, V)`` for the prefixes
+    ``(R, t)`` (``<s>`` first), and ``reorder(rows)`` to keep (and repeat) rows as beams go on."""
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def reorder(self, rows: torch.Tensor) -> None: ...
 
 
 def _setup(model: nn.Module, source, max_len: int | None, source_name: str, target_name: str):
@@ -62,10 +72,17 @@ def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int
     """
     source, max_len = _setup(model, source, max_len, source_name, target_name)
     step = make_step(model, {source_name: source}, target_name, use_cache)
-    batch = source.shape[0]
-    target = torch.full((batch, 1), bos_id, dtype=torch.long, device=source.device)  # (B, 1 + t)
-    log_prob = torch.zeros(batch, device=source.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=source.device)
+    return greedy_decode(step, source.shape[0], max_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
+                         device=source.device)
+
+
+def greedy_decode(step: Step, batch: int, max_len: int, *, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                  pad_id: int = PAD_ID, device: torch.device | str = "cpu") -> list[Hypothesis]:
+    """``greedy_search``'s loop over any step: a PyTorch model's (``greedy_search``) or an exported
+    decoder's in ONNX Runtime (``archlab.deploy.onnx_greedy_decode``), so both decode alike."""
+    target = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # (B, 1 + t)
+    log_prob = torch.zeros(batch, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     for _ in range(max_len):
         log_probs = step(target)  # (B, V)
         token = log_probs.argmax(dim=-1)  # (B,)
@@ -125,11 +142,19 @@ def beam_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int]]
     Returns:
         The best ``Hypothesis`` per sentence, in order.
     """
-    if beam_size < 1:
-        raise GenerationError(f"beam_size must be at least 1, got {beam_size}")
     source, max_len = _setup(model, source, max_len, source_name, target_name)
     step = make_step(model, {source_name: source}, target_name, use_cache)
-    batch, device = source.shape[0], source.device
+    return beam_decode(step, source.shape[0], max_len, beam_size=beam_size, length_penalty=length_penalty,
+                       early_stopping=early_stopping, bos_id=bos_id, eos_id=eos_id, device=source.device)
+
+
+def beam_decode(step: Step, batch: int, max_len: int, *, beam_size: int = 4, length_penalty: float = 1.0,
+                early_stopping: bool = True, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                device: torch.device | str = "cpu") -> list[Hypothesis]:
+    """``beam_search``'s loop over any step (see ``greedy_decode``); the step keeps the rows that
+    ``reorder`` names, as the beams go on."""
+    if beam_size < 1:
+        raise GenerationError(f"beam_size must be at least 1, got {beam_size}")
     # live beams, flattened: row r belongs to sentence sentence[r]; only one beam per sentence at the start,
     # so that the first step does not pick the same token beam_size times
     sentence = torch.arange(batch, device=device)
