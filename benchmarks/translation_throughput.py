@@ -283,7 +283,7 @@ def main() -> None:
 
 
 def built_params(spec: archlab.Spec) -> int:
-    return archlab.analyze(spec).params
+    return archlab.build(spec).num_params()
 
 
 if __name__ == "__main__":
