@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 import archlab
 from archlab.exceptions import SpecError
-from archlab.training import Recipe
-from archlab.training import Callback
+from archlab.training import Callback, Recipe
 from archlab.training._engine import TARGETS, Engine, bucketed_batches, trim_groups, trim_padding
 
 V, D, WIDTH = 13, 8, 9
