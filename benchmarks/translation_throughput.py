@@ -125,6 +125,16 @@ def plain_copy(built: nn.Module) -> PlainTransformer:
     return plain
 
 
+def check_same_function(built: nn.Module, plain: nn.Module, data: Splits) -> None:
+    """The two models compute the same logits from the same weights (eval mode, a few padded rows)."""
+    source, target = data.x["source"][:8], data.x["target"][:8]
+    with torch.no_grad():
+        ours, theirs = built.eval()(source=source, target=target), plain.eval()(source, target)
+    real = target != PAD  # padded positions' logits are never scored
+    if not torch.allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4):
+        raise RuntimeError("the hand-written Transformer does not compute the built module's function")
+
+
 class ArchlabContender:
     def __init__(self, spec: archlab.Spec, recipe_raw: dict, data: Splits, precision: str | None) -> None:
         overrides = {"epochs": 1, "validation_split": 0.0, "device": "cpu"}
@@ -132,7 +142,6 @@ class ArchlabContender:
         self.task = resolve_task(self.recipe, spec, "seq2seq")
         self.model, self.head = prepare_model(spec, self.recipe, self.task)
         self.data = data
-        self.spec = spec
         result = self.run()
         chosen = result.engine.precision
         self.precision = chosen
@@ -230,20 +239,21 @@ def main() -> None:
     data = Splits({k: v[:n] for k, v in full.x.items()}, full.y[:n])
     tokens = target_tokens(data.y)
 
+    # every model is built by prepare_model, which seeds the build: all start from the same weights
     fp32 = ArchlabContender(spec, recipe_raw, data, "fp32")
     contenders = [fp32]
     if not args.skip_bf16:
         contenders.insert(0, ArchlabContender(spec, recipe_raw, data, None))
-    built = fp32.model  # any built module: prepare_model seeds the build, so each starts from the same weights
     hand = HandContender(prepare_model(spec, fp32.recipe, fp32.task)[0], "hand loop, built module, fp32",
                          data, recipe_raw)
     contenders.append(hand)
     if not args.skip_bf16:
         contenders.append(HandContender(prepare_model(spec, fp32.recipe, fp32.task)[0],
                                         "hand loop, built module, bf16 autocast", data, recipe_raw, bf16=True))
-    contenders.append(HandContender(plain_copy(prepare_model(spec, fp32.recipe, fp32.task)[0]),
-                                    "hand loop, nn.Transformer, fp32", data, recipe_raw))
-    del built
+    start = prepare_model(spec, fp32.recipe, fp32.task)[0]
+    plain = plain_copy(start)
+    check_same_function(start, plain, data)
+    contenders.append(HandContender(plain, "hand loop, nn.Transformer, fp32", data, recipe_raw))
 
     # the same batches on both sides, and the hand loop's count of tokens is the data's
     recorder = RecordBatches()
@@ -253,8 +263,9 @@ def main() -> None:
     if seen != recorder.seen or counted != tokens or sum(b[2] for b in seen) != tokens:
         raise RuntimeError(f"the hand loop's batches are not archlab's ({len(seen)} vs {len(recorder.seen)} batches, "
                            f"{counted} vs {tokens} target tokens)")
-    for contender in contenders[1:]:  # warm-up (fp32 has just run): first-call costs untimed
-        contender.run()
+    for contender in contenders:  # warm-up of those that have not run yet: first-call costs untimed
+        if isinstance(contender, HandContender) and contender is not hand:
+            contender.run()
 
     print(f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
