@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 import archlab
 from archlab.exceptions import SpecError
-from archlab.training import Recipe
-from archlab.training._engine import Engine, bucketed_batches, trim_padding
+from archlab.training import Callback, Recipe
+from archlab.training._engine import TARGETS, Engine, bucketed_batches, trim_groups, trim_padding
 
 V, D, WIDTH = 13, 8, 9
 
@@ -65,6 +65,81 @@ def test_trimmed_batch_has_the_loss_of_the_untrimmed_one():
         full, trimmed = _token_loss(model(**short), yb), _token_loss(model(**xt), yt)
     torch.testing.assert_close(trimmed, full, atol=1e-6, rtol=1e-5)
     assert torch.equal(xt["source"], short["source"][:, :xt["source"].shape[1]])
+
+
+def test_the_source_is_cut_to_its_own_length_and_the_targets_with_the_target():
+    # the copy rows: target and y are one longer than the source, so a batch's source needs one column less
+    torch.manual_seed(0)
+    model = archlab.build(_spec()).eval()
+    groups = trim_groups(model, model.masks.pad_ids)
+    assert sorted(map(sorted, groups)) == [[TARGETS, "target"], ["source"]]
+    x, y = _data()
+    xb, yb = {k: v[:6] for k, v in x.items()}, y[:6]
+    longest = int((xb["source"] != 0).sum(1).max())
+    xt, yt = trim_padding(xb, yb, model.masks.pad_ids, groups)
+    assert xt["source"].shape[1] == longest and xt["target"].shape[1] == yt.shape[1] == longest + 1
+    with torch.no_grad():
+        torch.testing.assert_close(_token_loss(model(**xt), yt), _token_loss(model(**xb), yb), atol=1e-6, rtol=1e-5)
+
+
+def test_inputs_merged_position_by_position_are_cut_to_one_width():
+    # a segment input added to the source step by step: the two keep one width, the target its own
+    spec = _spec()
+    spec["inputs"]["segment"] = {"shape": [WIDTH], "dtype": "long", "pad_id": 0}
+    spec["graph"] = {"ids": {"from": "source", "layers": [{"embedding": {"input_dim": V, "output_dim": D}}]},
+                     "seg": {"from": "segment", "layers": [{"embedding": {"input_dim": 3, "output_dim": D}}]},
+                     "src": {"from": ["ids", "seg"], "merge": "add", "layers": spec["graph"]["src"]["layers"][1:]},
+                     **{k: v for k, v in spec["graph"].items() if k != "src"}}
+    model = archlab.build(spec).eval()
+    groups = trim_groups(model, model.masks.pad_ids)
+    assert sorted(map(sorted, groups)) == [[TARGETS, "target"], ["segment", "source"]]
+    x, y = _data()
+    xb, yb = {k: v[:6] for k, v in x.items()}, y[:6]
+    xb["segment"] = torch.zeros_like(xb["source"])
+    xb["segment"][:, 0] = 1  # only the first step is marked: its own width would be 1
+    xt, yt = trim_padding(xb, yb, model.masks.pad_ids, groups)
+    longest = int((xb["source"] != 0).sum(1).max())
+    assert xt["source"].shape[1] == xt["segment"].shape[1] == longest > 1
+    assert xt["target"].shape[1] == yt.shape[1] == longest + 1
+    with torch.no_grad():
+        assert model(**xt).shape == (6, longest + 1, V)
+
+
+def test_without_the_masks_telling_tensors_of_one_length_are_cut_to_one_width():
+    spec = {"inputs": {"a": {"shape": [WIDTH], "dtype": "long", "pad_id": 0},
+                       "b": {"shape": [WIDTH], "dtype": "long", "pad_id": 0}},
+            "graph": {"ea": {"from": "a", "layers": [{"embedding": {"input_dim": V, "output_dim": D}}]},
+                      "eb": {"from": "b", "layers": [{"embedding": {"input_dim": V, "output_dim": D}}]},
+                      "out": {"from": ["ea", "eb"], "merge": "add", "layers": [{"dense": {"units": V}}]}},
+            "outputs": "out"}
+    model = archlab.build(spec)
+    assert trim_groups(model, model.masks.pad_ids) is None  # the sum's steps are no one input's
+    a, b = torch.zeros(2, WIDTH, dtype=torch.long), torch.zeros(2, WIDTH, dtype=torch.long)
+    a[:, :2], b[:, :4] = 5, 6
+    xt, yt = trim_padding({"a": a, "b": b}, a.clone(), model.masks.pad_ids)
+    assert xt["a"].shape[1] == xt["b"].shape[1] == yt.shape[1] == 4
+    assert model(**xt).shape == (2, 4, V)
+
+
+def test_bucketed_fit_feeds_the_source_at_its_own_length():
+    class Widths(Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int, int]] = []
+
+        def on_batch(self, engine, xb, yb):
+            self.seen.append((xb["source"].shape[1], xb["target"].shape[1], yb.shape[1]))
+            return xb, yb
+
+    torch.manual_seed(0)
+    recipe = Recipe(epochs=1, batch_size=8, bucketing=True, device="cpu", validation_split=0.0)
+    engine = Engine(archlab.build(_spec()), recipe, "regression", verbose=0,
+                    criterion=lambda xb, out, yb: _token_loss(out, yb))
+    x, y = _data()
+    widths = Widths()
+    engine.fit(x, y, callbacks=[widths])
+    assert len(widths.seen) == 5
+    for source, target, targets in widths.seen:  # every batch's target is one longer than its source
+        assert source + 1 == target == targets
 
 
 def test_bucketed_batches_group_lengths_and_repeat_with_the_seed():

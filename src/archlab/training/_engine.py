@@ -44,7 +44,7 @@ from ._stream import EpochBatches, MappedSplit
 from ._stream import loader as stream_loader
 
 __all__ = ["Engine", "History", "Inputs", "TrainingError", "bucketed_batches", "check_bucketing", "pick_device",
-           "split_output_activation", "trim_padding"]
+           "split_output_activation", "trim_groups", "trim_padding"]
 
 #: One input tensor, or a graph-form spec's inputs by name (``archlab._inputs``).
 Inputs = torch.Tensor | dict[str, torch.Tensor]
@@ -193,25 +193,69 @@ def bucketed_batches(order: torch.Tensor, lengths: torch.Tensor, batch_size: int
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def trim_padding(xb: Inputs, yb: torch.Tensor, pad_ids: dict[str, int]) -> tuple[Inputs, torch.Tensor]:
+#: ``trim_padding``'s name for the token targets in a group of tensors cut to one width
+TARGETS = ""
+
+
+def trim_groups(model: nn.Module, pad_ids: dict[str, int]) -> list[set[str]] | None:
+    """Which tensors of a batch ``trim_padding`` must cut to one width: the padded inputs whose time
+    axes meet position by position in the model (an elementwise or feature-axis merge), each group
+    with the token targets (``TARGETS``) in the group of the input the output's time axis follows
+    (the spec's padding masks say which: a seq2seq output follows ``target``, so ``source`` is cut
+    to its own longest sentence). None where the spec cannot tell (no archlab spec, the sequential
+    form, several outputs, an output or a merge that no input's padding marks): ``trim_padding``
+    then cuts tensors of one length to one width."""
+    from archlab.builder import parse
+
+    spec = getattr(model, "spec", None)
+    if spec is None or not pad_ids:
+        return None
+    parsed = parse(spec)
+    if not parsed.is_graph or len(parsed.outputs) != 1 or parsed.output_infos[0].mask not in pad_ids:
+        return None
+    group = {name: {name} for name in pad_ids}
+    for block in parsed.graph.values():
+        if block.merge is None or len(block.source_infos) < 2:
+            continue
+        masks = [info.mask for info in block.source_infos]
+        if any(mask not in pad_ids for mask in masks):
+            return None
+        joined = set().union(*(group[mask] for mask in masks))
+        for name in joined:
+            group[name] = joined
+    group[parsed.output_infos[0].mask].add(TARGETS)
+    unique: list[set[str]] = []
+    for members in group.values():
+        if members not in unique:
+            unique.append(members)
+    return unique
+
+
+def trim_padding(xb: Inputs, yb: torch.Tensor, pad_ids: dict[str, int],
+                 groups: list[set[str]] | None = None) -> tuple[Inputs, torch.Tensor]:
     """A batch without its trailing all-padding columns: each padded input (and token targets
-    ``(N, T)``, padded with 0) is cut after its last column with a real token. Tensors of one
-    length are cut to one width (the longest they need), so a target input and its targets keep
-    lining up."""
+    ``(N, T)``, padded with 0) is cut after its last column with a real token. The tensors of one
+    of ``groups`` (``trim_groups``: inputs by name, the targets as ``TARGETS``) are cut to one width,
+    the longest they need, so that what the model or the loss lines up stays lined up; without
+    groups, tensors of one length are cut to one width."""
     named = dict(xb) if is_named(xb) else {"input": xb}
     pads = _padded_inputs(xb, pad_ids)
     tokens = yb.dim() == 2 and not yb.is_floating_point()
-    needed = {name: named[name] != pad for name, pad in pads.items()} | ({"": yb != 0} if tokens else {})
-    widths: dict[int, int] = {}
-    for real in needed.values():
-        full = real.shape[1]
-        columns = torch.arange(1, full + 1, device=real.device)
-        width = max(int((real.any(dim=0) * columns).max()), 1)  # one host sync: shapes live on the host
-        widths[full] = max(widths.get(full, 0), width)
+    needed = {name: named[name] != pad for name, pad in pads.items()} | ({TARGETS: yb != 0} if tokens else {})
+    own = {}
+    for name, real in needed.items():
+        columns = torch.arange(1, real.shape[1] + 1, device=real.device)
+        own[name] = max(int((real.any(dim=0) * columns).max()), 1)  # one host sync: shapes live on the host
+    if groups is None:
+        groups = [{m for m in needed if needed[m].shape[1] == needed[name].shape[1]} for name in needed]
+    widths = dict(own)
+    for members in groups:
+        width = max((own[name] for name in members if name in own), default=0)
+        widths.update({name: width for name in members if name in own})
     for name in pads:
-        named[name] = named[name][:, :widths[named[name].shape[1]]]
+        named[name] = named[name][:, :widths[name]]
     if tokens:
-        yb = yb[:, :widths[yb.shape[1]]]
+        yb = yb[:, :widths[TARGETS]]
     return (named if is_named(xb) else named["input"]), yb
 
 
@@ -266,6 +310,8 @@ class Engine:
         #: the pad id of each model input that declares one (an archlab model's MaskScope)
         self.pad_ids: dict[str, int] = dict(getattr(getattr(model, "masks", None), "pad_ids", None) or {})
         check_bucketing(recipe, self.pad_ids)
+        #: the tensors bucketing trims to one width (``trim_groups``)
+        self.trim_groups = trim_groups(self.model, self.pad_ids) if recipe.bucketing else None
         self.optimizer = self._optimizer()
         self.scheduler = None
         self.rows: list[dict] = []
@@ -408,7 +454,8 @@ class Engine:
                 elif lengths is not None:
                     buckets = bucketed_batches(order, lengths, recipe.batch_size,
                                                self.generator if recipe.shuffle else None)
-                    epoch_batches = (trim_padding(map_inputs(lambda t, i=index: t[i], x), y[index], self.pad_ids)
+                    epoch_batches = (trim_padding(map_inputs(lambda t, i=index: t[i], x), y[index], self.pad_ids,
+                                                     self.trim_groups)
                                      for index in (b.to(self.device) for b in buckets))
                 elif is_named(x):
                     order = order.to(self.device)
