@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -99,3 +102,41 @@ def named_task(tmp_path_factory):
         return data, _named_spec(task, data)
 
     return make
+
+
+class ToyText:
+    """Tiny parallel corpora for the tests of text tasks: a word-for-word 'translation' of 3-5
+    words a sentence, which a tiny Transformer learns in seconds."""
+
+    WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
+             "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._written: dict[tuple[int, int], dict[str, str]] = {}
+
+    def pairs(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        rng = random.Random(seed)
+        english = [" ".join(rng.choice(list(self.WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(n)]
+        return [(s, " ".join(self.WORDS[w] for w in s.split())) for s in english]
+
+    @staticmethod
+    def write(folder: Path, rows: list[tuple[str, str]]) -> dict[str, str]:
+        """``rows`` as ``c.en`` and ``c.de`` in ``folder``: their ``text:`` sources, the parallel
+        corpus (``pairs``) and its English side alone (``plain``, for a language model)."""
+        (folder / "c.en").write_text("".join(s + "\n" for s, _ in rows), encoding="utf-8")
+        (folder / "c.de").write_text("".join(t + "\n" for _, t in rows), encoding="utf-8")
+        return {"pairs": f"text:{folder / 'c.en'},{folder / 'c.de'}", "plain": f"text:{folder / 'c.en'}"}
+
+    def __call__(self, n: int, seed: int = 0) -> dict[str, str]:
+        """n pairs, written once per (n, seed) for the whole session."""
+        if (n, seed) not in self._written:
+            folder = self.root / f"corpus-{n}-{seed}"
+            folder.mkdir()
+            self._written[n, seed] = self.write(folder, self.pairs(n, seed))
+        return self._written[n, seed]
+
+
+@pytest.fixture(scope="session")
+def toy_text(tmp_path_factory) -> ToyText:
+    return ToyText(tmp_path_factory.mktemp("toy-text"))

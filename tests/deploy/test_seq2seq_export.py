@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import random
 import re
 from types import SimpleNamespace
 
@@ -34,21 +33,13 @@ from archlab.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
-         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
 HELD_OUT = ["a dog runs", "the big red house sits", "a man", "cat", "blue dog sits a big house"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> str:
+def corpus(toy_text) -> str:
     """600 sentence pairs of a word-for-word 'translation' (3-5 words each), as tests/text's."""
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(600)]
-    (folder / "c.en").write_text("\n".join(english) + "\n", encoding="utf-8")
-    (folder / "c.de").write_text("\n".join(" ".join(WORDS[w] for w in s.split()) for s in english) + "\n",
-                                 encoding="utf-8")
-    return f"text:{folder / 'c.en'},{folder / 'c.de'}"
+    return toy_text(600)["pairs"]
 
 
 def seq2seq_spec(data: str) -> dict:

@@ -5,7 +5,6 @@ predict read, and the bad spaces refused before anything starts."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,14 @@ from archlab.training import evaluate_run, predict_run, read_metrics, restore_ru
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
-         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
 VOCAB = 60
 LM_VOCAB = 40  # the English side alone has fewer subwords to learn
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict[str, str]:
+def corpus(toy_text) -> dict[str, str]:
     """240 short sentence pairs of a word-for-word 'translation', as text:SRC,TGT and text:CORPUS."""
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(240)]
-    (folder / "c.en").write_text("\n".join(english) + "\n", encoding="utf-8")
-    (folder / "c.de").write_text("\n".join(" ".join(WORDS[w] for w in s.split()) for s in english) + "\n",
-                                 encoding="utf-8")
-    return {"pairs": f"text:{folder / 'c.en'},{folder / 'c.de'}", "plain": f"text:{folder / 'c.en'}"}
+    return toy_text(240)
 
 
 def _train(data: str, vocab: int = VOCAB) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 
 import numpy as np
@@ -16,23 +15,15 @@ import yaml
 from archlab.cli import run
 from archlab.selection import cross_validate
 
-WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
-         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
 PAIRS = 120
 TRAIN = 96  # text: holds out a seeded 20% of the pairs as its test split, which cv never reads
 DEPTH = "graph.encoder.layers[2].repeat.times"
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict[str, str]:
+def corpus(toy_text) -> dict[str, str]:
     """120 short sentence pairs of a word-for-word 'translation', as text:SRC,TGT and text:CORPUS."""
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(PAIRS)]
-    (folder / "c.en").write_text("\n".join(english) + "\n", encoding="utf-8")
-    (folder / "c.de").write_text("\n".join(" ".join(WORDS[w] for w in s.split()) for s in english) + "\n",
-                                 encoding="utf-8")
-    return {"pairs": f"text:{folder / 'c.en'},{folder / 'c.de'}", "plain": f"text:{folder / 'c.en'}"}
+    return toy_text(PAIRS)
 
 
 def seq2seq(data: str, vocab: int = 60) -> dict:

@@ -17,8 +17,6 @@ from archlab.data import TextDataset, TextSplit, find_data_dir, register_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
-         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
@@ -35,19 +33,6 @@ def assert_bad_input(code: int, out: str, err: str, *fragments: str) -> None:
     flat = " ".join(err.split())
     for fragment in fragments:
         assert fragment in flat, (fragment, err)
-
-
-def pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    """A word-for-word 'translation' of 3-5 words a sentence."""
-    rng = random.Random(seed)
-    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(n)]
-    return [(s, " ".join(WORDS[w] for w in s.split())) for s in english]
-
-
-def write_corpus(folder: Path, rows: list[tuple[str, str]]) -> str:
-    (folder / "c.en").write_text("".join(s + "\n" for s, _ in rows), encoding="utf-8")
-    (folder / "c.de").write_text("".join(t + "\n" for _, t in rows), encoding="utf-8")
-    return f"text:{folder / 'c.en'},{folder / 'c.de'}"
 
 
 def mt_spec(data: str, vocab: int = 60, epochs: int = 3) -> dict:
@@ -80,16 +65,15 @@ def write_spec(path: Path, spec: dict) -> Path:
 
 # -- evaluate on named splits ---------------------------------------------------------------------
 
-NAMED = {"train": pairs(200, 0), "val": pairs(20, 1), "test_a": pairs(30, 2), "test_b": pairs(17, 3)}
-
-
 @pytest.fixture(scope="module")
-def named_run(tmp_path_factory) -> Path:
+def named_run(tmp_path_factory, toy_text) -> Path:
     """A tiny translation run on a data set with named held-out splits (as Multi30k has), registered
     for this module."""
     @register_dataset("toy-named", override=True)
     def _load(request) -> TextDataset:
-        splits = {name: TextSplit(tuple(s for s, _ in rows), tuple(t for _, t in rows)) for name, rows in NAMED.items()}
+        named = {"train": toy_text.pairs(200, 0), "val": toy_text.pairs(20, 1), "test_a": toy_text.pairs(30, 2),
+                 "test_b": toy_text.pairs(17, 3)}
+        splits = {name: TextSplit(tuple(s for s, _ in rows), tuple(t for _, t in rows)) for name, rows in named.items()}
         return TextDataset(request.name, "seq2seq", splits, "memory", ("en", "de"), validation="val",
                            test_splits=("test_a", "test_b"))
 
@@ -231,10 +215,10 @@ def test_the_number_of_classes_to_show_does_not_apply_to_text(capsys, named_run:
 # -- bad text input: one message, exit 2, nothing written -------------------------------------------------
 
 @pytest.fixture
-def corpus_dir(tmp_path: Path) -> Path:
+def corpus_dir(tmp_path: Path, toy_text) -> Path:
     folder = tmp_path / "corpus"
     folder.mkdir()
-    write_corpus(folder, pairs(60, 0))
+    toy_text.write(folder, toy_text.pairs(60, 0))
     return folder
 
 
@@ -298,12 +282,12 @@ def test_an_output_head_that_does_not_match_the_tokenizer(capsys, tmp_path: Path
                   "end with dense: {units: 60} (no activation), or set train.tokenizer.vocab_size to 50")
 
 
-def test_train_reports_cut_sentences_and_unknown_characters(capsys, tmp_path: Path) -> None:
-    rows = pairs(120, 5)
+def test_train_reports_cut_sentences_and_unknown_characters(capsys, tmp_path: Path, toy_text) -> None:
+    rows = toy_text.pairs(120, 5)
     rows[:4] = [("a big red dog runs a big red cat sits", "ein groß rot hund läuft ein groß rot katze sitzt")] * 4
     folder = tmp_path / "corpus"
     folder.mkdir()
-    data = write_corpus(folder, rows)
+    data = toy_text.write(folder, rows)["pairs"]
     spec = mt_spec(data, epochs=1)
     code, out, err = cli(capsys, "train", write_spec(tmp_path / "mt.yaml", spec), "--out", tmp_path / "runs", "-q")
     assert code == 0, err
@@ -316,12 +300,12 @@ def test_train_reports_cut_sentences_and_unknown_characters(capsys, tmp_path: Pa
     assert "source" in line and "target" in line
 
 
-def test_train_reports_characters_the_tokenizer_never_saw(capsys, tmp_path: Path) -> None:
-    held_out = [(s + "!", t + " über") for s, t in pairs(10, 8)]  # '!' and 'ü' appear in no training sentence
+def test_train_reports_characters_the_tokenizer_never_saw(capsys, tmp_path: Path, toy_text) -> None:
+    held_out = [(s + "!", t + " über") for s, t in toy_text.pairs(10, 8)]  # '!' and 'ü' appear in no training sentence
 
     @register_dataset("toy-unseen", override=True)
     def _load(request) -> TextDataset:
-        splits = {"train": TextSplit(*map(tuple, zip(*pairs(80, 7), strict=True))),
+        splits = {"train": TextSplit(*map(tuple, zip(*toy_text.pairs(80, 7), strict=True))),
                   "test": TextSplit(*map(tuple, zip(*held_out, strict=True)))}
         return TextDataset(request.name, "seq2seq", splits, "memory", test_splits=("test",))
 

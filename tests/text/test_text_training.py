@@ -4,7 +4,6 @@ evaluate (sacreBLEU, chrF) and predict (a translation) from the run's own tokeni
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
@@ -13,20 +12,10 @@ from archlab.training import evaluate_run, predict_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-WORDS = {"a": "ein", "man": "mann", "dog": "hund", "cat": "katze", "runs": "läuft", "sits": "sitzt",
-         "red": "rot", "blue": "blau", "big": "groß", "house": "haus"}
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> str:
+def corpus(toy_text) -> str:
     """600 sentence pairs of a word-for-word 'translation' (3-5 words each)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    english = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(3, 5))) for _ in range(600)]
-    (folder / "c.en").write_text("\n".join(english) + "\n", encoding="utf-8")
-    (folder / "c.de").write_text("\n".join(" ".join(WORDS[w] for w in s.split()) for s in english) + "\n",
-                                 encoding="utf-8")
-    return f"text:{folder / 'c.en'},{folder / 'c.de'}"
+    return toy_text(600)["pairs"]
 
 
 def spec(data: str, vocab: int = 80, embed: int | None = None) -> dict:
