@@ -18,7 +18,6 @@ from archlab.data import TextDataset, TextSplit, find_data_dir, register_dataset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     code = run([str(a) for a in args])
     captured = capsys.readouterr()
