@@ -65,7 +65,7 @@ def greedy_search(model: nn.Module, source: torch.Tensor | Sequence[Sequence[int
         source_name, target_name: the model's input names.
         use_cache: run the encoder once and each step on the new id only, with cached keys and
             values (``archlab.generation._cache``): True requires it, False never, None (the
-            default) where the model allows it and the source holds no padding. Same tokens.
+            default) where the model allows it (padded sources included). Same tokens.
 
     Returns:
         One ``Hypothesis`` per sentence, in order.
