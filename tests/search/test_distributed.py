@@ -54,6 +54,15 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def counted_trials(trials: list) -> list:
+    """The trials that count towards --trials. Two workers that both begin a trial while the study
+    is one short record one more; the later steps back, failed and marked surplus, before training."""
+    surplus = [t for t in trials if "surplus" in t.user_attrs]
+    assert all(t.state.name == "FAIL" and "epochs_trained" not in t.user_attrs for t in surplus)
+    assert len(surplus) <= 1  # two workers: at most one of them can be late
+    return [t for t in trials if "surplus" not in t.user_attrs]
+
+
 def test_two_worker_processes_share_one_study_on_postgresql(tmp_path, postgres_url):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
@@ -63,12 +72,13 @@ def test_two_worker_processes_share_one_study_on_postgresql(tmp_path, postgres_u
                           capture_output=True, text=True, env=environment(), timeout=200)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="shared", storage=postgres_url)
-    trials = study.get_trials()
-    assert len(trials) == 8 and sorted(t.number for t in trials) == list(range(8))  # each recorded once
+    every = study.get_trials()
+    trials = counted_trials(every)
+    assert len(trials) == 8 and sorted(t.number for t in every) == list(range(len(every)))  # each recorded once
     assert {t.state.name for t in trials} == {"COMPLETE"}
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers trained trials
     assert (tmp_path / "search-shared" / "best.yaml").is_file()
-    assert "study 'shared': 8 trials: 8 complete" in done.stdout
+    assert f"study 'shared': {len(every)} trials: 8 complete" in done.stdout
     report = subprocess.run([sys.executable, "-m", "archlab", "search", "--report", "shared", "--storage",
                              postgres_url], capture_output=True, text=True, env=environment(), timeout=60)
     assert report.returncode == 0 and f"best: trial {study.best_trial.number}" in report.stdout
@@ -82,8 +92,9 @@ def test_two_workers_share_the_default_sqlite_study(tmp_path):
                           capture_output=True, text=True, env=environment(), timeout=200)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="cnn-space", storage=f"sqlite:///{tmp_path / 'search-cnn-space' / 'study.db'}")
-    assert sorted(t.number for t in study.trials) == list(range(6))
-    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    trials = counted_trials(study.trials)
+    assert len(trials) == 6 and sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
 
 
 def test_a_killed_worker_loses_no_finished_trial_and_the_same_command_resumes(tmp_path):

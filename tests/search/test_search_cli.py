@@ -167,3 +167,19 @@ def test_report_prints_a_study_that_archlab_did_not_create(capsys, tmp_path):
     code, out, err = cli(capsys, "search", "--report", "plain", "--storage", url)
     assert code == 0, err
     assert "study 'plain': 3 trials: 3 complete" in out and f"best: trial {study.best_trial.number}, value0" in out
+
+
+def test_the_report_counts_a_surplus_trial_apart_from_failed_ones(capsys, tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'raced.db'}"
+    study = optuna.create_study(study_name="raced", storage=url, directions=["minimize"])
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1)) ** 2, n_trials=2)
+    late, broken = study.ask(), study.ask()
+    late.set_user_attr("surplus", "the study already had 2 trials when this one began")
+    study.tell(late, state=optuna.trial.TrialState.FAIL)
+    study.tell(broken, state=optuna.trial.TrialState.FAIL)
+    code, out, err = cli(capsys, "search", "--report", "raced", "--storage", url)
+    assert code == 0, err
+    assert ("study 'raced': 4 trials: 2 complete, 0 pruned, 1 failed, 1 surplus (begun as the study filled up, "
+            "stepped back)") in " ".join(out.split())

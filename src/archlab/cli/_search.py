@@ -57,9 +57,13 @@ def _print_report(result: SearchResult, top: int = 10) -> None:
     counts = Counter(r["state"] for r in rows)
     why = Counter(r["pruned_by"] for r in rows if r["state"] == "PRUNED")
     pruned = ", ".join(f"{n} {k}" for k, n in why.most_common())
+    # a trial two workers began at once when the study was one short steps back: not a failure
+    surplus = sum(1 for r in rows if r["state"] == "FAIL" and r["pruned_by"] == "surplus")
+    failed = counts["FAIL"] - surplus
     _out.print(f"study '{result.study.study_name}': {len(rows)} trials: {counts['COMPLETE']} complete, "
                f"{counts['PRUNED']} pruned" + (f" ({pruned})" if pruned else "")
-               + (f", {counts['FAIL']} failed" if counts["FAIL"] else "")
+               + (f", {failed} failed" if failed else "")
+               + (f", {surplus} surplus (begun as the study filled up, stepped back)" if surplus else "")
                + (f", {counts['RUNNING']} running" if counts["RUNNING"] else ""), markup=False)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     first = objectives[0]
