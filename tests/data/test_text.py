@@ -11,7 +11,8 @@ import pytest
 from archlab.data import DataError, TextDataset, load_dataset
 from archlab.data._text import MULTI30K_SPLITS
 
-DATA = Path(os.environ.get("ARCHLAB_DATA", "/work/shared/data"))
+# the real data sets beside the checkout (../shared/data), as the other end-to-end tests find them
+DATA = Path(os.environ.get("ARCHLAB_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_multi30k = pytest.mark.skipif(not (DATA / "multi30k" / "train.en.gz").is_file(),
                                     reason="Multi30k files not present (ARCHLAB_DATA/multi30k)")
 

@@ -107,7 +107,11 @@ def test_an_unknown_split_lists_the_data_sets_splits(capsys, named_run: Path) ->
     assert sorted(p.name for p in named_run.iterdir()) == before
 
 
-@pytest.mark.skipif(find_data_dir("multi30k") is None, reason="the Multi30k files are not here")
+#: the real data sets beside the checkout, as the other end-to-end tests find them
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.skipif(find_data_dir("multi30k", SHARED) is None, reason=f"the Multi30k files are not in {SHARED}")
 def test_a_multi30k_run_knows_multi30ks_splits(capsys, tmp_path: Path) -> None:
     """Reads the real files' splits only: the split is refused before weights or encoding."""
     from archlab.training import resolve_recipe
@@ -117,7 +121,7 @@ def test_a_multi30k_run_knows_multi30ks_splits(capsys, tmp_path: Path) -> None:
     recipe = resolve_recipe(yaml.safe_load(example.read_text())["train"])
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json")), encoding="utf-8")
     (tmp_path / "tokenizer.json").write_text("{}", encoding="utf-8")  # a text run; never read before the refusal
-    code, out, err = cli(capsys, "evaluate", tmp_path, "--split", "test_2019_flickr")
+    code, out, err = cli(capsys, "evaluate", tmp_path, "--split", "test_2019_flickr", "--data-dir", SHARED)
     assert_bad_input(code, out, err, "--split 'test_2019_flickr': multi30k has the splits test, train, val, "
                      "test_2016_flickr, test_2017_flickr, test_2018_flickr, test_2017_mscoco; did you mean "
                      "'test_2018_flickr'?")
