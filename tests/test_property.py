@@ -61,6 +61,7 @@ PARAMS: dict[str, tuple[dict, dict]] = {
     "dropout": ({"rate": rate}, {}),
     "batchnorm": ({}, {"momentum": st.sampled_from([0.1, 0.5]), "epsilon": st.sampled_from([1e-5, 1e-3])}),
     "layernorm": ({}, {"epsilon": st.sampled_from([1e-5, 1e-3])}),
+    "rmsnorm": ({}, {"epsilon": st.sampled_from([1e-5, 1e-6])}),
     "relu": ({}, {}), "tanh": ({}, {}), "sigmoid": ({}, {}), "softmax": ({}, {}), "silu": ({}, {}),
     "gelu": ({}, {"approximate": st.sampled_from(["none", "tanh"])}),
     "leaky_relu": ({}, {"negative_slope": st.sampled_from([0.01, 0.2])}),
@@ -93,10 +94,11 @@ def test_the_property_test_draws_every_builtin_type():
 # pool (so that many specs are valid) and now and then from every type (so that many are not).
 ELEMENTWISE = ["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu", "dropout"]
 FAMILIES: dict[str, list[str]] = {
-    "vector": ["dense", "dense", "batchnorm", "layernorm", "softmax", "reshape", "reduce", "bias", *ELEMENTWISE],
-    "sequence": ["dense", "layernorm", "simple_rnn", "lstm", "gru", "additive_attention", "multi_head_attention",
-                 "transformer_encoder", "positional_embedding", "conv1d", "maxpool1d", "avgpool1d",
-                 "global_avgpool1d", "global_maxpool1d", "batchnorm", "flatten", *ELEMENTWISE],
+    "vector": ["dense", "dense", "batchnorm", "layernorm", "rmsnorm", "softmax", "reshape", "reduce", "bias",
+               *ELEMENTWISE],
+    "sequence": ["dense", "layernorm", "rmsnorm", "simple_rnn", "lstm", "gru", "additive_attention",
+                 "multi_head_attention", "transformer_encoder", "positional_embedding", "conv1d", "maxpool1d",
+                 "avgpool1d", "global_avgpool1d", "global_maxpool1d", "batchnorm", "flatten", *ELEMENTWISE],
     "image": ["conv2d", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool2d", "global_maxpool2d", "batchnorm",
               "flatten", "dense", *ELEMENTWISE],
     "tokens": ["embedding", "embedding", "positional_embedding", "flatten", "reshape", "dense", "simple_rnn",

@@ -51,6 +51,7 @@ CASES: dict[str, list[dict]] = {
     "batchnorm": [seq([6], "batchnorm"), seq([3, 5], {"batchnorm": {"momentum": 0.2}}),
                   seq([3, 4, 4], {"batchnorm": {"epsilon": 0.001}})],
     "layernorm": [seq([4, 6], "layernorm"), seq([6], {"layernorm": {"epsilon": 1e-6}})],
+    "rmsnorm": [seq([4, 6], "rmsnorm"), seq([6], {"rmsnorm": {"epsilon": 1e-6}})],
     "relu": [seq([5], "relu")],
     "gelu": [seq([5], "gelu"), seq([5], {"gelu": {"approximate": "tanh"}})],
     "tanh": [seq([5], "tanh")],

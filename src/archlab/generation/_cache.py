@@ -26,7 +26,7 @@ from ._common import GenerationError
 __all__ = ["CachedStep", "FullStep", "GraphSplit", "make_step", "split_graph"]
 
 # layers that treat every position alone, so running them on the new positions only is exact
-_POSITIONWISE = (nn.Embedding, nn.Linear, nn.LayerNorm, nn.Dropout, nn.Identity, nn.ReLU, nn.GELU, nn.Tanh,
+_POSITIONWISE = (nn.Embedding, nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.Dropout, nn.Identity, nn.ReLU, nn.GELU, nn.Tanh,
                  nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU)
 
 

@@ -234,6 +234,40 @@ class LayerNormLayer(LayerType):
         return nn.LayerNorm(x.shape[-1], eps=p.epsilon)
 
 
+class RMSNormParams(LayerParams):
+    #: LLaMA's 1e-5 (LLaMA-2 uses 1e-5, LLaMA-1 1e-6)
+    epsilon: Epsilon = 1e-5
+
+
+@register_layer("rmsnorm")
+class RMSNormLayer(LayerType):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis (Zhang and Sennrich 2019): LayerNorm
+    without the mean and the bias, the norm of LLaMA-style blocks."""
+
+    Params = RMSNormParams
+    time_wise = True
+    accepts = InputRule(dtype="float", hints={0: "add 'reshape: {shape: [1]}' before it"})
+    summary = "normalizes over the last axis by the root mean square, one scale per feature, no bias"
+    quantization = PASSES_QUANTIZATION
+    keras = KerasStyle("RMSNormalization")
+
+    def output(self, p, x: TensorInfo) -> TensorInfo:
+        if x.rank == 0:
+            raise ShapeError("needs at least one axis but receives a scalar ()")
+        return x
+
+    def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
+        return Cost(flops=4 * x.numel)  # square, mean, scale by the rsqrt, weight (layernorm's 5 less the mean)
+
+    def count_params(self, p, x: TensorInfo) -> int:
+        return x.shape[-1]
+
+    def module(self, p: RMSNormParams, x: TensorInfo) -> nn.Module:
+        from torch import nn
+
+        return nn.RMSNorm(x.shape[-1], eps=p.epsilon)
+
+
 class EmbeddingParams(LayerParams):
     input_dim: PosInt
     output_dim: PosInt
