@@ -96,6 +96,8 @@ CASES: dict[str, list[Case]] = {
         Case("1d", seq([5], "batchnorm"), params=2 * 5, macs=0, flops=2 * 5),
     ],
     "layernorm": [Case("seq", seq([4, 6], "layernorm"), params=2 * 6, macs=0, flops=5 * 4 * 6)],
+    # square, mean, scale by the reciprocal root, weight: 4 per element; one scale per feature
+    "rmsnorm": [Case("seq", seq([4, 6], "rmsnorm"), params=6, macs=0, flops=4 * 4 * 6)],
     "relu": [Case("e", seq([3, 5], "relu"), params=0, macs=0, flops=3 * 5)],
     "gelu": [Case("e", seq([3, 5], {"gelu": {"approximate": "tanh"}}), params=0, macs=0, flops=3 * 5)],
     "tanh": [Case("e", seq([3, 5], "tanh"), params=0, macs=0, flops=3 * 5)],
