@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
-from archlab.layers._masking import MaskScope
+from archlab.layers._masking import MaskScope, holding
 
 from ._nodes import Merge
 
-__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual", "padding_mask"]
+__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual"]
 
 
 class MergeModule(nn.Module):
@@ -113,10 +115,19 @@ class GraphNet(nn.Module):
         if missing or len(args) > len(self.input_names):
             raise TypeError(f"this model takes the inputs ({', '.join(self.input_names)}), positionally or by name; "
                             f"missing: {', '.join(missing) or 'none'}, received {len(args)} positional")
-        for name, node in self.nodes.items():
-            values[name] = node([values[s] for s in node.sources])
+        self.run(values, self.nodes)
         results = tuple(values[name] for name in self.outputs)
         return results[0] if len(results) == 1 else results
+
+
+    def run(self, values: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Runs the named nodes in the order given, each on the ``values`` of its sources, adding
+        its output to ``values``: the whole graph (``forward``), or a part of it that decoding or
+        export runs alone (the encoder once, the decoder per step)."""
+        for name in names:
+            node = self.nodes[name]
+            values[name] = node([values[s] for s in node.sources])
+        return values
 
 
 class Permute(nn.Module):
@@ -124,13 +135,6 @@ class Permute(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.movedim(-1, 1) if x.dim() >= 3 else x
-
-
-def padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """(B, T) True where ``ids`` hold the pad id; a row of padding only (an empty sentence) keeps its
-    first step, as attention over no key at all is NaN and would make the whole batch's loss NaN."""
-    pad = ids == pad_id
-    return torch.cat([pad[:, :1] & ~pad.all(dim=1, keepdim=True), pad[:, 1:]], dim=1)
 
 
 class ArchlabModel(nn.Module):
@@ -155,12 +159,8 @@ class ArchlabModel(nn.Module):
         if self.masks is None:
             return self.net(*args, **kwargs)
         given = dict(zip(self.input_names, args, strict=False)) | kwargs
-        self.masks.masks = {name: padding_mask(given[name], pad) for name, pad in self.masks.pad_ids.items()
-                            if name in given}
-        try:
+        with holding(self.masks, self.masks.of(given)):
             return self.net(*args, **kwargs)
-        finally:
-            self.masks.masks = {}  # no tensor of this pass outlives it
 
     def num_params(self, trainable_only: bool = False) -> int:
         """Parameters counted once each, however often they are shared or tied."""

@@ -135,21 +135,14 @@ class _Encoder(nn.Module):
         self.source_name, self.pad_id = source_name, _pad_id(model, source_name)
 
     def forward(self, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from archlab.builder._modules import padding_mask
+        from archlab.layers._masking import holding
 
-        values = {self.source_name: source}
-        padding = None if self.pad_id is None else padding_mask(source, self.pad_id)
-        if padding is not None:
-            self.model.masks.masks = {self.source_name: padding}
-        try:
-            for name in self.split.fixed:
-                node = self.net.nodes[name]
-                values[name] = node([values[s] for s in node.sources])
-        finally:
-            if padding is not None:
-                self.model.masks.masks = {}
+        scope = self.model.masks
+        masks = {} if scope is None else scope.of({self.source_name: source})
+        with holding(scope, masks):
+            values = self.net.run({self.source_name: source}, self.split.fixed)
         memory = tuple(values[name] for name in self.split.reads)
-        return memory if padding is None else (*memory, padding)
+        return memory if self.source_name not in masks else (*memory, masks[self.source_name])
 
 
 class _DecoderStep(nn.Module):
@@ -161,27 +154,19 @@ class _DecoderStep(nn.Module):
         self.model = model
         self.net, self.split = _net_and_split(model, source_name, target_name)
         self.source_name, self.target_name = source_name, target_name
-        self.source_pad, self.target_pad = _pad_id(model, source_name), _pad_id(model, target_name)
+        self.source_pad = _pad_id(model, source_name)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        from archlab.builder._modules import padding_mask
+        from archlab.layers._masking import holding
 
         memory, target = args[: len(self.split.reads)], args[-1]
-        values = dict(zip(self.split.reads, memory, strict=True)) | {self.target_name: target}
-        masks = {}
-        if self.source_pad is not None:
+        scope = self.model.masks
+        masks = {} if scope is None else scope.of({self.target_name: target})
+        if self.source_pad is not None:  # the encoder's, passed on as an input
             masks[self.source_name] = args[len(self.split.reads)]
-        if self.target_pad is not None:
-            masks[self.target_name] = padding_mask(target, self.target_pad)
-        if masks:
-            self.model.masks.masks = masks
-        try:
-            for name in self.split.step:
-                node = self.net.nodes[name]
-                values[name] = node([values[s] for s in node.sources])
-        finally:
-            if masks:
-                self.model.masks.masks = {}
+        with holding(scope, masks):
+            values = self.net.run(dict(zip(self.split.reads, memory, strict=True)) | {self.target_name: target},
+                                  self.split.step)
         return torch.log_softmax(values[self.split.output][:, -1].float(), dim=-1)
 
 

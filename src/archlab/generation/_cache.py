@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..builder import ArchlabModel
-from ..builder._modules import GraphNet, GraphNode, Repeat, Residual, padding_mask
+from ..builder._modules import GraphNet, GraphNode, Repeat, Residual
 from ..layers._attention_modules import TransformerBlock
 from ..layers._core_modules import Dense, PositionalEncoding
+from ..layers._masking import holding
 from ._common import GenerationError
 
 __all__ = ["CachedStep", "FullStep", "GraphSplit", "make_step", "split_graph"]
@@ -122,19 +123,10 @@ class CachedStep:
             raise GenerationError("use_cache: the model needs one output that depends on the ids decoded")
         self.plan: list[tuple[str, GraphNode]] = [(name, net.nodes[name]) for name in split.step]
         self.output, self.step_name = split.output, step_name
-        values = dict(static)
         scope = model.masks  # the fixed inputs' padding, as the model's own forward computes it
-        padding = {} if scope is None else {name: padding_mask(static[name], pad)
-                                            for name, pad in scope.pad_ids.items() if name in static}
-        if scope is not None:
-            scope.masks = padding
-        try:
-            for name in split.fixed:
-                node = net.nodes[name]
-                values[name] = node([values[s] for s in node.sources])  # once: e.g. the encoder's memory
-        finally:
-            if scope is not None:
-                scope.masks = {}
+        padding = {} if scope is None else scope.of(static)
+        with holding(scope, padding):
+            values = net.run(dict(static), split.fixed)  # once: e.g. the encoder's memory
         self.static = {name: values[name] for name in split.reads}
         #: per fixed input with a pad_id, its padding: what cross-attention over the memory ignores
         self.padding = padding

@@ -12,12 +12,23 @@ work, and the masks are tensor operations on the inputs, so tracing (ONNX export
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MaskReader", "MaskScope", "padding_of"]
+__all__ = ["MaskReader", "MaskScope", "holding", "padding_mask", "padding_of"]
+
+
+def padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, T) True where ``ids`` hold the pad id; a row of padding only (an empty sentence) keeps its
+    first step, as attention over no key at all is NaN and would make the whole batch's loss NaN."""
+    import torch
+
+    pad = ids == pad_id
+    return torch.cat([pad[:, :1] & ~pad.all(dim=1, keepdim=True), pad[:, 1:]], dim=1)
 
 
 class MaskScope:
@@ -27,6 +38,25 @@ class MaskScope:
     def __init__(self, pad_ids: dict[str, int]) -> None:
         self.pad_ids = pad_ids
         self.masks: dict[str, torch.Tensor] = {}
+
+    def of(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The padding masks of those of ``inputs`` that declare a pad id."""
+        return {name: padding_mask(inputs[name], pad) for name, pad in self.pad_ids.items() if name in inputs}
+
+
+@contextmanager
+def holding(scope: MaskScope | None, masks: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``scope`` holds ``masks`` while the block runs part of a model, and none after it (no tensor
+    of a pass outlives it); without a scope (no input declares a pad id) it does nothing. The
+    model's forward runs under it, and so do the parts that decoding and export run alone."""
+    if scope is None:
+        yield
+        return
+    scope.masks = masks
+    try:
+        yield
+    finally:
+        scope.masks = {}
 
 
 class MaskReader:
