@@ -551,7 +551,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
         trial's run is ``trials/trial-N/`` in the run directory.
     """
     from archlab.data import load_dataset
-    from archlab.training import resolve_recipe, resolve_task
+    from archlab.training import declares_task, resolve_recipe, resolve_task
 
     quiet_optuna()
     base = load(space).to_dict()
@@ -582,7 +582,7 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
     point = load(first_point(base))  # the task does not vary over a space: its objectives must apply to it
     recipe = resolve_recipe(point.to_dict().get("train"), data=data)
-    if _declares_task(point, recipe):  # known without the data: a wrong objective is refused before it loads
+    if declares_task(point, recipe):  # known without the data: a wrong objective is refused before it loads
         _check_objectives(objective_list, resolve_task(recipe, point))
     dataset = load_dataset(data, data_dir)  # a bad data name fails here, once, not in every worker
     task = resolve_task(recipe, point, dataset.task)
@@ -614,11 +614,6 @@ def search(space: Any, data: str | None, trials: int, *, study: str | None = Non
     else:
         _run_workers(config, the_study, on_progress)
     return write_results(the_study, run_dir, objective_list, target=trials)
-
-
-def _declares_task(point: Any, recipe: Any) -> bool:
-    """Whether the spec itself says its task (``task.kind``, or a ``train.loss`` of one task)."""
-    return bool((point.to_dict().get("task") or {}).get("kind")) or recipe.loss != "auto"
 
 
 def _check_objectives(objectives: list[Objective] | None, task: Any) -> None:

@@ -337,11 +337,11 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
     from archlab.builder import parse
     from archlab.data import TextDataset
-    from archlab.training import model_inputs, resolve_recipe, resolve_task
+    from archlab.training import declares_task, model_inputs, resolve_recipe, resolve_task
 
     recipe = resolve_recipe(base.get("train"), **overrides)
-    declared = bool((base.get("task") or {}).get("kind")) or recipe.loss != "auto"
-    if declared and metric is not None:  # the task is known without the data: a wrong metric is refused first
+    # the task is known without the data: a wrong metric is refused first
+    if declares_task(load(base), recipe) and metric is not None:
         direction_of(metric, resolve_task(recipe, load(base)).name, "--metric")
     searched = [p for p, _ in sweep_list if p == "train.tokenizer" or p.startswith("train.tokenizer.")]
     if isinstance(dataset, str):

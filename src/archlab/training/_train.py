@@ -88,6 +88,12 @@ def resolve_task(recipe: Recipe, spec: Spec, data_task: str | None = None) -> Ta
     return task
 
 
+def declares_task(spec: Spec, recipe: Recipe) -> bool:
+    """Whether the spec itself says its task (``task.kind``, or a ``train.loss`` of one task), so
+    that ``resolve_task`` needs no data set: what cv and search check options against before loading it."""
+    return bool((spec.to_dict().get("task") or {}).get("kind")) or recipe.loss != "auto"
+
+
 def _declared_pad_ids(spec: Spec) -> dict[str, int]:
     """The pad ids the spec's input declarations give, read without parsing the layers."""
     data = spec.to_dict()
@@ -490,8 +496,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     ``split`` is ``test`` or ``train``; a text data set also takes its own splits by name
     (Multi30k's ``val``, ``test_2016_flickr``, ``test_2017_flickr``...; ``test`` is its usual one).
     """
-    if beam_size < 1:
-        raise SpecError(f"--beam is 1 (greedy) or more, got {beam_size}")
+    _check_text_options({"beam_size": beam_size})
     from archlab.data import TextDataset, load_dataset
 
     if weights not in WEIGHTS:
