@@ -208,19 +208,25 @@ class LayerNormParams(LayerParams):
     epsilon: Epsilon = 1e-5
 
 
-@register_layer("layernorm")
-class LayerNormLayer(LayerType):
-    Params = LayerNormParams
+class _LastAxisNorm(LayerType):
+    """What layernorm and rmsnorm share: a float tensor of any rank normalised over its last axis,
+    position by position, its shape kept."""
+
     time_wise = True
     accepts = InputRule(dtype="float", hints={0: "add 'reshape: {shape: [1]}' before it"})
-    summary = "normalizes over the last axis"
     quantization = PASSES_QUANTIZATION
-    keras = KerasStyle("LayerNormalization")
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         if x.rank == 0:
             raise ShapeError("needs at least one axis but receives a scalar ()")
         return x
+
+
+@register_layer("layernorm")
+class LayerNormLayer(_LastAxisNorm):
+    Params = LayerNormParams
+    summary = "normalizes over the last axis"
+    keras = KerasStyle("LayerNormalization")
 
     def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
         return Cost(flops=5 * x.numel)  # mean, subtract, variance, normalize, affine (fvcore's count)
@@ -240,21 +246,13 @@ class RMSNormParams(LayerParams):
 
 
 @register_layer("rmsnorm")
-class RMSNormLayer(LayerType):
+class RMSNormLayer(_LastAxisNorm):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis (Zhang and Sennrich 2019): LayerNorm
     without the mean and the bias, the norm of LLaMA-style blocks."""
 
     Params = RMSNormParams
-    time_wise = True
-    accepts = InputRule(dtype="float", hints={0: "add 'reshape: {shape: [1]}' before it"})
     summary = "normalizes over the last axis by the root mean square, one scale per feature, no bias"
-    quantization = PASSES_QUANTIZATION
     keras = KerasStyle("RMSNormalization")
-
-    def output(self, p, x: TensorInfo) -> TensorInfo:
-        if x.rank == 0:
-            raise ShapeError("needs at least one axis but receives a scalar ()")
-        return x
 
     def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
         return Cost(flops=4 * x.numel)  # square, mean, scale by the rsqrt, weight (layernorm's 5 less the mean)
