@@ -250,9 +250,12 @@ def test_an_empty_line(capsys, tmp_path: Path, corpus_dir: Path) -> None:
                   f"{source}, line 7: empty line", "remove the line, in both files")
 
 
-def test_a_decoder_whose_memory_is_not_connected(capsys, tmp_path: Path, corpus_dir: Path) -> None:
+@pytest.mark.parametrize("named", [False, True])
+def test_a_decoder_whose_memory_is_not_connected(capsys, tmp_path: Path, corpus_dir: Path, named: bool) -> None:
     spec = mt_spec(f"text:{corpus_dir / 'c.en'},{corpus_dir / 'c.de'}")
     spec["graph"]["dec"]["from"] = "embedded"  # the encoder's output left unread
+    if named:  # a layer item's name key comes before its type
+        spec["graph"]["dec"]["layers"][0] = {"name": "decoder", **spec["graph"]["dec"]["layers"][0]}
     train_refused(capsys, tmp_path, spec, "graph.dec.from: transformer_decoder reads 2 tensors, [x, memory], but "
                   "node 'dec' reads only 'embedded': its memory (the encoder's output) is not connected, and "
                   "'encoder' is read by nothing; write from: [embedded, encoder]")

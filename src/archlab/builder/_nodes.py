@@ -680,7 +680,8 @@ def _first_layer_type(node: Any) -> LayerType | None:
     """The layer type of a graph node's first layer item, when it is a registered layer."""
     layers = node.get("layers") if isinstance(node, dict) else None
     first = layers[0] if isinstance(layers, list) and layers else None
-    name = first if isinstance(first, str) else next(iter(first), None) if isinstance(first, dict) else None
+    keys = [k for k in first if k not in ITEM_KEYS] if isinstance(first, dict) else []  # as _type_key reads it
+    name = first if isinstance(first, str) else keys[0] if len(keys) == 1 else None
     try:
         return get_layer(name) if isinstance(name, str) else None
     except RegistryError:
