@@ -35,14 +35,20 @@ def _model(spec: dict) -> torch.nn.Module:
     return archlab.build(spec).eval()
 
 
-def _alone(model, sentence: torch.Tensor) -> torch.Tensor:
-    """The model on one unpadded sentence: a spec of exactly its length, the same weights."""
+def _alone(model, sentence: torch.Tensor | None = None, **named: torch.Tensor) -> torch.Tensor:
+    """The model on one unpadded sentence (a graph-form model: one of each named input): a spec of
+    exactly its lengths, the same weights."""
     spec = model.spec.to_dict()
-    spec["input"]["shape"] = [len(sentence)]
+    if sentence is not None:
+        spec["input"]["shape"] = [len(sentence)]
+    for name, ids in named.items():
+        spec["inputs"][name]["shape"] = [len(ids)]
     alone = archlab.build(spec).eval()
     alone.load_state_dict(model.state_dict())
     with torch.no_grad():
-        return alone(sentence.unsqueeze(0))[0]
+        if sentence is not None:
+            return alone(sentence.unsqueeze(0))[0]
+        return alone(**{name: ids.unsqueeze(0) for name, ids in named.items()})[0]
 
 
 SEQUENCE_LAYERS = {  # (time, D) -> (time, D): compared at the real positions
@@ -134,11 +140,7 @@ def test_transformer_encoder_decoder_padded_batch_matches_each_pair_alone():
         logits = model(source=_padded(sources), target=_padded(targets, 4))
     assert logits.shape == (3, 4, V)
     for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
-        alone = archlab.build(_seq2seq_spec(len(s), len(t))).eval()
-        alone.load_state_dict(model.state_dict())
-        with torch.no_grad():
-            expected = alone(source=s.unsqueeze(0), target=t.unsqueeze(0))[0]
-        torch.testing.assert_close(logits[i, : len(t)], expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(logits[i, : len(t)], _alone(model, source=s, target=t), atol=1e-5, rtol=1e-4)
 
 
 def test_gru_encoder_graph_padded_batch_matches_each_sentence_alone():
@@ -154,10 +156,7 @@ def test_gru_encoder_graph_padded_batch_matches_each_sentence_alone():
     with torch.no_grad():
         batch = model(tokens=_padded(sentences))
     for i, s in enumerate(sentences):
-        alone = archlab.build(spec(len(s))).eval()
-        alone.load_state_dict(model.state_dict())
-        with torch.no_grad():
-            torch.testing.assert_close(batch[i], alone(tokens=s.unsqueeze(0))[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(batch[i], _alone(model, tokens=s), atol=1e-5, rtol=1e-4)
 
 
 def test_rnn_attention_decoder_padded_batch_matches_each_pair_alone():
@@ -181,11 +180,7 @@ def test_rnn_attention_decoder_padded_batch_matches_each_pair_alone():
     with torch.no_grad():
         batch = model(source=_padded(sources), target=_padded(targets))
     for i, (src, tgt) in enumerate(zip(sources, targets, strict=True)):
-        alone = archlab.build(spec(len(src), len(tgt))).eval()
-        alone.load_state_dict(model.state_dict())
-        with torch.no_grad():
-            own = alone(source=src.unsqueeze(0), target=tgt.unsqueeze(0))[0]
-        torch.testing.assert_close(batch[i, :len(tgt)], own, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(batch[i, :len(tgt)], _alone(model, source=src, target=tgt), atol=1e-5, rtol=1e-4)
 
 
 def test_masks_follow_the_time_axis_and_stop_where_it_ends():
