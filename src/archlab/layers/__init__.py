@@ -20,6 +20,7 @@ from ._registry import (
     Quantization,
     StructuredPruning,
     TensorInfo,
+    TransformerShape,
     get_layer,
     list_layers,
     register_layer,
@@ -27,8 +28,8 @@ from ._registry import (
 )
 
 __all__ = ["SEQUENCE_STATIC", "Cost", "InputRule", "KeepsChannels", "KerasStyle", "LayerParams", "LayerRegistry",
-           "LayerType", "NoParams", "Quantization", "StructuredPruning", "TensorInfo", "get_layer", "list_layers",
-           "register_layer", "registry", *_keras_all]
+           "LayerType", "NoParams", "Quantization", "StructuredPruning", "TensorInfo", "TransformerShape", "get_layer",
+           "list_layers", "register_layer", "registry", *_keras_all]
 
 
 def __getattr__(name: str) -> type:

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["Cost", "InputRule", "KeepsChannels", "KerasStyle", "LayerParams", "LayerRegistry", "LayerType", "NoParams",
-           "Quantization", "StructuredPruning", "TensorInfo", "fmt_shape", "get_layer", "list_layers",
-           "register_layer", "registry"]
+           "Quantization", "StructuredPruning", "TensorInfo", "TransformerShape", "fmt_shape", "get_layer",
+           "list_layers", "register_layer", "registry"]
 
 DType = Literal["float", "long"]
 
@@ -189,6 +189,53 @@ class KerasStyle:
     aliases: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class TransformerShape:
+    """Trait value: the shape of one Transformer block, what a planner sizing a large-model run reads
+    (``archlab.plan``: activations per Korthikanti et al. 2022, the KV cache, the attention FLOPs of
+    PaLM's 6N + 12·L·h·s) without knowing the layer type. A block is attention then an MLP (or
+    mixture of experts), each with its norm and residual.
+
+    Attributes:
+        hidden: the model width h (the block's input and output features).
+        seq_len: query positions s of one sample.
+        heads: attention (query) heads a.
+        kv_heads: key/value heads (``heads`` for multi-head, 1 for multi-query, between for grouped).
+        head_dim: features per head (usually hidden / heads).
+        ff_dim: the MLP's hidden width (per expert for a mixture of experts).
+        gated: the MLP is gated (SwiGLU, GeGLU): three weight matrices, two of them h x ff_dim in.
+        causal: queries see only earlier keys (a decoder); None of the KV cache applies otherwise.
+        window: sliding-window self-attention: each query sees at most this many keys; None: all.
+        memory_len: a decoder block that also attends over an encoder's memory: its positions
+            (the source's length); None: no cross-attention.
+        dropout: the block applies dropout (attention probabilities, after attention and the MLP):
+            the dropout masks are part of what training keeps.
+        experts: experts of a mixture-of-experts MLP (1: a dense MLP).
+        top_k: experts each token is routed to.
+        shared_experts: experts every token passes through besides its routed ones.
+    """
+
+    hidden: int
+    seq_len: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ff_dim: int
+    gated: bool = False
+    causal: bool = True
+    window: int | None = None
+    memory_len: int | None = None
+    dropout: bool = True
+    experts: int = 1
+    top_k: int = 1
+    shared_experts: int = 0
+
+    @property
+    def keys(self) -> int:
+        """Key positions each self-attention query may see at most (``seq_len``, capped by the window)."""
+        return self.seq_len if self.window is None else min(self.seq_len, self.window)
+
+
 #: Why static int8 refuses attention, recurrent and embedding layers (their ``Quantization.static``).
 SEQUENCE_STATIC = ("use --quantize dynamic for attention, recurrent and embedding layers (int8 weights, "
                    "activations quantized at run time)")
@@ -256,6 +303,11 @@ class LayerType:
     #: The module mixes positions and reads the padding masks of its inputs: the builder hands it a
     #: ``MaskReader`` (archlab.layers._masking) as ``module.padding``.
     reads_mask: ClassVar[bool] = False
+
+    def transformer(self, p: Any, x: Any) -> TransformerShape | None:
+        """The block's shape when this layer is one Transformer block (attention + MLP), for the
+        planner (``archlab.plan``); None, the default, for every other layer."""
+        return None
 
     def keeps_time(self, p: Any, x: Any) -> bool:
         """Whether the output keeps the input's time axis for params ``p`` and input ``x``;

@@ -20,6 +20,7 @@ from ._registry import (
     LayerType,
     Quantization,
     TensorInfo,
+    TransformerShape,
     fmt_shape,
     register_layer,
 )
@@ -175,6 +176,11 @@ class TransformerEncoderLayerType(LayerType):
         t, d = x.shape
         return _attention_saved(t, t, d, p.num_heads) + 6 * t * d + 2 * t * p.ff_dim
 
+    def transformer(self, p: TransformerParams, x: TensorInfo) -> TransformerShape:
+        t, d = x.shape
+        return TransformerShape(hidden=d, seq_len=t, heads=p.num_heads, kv_heads=p.num_heads, head_dim=d // p.num_heads,
+                                ff_dim=p.ff_dim, causal=p.causal, dropout=p.dropout > 0)
+
     def module(self, p: TransformerParams, x: TensorInfo) -> nn.Module:
         from ._attention_modules import TransformerBlock
 
@@ -215,6 +221,11 @@ class TransformerDecoderLayerType(LayerType):
         (t, d), (s, _) = xs[0].shape, xs[1].shape
         return (_attention_saved(t, t, d, p.num_heads) + _attention_saved(t, s, d, p.num_heads)
                 + 8 * t * d + 2 * t * p.ff_dim)
+
+    def transformer(self, p: TransformerParams, xs) -> TransformerShape:
+        (t, d), (s, _) = xs[0].shape, xs[1].shape
+        return TransformerShape(hidden=d, seq_len=t, heads=p.num_heads, kv_heads=p.num_heads, head_dim=d // p.num_heads,
+                                ff_dim=p.ff_dim, causal=p.causal, memory_len=s, dropout=p.dropout > 0)
 
     def module(self, p: TransformerParams, xs) -> nn.Module:
         from ._attention_modules import TransformerBlock
