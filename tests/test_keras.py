@@ -90,6 +90,7 @@ def test_spec_is_a_fresh_plain_dict() -> None:
     (layers.BatchNormalization(momentum=0.01), {"batchnorm": {"momentum": 0.01}}),
     (layers.LayerNormalization(epsilon=1e-6), {"layernorm": {"epsilon": 1e-6}}),
     (layers.RMSNormalization(epsilon=1e-6), {"rmsnorm": {"epsilon": 1e-6}}),
+    (layers.GatedMLP(64, activation="gelu"), {"gated_mlp": {"ff_dim": 64, "activation": "gelu"}}),
     (layers.ReLU(), "relu"),
     (layers.Softmax(), "softmax"),
     (layers.Activation("relu"), "relu"),

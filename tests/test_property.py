@@ -62,6 +62,7 @@ PARAMS: dict[str, tuple[dict, dict]] = {
     "batchnorm": ({}, {"momentum": st.sampled_from([0.1, 0.5]), "epsilon": st.sampled_from([1e-5, 1e-3])}),
     "layernorm": ({}, {"epsilon": st.sampled_from([1e-5, 1e-3])}),
     "rmsnorm": ({}, {"epsilon": st.sampled_from([1e-5, 1e-6])}),
+    "gated_mlp": ({"ff_dim": small}, {"activation": st.sampled_from(["silu", "gelu"]), "use_bias": st.booleans()}),
     "relu": ({}, {}), "tanh": ({}, {}), "sigmoid": ({}, {}), "softmax": ({}, {}), "silu": ({}, {}),
     "gelu": ({}, {"approximate": st.sampled_from(["none", "tanh"])}),
     "leaky_relu": ({}, {"negative_slope": st.sampled_from([0.01, 0.2])}),

@@ -98,6 +98,11 @@ CASES: dict[str, list[Case]] = {
     "layernorm": [Case("seq", seq([4, 6], "layernorm"), params=2 * 6, macs=0, flops=5 * 4 * 6)],
     # square, mean, scale by the reciprocal root, weight: 4 per element; one scale per feature
     "rmsnorm": [Case("seq", seq([4, 6], "rmsnorm"), params=6, macs=0, flops=4 * 4 * 6)],
+    # gate and up (6 -> 10), down (10 -> 6) per position; + silu and the gate's product per hidden unit
+    "gated_mlp": [Case("swiglu", seq([4, 6], {"gated_mlp": {"ff_dim": 10}}), params=3 * 6 * 10,
+                       macs=4 * 3 * 6 * 10, flops=2 * 4 * 3 * 6 * 10 + 2 * 4 * 10),
+                  Case("geglu-bias", seq([6], {"gated_mlp": {"ff_dim": 4, "activation": "gelu", "use_bias": True}}),
+                       params=3 * 6 * 4 + 2 * 4 + 6, macs=3 * 6 * 4, flops=2 * 3 * 6 * 4 + 2 * 4)],
     "relu": [Case("e", seq([3, 5], "relu"), params=0, macs=0, flops=3 * 5)],
     "gelu": [Case("e", seq([3, 5], {"gelu": {"approximate": "tanh"}}), params=0, macs=0, flops=3 * 5)],
     "tanh": [Case("e", seq([3, 5], "tanh"), params=0, macs=0, flops=3 * 5)],

@@ -52,6 +52,8 @@ CASES: dict[str, list[dict]] = {
                   seq([3, 4, 4], {"batchnorm": {"epsilon": 0.001}})],
     "layernorm": [seq([4, 6], "layernorm"), seq([6], {"layernorm": {"epsilon": 1e-6}})],
     "rmsnorm": [seq([4, 6], "rmsnorm"), seq([6], {"rmsnorm": {"epsilon": 1e-6}})],
+    "gated_mlp": [seq([4, 6], {"gated_mlp": {"ff_dim": 10}}),
+                  seq([6], {"gated_mlp": {"ff_dim": 4, "activation": "gelu", "use_bias": True}})],
     "relu": [seq([5], "relu")],
     "gelu": [seq([5], "gelu"), seq([5], {"gelu": {"approximate": "tanh"}})],
     "tanh": [seq([5], "tanh")],
