@@ -4,6 +4,8 @@ installed, and its counts (total and active) against hand arithmetic and the bui
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -146,3 +148,28 @@ def test_moe_matches_hugging_face_mixtral_with_copied_weights():
     torch.testing.assert_close(model(x), reference(x), atol=1e-6, rtol=1e-5)
     logits = x.reshape(-1, 8) @ moe.router.weight.T
     torch.testing.assert_close(moe.aux_loss, mixtral.load_balancing_loss_func((logits,), 4, 2))
+
+
+def test_summary_command_prints_and_json_carries_the_active_parameters(tmp_path, capsys):
+    from archlab.cli import run
+
+    path = tmp_path / "moe.json"
+    path.write_text(json.dumps(moe_spec()))
+    assert run(["summary", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["total_params"], data["active_params"]) == (8 * 4 + 4 * 144, 8 * 4 + 2 * 144)
+    assert run(["summary", str(path)]) == 0
+    assert "Active parameters per token" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("top_k", "shared"), [(1, 0), (2, 1)])
+def test_flop_counter_mode_counts_twice_our_macs_on_the_routed_experts_only(top_k, shared):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = moe_spec(top_k=top_k, shared_experts=shared)
+    model = archlab.build(spec)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.randn(3, 5, 8))
+    # torch counts the matmuls that ran: the router and, per token, its k routed and the shared experts
+    assert counter.get_total_flops() == 3 * 2 * archlab.analyze(spec).macs
