@@ -39,7 +39,7 @@ def test_kv_cache_per_token_matches_published_llama2_figures():
     # 2 (K and V) * 32 KV heads * 128 * 2 bytes * 32 blocks; 2 * 8 * 128 * 2 * 80
     assert kv_cache_bytes_per_token(LLAMA2_7B) == 2 * 32 * 128 * 2 * 32 == 524_288
     assert kv_cache_bytes_per_token(LLAMA2_70B) == 2 * 8 * 128 * 2 * 80 == 327_680
-    # at 4,096 tokens the 7B cache is 2 GiB per sequence, as NVIDIA's inference-optimization guide says
+    # at 4,096 tokens the 7B cache is 524,288 * 4,096 bytes = 2 GiB per sequence
     assert kv_cache_bytes(LLAMA2_7B, 4096) == 2 * 2**30
 
 

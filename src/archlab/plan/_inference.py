@@ -51,7 +51,7 @@ def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
     """Key/value heads one GPU holds under tensor parallelism ``tensor_parallel``.
 
     The heads are split over the GPUs; with fewer KV heads than GPUs each head is replicated on
-    ``tensor_parallel / kv_heads`` GPUs (as Megatron-LM and vLLM do), so every GPU still holds one.
+    ``tensor_parallel / kv_heads`` GPUs (as vLLM's QKVParallelLinear does), so every GPU still holds one.
 
     Raises:
         ValueError: neither number divides the other, so the heads cannot be split evenly.
