@@ -62,7 +62,7 @@ def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
     """
     if kv_heads % tensor_parallel and tensor_parallel % kv_heads:
         fits = [t for t in range(1, 2 * kv_heads + 1) if kv_heads % t == 0 or t % kv_heads == 0]
-        raise ValueError(f"--tensor-parallel {tensor_parallel}: the blocks' {kv_heads} key/value heads cannot be "
+        raise ValueError(f"--tp {tensor_parallel}: the blocks' {kv_heads} key/value heads cannot be "
                          f"split evenly over {tensor_parallel} GPUs; use a tensor-parallel size that divides "
                          f"{kv_heads} or that {kv_heads} divides ({', '.join(map(str, fits))}, ...)")
     return max(1, kv_heads // tensor_parallel)
@@ -132,7 +132,7 @@ class Serving:
 
     def __post_init__(self) -> None:
         for option, value in (("--context", self.context), ("--batch", self.batch),
-                              ("--tensor-parallel", self.tensor_parallel)):
+                              ("--tp", self.tensor_parallel)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{option} must be a positive integer, got {value!r}")
         if self.prompt is not None and (isinstance(self.prompt, bool) or not isinstance(self.prompt, int)
