@@ -206,3 +206,5 @@ def test_bad_serving_settings_are_refused(kwargs, message):
 def test_bad_hardware_numbers_are_refused():
     with pytest.raises(ValueError, match="bandwidth must be a positive number, got 0"):
         decode_bound(LLAMA2_7B, 1, 1, Serving(context=1), bandwidth=0, peak_flops=1e12)
+    with pytest.raises(ValueError, match="active params 20 exceed the model's 10"):
+        prefill_bound(LLAMA2_7B, 10, 20, Serving(context=1), bandwidth=1e12, peak_flops=1e12)

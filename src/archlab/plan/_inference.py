@@ -47,6 +47,14 @@ def _positive(option: str, value: float) -> None:
         raise ValueError(f"{option} must be a positive number, got {value!r}")
 
 
+def _counts(params: int, active_params: int) -> None:
+    _positive("params", params)
+    _positive("active params", active_params)
+    if active_params > params:
+        raise ValueError(f"active params {active_params:,} exceed the model's {params:,}: a token passes through "
+                         "at most every parameter")
+
+
 def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
     """Key/value heads one GPU holds under tensor parallelism ``tensor_parallel``.
 
@@ -297,6 +305,7 @@ def decode_bound(blocks: Blocks, params: int, active_params: int, serving: Servi
         >>> round(d.tokens_per_s, 1), d.bound
         (151.3, 'memory')
     """
+    _counts(params, active_params)
     _positive("bandwidth", bandwidth)
     _positive("peak FLOP/s", peak_flops)
     weights = serving.weight_bytes(_weights_read(params, active_params, blocks, serving.batch))
@@ -360,6 +369,7 @@ def prefill_bound(blocks: Blocks, params: int, active_params: int, serving: Serv
         >>> p.bound, round(p.seconds, 3)
         ('compute', 0.092)
     """
+    _counts(params, active_params)
     _positive("bandwidth", bandwidth)
     _positive("peak FLOP/s", peak_flops)
     prompt, batch = serving.prompt_tokens, serving.batch
