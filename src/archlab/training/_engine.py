@@ -306,6 +306,8 @@ class Engine:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.output_activation = output_activation
         self.loss_fn = make_loss(self.task, recipe.label_smoothing)
+        #: the modules whose forward leaves an auxiliary loss (``MixtureOfExperts.aux_loss``) for training to add
+        self.aux_modules = [m for m in self.model.modules() if hasattr(m, "aux_loss")] if recipe.aux_loss_weight else []
         self.generator = torch.Generator().manual_seed(recipe.seed)
         #: the pad id of each model input that declares one (an archlab model's MaskScope)
         self.pad_ids: dict[str, int] = dict(getattr(getattr(model, "masks", None), "pad_ids", None) or {})
@@ -474,6 +476,8 @@ class Engine:
                         out = self.model(**xb) if type(xb) is dict else self.model(xb)
                         loss = (self.loss_fn(out.float(), yb) if self.criterion is None
                                 else self.criterion(xb, out.float(), yb))
+                        if self.aux_modules:  # as Keras' add_loss: the logged loss is what backward reduces
+                            loss = loss + recipe.aux_loss_weight * sum(m.aux_loss for m in self.aux_modules)
                     value = loss.item()  # the one host sync per step, which the finiteness check always took
                     self.step_lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.zero_grad(set_to_none=True)

@@ -73,6 +73,10 @@ class Recipe(_Config):
     #: trains with it when the spec names no task (runs record it).
     loss: str = "auto"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    #: the weight of the auxiliary losses modules keep as ``aux_loss`` after each forward (moe's load
+    #: balancing), added to the task's loss before backward; 0.01 is Switch Transformer's alpha
+    #: (Fedus et al. 2022). Without it a top_k-1 router gets no gradient at all.
+    aux_loss_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     #: None: the task's default metrics (``archlab.tasks``); each must apply to the task.
     metrics: list[str] | None = None
     top_k: Annotated[int, Field(ge=1)] = 5
