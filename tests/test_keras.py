@@ -91,6 +91,7 @@ def test_spec_is_a_fresh_plain_dict() -> None:
     (layers.LayerNormalization(epsilon=1e-6), {"layernorm": {"epsilon": 1e-6}}),
     (layers.RMSNormalization(epsilon=1e-6), {"rmsnorm": {"epsilon": 1e-6}}),
     (layers.GatedMLP(64, activation="gelu"), {"gated_mlp": {"ff_dim": 64, "activation": "gelu"}}),
+    (layers.MixtureOfExperts(8, 64, top_k=1), {"moe": {"num_experts": 8, "ff_dim": 64, "top_k": 1}}),
     (layers.ReLU(), "relu"),
     (layers.Softmax(), "softmax"),
     (layers.Activation("relu"), "relu"),

@@ -103,6 +103,17 @@ CASES: dict[str, list[Case]] = {
                        macs=4 * 3 * 6 * 10, flops=2 * 4 * 3 * 6 * 10 + 2 * 4 * 10),
                   Case("geglu-bias", seq([6], {"gated_mlp": {"ff_dim": 4, "activation": "gelu", "use_bias": True}}),
                        params=3 * 6 * 4 + 2 * 4 + 6, macs=3 * 6 * 4, flops=2 * 3 * 6 * 4 + 2 * 4)],
+    # router 6 -> E per position; top_k + shared gated experts on every position (as gated_mlp above);
+    # softmax over the E scores (3 each), top-k (1 compare per score), renormalise (k - 1 adds + k divides);
+    # combine: k weight products and k + shared - 1 adds per output feature
+    "moe": [Case("E4-top2", seq([4, 6], {"moe": {"num_experts": 4, "ff_dim": 5}}),
+                 params=6 * 4 + 4 * (3 * 6 * 5), macs=4 * 6 * 4 + 2 * (4 * 3 * 6 * 5),
+                 flops=2 * (4 * 6 * 4 + 2 * 4 * 3 * 6 * 5) + 2 * (2 * 4 * 5) + 3 * 4 * 4 + 4 * 4 + 4 * 3 + 4 * 6 * 3),
+            Case("E3-top1-shared-geglu-bias",
+                 seq([6], {"moe": {"num_experts": 3, "top_k": 1, "ff_dim": 4, "shared_experts": 1,
+                                   "activation": "gelu", "use_bias": True}}),
+                 params=6 * 3 + (3 + 1) * (3 * 6 * 4 + 2 * 4 + 6), macs=6 * 3 + 2 * (3 * 6 * 4),
+                 flops=2 * (6 * 3 + 2 * 3 * 6 * 4) + 2 * (2 * 4) + 3 * 3 + 3 + 1 + 6 * 2)],
     "relu": [Case("e", seq([3, 5], "relu"), params=0, macs=0, flops=3 * 5)],
     "gelu": [Case("e", seq([3, 5], {"gelu": {"approximate": "tanh"}}), params=0, macs=0, flops=3 * 5)],
     "tanh": [Case("e", seq([3, 5], "tanh"), params=0, macs=0, flops=3 * 5)],
@@ -434,12 +445,14 @@ def test_activations_scale_with_batch_and_nothing_else():
 def test_to_dict_is_the_json_schema():
     d = archlab.analyze(seq([8], {"dense": {"units": 4}}), batch_size=2).to_dict()
     assert list(d) == ["schema_version", "name", "batch_size", "inputs", "outputs", "total_params",
-                       "trainable_params", "non_trainable_params", "buffers", "macs", "flops", "model_bytes",
+                       "trainable_params", "non_trainable_params", "active_params", "buffers", "macs", "flops",
+                       "model_bytes",
                        "training_memory_bytes", "layers", "per_target_token", "flops_per_batch"]
     assert d["schema_version"] == 1
     assert d["flops_per_batch"] == 2 * 64
-    assert list(d["layers"][0]) == ["path", "type", "depth", "output_shape", "params", "trainable_params", "macs",
-                                    "flops", "activation_bytes", "note"]
+    assert list(d["layers"][0]) == ["path", "type", "depth", "output_shape", "params", "trainable_params",
+                                    "active_params", "macs", "flops", "activation_bytes", "note"]
+    assert d["active_params"] == d["total_params"] == d["layers"][0]["active_params"] == 36  # dense: all active
     json.dumps(d)  # plain data
 
 

@@ -44,6 +44,9 @@ class LayerStats:
     output_shape: list[int]
     params: int
     trainable_params: int
+    #: the parameters one token passes through (``LayerType.count_active_params``): ``params``
+    #: except under a mixture of experts, whose unrouted experts it leaves out
+    active_params: int
     macs: int
     flops: int
     activation_bytes: int
@@ -61,6 +64,9 @@ class Analysis:
     total_params: int
     trainable_params: int
     non_trainable_params: int
+    #: parameters one token passes through: ``total_params`` less the experts a mixture does not
+    #: route it to (Mixtral 8x7B: 12.9 B of 46.7 B); the FLOPs are those of these parameters
+    active_params: int
     buffers: int
     macs: int
     flops: int
@@ -96,6 +102,7 @@ class _Totals:
     buffers: int = 0
     cost: Cost = field(default_factory=Cost)
     saved: int = 0  # elements per sample kept for backward
+    active: int = 0  # parameters one token passes through
 
     def __iadd__(self, other: _Totals) -> _Totals:
         self.params += other.params
@@ -103,11 +110,17 @@ class _Totals:
         self.buffers += other.buffers
         self.cost = self.cost + other.cost
         self.saved += other.saved
+        self.active += other.active
         return self
 
     def times(self, k: int) -> _Totals:
         """These totals ``k`` times over (``k`` identical iterations)."""
-        return _Totals(self.params * k, self.trainable * k, self.buffers * k, self.cost * k, self.saved * k)
+        return _Totals(self.params * k, self.trainable * k, self.buffers * k, self.cost * k, self.saved * k,
+                       self.active * k)
+
+    def drop_weights(self) -> None:
+        """Count no weights here: they are another part's (a repeat's shared iteration 0)."""
+        self.params = self.trainable = self.buffers = self.active = 0
 
 
 def _meta_counts(node: LayerNode) -> tuple[int, int]:
@@ -129,13 +142,13 @@ class _Walker:
 
     def row(self, node: Node, depth: int, kind: str, note: str = "") -> int:
         shape = list(node.output.shape)
-        self.rows.append(LayerStats(node.key, kind, depth, shape, 0, 0, 0, 0,
+        self.rows.append(LayerStats(node.key, kind, depth, shape, 0, 0, 0, 0, 0,
                                     self.batch_size * node.output.numel * FP32, note))
         return len(self.rows) - 1
 
     def fill(self, index: int, totals: _Totals) -> None:
         row = self.rows[index]
-        row.params, row.trainable_params = totals.params, totals.trainable
+        row.params, row.trainable_params, row.active_params = totals.params, totals.trainable, totals.active
         row.macs, row.flops = totals.cost.macs, totals.cost.flops
 
     def node(self, node: Node, depth: int) -> _Totals:
@@ -180,7 +193,7 @@ class _Walker:
             shared = node.share_weights and i > 0
             part = self.labelled(iteration, depth + 1, "iteration", "shares iteration 0's weights" if shared else "")
             if shared:  # the weights were counted in iteration 0: rows and totals agree
-                part.params = part.trainable = part.buffers = 0
+                part.drop_weights()
                 self._zero_params(iteration, depth + 1)
             totals += part
         done, rest = len(shown), node.times - len(shown)
@@ -188,11 +201,11 @@ class _Walker:
             tail = part.times(rest)
             note = f"iterations {done + 1:,}-{node.times:,}: identical, x{rest:,}"
             if node.share_weights:
-                tail.params = tail.trainable = tail.buffers = 0
+                tail.drop_weights()
                 note += "; share iteration 0's weights"
             last = shown[-1]
             self.rows.append(LayerStats(f"{node.key}.repeat[{done}-{node.times - 1}]", "iterations", depth + 1,
-                                        list(last.output.shape), 0, 0, 0, 0,
+                                        list(last.output.shape), 0, 0, 0, 0, 0,
                                         self.batch_size * last.output.numel * FP32, note))
             self.fill(len(self.rows) - 1, tail)
             totals += tail
@@ -205,7 +218,7 @@ class _Walker:
         for row in reversed(self.rows):
             if not row.path.startswith(node.key):
                 break
-            row.params = row.trainable_params = 0
+            row.params = row.trainable_params = row.active_params = 0
 
     def labelled(self, node: SequenceNode, depth: int, kind: str, note: str = "") -> _Totals:
         index = self.row(node, depth, kind, note)
@@ -225,13 +238,17 @@ class _Walker:
         buffers = lt.count_buffers(p, x)
         if params is None:
             params, buffers = _meta_counts(node)
+        active = lt.count_active_params(p, x)
+        active = params if active is None else active
         note = ""
-        if node.tie is not None:
-            params -= math.prod(weight_shape(node, node.path))
+        if node.tie is not None:  # the tied weight is counted (and passed through) where it is defined
+            tied = math.prod(weight_shape(node, node.path))
+            params, active = params - tied, active - tied
             note = f"weight tied to {node.tie.name}"
         if not node.trainable:
             note = (note + "; " if note else "") + "frozen"
-        totals = _Totals(params, params if node.trainable else 0, buffers, lt.cost(p, x, y), lt.saved_elements(p, x, y))
+        totals = _Totals(params, params if node.trainable else 0, buffers, lt.cost(p, x, y), lt.saved_elements(p, x, y),
+                         active)
         index = self.row(node, depth, node.kind, note)
         self.fill(index, totals)
         return totals
@@ -271,6 +288,7 @@ def analyze(spec: Spec | dict | str | ParsedSpec, batch_size: int = 1) -> Analys
         total_params=totals.params,
         trainable_params=totals.trainable,
         non_trainable_params=totals.params - totals.trainable,
+        active_params=totals.active,
         buffers=totals.buffers,
         macs=totals.cost.macs,
         flops=totals.cost.flops,

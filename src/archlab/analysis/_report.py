@@ -31,8 +31,11 @@ def human_bytes(n: float) -> str:
 def render(analysis: Analysis, depth: int | None = 3) -> Group:
     table = Table(title=f"{analysis.name}: per-node capacity (per sample; activations for batch {analysis.batch_size})",
                   title_justify="left")
+    # a column of active parameters only for a sparse model: for a dense one it repeats Params
+    sparse = analysis.active_params != analysis.total_params
     for column, justify in (("Layer", "left"), ("Type", "left"), ("Output shape", "left"), ("Params", "right"),
-                            ("MACs", "right"), ("FLOPs", "right"), ("Activations", "right"), ("Note", "left")):
+                            *((("Active", "right"),) if sparse else ()), ("MACs", "right"), ("FLOPs", "right"),
+                            ("Activations", "right"), ("Note", "left")):
         table.add_column(column, justify=justify, no_wrap=column != "Note")
     hidden = 0
     for row in analysis.layers:
@@ -40,7 +43,8 @@ def render(analysis: Analysis, depth: int | None = 3) -> Group:
             hidden += 1
             continue
         indent = "  " * (row.depth - 1)
-        table.add_row(indent + row.path, row.type, str(tuple(row.output_shape)), f"{row.params:,}",
+        active = (f"{row.active_params:,}",) if sparse else ()
+        table.add_row(indent + row.path, row.type, str(tuple(row.output_shape)), f"{row.params:,}", *active,
                       human_count(row.macs), human_count(row.flops), human_bytes(row.activation_bytes), row.note)
     mem = analysis.training_memory_bytes
     totals = Table.grid(padding=(0, 2))
@@ -48,6 +52,8 @@ def render(analysis: Analysis, depth: int | None = 3) -> Group:
     totals.add_column(justify="right")
     lines = [
         ("Total params", f"{analysis.total_params:,}"),
+        *((("Active parameters per token", f"{analysis.active_params:,} ({human_count(analysis.active_params)})"),)
+          if sparse else ()),
         ("Trainable params", f"{analysis.trainable_params:,}"),
         ("Non-trainable params", f"{analysis.non_trainable_params:,}"),
         ("Buffers (e.g. BatchNorm statistics)", f"{analysis.buffers:,}"),

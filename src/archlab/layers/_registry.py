@@ -335,6 +335,14 @@ class LayerType:
         """Parameter count by arithmetic; None means: count the module built on the meta device."""
         return None
 
+    def count_active_params(self, p: Any, x: Any) -> int | None:
+        """Parameters one token passes through, the count a sparse model is quoted by (Mixtral
+        8x7B: 12.9 B active of 46.7 B); ``Analysis.active_params`` totals them. None, the default:
+        every parameter (``count_params``, or the meta-device count). A mixture of experts returns
+        its router, top_k and shared experts; a layer composed of others (a Transformer block) sums
+        its parts' ``count_active_params``, each part's ``count_params`` where that is None."""
+        return None
+
     def weight_shape(self, p: Any, x: Any) -> tuple[int, ...] | None:
         """Shape of the trainable ``weight`` a ``tie`` shares; None means: read it off the module
         built on the meta device."""
