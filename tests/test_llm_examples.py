@@ -24,7 +24,10 @@ PUBLISHED = {
     "gpt2-medium": 354_823_168,
     "gpt2-large": 774_030_080,
     "gpt2-xl": 1_557_611_200,
+    "mixtral-8x7b": 46_702_792_704,
 }
+#: Mixtral's per-token parameters (its paper's 12.9B): the router, 2 of 8 experts, and the rest
+ACTIVE = {"mixtral-8x7b": 12_879_925_248}
 
 
 def test_every_llm_example_is_pinned():
@@ -38,6 +41,9 @@ def test_the_published_count_exactly_and_in_the_header(name):
     analysis = archlab.analyze(LLM / f"{name}.yaml")
     assert analysis.name == name
     assert analysis.total_params == analysis.trainable_params == PUBLISHED[name]
+    assert analysis.active_params == ACTIVE.get(name, PUBLISHED[name])
+    if name in ACTIVE:
+        assert f"{ACTIVE[name]:,}" in text.split("\nname:")[0], "the header states the active count"
 
 
 def test_gpt2_small_as_transformer_block_counts_as_the_transformer_encoder_spec():

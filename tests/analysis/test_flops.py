@@ -218,6 +218,13 @@ CASES: dict[str, list[Case]] = {
         Case("gpt2", seq([4, 6], {"transformer_block": {"num_heads": 2, "ff_dim": 8, "mlp": "gelu", "norm": "layernorm",
                                                        "use_bias": True, "rotary": False}}),
              params=302, macs=768 + 384, flops=1664 + 768 + 32 + 240 + 48),
+        # the llama block's attention with a mixture of 4 experts of 6 (top 2 + 1 shared): router 8 x 4 (T*4*8 MACs),
+        # 3 experts per position (3 x 3*T*8*6 MACs; 2*MACs + silu + product per expert), softmax (3 per score),
+        # top-k (1 per score), renormalise (2k - 1 per position), weigh and sum (T*D*(2k - 1 + shared))
+        Case("moe", seq([4, 8], {"transformer_block": {"num_heads": 2, "num_kv_heads": 1, "ff_dim": 6,
+                                                       "moe": {"num_experts": 4, "top_k": 2, "shared_experts": 1}}}),
+             params=192 + (8 * 4 + 5 * 3 * 8 * 6) + 2 * 8, macs=1024 + 4 * 4 * 8 + 3 * 3 * 4 * 8 * 6,
+             flops=2320 + (2 * 128 + 3 * (2 * 576 + 2 * 24) + 3 * 16 + 16 + 4 * 3 + 4 * 8 * 4) + 2 * 4 * 32 + 2 * 32),
     ],
     # + feed-forward D -> 8 -> D (2 * T*D*8 MACs), its activation (T*8), two layernorms (2 * 5*T*D)
     # and two residual adds (2 * T*D); params: attention + both linears + two layernorms

@@ -97,7 +97,9 @@ CASES: dict[str, list[dict]] = {
                                            "norm": "layernorm", "norm_eps": 1e-6, "use_bias": True,
                                            "sliding_window": 3, "dropout": 0.1}}),
         seq([5, 8], {"transformer_block": {"num_heads": 2, "ff_dim": 16, "mlp": "relu", "rotary": False,
-                                           "causal": False, "use_bias": True, "head_dim": 3}})],
+                                           "causal": False, "use_bias": True, "head_dim": 3}}),
+        seq([5, 8], {"transformer_block": {"num_heads": 2, "num_kv_heads": 1, "ff_dim": 6, "mlp": "geglu",
+                                           "moe": {"num_experts": 3, "top_k": 2, "shared_experts": 1}}})],
     "transformer_encoder": [
         seq([5, 8], {"transformer_encoder": {"num_heads": 2, "ff_dim": 16}}),
         seq([5, 8], {"transformer_encoder": {"num_heads": 2, "ff_dim": 12, "dropout": 0.0, "activation": "gelu",

@@ -1,6 +1,6 @@
-"""transformer_block against Hugging Face's LLaMA and Mistral (an independent implementation):
+"""transformer_block against Hugging Face's LLaMA, Mistral and Mixtral (an independent implementation):
 tiny models with the same weights give the same logits, rotary positions, grouped-query attention
-and Mistral's sliding window included; LLaMA-2 7B has LlamaForCausalLM's parameter count."""
+and Mistral's sliding window included; LLaMA-2 7B and Mixtral 8x7B have their parameter counts."""
 
 from __future__ import annotations
 
@@ -94,3 +94,12 @@ def test_llama_2_7b_has_llama_for_causal_lms_parameter_count():
     with torch.device("meta"):
         hf = transformers.LlamaForCausalLM(config)
     assert sum(p.numel() for p in hf.parameters()) == archlab.analyze(str(EXAMPLES / "llama-2-7b.yaml")).total_params
+
+
+def test_mixtral_8x7b_has_mixtral_for_causal_lms_parameter_count():
+    config = transformers.MixtralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                                        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                        num_local_experts=8, num_experts_per_tok=2, tie_word_embeddings=False)
+    with torch.device("meta"):
+        hf = transformers.MixtralForCausalLM(config)
+    assert sum(p.numel() for p in hf.parameters()) == archlab.analyze(str(EXAMPLES / "mixtral-8x7b.yaml")).total_params

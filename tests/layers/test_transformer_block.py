@@ -40,11 +40,15 @@ def as_residuals(norm: dict, attn: dict, mlp: list) -> list:
      [{"dense": {"units": 24, "activation": "gelu"}}, {"dense": {"units": 16}}]),
     ({"mlp": "geglu", "head_dim": 6, "causal": False}, "rmsnorm",
      attention(head_dim=6, rotary=True, use_bias=False), [{"gated_mlp": {"ff_dim": 24, "activation": "gelu"}}]),
+    ({"moe": {"num_experts": 4, "top_k": 1, "shared_experts": 1}, "use_bias": True}, "rmsnorm",
+     attention(rotary=True, causal=True),
+     [{"moe": {"num_experts": 4, "top_k": 1, "shared_experts": 1, "ff_dim": 24, "use_bias": True}}]),
 ])
 def test_a_block_counts_as_its_sub_layers_in_residuals(params, norm, attn, mlp):
     one = archlab.analyze(seq([8, 16], block(**params)))
     written_out = archlab.analyze(seq([8, 16], *as_residuals(norm, attn, mlp)))
-    assert (one.total_params, one.macs, one.flops) == (written_out.total_params, written_out.macs, written_out.flops)
+    assert ((one.total_params, one.active_params, one.macs, one.flops)
+            == (written_out.total_params, written_out.active_params, written_out.macs, written_out.flops))
     assert one.training_memory_bytes == written_out.training_memory_bytes
     model = archlab.build(seq([8, 16], block(**params)))
     assert sum(p.numel() for p in model.parameters()) == one.total_params
@@ -69,6 +73,9 @@ def test_the_transformer_shape_is_what_the_planner_reads():
     gpt2 = archlab.parse(seq([32, 16], block(mlp="gelu", dropout=0.1, causal=False))).top_nodes()[0]
     shape = gpt2.layer_type.transformer(gpt2.params, gpt2.input)
     assert (shape.gated, shape.causal, shape.dropout, shape.kv_heads, shape.head_dim) == (False, False, True, 4, 4)
+    moe = archlab.parse(seq([32, 16], block(moe={"num_experts": 8, "shared_experts": 2}))).top_nodes()[0]
+    shape = moe.layer_type.transformer(moe.params, moe.input)
+    assert (shape.experts, shape.top_k, shape.shared_experts, shape.gated, shape.ff_dim) == (8, 2, 2, True, 24)
 
 
 def test_plain_attention_keeps_torchs_module_and_the_options_build_q_k_v_o():
@@ -101,6 +108,7 @@ def test_the_sliding_window_lets_each_query_see_itself_and_the_window_minus_one_
     (block(num_heads=3), "layers[0]", ["num_heads=3 does not divide", "or set head_dim"]),
     (block(mlp="relu", moe={"num_experts": 4}), "layers[0].transformer_block.mlp", ["swiglu or geglu"]),
     (block(rope_theta=0.0), "layers[0].transformer_block.rope_theta", ["greater than 0"]),
+    (block(moe={"num_experts": 2, "top_k": 3}), "layers[0].transformer_block.moe", ["lower top_k to at most 2"]),
 ])
 def test_bad_options_name_the_parameter_and_the_fix(item, path, fragments):
     with pytest.raises(archlab.SpecError) as info:
