@@ -45,9 +45,27 @@ def tiny_spec(**block) -> dict:
         {"dense": {"units": VOCAB, "use_bias": False}}]}
 
 
+def archlab_state(hf: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Hugging Face's state dict under archlab's names; Mixtral's experts, stored as (E, 2·ff, D)
+    gate-and-up and (E, D, ff) down tensors, split into archlab's one gated_mlp per expert."""
+    state = {}
+    for name, value in hf.state_dict().items():
+        name = archlab_name(name.replace("mlp.gate.weight", "mlp.router.weight"))  # Mixtral's router
+        if name.endswith("experts.gate_up_proj"):
+            for e, (gate, up) in enumerate(expert.chunk(2, dim=0) for expert in value):  # (2·ff, D) each
+                state[f"{name[:-len('gate_up_proj')]}{e}.gate.weight"] = gate
+                state[f"{name[:-len('gate_up_proj')]}{e}.up.weight"] = up
+        elif name.endswith("experts.down_proj"):
+            for e, down in enumerate(value):
+                state[f"{name[:-len('down_proj')]}{e}.down.weight"] = down
+        else:
+            state[name] = value
+    return state
+
+
 def same_weights(hf: torch.nn.Module, spec: dict) -> archlab.ArchlabModel:
     model = archlab.build(spec).eval()
-    state = {archlab_name(name): value for name, value in hf.state_dict().items()}
+    state = archlab_state(hf)
     assert set(state) == set(model.state_dict()), "every weight maps one to one"
     model.load_state_dict(state)
     return model
@@ -85,6 +103,16 @@ def test_mistral_blocks_give_hugging_face_mistrals_logits_with_the_sliding_windo
         unwindowed = same_weights(hf, tiny_spec())
         assert not torch.allclose(unwindowed(ids)[:, 3:], expected[:, 3:], atol=1e-3)
         assert torch.allclose(unwindowed(ids)[:, :3], expected[:, :3], atol=1e-5)  # the window holds them all
+
+
+def test_mixtral_blocks_give_hugging_face_mixtrals_logits_with_top_2_of_4_experts():
+    torch.manual_seed(2)
+    hf = transformers.MixtralForCausalLM(config(transformers.MixtralConfig, num_local_experts=4,
+                                                num_experts_per_tok=2, rope_theta=1e6)).eval()
+    model = same_weights(hf, tiny_spec(moe={"num_experts": 4, "top_k": 2}, rope_theta=1e6))
+    ids = torch.randint(0, VOCAB, (2, LENGTH))
+    with torch.no_grad():
+        assert torch.allclose(model(ids), hf(ids).logits, atol=1e-5)
 
 
 def test_llama_2_7b_has_llama_for_causal_lms_parameter_count():
