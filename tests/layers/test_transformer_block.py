@@ -125,3 +125,19 @@ def test_the_cli_refuses_a_bad_block_with_one_message_and_exit_2(tmp_path):
                          timeout=120)
     assert out.returncode == 2
     assert "num_kv_heads=3 does not divide num_heads=4" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("options", [{"num_kv_heads": 2, "use_bias": False}, {"num_kv_heads": 1, "head_dim": 6},
+                                     {"head_dim": 2, "causal": True, "sliding_window": 3, "rotary": True}])
+def test_torchs_flop_counter_sees_the_projections_we_count(options):
+    """FlopCounterMode counts the four projections' matmuls (2 per MAC); torch's CPU attention kernel
+    has no FLOP formula, so QKᵀ and AV (2·T·keys·heads·head_dim MACs) are ours alone."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = seq([8, 16], attention(**options))
+    model, analysis = archlab.build(spec), archlab.analyze(spec)
+    heads, head_dim = 4, options.get("head_dim", 4)
+    keys = min(8, options.get("sliding_window", 8))
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 8, 16))
+    assert counter.get_total_flops() == 2 * (analysis.macs - 2 * 8 * keys * heads * head_dim)
