@@ -110,7 +110,7 @@ def test_summary_json(capsys: pytest.CaptureFixture[str], seed: str) -> None:
     assert code == 0, err
     data = json.loads(out)
     for key in ("schema_version", "name", "batch_size", "inputs", "outputs", "total_params", "trainable_params",
-                "non_trainable_params", "buffers", "flops", "macs", "flops_per_batch", "model_bytes",
+                "non_trainable_params", "active_params", "buffers", "flops", "macs", "flops_per_batch", "model_bytes",
                 "training_memory_bytes", "layers"):
         assert key in data, key
     assert data["schema_version"] == 1
@@ -118,7 +118,7 @@ def test_summary_json(capsys: pytest.CaptureFixture[str], seed: str) -> None:
     assert data["batch_size"] == 1
     assert data["inputs"] == {"input": {"shape": [1, 28, 28], "dtype": "float"}}
     assert data["outputs"] == [{"shape": [10], "dtype": "float"}]
-    assert data["total_params"] == data["trainable_params"] == 225_034
+    assert data["total_params"] == data["trainable_params"] == data["active_params"] == 225_034
     assert data["non_trainable_params"] == 0 and data["buffers"] == 0
     assert data["macs"] == SEED_MACS == 2_631_040
     assert data["flops"] == data["flops_per_batch"] == SEED_FLOPS == 5_319_646
@@ -134,8 +134,9 @@ def test_summary_json(capsys: pytest.CaptureFixture[str], seed: str) -> None:
     assert [r["params"] for r in rows] == [320, 0, 18_496, 0, 0, 204_928, 1_290]
     assert [r["output_shape"] for r in rows] == [[32, 26, 26], [32, 13, 13], [64, 11, 11], [64, 5, 5], [1600],
                                                 [128], [10]]
-    assert set(rows[0]) == {"path", "type", "depth", "output_shape", "params", "trainable_params", "macs", "flops",
-                            "activation_bytes", "note"}
+    assert set(rows[0]) == {"path", "type", "depth", "output_shape", "params", "trainable_params", "active_params",
+                            "macs", "flops", "activation_bytes", "note"}
+    assert [r["active_params"] for r in rows] == [r["params"] for r in rows]  # dense: every weight is active
     assert sum(r["macs"] for r in rows) == SEED_MACS
     assert sum(r["flops"] for r in rows) == SEED_FLOPS
 

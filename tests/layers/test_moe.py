@@ -173,3 +173,18 @@ def test_flop_counter_mode_counts_twice_our_macs_on_the_routed_experts_only(top_
         model(torch.randn(3, 5, 8))
     # torch counts the matmuls that ran: the router and, per token, its k routed and the shared experts
     assert counter.get_total_flops() == 3 * 2 * archlab.analyze(spec).macs
+
+
+def test_moe_exports_to_onnx_and_dynamic_int8_quantizes_its_router_and_experts(tmp_path):
+    from archlab.deploy import export_model, quantize_onnx
+
+    torch.manual_seed(0)
+    spec = moe_spec(shared_experts=1)
+    x = torch.randn(9, 5, 8)
+    exported = export_model(archlab.build(spec), tmp_path / "moe.onnx", example=x[:2], check_inputs=x)
+    assert exported.max_abs_diff < 1e-5  # the routing (NonZero, index_add) exports and runs as in torch
+    result = quantize_onnx(exported.path, tmp_path / "moe-int8.onnx", mode="dynamic", spec=spec)
+    assert result.ops_quantized == {"MatMul": 3 * (4 + 1) + 1}  # gate, up, down of 4 + 1 experts; the router
+    with pytest.raises(archlab.SpecError, match=r"layers\[0\] \(moe\): .*use --quantize dynamic"):
+        quantize_onnx(exported.path, tmp_path / "static.onnx", mode="static", spec=spec,
+                      calibration=x.numpy())

@@ -40,7 +40,8 @@ class MixtureOfExperts(nn.Module):
     Transformer, Fedus et al. 2022, as Mixtral's): E * sum_i f_i * P_i, with f_i the fraction of
     tokens routed to expert i (among their top_k; the f_i sum to top_k) and P_i the mean router
     probability of expert i. It is top_k when the routing is balanced; training may add it,
-    scaled, to the loss so that the router keeps every expert in use.
+    scaled, to the loss (before backward: it shares the router's graph) so that the router keeps
+    every expert in use.
 
     Input shape: (batch, ..., dim). Output shape: (batch, ..., dim).
     """
