@@ -258,7 +258,7 @@ class TransformerBlockLayer(LayerType):
         parts = [_Part("attn_norm", norm, norm_params, x), _Part("attn", get_layer("multi_head_attention"), attn, x),
                  _Part("mlp_norm", norm, norm_params, x)]
         if p.moe is not None:
-            if p.mlp not in ("swiglu", "geglu"):
+            if p.mlp not in _GATE:
                 raise SpecError(f"moe's experts are gated MLPs, so mlp must be swiglu or geglu, not {p.mlp}", "mlp")
             moe = _params_of("moe", {**p.moe.model_dump(), "ff_dim": p.ff_dim, "use_bias": p.use_bias,
                                      "activation": _GATE[p.mlp]}, "moe")
@@ -296,12 +296,11 @@ class TransformerBlockLayer(LayerType):
         return sum(part.layer.saved_elements(part.params, part.x, part.y) for part in self._parts(p, x)) + 2 * x.numel
 
     def transformer(self, p: TransformerBlockParams, x: TensorInfo) -> TransformerShape:
-        attn = self._parts(p, x)[1]
         t, d = x.shape
         return TransformerShape(
             hidden=d, seq_len=t, heads=p.num_heads, kv_heads=p.num_kv_heads or p.num_heads,
             head_dim=p.head_dim or d // p.num_heads, ff_dim=p.ff_dim, gated=p.mlp in _GATE, causal=p.causal,
-            window=attn.params.sliding_window, dropout=p.dropout > 0,
+            window=p.sliding_window, dropout=p.dropout > 0,
             experts=p.moe.num_experts if p.moe else 1, top_k=p.moe.top_k if p.moe else 1,
             shared_experts=p.moe.shared_experts if p.moe else 0)
 
