@@ -141,3 +141,17 @@ def test_torchs_flop_counter_sees_the_projections_we_count(options):
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(1, 8, 16))
     assert counter.get_total_flops() == 2 * (analysis.macs - 2 * 8 * keys * heads * head_dim)
+
+
+def test_a_llama_style_model_exports_to_onnx_with_parity(tmp_path):
+    """Grouped-query, rotary, windowed attention and a mixture of experts trace to ONNX, and ONNX
+    Runtime computes what torch computes (export_model checks it, or keeps no file)."""
+    from archlab.deploy import export_model
+
+    torch.manual_seed(0)
+    model = archlab.build({"input": {"shape": [8], "dtype": "long"}, "layers": [
+        {"embedding": {"input_dim": 11, "output_dim": 16}},
+        block(num_kv_heads=2, sliding_window=3, moe={"num_experts": 3}), {"dense": {"units": 11}}]}).eval()
+    result = export_model(model, tmp_path / "llama.onnx", example=torch.randint(0, 11, (2, 8)),
+                          check_inputs=torch.randint(0, 11, (9, 8)))
+    assert result.path.exists() and result.max_abs_diff <= 1e-5
