@@ -134,7 +134,8 @@ class Attention(nn.Module):
 
         Args:
             x: (B, T, D), positions L .. L + T - 1 where L is the past's length.
-            pad: (B, T) True at padded positions (keys no query reads), or None.
+            pad: (B, T) True at padded positions (keys no query reads), or None; a forward's, so
+                without ``past`` (a KV cache decodes unpadded steps).
             past: keys and values (B, kv_heads, L, head_dim) of the positions before x, or None.
         """
         b, t, _ = x.shape
