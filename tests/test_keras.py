@@ -105,6 +105,10 @@ def test_spec_is_a_fresh_plain_dict() -> None:
     (layers.AdditiveAttention(32), {"additive_attention": {"units": 32}}),
     (layers.MultiHeadAttention(4, causal=True), {"multi_head_attention": {"num_heads": 4, "causal": True}}),
     (layers.TransformerEncoder(4, 256), {"transformer_encoder": {"num_heads": 4, "ff_dim": 256}}),
+    (layers.MultiHeadAttention(8, num_kv_heads=2, rotary=True, causal=True),
+     {"multi_head_attention": {"num_heads": 8, "num_kv_heads": 2, "rotary": True, "causal": True}}),
+    (layers.TransformerBlock(32, 11008, num_kv_heads=8), {"transformer_block": {"num_heads": 32, "ff_dim": 11008,
+                                                                                 "num_kv_heads": 8}}),
     (layers.TransformerDecoder(4, 256), {"transformer_decoder": {"num_heads": 4, "ff_dim": 256}}),
 ])
 def test_constructor_items(layer: layers.KerasLayer, item: object) -> None:

@@ -192,6 +192,39 @@ CASES: dict[str, list[Case]] = {
         Case("causal", seq([4, 6], {"multi_head_attention": {"num_heads": 2, "causal": True}}),  # masked, not skipped
              params=4 * 6 * 6 + 4 * 6, macs=4 * 4 * 6 * 6 + 2 * 4 * 4 * 6,
              flops=2 * (4 * 4 * 6 * 6 + 2 * 4 * 4 * 6) + 4 * 2 * 4 * 4),
+        # Grouped-query attention, T=4, D=8, 4 query heads sharing 2 key/value heads of hd=2 (q: 8 features, k and
+        # v: 4), no biases, rotary: projections T*D*8 + 2*T*D*4 + T*8*D, QK^T and AV 2*T*T*8 (queries' width);
+        # rotary turns each of the T*8 query and T*4 key features at 3 FLOPs (two products, a sum).
+        # Sliding window 2 over T=6: each query is counted with 2 keys, not 6.
+        Case("gqa-rotary", seq([4, 8], {"multi_head_attention": {"num_heads": 4, "num_kv_heads": 2, "rotary": True,
+                                                                  "use_bias": False, "causal": True}}),
+             params=8 * 8 + 2 * 8 * 4 + 8 * 8, macs=4 * 8 * 8 + 2 * 4 * 8 * 4 + 2 * 4 * 4 * 8 + 4 * 8 * 8,
+             flops=2 * 1024 + 4 * 4 * 4 * 4 + 3 * (4 * 8 + 4 * 4)),
+        Case("window", seq([6, 4], {"multi_head_attention": {"num_heads": 2, "causal": True, "sliding_window": 2}}),
+             params=4 * 4 * 4 + 4 * 4, macs=6 * 4 * 4 + 2 * 6 * 4 * 4 + 2 * 6 * 2 * 4 + 6 * 4 * 4,
+             flops=2 * 480 + 4 * 2 * 6 * 2),
+        Case("head_dim", seq([4, 6], {"multi_head_attention": {"num_heads": 2, "head_dim": 5}}),  # q 10 wide
+             params=2 * 6 * 10 + 2 * 6 * 10 + (10 + 20 + 6),
+             macs=4 * 6 * 10 * 4 + 2 * 4 * 4 * 10, flops=2 * (960 + 320) + 4 * 2 * 4 * 4),
+    ],
+    # LLaMA's block, T=4, D=8, 2 heads sharing 1 key/value head (hd 4), SwiGLU 12, rmsnorm: the attention
+    # as above (2*1024 + 4*2*16 + 3*(32 + 16)), the MLP 3*T*D*12 MACs + silu and the gate's product (T*12
+    # each), two rmsnorms (4 per element), two residual adds. GPT-2's (layernorm, gelu, biases, no rotary)
+    # has transformer_encoder's counts, prenorm-causal-gelu below.
+    "transformer_block": [
+        Case("llama", seq([4, 8], {"transformer_block": {"num_heads": 2, "num_kv_heads": 1, "ff_dim": 12}}),
+             params=(2 * 8 * 8 + 2 * 8 * 4) + 3 * 8 * 12 + 2 * 8, macs=1024 + 3 * 4 * 8 * 12,
+             flops=(2 * 1024 + 4 * 2 * 4 * 4 + 3 * 48) + (2 * 1152 + 2 * 48) + 2 * 4 * 32 + 2 * 32),
+        Case("gpt2", seq([4, 6], {"transformer_block": {"num_heads": 2, "ff_dim": 8, "mlp": "gelu", "norm": "layernorm",
+                                                       "use_bias": True, "rotary": False}}),
+             params=302, macs=768 + 384, flops=1664 + 768 + 32 + 240 + 48),
+        # the llama block's attention with a mixture of 4 experts of 6 (top 2 + 1 shared): router 8 x 4 (T*4*8 MACs),
+        # 3 experts per position (3 x 3*T*8*6 MACs; 2*MACs + silu + product per expert), softmax (3 per score),
+        # top-k (1 per score), renormalise (2k - 1 per position), weigh and sum (T*D*(2k - 1 + shared))
+        Case("moe", seq([4, 8], {"transformer_block": {"num_heads": 2, "num_kv_heads": 1, "ff_dim": 6,
+                                                       "moe": {"num_experts": 4, "top_k": 2, "shared_experts": 1}}}),
+             params=192 + (8 * 4 + 5 * 3 * 8 * 6) + 2 * 8, macs=1024 + 4 * 4 * 8 + 3 * 3 * 4 * 8 * 6,
+             flops=2320 + (2 * 128 + 3 * (2 * 576 + 2 * 24) + 3 * 16 + 16 + 4 * 3 + 4 * 8 * 4) + 2 * 4 * 32 + 2 * 32),
     ],
     # + feed-forward D -> 8 -> D (2 * T*D*8 MACs), its activation (T*8), two layernorms (2 * 5*T*D)
     # and two residual adds (2 * T*D); params: attention + both linears + two layernorms

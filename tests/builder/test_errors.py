@@ -38,7 +38,7 @@ def raises(spec, path: str, *fragments: str, kind: type = archlab.SpecError) -> 
 
 @pytest.mark.parametrize("type_name,suggestion", [
     ("conv2", "conv2d"), ("Dense", "dense"), ("maxpool", "maxpool2d"), ("lstn", "lstm"),
-    ("batch_norm", "batchnorm"), ("transformer", "transformer_encoder"),
+    ("batch_norm", "batchnorm"), ("transformer", "transformer_block"), ("transformer_encodr", "transformer_encoder"),
 ])
 def test_unknown_type_suggests_the_closest(type_name, suggestion):
     error = raises(seq({type_name: {"filters": 2, "kernel_size": 3}}, input=IMAGE), "layers[0]",

@@ -126,3 +126,41 @@ def test_where_the_cache_is_not_exact_it_is_refused_or_skipped():
         generate(lm, [[4, 5, 6]], max_new_tokens=7, use_cache=True)
     cropped = generate(lm, [[4, 5, 6]], max_new_tokens=7, greedy=True)
     assert cropped == generate(lm, [[4, 5, 6]], max_new_tokens=7, greedy=True, use_cache=False)
+
+
+@pytest.mark.parametrize("block", [
+    {"num_kv_heads": 2, "rope_theta": 100.0},  # LLaMA: rotary positions from the cached length on, grouped heads
+    {"num_kv_heads": 1, "sliding_window": 3},  # Mistral: the window over cached and new keys
+    {"moe": {"num_experts": 3, "top_k": 2}, "mlp": "geglu"},  # Mixtral: per-token experts
+    {"mlp": "gelu", "norm": "layernorm", "use_bias": True, "rotary": False},  # GPT-2: torch's attention
+])
+def test_a_language_model_of_transformer_blocks_decodes_with_the_cache_as_without(block):
+    torch.manual_seed(0)
+    model = archlab.build({
+        "inputs": {"tokens": {"shape": [10], "dtype": "long"}},
+        "graph": {"lm": {"from": "tokens", "layers": [
+            {"embedding": {"input_dim": 11, "output_dim": 16}},
+            {"repeat": {"times": 2, "layers": [{"transformer_block": {"num_heads": 4, "ff_dim": 24, **block}}]}},
+            "rmsnorm", {"dense": {"units": 11}}]}},
+        "outputs": "lm",
+    }).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # attention far from uniform, so that positions and the window decide the tokens
+    prompts = [[4, 5, 6], [7], [8, 9, 10, 4]]
+    for options in ({"greedy": True}, {"temperature": 1.3}):
+        full = generate(model, prompts, max_new_tokens=5, use_cache=False,
+                        generator=torch.Generator().manual_seed(0), **options)
+        assert generate(model, prompts, max_new_tokens=5, use_cache=True,
+                        generator=torch.Generator().manual_seed(0), **options) == full
+
+
+def test_a_transformer_block_without_causal_is_refused_by_the_cache():
+    model = archlab.build({
+        "inputs": {"tokens": {"shape": [6], "dtype": "long"}},
+        "graph": {"lm": {"from": "tokens", "layers": [
+            {"embedding": {"input_dim": 11, "output_dim": 8}},
+            {"transformer_block": {"num_heads": 2, "ff_dim": 8, "causal": False}}, {"dense": {"units": 11}}]}},
+        "outputs": "lm"})
+    with pytest.raises(GenerationError, match=r"graph.lm.layers\[1\].attn is self-attention without 'causal: true'"):
+        generate(model, [[4, 5]], max_new_tokens=2, greedy=True, use_cache=True)

@@ -56,6 +56,10 @@ SEQUENCE_LAYERS = {  # (time, D) -> (time, D): compared at the real positions
     "positional sinusoidal": [{"positional_embedding": {"max_len": 8, "kind": "sinusoidal"}}],
     "multi_head_attention": [{"multi_head_attention": {"num_heads": 2}}],
     "multi_head_attention causal": [{"multi_head_attention": {"num_heads": 2, "causal": True}}],
+    "multi_head_attention grouped rotary": [{"multi_head_attention": {"num_heads": 4, "num_kv_heads": 2,
+                                                                      "rotary": True}}],
+    "transformer_block": [{"transformer_block": {"num_heads": 2, "ff_dim": 12, "causal": False}}],
+    "transformer_block causal window": [{"transformer_block": {"num_heads": 2, "ff_dim": 12, "sliding_window": 2}}],
     "transformer_encoder": [{"transformer_encoder": {"num_heads": 2, "ff_dim": 16}}],
     "transformer_encoder norm_first causal": [
         {"transformer_encoder": {"num_heads": 2, "ff_dim": 16, "norm_first": True, "causal": True}}],

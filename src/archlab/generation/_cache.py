@@ -2,9 +2,12 @@
 with the keys and values of earlier steps kept for every causal transformer block.
 
 The parts that do not depend on the ids being decoded (a seq2seq model's encoder) run once. This is
-exact for the layers listed in ``_POSITIONWISE`` plus positions, residuals, repeats and causal
-transformer blocks (torch's TransformerEncoderLayer / DecoderLayer): a model with anything else
-decodes through the full forward pass instead (``use_cache=None``) or is refused (``use_cache=True``).
+exact for the layers listed in ``_POSITIONWISE`` plus positions, residuals, repeats, causal
+transformer blocks (torch's TransformerEncoderLayer / DecoderLayer), causal self-attention and
+``transformer_block`` (LLaMA's ``Attention``: rotary positions offset by the cached length, grouped
+key/value heads, the sliding window; its MLPs and mixtures of experts work per position): a model
+with anything else decodes through the full forward pass instead (``use_cache=None``) or is refused
+(``use_cache=True``).
 A block's step follows torch's own ``forward`` through its ``_sa_block`` parts (``_mha_block``,
 ``_ff_block``), so ``tests/generation/test_cache.py`` compares the two paths on every torch upgrade.
 """
@@ -19,8 +22,9 @@ from torch import nn
 
 from ..builder import ArchlabModel
 from ..builder._modules import GraphNet, GraphNode, Repeat, Residual
-from ..layers._attention_modules import TransformerBlock
+from ..layers._attention_modules import SelfAttention, TransformerBlock
 from ..layers._core_modules import Dense, PositionalEncoding
+from ..layers._llm_modules import Attention, DecoderBlock, DenseMLP, GatedMLP, MixtureOfExperts
 from ..layers._masking import holding
 from ._common import GenerationError
 
@@ -98,6 +102,14 @@ def _unsupported(module: nn.Module, path: str) -> str | None:
         if not (attn.batch_first and attn._qkv_same_embed_dim):
             return f"{path}'s attention is not torch's batch-first packed form"
         return None
+    if isinstance(module, (Attention, SelfAttention)):
+        if not module.causal:
+            return f"{path} is self-attention without 'causal: true', so earlier steps see later ones"
+        return None
+    if isinstance(module, DecoderBlock):
+        return _unsupported(module.attn, f"{path}.attn")  # its norms and MLP work per position
+    if isinstance(module, (GatedMLP, DenseMLP, MixtureOfExperts)):
+        return None  # per position: a mixture of experts routes each token alone
     if isinstance(module, Dense):
         return _unsupported(module.activation, f"{path}.activation")
     if isinstance(module, (PositionalEncoding, *_POSITIONWISE)) or (isinstance(module, nn.Softmax)
@@ -185,20 +197,43 @@ class CachedStep:
             return x + module.weight[self.length: self.length + x.shape[1]]  # (R, n, D) + (n, D)
         if isinstance(module, TransformerBlock):
             return self._block(module, x, None)
+        if isinstance(module, DecoderBlock):  # as its forward, with the attention stepped
+            h = x + module.drop(self._run(module.attn, module.attn_norm(x)))
+            return h + module.drop(module.mlp(module.mlp_norm(h)))
+        if isinstance(module, SelfAttention):
+            return self._self_attention(module.attn, x)
+        if isinstance(module, Attention):
+            return self._attention(module, x)
         return module(x)
+
+    def _cached(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The keys and values the next attention application cached at earlier steps, if any."""
+        return self.kv[self._block_index] if self._block_index < len(self.kv) else None
+
+    def _keep(self, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if self._block_index < len(self.kv):
+            self.kv[self._block_index] = kv
+        else:
+            self.kv.append(kv)
+        self._block_index += 1
+
+    def _attention(self, attn: Attention, x: torch.Tensor) -> torch.Tensor:
+        """LLaMA's attention on the new positions: its own ``attend`` rotates them from the cached
+        length on and masks causally (and by the window) over the cached keys and the new ones. All
+        keys are kept, so the rotary offset is the cache's length."""
+        out, kv = attn.attend(x, past=self._cached())  # kv: (R, kv_heads, L + n, hd) each
+        self._keep(kv)
+        return out
 
     def _self_attention(self, attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
         rows, n, dim = x.shape
         heads = attn.num_heads
         q, k, v = (t.view(rows, n, heads, dim // heads).transpose(1, 2)  # (R, h, n, d)
                    for t in F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
-        if self._block_index < len(self.kv):
-            past_k, past_v = self.kv[self._block_index]
-            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (R, h, L + n, d)
-            self.kv[self._block_index] = (k, v)
-        else:
-            self.kv.append((k, v))
-        self._block_index += 1
+        past = self._cached()
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (R, h, L + n, d)
+        self._keep((k, v))
         # new query j (position L + j) sees the keys up to L + j; one new id sees them all
         mask = None if n == 1 else torch.ones(n, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (R, h, n, d)

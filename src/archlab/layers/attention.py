@@ -3,12 +3,13 @@ and Transformer encoder/decoder blocks (torch.nn's implementations)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
 from archlab._lazy import lazy_attributes
-from archlab.exceptions import ShapeError
+from archlab.exceptions import ShapeError, SpecError
 
 from ._params import PosInt, Rate
 from ._registry import (
@@ -81,19 +82,48 @@ class AdditiveAttentionLayer(LayerType):
         return AdditiveAttention(x.shape[1], p.units, p.query)
 
 
-def _attention_cost(t: int, s: int, d: int, heads: int) -> Cost:
-    """Projections of queries (t), keys and values (s), scores, weighted sum, output projection."""
-    macs = t * d * d + 2 * s * d * d + 2 * t * s * d + t * d * d
-    return Cost(macs, 2 * macs + 4 * heads * t * s)  # + scaling and softmax (3) per score
+@dataclass(frozen=True)
+class _Heads:
+    """How attention splits its width: query heads, key/value heads (fewer for grouped- and
+    multi-query attention, Ainslie et al. 2023, Shazeer 2019) and the features of one head."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    @classmethod
+    def plain(cls, heads: int, d: int) -> _Heads:
+        """Multi-head attention as torch's: every head has keys and values, d / heads features each."""
+        return cls(heads, heads, d // heads)
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
 
 
-def _attention_params(d: int) -> int:
-    """Query, key, value and output projections, each d x d with a bias."""
-    return 4 * d * d + 4 * d
+def _attention_cost(t: int, s: int, d: int, g: _Heads, keys: int | None = None, rotary: bool = False) -> Cost:
+    """Projections of queries (t), keys and values (s positions), scores and the weighted sum over
+    ``keys`` keys per query (all s unless a window caps them), the output projection; rotary
+    rotates every query and key feature (q·cos + rotate_half(q)·sin: 3 FLOPs each)."""
+    keys = s if keys is None else keys
+    macs = t * d * g.q_dim + 2 * s * d * g.kv_dim + 2 * t * keys * g.q_dim + t * g.q_dim * d
+    rope = 3 * (t * g.q_dim + s * g.kv_dim) if rotary else 0
+    return Cost(macs, 2 * macs + 4 * g.heads * t * keys + rope)  # + scaling and softmax (3) per score
 
 
-def _attention_saved(t: int, s: int, d: int, heads: int) -> int:
-    return 3 * t * d + 2 * s * d + heads * t * s  # input, q, k, v, probabilities, context
+def _attention_params(d: int, g: _Heads, bias: bool = True) -> int:
+    """Query and output projections (d x heads·head_dim), key and value (d x kv_heads·head_dim)."""
+    return 2 * d * g.q_dim + 2 * d * g.kv_dim + ((g.q_dim + 2 * g.kv_dim + d) if bias else 0)
+
+
+def _attention_saved(t: int, s: int, d: int, g: _Heads, keys: int | None = None) -> int:
+    """Input, queries, keys and values, the probabilities and the context (before the output projection)."""
+    keys = s if keys is None else keys
+    return t * d + 2 * t * g.q_dim + 2 * s * g.kv_dim + g.heads * t * keys
 
 
 def _check_heads(p, x: TensorInfo) -> None:
@@ -106,37 +136,91 @@ class MultiHeadAttentionParams(LayerParams):
     num_heads: PosInt
     dropout: Rate = 0.0
     causal: bool = False
+    #: key/value heads, shared by num_heads / num_kv_heads query heads each; None: num_heads, 1: multi-query
+    num_kv_heads: PosInt | None = None
+    #: features per head; None: width / num_heads
+    head_dim: PosInt | None = None
+    #: rotary position embeddings on queries and keys (Su et al. 2021), in LLaMA's rotate-half layout
+    rotary: bool = False
+    rope_theta: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 10000.0
+    use_bias: bool = True
+    #: each query sees itself and the sliding_window - 1 keys before it (Mistral); causal only
+    sliding_window: PosInt | None = None
+
+
+def _heads(p: MultiHeadAttentionParams, d: int) -> _Heads:
+    """The head geometry of ``p`` over width d, or the error naming the parameter to change."""
+    kv = p.num_kv_heads or p.num_heads
+    if p.num_heads % kv:
+        divisors = [k for k in range(1, p.num_heads + 1) if p.num_heads % k == 0]
+        raise SpecError(f"num_kv_heads={kv} does not divide num_heads={p.num_heads}: each key/value head serves "
+                        f"a whole group of query heads; use one of {', '.join(map(str, divisors))}", "num_kv_heads")
+    if p.head_dim is None and d % p.num_heads:
+        raise ShapeError(f"receives width {d}, which num_heads={p.num_heads} does not divide: make the width a "
+                         f"multiple of {p.num_heads}, or set head_dim")
+    g = _Heads(p.num_heads, kv, p.head_dim or d // p.num_heads)
+    if p.rotary and g.head_dim % 2:
+        raise SpecError(f"rotary turns pairs of features, so it needs an even head_dim; got {g.head_dim}: "
+                        "change head_dim (or the width / num_heads) or set rotary: false", "head_dim")
+    if p.sliding_window is not None and not p.causal:
+        raise SpecError("sliding_window lets each query see itself and the window - 1 keys before it, which "
+                        "needs causal: true; add it, or drop sliding_window", "sliding_window")
+    return g
+
+
+def _is_plain(p: MultiHeadAttentionParams, d: int) -> bool:
+    """Whether torch's nn.MultiheadAttention computes ``p`` (saved runs, the KV cache and ONNX
+    export rely on it): no option beyond heads, dropout and causal changes it."""
+    return (d % p.num_heads == 0 and _heads(p, d) == _Heads.plain(p.num_heads, d) and not p.rotary and p.use_bias
+            and p.sliding_window is None)
+
+
+def _keys(p: MultiHeadAttentionParams, t: int) -> int:
+    """Keys each query is counted with: all t (causal masks are still computed, docs/analysis.md);
+    a sliding window computes only its band, so at most sliding_window."""
+    return t if p.sliding_window is None else min(t, p.sliding_window)
 
 
 @register_layer("multi_head_attention")
 class MultiHeadAttentionLayer(LayerType):
+    """Multi-head self-attention; with num_kv_heads, head_dim, rotary, use_bias: false or
+    sliding_window, LLaMA's / Mistral's attention (``Attention``: q, k, v, o projections)."""
+
     Params = MultiHeadAttentionParams
     accepts = _SEQ
     time_wise = True
     reads_mask = True
-    summary = "multi-head self-attention, (time, D) -> (time, D)"
+    summary = "multi-head self-attention, (time, D) -> (time, D); grouped-query, rotary, sliding window"
     quantization = _QUANTIZATION
     keras = KerasStyle("MultiHeadAttention", ("num_heads",))
 
-    def output(self, p, x: TensorInfo) -> TensorInfo:
-        _check_heads(p, x)
+    def output(self, p: MultiHeadAttentionParams, x: TensorInfo) -> TensorInfo:
+        _heads(p, x.shape[-1])
         return x
 
-    def cost(self, p, x: TensorInfo, y: TensorInfo) -> Cost:
+    def cost(self, p: MultiHeadAttentionParams, x: TensorInfo, y: TensorInfo) -> Cost:
         t, d = x.shape
-        return _attention_cost(t, t, d, p.num_heads)
+        return _attention_cost(t, t, d, _heads(p, d), _keys(p, t), p.rotary)
 
-    def count_params(self, p, x: TensorInfo) -> int:
-        return _attention_params(x.shape[1])
+    def count_params(self, p: MultiHeadAttentionParams, x: TensorInfo) -> int:
+        d = x.shape[1]
+        return _attention_params(d, _heads(p, d), p.use_bias)
 
-    def saved_elements(self, p, x: TensorInfo, y: TensorInfo) -> int:
+    def saved_elements(self, p: MultiHeadAttentionParams, x: TensorInfo, y: TensorInfo) -> int:
         t, d = x.shape
-        return _attention_saved(t, t, d, p.num_heads) + y.numel
+        return _attention_saved(t, t, d, _heads(p, d), _keys(p, t)) + y.numel
 
-    def module(self, p, x: TensorInfo) -> nn.Module:
-        from ._attention_modules import SelfAttention
+    def module(self, p: MultiHeadAttentionParams, x: TensorInfo) -> nn.Module:
+        d = x.shape[1]
+        if _is_plain(p, d):
+            from ._attention_modules import SelfAttention
 
-        return SelfAttention(x.shape[1], p.num_heads, p.dropout, p.causal)
+            return SelfAttention(d, p.num_heads, p.dropout, p.causal)
+        from ._llm_modules import Attention
+
+        g = _heads(p, d)
+        return Attention(d, g.heads, g.kv_heads, g.head_dim, bias=p.use_bias, dropout=p.dropout, causal=p.causal,
+                         window=p.sliding_window, rope_theta=p.rope_theta if p.rotary else None)
 
 
 class TransformerParams(LayerParams):
@@ -166,15 +250,16 @@ class TransformerEncoderLayerType(LayerType):
         t, d = x.shape
         ff_macs = 2 * t * d * p.ff_dim
         # + activation of the hidden layer, two layer norms (5 per element), two residual adds
-        return _attention_cost(t, t, d, p.num_heads) + Cost(ff_macs, 2 * ff_macs + t * p.ff_dim + 12 * t * d)
+        attention = _attention_cost(t, t, d, _Heads.plain(p.num_heads, d))
+        return attention + Cost(ff_macs, 2 * ff_macs + t * p.ff_dim + 12 * t * d)
 
     def count_params(self, p: TransformerParams, x: TensorInfo) -> int:
         d = x.shape[1]
-        return _attention_params(d) + (2 * d * p.ff_dim + p.ff_dim + d) + 4 * d
+        return _attention_params(d, _Heads.plain(p.num_heads, d)) + (2 * d * p.ff_dim + p.ff_dim + d) + 4 * d
 
     def saved_elements(self, p: TransformerParams, x: TensorInfo, y: TensorInfo) -> int:
         t, d = x.shape
-        return _attention_saved(t, t, d, p.num_heads) + 6 * t * d + 2 * t * p.ff_dim
+        return _attention_saved(t, t, d, _Heads.plain(p.num_heads, d)) + 6 * t * d + 2 * t * p.ff_dim
 
     def transformer(self, p: TransformerParams, x: TensorInfo) -> TransformerShape:
         t, d = x.shape
@@ -210,16 +295,18 @@ class TransformerDecoderLayerType(LayerType):
     def cost(self, p: TransformerParams, xs, y: TensorInfo) -> Cost:
         (t, d), (s, _) = xs[0].shape, xs[1].shape
         ff_macs = 2 * t * d * p.ff_dim
-        return (_attention_cost(t, t, d, p.num_heads) + _attention_cost(t, s, d, p.num_heads)
+        g = _Heads.plain(p.num_heads, d)
+        return (_attention_cost(t, t, d, g) + _attention_cost(t, s, d, g)
                 + Cost(ff_macs, 2 * ff_macs + t * p.ff_dim + 18 * t * d))  # three norms, three adds
 
     def count_params(self, p: TransformerParams, xs) -> int:
         d = xs[0].shape[1]
-        return 2 * _attention_params(d) + (2 * d * p.ff_dim + p.ff_dim + d) + 6 * d
+        return 2 * _attention_params(d, _Heads.plain(p.num_heads, d)) + (2 * d * p.ff_dim + p.ff_dim + d) + 6 * d
 
     def saved_elements(self, p: TransformerParams, xs, y: TensorInfo) -> int:
         (t, d), (s, _) = xs[0].shape, xs[1].shape
-        return (_attention_saved(t, t, d, p.num_heads) + _attention_saved(t, s, d, p.num_heads)
+        g = _Heads.plain(p.num_heads, d)
+        return (_attention_saved(t, t, d, g) + _attention_saved(t, s, d, g)
                 + 8 * t * d + 2 * t * p.ff_dim)
 
     def transformer(self, p: TransformerParams, xs) -> TransformerShape:
