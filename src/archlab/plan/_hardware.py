@@ -70,6 +70,8 @@ def get_gpu(name: str | Hardware) -> Hardware:
     if isinstance(name, Hardware):
         return name
     if name not in GPUS:
-        raise ValueError(f"--gpu {name}: unknown GPU{suggest(name, GPUS)}; known: {', '.join(GPUS)} "
+        starting = [n for n in GPUS if n.startswith(name.lower())]  # "a100": both sizes
+        hint = f"; did you mean {' or '.join(repr(n) for n in starting)}?" if starting else suggest(name, GPUS)
+        raise ValueError(f"--gpu {name}: unknown GPU{hint}; known: {', '.join(GPUS)} "
                          "(archlab.plan.Hardware describes another)")
     return GPUS[name]

@@ -1,0 +1,80 @@
+"""archlab plan: FLOPs, time and memory per GPU of training a Transformer spec, before renting GPUs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated
+
+import typer
+
+from archlab.plan import GPUS, PlanConfig, plan_training
+
+from ._app import SpecArg, _out, app
+
+#: 300B, 1.4T, 2k: the suffixes a person writes token counts with (short scale)
+_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
+
+
+def parse_number(text: str, option: str) -> float:
+    """``300e9``, ``300B``, ``1.4T``, ``2k`` as a number; a ValueError naming ``option`` otherwise.
+
+    Example:
+        >>> parse_number("1.4T", "--tokens"), parse_number("300e9", "--tokens")
+        (1400000000000.0, 300000000000.0)
+    """
+    match = _NUMBER.match(text)
+    if match is None:
+        raise ValueError(f"{option} {text}: not a number; write it as 300e9, 300B or 1.4T (k, M, B, T suffixes)")
+    return float(match.group(1)) * _SUFFIXES.get(match.group(2).lower(), 1)
+
+
+def _int(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    value = parse_number(text, option)
+    if value != int(value):
+        raise ValueError(f"{option} {text}: must be a whole number")
+    return int(value)
+
+
+@app.command()
+def plan(
+    spec: SpecArg,
+    tokens: Annotated[str | None, typer.Option(help="Tokens to train on: 300e9, 300B, 1.4T (default: 20 per "
+                                               "parameter, the compute-optimal ratio).", show_default=False)] = None,
+    gpus: Annotated[str, typer.Option(help="GPUs in all.")] = "8",
+    gpu: Annotated[str, typer.Option(help=f"The GPU: {', '.join(GPUS)}.")] = "a100-80gb",
+    precision: Annotated[str, typer.Option(help="bf16, fp16 (mixed precision) or fp32.")] = "bf16",
+    mfu: Annotated[float, typer.Option(help="Model FLOPs utilisation (of 6N) for the time.")] = 0.4,
+    micro_batch: Annotated[str, typer.Option(help="Sequences per GPU per forward pass.")] = "1",
+    seq_len: Annotated[str | None, typer.Option(help="Tokens per sequence (default: the spec's).",
+                                                show_default=False)] = None,
+    global_batch: Annotated[str | None, typer.Option(help="Sequences per optimizer step (default: micro-batch x "
+                                                     "dp, x 4·pp with a pipeline).", show_default=False)] = None,
+    zero: Annotated[int, typer.Option(help="ZeRO stage 0-3.")] = 1,
+    tp: Annotated[str, typer.Option(help="Tensor-parallel size.")] = "1",
+    pp: Annotated[str, typer.Option(help="Pipeline-parallel size.")] = "1",
+    sp: Annotated[bool, typer.Option("--sp", help="Sequence parallelism with the tensor parallelism.")] = False,
+    recompute: Annotated[str, typer.Option(help="Activation recomputation: none, selective or full.")] = "selective",
+    optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd (with momentum).")] = "adam",
+    tokens_per_second: Annotated[str | None, typer.Option(help="A measured throughput per GPU: the time and MFU "
+                                                          "follow from it.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (stable schema).")] = False,
+) -> None:
+    """Training FLOPs, time, memory per GPU and a verdict for SPEC under a parallel layout; when it does
+    not fit, the smallest changes that do (docs/plan.md)."""
+    config = PlanConfig(
+        tokens=None if tokens is None else parse_number(tokens, "--tokens"),
+        gpus=_int(gpus, "--gpus"), gpu=gpu, precision=precision, mfu=mfu,  # type: ignore[arg-type]
+        micro_batch=_int(micro_batch, "--micro-batch"), seq_len=_int(seq_len, "--seq-len"),  # type: ignore[arg-type]
+        global_batch=_int(global_batch, "--global-batch"), zero=zero, tp=_int(tp, "--tp"),  # type: ignore[arg-type]
+        pp=_int(pp, "--pp"), sp=sp, recompute=recompute, optimizer=optimizer,  # type: ignore[arg-type]
+        tokens_per_second=None if tokens_per_second is None else parse_number(tokens_per_second,
+                                                                              "--tokens-per-second"))
+    result = plan_training(spec, config)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _out.print(result.table(), markup=False, soft_wrap=True)
