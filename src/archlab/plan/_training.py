@@ -402,7 +402,7 @@ def _fixes(model: ModelShape, c: PlanConfig, plan: Plan) -> tuple[list[Change], 
     micro = sorted({c.micro_batch} | {2**i for i in range(c.micro_batch.bit_length()) if 2**i < c.micro_batch})
     base_time = (plan.hardware_flops_per_token) * (1 + plan.bubble)
     fitting: list[tuple[frozenset[str], float, float, PlanConfig, int]] = []
-    least: tuple[int, PlanConfig] | None = None
+    least: tuple[int, float, PlanConfig] | None = None
     for tp, sp, pp, zero, recompute, mb in itertools.product(tps, (False, True), _divisors(model.layers), range(4),
                                                              RECOMPUTE, micro):
         if sp and tp == 1:
@@ -411,8 +411,8 @@ def _fixes(model: ModelShape, c: PlanConfig, plan: Plan) -> tuple[list[Change], 
         if new == c or _layout_error(model, new) is not None:
             continue
         memory, _ = _memory(model, new)
-        if least is None or memory["total"] < least[0]:
-            least = (memory["total"], new)
+        if least is None or (memory["total"], _size(c, new)) < least[:2]:
+            least = (memory["total"], _size(c, new), new)
         if memory["total"] > plan.usable_bytes:
             continue
         changed = frozenset(k for k in _KNOBS if getattr(new, k) != getattr(c, k))
@@ -423,4 +423,4 @@ def _fixes(model: ModelShape, c: PlanConfig, plan: Plan) -> tuple[list[Change], 
     minimal = [f for f in fitting if not any(other < f[0] for other in sets)]
     minimal.sort(key=lambda f: (f[1], len(f[0]), f[2]))
     fixes = [Change(_describe(c, new), new, total, ratio) for _, ratio, _, new, total in minimal[:MAX_FIXES]]
-    return fixes, (None if least is None else Change(_describe(c, least[1]), least[1], least[0], float("nan")))
+    return fixes, (None if least is None else Change(_describe(c, least[2]), least[2], least[0], float("nan")))
