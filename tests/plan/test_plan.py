@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import archlab
-from archlab.layers import TransformerShape
+from archlab.layers import TransformerShape, registry
 from archlab.plan import (
     PlanConfig,
     block_activation_bytes,
@@ -220,3 +220,40 @@ def test_model_shape_of_an_encoder_decoder_reads_cross_attention() -> None:
 def test_a_spec_without_transformer_blocks_is_refused() -> None:
     with pytest.raises(archlab.SpecError, match="plan sizes Transformer stacks.*transformer_encoder"):
         model_shape(EXAMPLES / "digits-cnn.yaml")
+
+
+def _encoder_stack(times: int, share: bool) -> dict:
+    return {"input": {"shape": [16], "dtype": "long"}, "layers": [
+        {"embedding": {"input_dim": 100, "output_dim": 32}},
+        {"repeat": {"times": times, "share_weights": share,
+                    "layers": [{"transformer_encoder": {"num_heads": 4, "ff_dim": 64}}]}}]}
+
+
+def test_a_shared_block_holds_its_weights_once_and_costs_flops_every_pass() -> None:
+    shared, distinct = model_shape(_encoder_stack(4, True)), model_shape(_encoder_stack(4, False))
+    block = archlab.get_layer("transformer_encoder")
+    one = block.count_params(block.Params(num_heads=4, ff_dim=64), archlab.layers.TensorInfo((16, 32)))
+    assert shared.layers == distinct.layers == 4
+    assert shared.total_params == 100 * 32 + one and shared.block_params == one
+    assert shared.active_params == distinct.active_params == distinct.total_params == 100 * 32 + 4 * one
+
+
+@pytest.fixture
+def plugin_block():
+    """A user's layer type with the encoder's rules under another name, registered for one test."""
+    base = archlab.get_layer("transformer_encoder")
+    archlab.register_layer("planned_block_for_test")(type("PlannedBlock", (type(base),), {}))
+    yield "planned_block_for_test"
+    registry.unregister("planned_block_for_test")
+
+
+def test_a_users_layer_type_with_the_transformer_trait_is_planned(plugin_block: str) -> None:
+    """The planner asks the trait, not the type's name: a plugin block is sized like a built-in one."""
+    spec = {"input": {"shape": [16], "dtype": "long"}, "layers": [
+        {"embedding": {"input_dim": 100, "output_dim": 32}},
+        {plugin_block: {"num_heads": 4, "ff_dim": 64, "dropout": 0.0}}]}
+    shape = model_shape(spec)
+    assert shape.groups == [(TransformerShape(hidden=32, seq_len=16, heads=4, kv_heads=4, head_dim=8, ff_dim=64,
+                                              causal=False, dropout=False), 1)]
+    plan = plan_training(spec, PlanConfig(tokens=1e6, gpus=1))
+    assert plan.flops_per_token == 6 * shape.active_params and plan.fits
