@@ -15,6 +15,8 @@ from archlab.layers import TransformerShape, registry
 from archlab.plan import (
     PlanConfig,
     block_activation_bytes,
+    budget_for,
+    compute_optimal,
     get_gpu,
     model_shape,
     model_state_bytes,
@@ -257,3 +259,39 @@ def test_a_users_layer_type_with_the_transformer_trait_is_planned(plugin_block: 
                                               causal=False, dropout=False), 1)]
     plan = plan_training(spec, PlanConfig(tokens=1e6, gpus=1))
     assert plan.flops_per_token == 6 * shape.active_params and plan.fits
+
+
+def test_the_plan_carries_the_serving_costs_of_the_same_model_and_gpus() -> None:
+    """GPT-2 small: 12 causal blocks of 12 heads of 64, so 2 · 12 · 64 · 2 bytes · 12 blocks per token in 16 bits."""
+    p = plan_training(EXAMPLES / "gpt2-small.yaml", PlanConfig(tokens=1e9, gpus=1, gpu="a10", batch=8))
+    assert p.kv_cache_bytes_per_token == 2 * 12 * 64 * 2 * 12 == 36_864
+    assert p.inference.serving.context == p.config.context == 1024 and p.inference.serving.batch == 8
+    assert p.inference.memory.kv_cache == 8 * 1024 * 36_864
+    assert p.inference.memory_bytes == p.usable_bytes and p.inference.fits
+    assert "inference (batch 8 x context 1,024" in p.table() and p.to_dict()["inference"]["kv_cache_bytes_per_token"]
+
+
+def test_llama_2_7b_kv_cache_is_524288_bytes_per_token() -> None:
+    spec = EXAMPLES / "llm" / "llama-2-7b.yaml"
+    if not spec.exists():
+        pytest.skip("llama-2-7b.yaml comes with the LLaMA reference specs of issue 13 (another branch)")
+    p = plan_training(spec, PlanConfig(tokens=2e12, gpus=8, precision="fp16"))
+    assert p.kv_cache_bytes_per_token == 524_288
+
+
+def test_a_budget_plans_the_compute_optimal_size_scaled_from_the_spec() -> None:
+    budget = 1e21
+    p = plan_training(EXAMPLES / "gpt2-small.yaml", PlanConfig(budget_flops=budget, gpus=8))
+    optimum = compute_optimal(budget)
+    assert p.sizing == optimum and p.spec is not None
+    assert archlab.analyze(p.spec).total_params == p.model.total_params
+    assert abs(p.model.total_params / optimum.params - 1) < 0.05
+    assert p.total_flops == pytest.approx(budget)  # the budget spent on the scaled spec's exact count
+    assert p.model.blocks[0].shape.head_dim == 64
+    assert "compute-optimal size for 1e+21 FLOPs" in p.table() and p.to_dict()["sizing"]["spec"] == p.spec.name
+
+
+def test_the_default_tokens_are_the_compute_optimal_ones() -> None:
+    p = plan_training(EXAMPLES / "gpt2-small.yaml", PlanConfig(gpus=1))
+    assert p.config.tokens == budget_for(p.model.active_params).tokens
+    assert 19 < p.config.tokens / p.model.active_params < 21  # Chinchilla's ~20 tokens a parameter

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import archlab
 from archlab.cli import run
 from archlab.cli._plan import parse_number
 
@@ -82,3 +83,29 @@ def test_bad_input_is_one_message_and_exit_2(capsys: pytest.CaptureFixture[str],
 def test_a_spec_without_transformer_blocks_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, EXAMPLES / "digits-cnn.yaml")
     assert code == 2 and "plan sizes Transformer stacks" in err and "transformer_encoder" in err
+
+
+def test_budget_flops_writes_the_scaled_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "sized.yaml"
+    code, stdout, err = cli(capsys, GPT2, "--budget-flops", "1e21", "--gpus", "8", "--out", out)
+    assert code == 0, err
+    assert "compute-optimal size for 1e+21 FLOPs (approach1" in stdout and f"wrote {out}" in stdout
+    planned = int(stdout.split("scaled spec")[1].split(":")[1].split("parameters")[0].replace(",", ""))
+    assert archlab.analyze(archlab.load(out)).total_params == planned
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--budget-flops", "1e3"], ["--budget-flops 1e+03", "too small for any model", "at least"]),
+    (["--budget-flops", "1e21", "--tokens", "1e9"], ["--tokens and --budget-flops", "give one"]),
+    (["--budget-flops", "1e21", "--method", "chinchilla"], ["--method chinchilla", "approach1, hoffmann, besiroglu"]),
+    (["--out", "x.yaml"], ["--out x.yaml", "give --budget-flops"]),
+    (["--budget-flops", "1e21", "--out", "x.txt"], ["--out x.txt", ".yaml, .yml or .json"]),
+    (["--batch", "0"], ["--batch 0", "positive integer"]),
+    (["--context", "-5"], ["--context -5", "not a number"]),
+], ids=["budget-too-small", "budget-and-tokens", "method", "out-without-budget", "out-suffix", "batch", "context"])
+def test_bad_sizing_and_serving_input_is_exit_2(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                fragments: list[str]) -> None:
+    code, out, err = cli(capsys, GPT2, *args)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    for fragment in fragments:
+        assert fragment in err

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from archlab.plan import GPUS, PlanConfig, plan_training
+import archlab
+from archlab._paths import check_out_file
+from archlab.plan import GPUS, METHODS, PlanConfig, plan_training
 
 from ._app import SpecArg, _out, app
 
@@ -61,10 +64,26 @@ def plan(
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd (with momentum).")] = "adam",
     tokens_per_second: Annotated[str | None, typer.Option(help="A measured throughput per GPU: the time and MFU "
                                                           "follow from it.", show_default=False)] = None,
+    batch: Annotated[str, typer.Option(help="Serving: sequences decoded together.")] = "1",
+    context: Annotated[str | None, typer.Option(help="Serving: tokens per sequence in the KV cache (default: the "
+                                                "sequence length).", show_default=False)] = None,
+    budget_flops: Annotated[str | None, typer.Option(help="Size the model for this training budget (1e23): the "
+                                                     "compute-optimal parameters and tokens, and SPEC scaled to "
+                                                     "them is planned.", show_default=False)] = None,
+    method: Annotated[str, typer.Option(help=f"Compute-optimal method: {', '.join(METHODS)}.")] = "approach1",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="With --budget-flops: write the scaled spec to "
+                                             "this file (.yaml, .yml or .json).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (stable schema).")] = False,
 ) -> None:
     """Training FLOPs, time, memory per GPU and a verdict for SPEC under a parallel layout; when it does
-    not fit, the smallest changes that do (docs/plan.md)."""
+    not fit, the smallest changes that do; serving costs; with --budget-flops, the compute-optimal
+    size (docs/plan.md)."""
+    if out is not None:
+        if budget_flops is None:
+            raise ValueError(f"--out {out}: writes the spec scaled to --budget-flops; give --budget-flops too")
+        if out.suffix not in (".yaml", ".yml", ".json"):
+            raise ValueError(f"--out {out}: a spec file ends in .yaml, .yml or .json")
+        check_out_file(out)
     config = PlanConfig(
         tokens=None if tokens is None else parse_number(tokens, "--tokens"),
         gpus=_int(gpus, "--gpus"), gpu=gpu, precision=precision, mfu=mfu,  # type: ignore[arg-type]
@@ -72,9 +91,17 @@ def plan(
         global_batch=_int(global_batch, "--global-batch"), zero=zero, tp=_int(tp, "--tp"),  # type: ignore[arg-type]
         pp=_int(pp, "--pp"), sp=sp, recompute=recompute, optimizer=optimizer,  # type: ignore[arg-type]
         tokens_per_second=None if tokens_per_second is None else parse_number(tokens_per_second,
-                                                                              "--tokens-per-second"))
+                                                                              "--tokens-per-second"),
+        batch=_int(batch, "--batch"), context=_int(context, "--context"),  # type: ignore[arg-type]
+        budget_flops=None if budget_flops is None else parse_number(budget_flops, "--budget-flops"),
+        method=method)  # type: ignore[arg-type]
     result = plan_training(spec, config)
+    if out is not None and result.spec is not None:
+        archlab.dump(result.spec, out)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _out.print(result.table(), markup=False, soft_wrap=True)
+    if out is not None and not as_json:
+        _out.print(f"wrote {out}: {result.spec.name}; train it with: archlab train {out}", markup=False,
+                   soft_wrap=True)

@@ -38,7 +38,7 @@ def render_plan(plan: Plan) -> str:
         ("MFU / HFU", f"{plan.mfu:.1%} / {plan.hfu:.1%} of {hw.peak(c.precision) / 1e12:,.1f} TFLOP/s"),
         ("wall time", f"{plan.time_s / 86400:,.1f} days ({plan.time_s / 3600:,.1f} h)"),
         ("GPU-hours", f"{plan.gpu_hours:,.0f}"),
-        ("pipeline bubble", f"{plan.bubble:.1%} ((p - 1)/m, m = {plan.micro_batches} micro-batches)"),
+        ("pipeline bubble", f"{plan.bubble:.1%} ((p - 1)/m, micro-batches per step m = {plan.micro_batches})"),
     ])
     stage = "" if plan.stage == "all" else f" ({plan.stage} pipeline stage)"
     lines += ["", f"memory per GPU{stage}"]
@@ -51,6 +51,39 @@ def render_plan(plan: Plan) -> str:
         lines.append("smallest changes that fit (fastest first; step time estimated without communication):")
         for fix in plan.fixes:
             lines.append(f"  - {fix.text}: {gib(fix.memory_bytes)}, step time x{fix.step_time_ratio:.2f}")
+    if plan.inference is not None:
+        lines += ["", *_inference(plan)]
+    if plan.sizing is not None:
+        lines += ["", *_sizing(plan)]
     for note in plan.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _inference(plan: Plan) -> list[str]:
+    i = plan.inference
+    s, memory = i.serving, i.memory
+    lines = [f"inference (batch {s.batch} x context {s.context:,}, tp {s.tensor_parallel}, {s.weights} weights "
+             "and cache)"]
+    lines += _rows([
+        ("KV cache per token", f"{i.kv_cache_bytes_per_token:,} bytes (all blocks, {s.kv})"),
+        ("KV cache per GPU", f"{gib(memory.kv_cache)} (the batch at the full context)"),
+        ("weights per GPU", gib(memory.weights)),
+        ("activations per GPU", f"{gib(memory.activations)} (one block's workspace during prefill, the logits)"),
+        ("serving memory", f"{gib(memory.total)}: {'fits' if i.fits else 'does not fit'} in {gib(plan.usable_bytes)}"),
+        ("decode", f"<= {i.decode.tokens_per_s:,.1f} tokens/s ({i.decode.bound} bound)"),
+        ("prefill", f">= {i.prefill.seconds * 1000:,.1f} ms for {s.prompt_tokens:,}-token prompts "
+                    f"({i.prefill.bound} bound)"),
+    ])
+    return lines
+
+
+def _sizing(plan: Plan) -> list[str]:
+    o = plan.sizing
+    lines = [f"compute-optimal size for {o.budget_flops:.3g} FLOPs ({o.method}: {o.source})"]
+    rows = [("parameters", f"{o.params:.3g}"), ("tokens", f"{o.tokens:.3g} ({o.tokens_per_param:.1f} per parameter)")]
+    if o.loss is not None:
+        rows.append(("predicted loss", f"{o.loss:.3f} nats per token"))
+    rows.append(("scaled spec", f"{plan.spec.name}: {plan.model.total_params:,} parameters, trained on "
+                                f"{plan.config.tokens:.3g} tokens (the budget at its exact count)"))
+    return lines + _rows(rows)

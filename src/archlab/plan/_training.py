@@ -15,6 +15,7 @@ from archlab.builder import ParsedSpec
 from archlab.spec import Spec
 
 from ._hardware import Hardware, get_gpu
+from ._inference import InferencePlan, Serving, plan_inference
 from ._memory import (
     ELEMENT_BYTES,
     OPTIMIZERS,
@@ -23,6 +24,7 @@ from ._memory import (
     model_state_bytes,
     output_activation_bytes,
 )
+from ._scaling import FLOPS_PER_PARAM_TOKEN, METHODS, ComputeOptimal, budget_for, compute_optimal, scale_spec
 from ._shape import ModelShape, model_shape
 
 __all__ = ["Change", "Plan", "PlanConfig", "plan_training"]
@@ -30,8 +32,6 @@ __all__ = ["Change", "Plan", "PlanConfig", "plan_training"]
 RECOMPUTE = ("none", "selective", "full")
 #: GPUs one tensor-parallel group may span: tensor parallelism's all-reduces need NVLink, within a node
 NODE_SIZE = 8
-#: tokens per parameter when no token count is given: Hoffmann et al. 2022's compute-optimal ratio
-DEFAULT_TOKENS_PER_PARAM = 20
 #: fixes listed at most when a layout does not fit
 MAX_FIXES = 5
 
@@ -41,7 +41,9 @@ class PlanConfig:
     """Every input of a training plan.
 
     Attributes:
-        tokens: tokens to train on; None: 20 per (active) parameter, the compute-optimal ratio.
+        tokens: tokens to train on; None: the compute-optimal tokens for the model's active
+            parameters (Hoffmann et al. 2022 approach 1, about 20 a parameter: ``budget_for``), or
+            those ``budget_flops`` buys.
         gpus: GPUs in all.
         gpu: a name in ``GPUS`` or a ``Hardware``.
         precision: "bf16", "fp16" (mixed precision, fp32 master weights) or "fp32".
@@ -58,6 +60,12 @@ class PlanConfig:
         optimizer: "adam", "adamw" or "sgd" (with momentum).
         tokens_per_second: a measured throughput per GPU; the time and MFU then follow from it.
         headroom: the fraction of each GPU's memory left for the allocator, workspace and CUDA context.
+        batch: serving: sequences decoded together (the inference figures).
+        context: serving: tokens per sequence in the KV cache; None: ``seq_len``.
+        budget_flops: size the model for this training budget instead: the compute-optimal parameters
+            by ``method`` (``compute_optimal``), the spec scaled to them (``scale_spec``), trained on the
+            tokens the budget buys it (C / 6N of the scaled spec's exact count).
+        method: "approach1", "hoffmann" or "besiroglu" (``archlab.plan.METHODS``).
     """
 
     tokens: float | None = None
@@ -76,6 +84,10 @@ class PlanConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     tokens_per_second: float | None = None
     headroom: float = 0.1
+    batch: int = 1
+    context: int | None = None
+    budget_flops: float | None = None
+    method: Literal["approach1", "hoffmann", "besiroglu"] = "approach1"
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,10 @@ class Plan:
         bubble: the pipeline-bubble fraction (p − 1)/m (Narayanan et al. 2021).
         micro_batches: m, micro-batches per pipeline per step.
         fixes: when it does not fit, the smallest changes that do, fastest first.
+        inference: serving the model on the same GPUs at ``config.batch`` x ``config.context``
+            (tensor parallelism ``tp``, weights and cache at ``precision``): KV cache, memory, bounds.
+        sizing: with ``budget_flops``, the compute-optimal size; ``spec`` is then the scaled spec planned.
+        spec: the spec planned when it was scaled (None: the one given).
         notes: what a reader should know about these figures.
     """
 
@@ -147,7 +163,15 @@ class Plan:
     bubble: float
     micro_batches: int
     fixes: list[Change] = field(default_factory=list)
+    inference: InferencePlan | None = None
+    sizing: ComputeOptimal | None = None
+    spec: Spec | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def kv_cache_bytes_per_token(self) -> int:
+        """The whole model's KV cache per token at ``precision`` (grouped-query aware)."""
+        return self.inference.kv_cache_bytes_per_token if self.inference is not None else 0
 
     def to_dict(self) -> dict:
         """The stable JSON of ``archlab plan --json`` (``schema_version`` raised on an incompatible change)."""
@@ -160,7 +184,8 @@ class Plan:
             "config": {"tokens": c.tokens, "gpus": c.gpus, "gpu": self.hardware.name, "precision": c.precision,
                        "micro_batch": c.micro_batch, "seq_len": c.seq_len, "global_batch": c.global_batch,
                        "zero": c.zero, "tp": c.tp, "pp": c.pp, "dp": self.dp, "sp": c.sp, "recompute": c.recompute,
-                       "optimizer": c.optimizer, "tokens_per_second": c.tokens_per_second, "headroom": c.headroom},
+                       "optimizer": c.optimizer, "tokens_per_second": c.tokens_per_second, "headroom": c.headroom,
+                       "batch": c.batch, "context": c.context, "budget_flops": c.budget_flops, "method": c.method},
             "flops": {"per_token_6n": self.flops_per_token, "per_token_palm": self.flops_per_token_palm,
                       "per_token_hardware": self.hardware_flops_per_token, "total": self.total_flops},
             "time": {"mfu": self.mfu, "hfu": self.hfu, "seconds": self.time_s, "days": self.time_s / 86400,
@@ -170,6 +195,9 @@ class Plan:
             "pipeline": {"bubble": self.bubble, "micro_batches": self.micro_batches},
             "fits": self.fits,
             "fixes": [f.to_dict() for f in self.fixes],
+            "inference": None if self.inference is None else self.inference.to_dict(),
+            "sizing": None if self.sizing is None else {**self.sizing.to_dict(), "spec": self.spec.name,
+                                                        "spec_params": self.model.total_params},
             "notes": self.notes,
         }
 
@@ -193,32 +221,66 @@ def plan_training(spec: Spec | dict | str | ParsedSpec | ModelShape, config: Pla
         >>> f"{p.total_flops:.3g}", p.dp
         ('3.14e+23', 16)
     """
-    model = spec if isinstance(spec, ModelShape) else model_shape(spec)
     config = config or PlanConfig()
+    _check_ranges(config)
     hardware = get_gpu(config.gpu)
+    sizing = scaled = None
+    if config.budget_flops is not None:
+        sizing, scaled = _size_for_budget(spec, config)
+        spec = scaled
+    model = spec if isinstance(spec, ModelShape) else model_shape(spec)
+    if sizing is not None:  # the budget, spent on the scaled spec's exact count
+        config = dataclasses.replace(config, tokens=config.budget_flops / (FLOPS_PER_PARAM_TOKEN * model.active_params))
     config = _complete(model, config)
     _check(model, config, hardware)
-    return _plan(model, config, hardware, search=True)
+    plan = _plan(model, config, hardware, search=True)
+    serving = Serving(context=config.context, batch=config.batch, weights=config.precision, kv=config.precision,
+                      tensor_parallel=config.tp)
+    inference = plan_inference(model.groups, model.total_params, model.active_params, serving,
+                               bandwidth=hardware.bandwidth_bytes_per_s, peak_flops=hardware.peak(config.precision),
+                               memory_bytes=plan.usable_bytes, vocab=model.vocab)
+    return dataclasses.replace(plan, inference=inference, sizing=sizing, spec=scaled)
+
+
+def _size_for_budget(spec: Spec | dict | str | ParsedSpec | ModelShape, c: PlanConfig) -> tuple[ComputeOptimal, Spec]:
+    """The compute-optimal size for the budget, and the spec scaled to it from ``spec``."""
+    if c.tokens is not None:
+        raise ValueError("--tokens and --budget-flops: give one; the budget decides the tokens (C = 6·N·D)")
+    if c.method not in METHODS:
+        raise ValueError(f"--method {c.method}: choose {', '.join(METHODS)}")
+    if isinstance(spec, ModelShape):
+        raise ValueError("budget_flops scales a spec: pass the spec, not its ModelShape")
+    optimum = compute_optimal(c.budget_flops, c.method)
+    scaled, _ = scale_spec(spec.spec if isinstance(spec, ParsedSpec) else spec, optimum.params)
+    return optimum, scaled
 
 
 def _complete(model: ModelShape, c: PlanConfig) -> PlanConfig:
-    """Fill the defaults that depend on the model: tokens, seq_len, global_batch."""
-    _check_ranges(c)
-    tokens = c.tokens if c.tokens is not None else float(DEFAULT_TOKENS_PER_PARAM * model.active_params)
+    """Fill the defaults that depend on the model: tokens, seq_len, global_batch, context."""
+    tokens = c.tokens if c.tokens is not None else _optimal_tokens(model)
     seq_len = c.seq_len if c.seq_len is not None else model.seq_len
     global_batch = c.global_batch
     if global_batch is None and c.gpus % (c.tp * c.pp) == 0:
         global_batch = c.micro_batch * (c.gpus // (c.tp * c.pp)) * (4 * c.pp if c.pp > 1 else 1)
-    return dataclasses.replace(c, tokens=tokens, seq_len=seq_len, global_batch=global_batch)
+    return dataclasses.replace(c, tokens=tokens, seq_len=seq_len, global_batch=global_batch,
+                               context=c.context if c.context is not None else seq_len)
+
+
+def _optimal_tokens(model: ModelShape) -> float:
+    try:
+        return budget_for(model.active_params).tokens
+    except ValueError as exc:  # a model below what the scaling law describes
+        raise ValueError(f"--tokens: give the tokens to train on; the default, the compute-optimal tokens for "
+                         f"{model.active_params:,} parameters, does not apply: {exc}") from None
 
 
 def _check_ranges(c: PlanConfig) -> None:
     """Inputs out of range, before anything reads them."""
-    positive = {"--gpus": c.gpus, "--micro-batch": c.micro_batch, "--tp": c.tp, "--pp": c.pp}
+    positive = {"--gpus": c.gpus, "--micro-batch": c.micro_batch, "--tp": c.tp, "--pp": c.pp, "--batch": c.batch}
     for option, value in positive.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{option} {value}: must be a positive integer")
-    for option, value in {"--seq-len": c.seq_len, "--global-batch": c.global_batch}.items():
+    for option, value in {"--seq-len": c.seq_len, "--global-batch": c.global_batch, "--context": c.context}.items():
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{option} {value}: must be a positive integer")
     if not 0 < c.mfu <= 1:
@@ -274,7 +336,7 @@ def _check(model: ModelShape, c: PlanConfig, hardware: Hardware) -> None:
 def _flops(model: ModelShape, seq_len: int, recompute: str) -> tuple[int, int, int]:
     """(6N, PaLM's 6N + 12·L·H·Q·T, the hardware's) FLOPs per token. T is what each query attends over
     (capped by a sliding window; a decoder's cross-attention adds its memory's positions)."""
-    six_n = 6 * model.active_params
+    six_n = FLOPS_PER_PARAM_TOKEN * model.active_params
     attention = 0  # 4·H·Q·T per token per block in the forward pass: Q·Kᵀ and the product with V
     for g in model.blocks:
         sh = dataclasses.replace(g.shape, seq_len=seq_len)
@@ -352,7 +414,7 @@ def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware, *, search: bool)
     usable = int(hardware.memory_bytes * (1 - c.headroom))
     bubble, m = _bubble(c)
     plan = Plan(model, c, hardware, dp, six_n, palm, hw, float(six_n) * c.tokens, mfu, mfu * hw / six_n, time_s,
-                time_s * c.gpus / 3600, memory, stage, usable, memory["total"] <= usable, bubble, m, [], notes)
+                time_s * c.gpus / 3600, memory, stage, usable, memory["total"] <= usable, bubble, m, notes=notes)
     if search and not plan.fits:
         fixes, least = _fixes(model, c, plan)
         plan.fixes.extend(fixes)
