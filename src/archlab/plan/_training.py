@@ -24,6 +24,7 @@ from ._memory import (
     model_state_bytes,
     output_activation_bytes,
 )
+from ._report import render_plan
 from ._scaling import FLOPS_PER_PARAM_TOKEN, METHODS, ComputeOptimal, budget_for, compute_optimal, scale_spec
 from ._shape import ModelShape, model_shape
 
@@ -203,8 +204,6 @@ class Plan:
 
     def table(self) -> str:
         """The plan as a text table (what ``archlab plan`` prints)."""
-        from ._report import render_plan
-
         return render_plan(self)
 
 
@@ -233,7 +232,7 @@ def plan_training(spec: Spec | dict | str | ParsedSpec | ModelShape, config: Pla
         config = dataclasses.replace(config, tokens=config.budget_flops / (FLOPS_PER_PARAM_TOKEN * model.active_params))
     config = _complete(model, config)
     _check(model, config, hardware)
-    plan = _plan(model, config, hardware, search=True)
+    plan = _plan(model, config, hardware)
     serving = Serving(context=config.context, batch=config.batch, weights=config.precision, kv=config.precision,
                       tensor_parallel=config.tp)
     inference = plan_inference(model.groups, model.total_params, model.active_params, serving,
@@ -395,7 +394,7 @@ def _bubble(c: PlanConfig) -> tuple[float, int]:
     return (c.pp - 1) / m, m
 
 
-def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware, *, search: bool) -> Plan:
+def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware) -> Plan:
     dp = c.gpus // (c.tp * c.pp)
     six_n, palm, hw = _flops(model, c.seq_len, c.recompute)
     peak = hardware.peak(c.precision)
@@ -415,7 +414,7 @@ def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware, *, search: bool)
     bubble, m = _bubble(c)
     plan = Plan(model, c, hardware, dp, six_n, palm, hw, float(six_n) * c.tokens, mfu, mfu * hw / six_n, time_s,
                 time_s * c.gpus / 3600, memory, stage, usable, memory["total"] <= usable, bubble, m, notes=notes)
-    if search and not plan.fits:
+    if not plan.fits:
         fixes, least = _fixes(model, c, plan)
         plan.fixes.extend(fixes)
         if not fixes and least is not None:
