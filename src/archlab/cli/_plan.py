@@ -45,31 +45,36 @@ def _int(text: str | None, option: str) -> int | None:
 @app.command()
 def plan(
     spec: SpecArg,
-    tokens: Annotated[str | None, typer.Option(help="Tokens to train on: 300e9, 300B, 1.4T (default: 20 per "
-                                               "parameter, the compute-optimal ratio).", show_default=False)] = None,
-    gpus: Annotated[str, typer.Option(help="GPUs in all.")] = "8",
+    tokens: Annotated[str | None, typer.Option(help="Tokens to train on: 300e9, 300B, 1.4T (default: the "
+                                               "compute-optimal tokens for the spec's size, about 20 a parameter).",
+                                               show_default=False, metavar="N")] = None,
+    gpus: Annotated[str, typer.Option(help="GPUs in all.", metavar="N")] = "8",
     gpu: Annotated[str, typer.Option(help=f"The GPU: {', '.join(GPUS)}.")] = "a100-80gb",
     precision: Annotated[str, typer.Option(help="bf16, fp16 (mixed precision) or fp32.")] = "bf16",
     mfu: Annotated[float, typer.Option(help="Model FLOPs utilisation (of 6N) for the time.")] = 0.4,
-    micro_batch: Annotated[str, typer.Option(help="Sequences per GPU per forward pass.")] = "1",
+    micro_batch: Annotated[str, typer.Option(help="Sequences per GPU per forward pass.", metavar="N")] = "1",
     seq_len: Annotated[str | None, typer.Option(help="Tokens per sequence (default: the spec's).",
-                                                show_default=False)] = None,
+                                                show_default=False, metavar="N")] = None,
     global_batch: Annotated[str | None, typer.Option(help="Sequences per optimizer step (default: micro-batch x "
-                                                     "dp, x 4·pp with a pipeline).", show_default=False)] = None,
+                                                     "dp, x 4·pp with a pipeline).", show_default=False,
+                                                     metavar="N")] = None,
     zero: Annotated[int, typer.Option(help="ZeRO stage 0-3.")] = 1,
-    tp: Annotated[str, typer.Option(help="Tensor-parallel size.")] = "1",
-    pp: Annotated[str, typer.Option(help="Pipeline-parallel size.")] = "1",
+    tp: Annotated[str, typer.Option(help="Tensor-parallel size.", metavar="N")] = "1",
+    pp: Annotated[str, typer.Option(help="Pipeline-parallel size.", metavar="N")] = "1",
     sp: Annotated[bool, typer.Option("--sp", help="Sequence parallelism with the tensor parallelism.")] = False,
     recompute: Annotated[str, typer.Option(help="Activation recomputation: none, selective or full.")] = "selective",
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd (with momentum).")] = "adam",
     tokens_per_second: Annotated[str | None, typer.Option(help="A measured throughput per GPU: the time and MFU "
-                                                          "follow from it.", show_default=False)] = None,
-    batch: Annotated[str, typer.Option(help="Serving: sequences decoded together.")] = "1",
+                                                          "follow from it.", show_default=False,
+                                                          metavar="X")] = None,
+    batch: Annotated[str, typer.Option(help="Serving: sequences decoded together.", metavar="N")] = "1",
     context: Annotated[str | None, typer.Option(help="Serving: tokens per sequence in the KV cache (default: the "
-                                                "sequence length).", show_default=False)] = None,
+                                                "sequence length).", show_default=False,
+                                                metavar="N")] = None,
     budget_flops: Annotated[str | None, typer.Option(help="Size the model for this training budget (1e23): the "
                                                      "compute-optimal parameters and tokens, and SPEC scaled to "
-                                                     "them is planned.", show_default=False)] = None,
+                                                     "them is planned.", show_default=False,
+                                                     metavar="C")] = None,
     method: Annotated[str, typer.Option(help=f"Compute-optimal method: {', '.join(METHODS)}.")] = "approach1",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="With --budget-flops: write the scaled spec to "
                                              "this file (.yaml, .yml or .json).", show_default=False)] = None,
