@@ -88,7 +88,7 @@ def test_tensor_parallel_cache_on_one_gpu():
 
 
 def test_kv_heads_that_cannot_be_split_say_which_sizes_do():
-    with pytest.raises(ValueError, match=r"--tensor-parallel 3: the blocks' 8 key/value heads .* \(1, 2, 4, 8, 16"):
+    with pytest.raises(ValueError, match=r"--tp 3: the blocks' 8 key/value heads .* \(1, 2, 4, 8, 16"):
         kv_heads_per_gpu(8, 3)
 
 
@@ -196,7 +196,7 @@ def test_plan_inference_llama2_70b_on_four_a100s():
     ({"context": 8, "prompt": 9}, r"--prompt must be an integer from 1 to --context \(8\), got 9"),
     ({"context": 8, "weights": "int3"}, "--weights 'int3': unknown precision; did you mean 'int8'?"),
     ({"context": 8, "kv": "fp64"}, "--kv-precision 'fp64': unknown precision.*choose one of fp32"),
-    ({"context": 8, "tensor_parallel": 0}, "--tensor-parallel must be a positive integer"),
+    ({"context": 8, "tensor_parallel": 0}, "--tp must be a positive integer"),
 ])
 def test_bad_serving_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -206,3 +206,5 @@ def test_bad_serving_settings_are_refused(kwargs, message):
 def test_bad_hardware_numbers_are_refused():
     with pytest.raises(ValueError, match="bandwidth must be a positive number, got 0"):
         decode_bound(LLAMA2_7B, 1, 1, Serving(context=1), bandwidth=0, peak_flops=1e12)
+    with pytest.raises(ValueError, match="active params 20 exceed the model's 10"):
+        prefill_bound(LLAMA2_7B, 10, 20, Serving(context=1), bandwidth=1e12, peak_flops=1e12)

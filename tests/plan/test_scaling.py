@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,20 @@ def test_scale_spec_errors_say_what_to_change():
         scale_spec(TINY, 1e3)
     with pytest.raises(ValueError, match="target_params must be a positive, finite number"):
         scale_spec(TINY, -5)
+
+
+LLAMA2_70B = Path(__file__).resolve().parents[2] / "examples" / "llm" / "llama-2-70b.yaml"
+
+
+@pytest.mark.skipif(not LLAMA2_70B.is_file() or "transformer_block" not in archlab.list_layers(),
+                    reason="needs issue 13's transformer_block and examples/llm/llama-2-70b.yaml")
+def test_scale_a_grouped_query_template_keeps_heads_per_kv_head():
+    spec, count = scale_spec(LLAMA2_70B, 13e9)
+    assert count == archlab.analyze(spec).total_params and abs(count / 13e9 - 1) < 0.03
+    data = spec.to_dict()
+    width = data["layers"][0]["embedding"]["output_dim"]
+    block = data["layers"][1]["repeat"]["layers"][0]["transformer_block"]
+    assert width // block["num_heads"] == 128  # head_dim kept
+    assert block["num_heads"] == 8 * block["num_kv_heads"]  # 8 query heads per KV head, as the template
+    assert width % 1024 == 0  # lcm(64, 128 * 8)
+    assert data["layers"][3]["dense"]["units"] == 32000

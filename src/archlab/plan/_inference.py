@@ -47,6 +47,14 @@ def _positive(option: str, value: float) -> None:
         raise ValueError(f"{option} must be a positive number, got {value!r}")
 
 
+def _counts(params: int, active_params: int) -> None:
+    _positive("params", params)
+    _positive("active params", active_params)
+    if active_params > params:
+        raise ValueError(f"active params {active_params:,} exceed the model's {params:,}: a token passes through "
+                         "at most every parameter")
+
+
 def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
     """Key/value heads one GPU holds under tensor parallelism ``tensor_parallel``.
 
@@ -62,7 +70,7 @@ def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
     """
     if kv_heads % tensor_parallel and tensor_parallel % kv_heads:
         fits = [t for t in range(1, 2 * kv_heads + 1) if kv_heads % t == 0 or t % kv_heads == 0]
-        raise ValueError(f"--tensor-parallel {tensor_parallel}: the blocks' {kv_heads} key/value heads cannot be "
+        raise ValueError(f"--tp {tensor_parallel}: the blocks' {kv_heads} key/value heads cannot be "
                          f"split evenly over {tensor_parallel} GPUs; use a tensor-parallel size that divides "
                          f"{kv_heads} or that {kv_heads} divides ({', '.join(map(str, fits))}, ...)")
     return max(1, kv_heads // tensor_parallel)
@@ -132,7 +140,7 @@ class Serving:
 
     def __post_init__(self) -> None:
         for option, value in (("--context", self.context), ("--batch", self.batch),
-                              ("--tensor-parallel", self.tensor_parallel)):
+                              ("--tp", self.tensor_parallel)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{option} must be a positive integer, got {value!r}")
         if self.prompt is not None and (isinstance(self.prompt, bool) or not isinstance(self.prompt, int)
@@ -297,6 +305,7 @@ def decode_bound(blocks: Blocks, params: int, active_params: int, serving: Servi
         >>> round(d.tokens_per_s, 1), d.bound
         (151.3, 'memory')
     """
+    _counts(params, active_params)
     _positive("bandwidth", bandwidth)
     _positive("peak FLOP/s", peak_flops)
     weights = serving.weight_bytes(_weights_read(params, active_params, blocks, serving.batch))
@@ -360,6 +369,7 @@ def prefill_bound(blocks: Blocks, params: int, active_params: int, serving: Serv
         >>> p.bound, round(p.seconds, 3)
         ('compute', 0.092)
     """
+    _counts(params, active_params)
     _positive("bandwidth", bandwidth)
     _positive("peak FLOP/s", peak_flops)
     prompt, batch = serving.prompt_tokens, serving.batch

@@ -226,7 +226,7 @@ _WIDTH_KEYS = ("units", "output_dim", "filters")
 #: Widths are multiples of this (and of head_dim · query heads per KV head), as GPU kernels like.
 _WIDTH_MULTIPLE = 64
 #: The chosen size is within this of the target where the integers allow; the aspect ratio decides among those.
-_TOLERANCE = 0.05
+_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
@@ -350,8 +350,9 @@ def scale_spec(template_spec: Spec | dict | str, target_params: float) -> tuple[
     (embedding ``output_dim``, ``units``, ``filters``); the blocks' ``ff_dim`` scales with h,
     ``num_heads`` is h / head_dim (head_dim kept), ``num_kv_heads`` keeps the template's heads per KV
     head; widths are multiples of lcm(64, head_dim · heads per KV head). Among the depths near the
-    template's aspect ratio, each with the width whose count is closest to the target, the result is
-    the one nearest the aspect ratio among those within 5 % of the target (else the closest count).
+    template's aspect ratio (each at the widths whose counts bracket the target) and the widths near it
+    (each at the depths that bracket it), the result is the one nearest the aspect ratio among those
+    within 3 % of the target (else the closest count).
 
     Raises:
         SpecError: the template has no Transformer blocks in a repeat, or blocks of several shapes.
@@ -379,12 +380,18 @@ def scale_spec(template_spec: Spec | dict | str, target_params: float) -> tuple[
         raise ValueError(f"target_params {target_params:.3g}: below the smallest model scale_spec makes from "
                          f"{t.spec.name!r}, {smallest.params:,} parameters ({smallest.depth} block(s) of width {m}); "
                          f"ask for at least {smallest.params:.3g}, or start from a smaller template")
-    # the depth at the template's aspect ratio, then each depth near it at its best width
+    # the depth at the template's aspect ratio; then each depth near it at the widths bracketing the
+    # target, and each width near it at the depths bracketing the target (coarse width steps, as
+    # LLaMA-2 70B's 1024, need the depth to get near the target, and few blocks the width)
     depth = _smallest_at_least(lambda d: at(d, width_for(d)).params, target_params)
     candidates = []
     for d in range(max(1, depth - 3), depth + 4):
         k = _smallest_at_least(lambda k, d=d: at(d, k * m).params, target_params)
         candidates += [at(d, k * m), at(d, max(1, k - 1) * m)]
+    k0 = width_for(depth) // m
+    for k in range(max(1, k0 - 3), k0 + 4):
+        d = _smallest_at_least(lambda d, k=k: at(d, k * m).params, target_params)
+        candidates += [at(d, k * m), at(max(1, d - 1), k * m)]
 
     def error(c: _Sized) -> float:
         return abs(math.log(c.params / target_params))
