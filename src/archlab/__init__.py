@@ -19,9 +19,11 @@ from .layers import LayerType, get_layer, list_layers, register_layer
 from .spec import Spec, dump, load
 
 if TYPE_CHECKING:
+    from . import plan
     from .builder import ArchlabModel, build
     from .data import DataError, Dataset, load_dataset
     from .model import Model
+    from .plan import plan_training
     from .sequential import Sequential
     from .training import Callback, TrainingError, evaluate_run, predict_run, train
 
@@ -33,6 +35,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "Model": "archlab.model", "Sequential": "archlab.sequential",
     "Callback": "archlab.training", "TrainingError": "archlab.training", "evaluate_run": "archlab.training",
     "predict_run": "archlab.training", "train": "archlab.training",
+    "plan": "archlab.plan", "plan_training": "archlab.plan",  # light, but only `archlab plan` needs it
 })
 
 __version__ = "0.1.0"
@@ -40,4 +43,4 @@ __version__ = "0.1.0"
 __all__ = ["Analysis", "ArchlabError", "ArchlabModel", "Callback", "DataError", "Dataset", "LayerType", "Model",
            "RegistryError", "Sequential", "ShapeError", "Spec", "SpecError", "TrainingError", "__version__", "analyze",
            "build", "dump", "evaluate_run", "get_layer", "layers", "list_layers", "load", "load_dataset", "parse",
-           "predict_run", "register_layer", "train"]
+           "plan", "plan_training", "predict_run", "register_layer", "train"]

@@ -17,7 +17,8 @@ __all__ = ["lazy_attributes"]
 
 def lazy_attributes(module: str, sources: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """A module-level ``__getattr__`` and ``__dir__`` for ``module``: reading ``name`` imports
-    ``sources[name]`` (an absolute module name) and returns its attribute of that name; ``dir()``
+    ``sources[name]`` (an absolute module name) and returns its attribute of that name (or the module
+    itself when it is the subpackage ``module.name``); ``dir()``
     lists the names before they are loaded, for completion in editors and shells.
 
     Used as, in a package's ``__init__.py`` (with the same names imported under TYPE_CHECKING
@@ -29,7 +30,9 @@ def lazy_attributes(module: str, sources: dict[str, str]) -> tuple[Callable[[str
     def __getattr__(name: str) -> Any:
         if name not in sources:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(sources[name]), name)
+        source = importlib.import_module(sources[name])
+        # a subpackage offered by its own name ({"plan": "archlab.plan"}) is that module itself
+        value = source if sources[name] == f"{module}.{name}" else getattr(source, name)
         setattr(sys.modules[module], name, value)  # later reads find it without this hook
         return value
 

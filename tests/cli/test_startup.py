@@ -37,7 +37,9 @@ def _python(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     (["layers"], "transformer_decoder"),
     # tied weights (wte) and 124M parameters, counted by formula: no module is built
     (["summary", str(EXAMPLES / "gpt2-small.yaml")], "124,439,808"),
-], ids=["help", "validate", "schema", "layers", "summary"])
+    # the planner is arithmetic on shapes too (docs/plan.md)
+    (["plan", str(EXAMPLES / "gpt3-175b.yaml"), "--gpus", "1024", "--tp", "8", "--pp", "8"], "verdict: fits"),
+], ids=["help", "validate", "schema", "layers", "summary", "plan"])
 def test_commands_that_never_build_import_no_heavy_library(args: list[str], expected: str) -> None:
     done, imported = _python("-m", "archlab", *args)
     assert done.returncode == 0, done.stderr[-2000:]
