@@ -20,14 +20,19 @@ glibc keeps, does not flatter the next one's RSS), which measures:
   composition, and the sizes of the largest live tensors at that moment. Weights, gradients and
   optimizer state are also summed from the tensors themselves (``numel() * element_size()``)
   as a check on the profiler's categories.
-- **FLOPs**: ``torch.utils.flop_counter.FlopCounterMode`` over one forward and backward of a
-  batch (the loss included), per token, by operator.
+- **saved for backward**: over one forward and backward of a batch, every tensor autograd keeps
+  (``torch.autograd.graph.saved_tensors_hooks``, each storage once, parameters left out), by who
+  keeps it (the model or the loss), dtype and size: what Korthikanti et al.'s activation count
+  counts.
+- **FLOPs**: ``torch.utils.flop_counter.FlopCounterMode`` over that forward and backward (the
+  loss included), per token, by operator.
 
-The planned side: ``archlab.analyze(spec, batch_size)``'s ``training_memory_bytes`` and
-``per_target_token['training_flops']``; Kaplan et al.'s 6N; PaLM's 6N + 12·L·h·s (Chowdhery et
-al. 2022, appendix B: h the width, s the sequence length); and the matmul count written out
-from the shape (what FlopCounterMode should see). docs/results.md ("Planner: planned vs
-measured") records a run and explains each difference.
+The planned side: ``archlab.plan.plan_training`` (fp32, AdamW, one device, no ZeRO, no
+recomputation): its memory, its 6N and its PaLM count 6N + 12·L·h·s (Chowdhery et al. 2022,
+appendix B); ``archlab.analyze(spec, batch_size)``'s ``training_memory_bytes`` and
+``per_target_token['training_flops']``; and the matmul FLOPs written out from the shape (what
+FlopCounterMode should see). docs/results.md ("Planner: planned vs measured") records a run and
+explains each difference.
 
     python benchmarks/plan_vs_measured.py [--batch-sizes 4 16] [--steps 3] [--json out.json]
 """
@@ -55,6 +60,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 import archlab
+from archlab import plan
 from archlab.training import Engine, resolve_recipe
 
 VOCAB, WIDTH, BLOCKS, HEADS, SEQ, DROPOUT = 2048, 256, 4, 4, 128, 0.1
@@ -226,21 +232,25 @@ def measure(batch: int, steps: int) -> dict[str, Any]:
 
 
 def planned(batch: int) -> dict[str, Any]:
-    """What is predicted from the spec alone, for one micro-batch."""
-    analysis = archlab.analyze(gpt_spec(), batch_size=batch)
-    n = analysis.total_params
-    # parameters that enter a matmul: per block Q, K, V, output (4·d²) and the MLP (8·d²), and
-    # the tied head (V·d); the position embedding, biases and norms do not
-    matmul_params = BLOCKS * 12 * WIDTH * WIDTH + VOCAB * WIDTH
-    attention = 12 * BLOCKS * WIDTH * SEQ  # QKᵀ and AV: 2·2·s·d forward per token and block, x3
+    """What is predicted from the spec alone, for one micro-batch: the planner's fp32 AdamW training
+    on one device without ZeRO or recomputation (the GPU it is told only sets the time and the
+    verdict, which are not compared here), and archlab.analyze's estimate."""
+    spec = gpt_spec()
+    training = plan.plan_training(spec, plan.PlanConfig(gpus=1, precision="fp32", optimizer="adamw",
+                                                        micro_batch=batch, zero=0, recompute="none", tokens=1e6))
+    analysis = archlab.analyze(spec, batch_size=batch)
+    # what FlopCounterMode sees: the weights that enter a matmul (per block Q, K, V and output
+    # projections 4·d², the MLP 8·d²; the tied head V·d; not the position embedding, biases or
+    # norms), 6 FLOPs per weight and token, and QKᵀ and AV: 2·2·s·d per token and block, x3
+    matmuls = 6 * (BLOCKS * 12 * WIDTH * WIDTH + VOCAB * WIDTH) + 3 * BLOCKS * 4 * SEQ * WIDTH
     return {
-        "params": n,
-        "memory": dict(analysis.training_memory_bytes),
+        "params": training.model.total_params,
+        "memory": {"planner": dict(training.memory), "archlab.analyze": dict(analysis.training_memory_bytes)},
         "flops_per_token": {
-            "6N": 6 * n,
-            "PaLM 6N + 12·L·h·s": 6 * n + attention,
-            "matmuls from the shape": 6 * matmul_params + attention,
-            "archlab.analyze": analysis.per_target_token["training_flops"],
+            "planner: 6N": training.flops_per_token,
+            "planner: PaLM 6N + 12·L·h·s": training.flops_per_token_palm,
+            "archlab.analyze (3 x forward)": analysis.per_target_token["training_flops"],
+            "matmuls of the shape": matmuls,
         },
     }
 
@@ -251,29 +261,33 @@ def error(planned_value: float, measured_value: float) -> str:
 
 
 def measured_parts(measured: dict[str, Any]) -> dict[str, int]:
-    """The measured peak split as the plan splits it: weights, gradients and optimizer state from
-    the tensors themselves (all live at the peak, which falls at the end of a forward pass, after
-    the first step made the optimizer state and before zero_grad frees the previous gradients),
-    the token ids, and the rest: activations and whatever else was live."""
-    own, peak = measured["tensors"]["own"], measured["tensors"]["peak"]
-    parts = {k: own[k] for k in ("weights", "gradients", "optimizer")}
-    parts["activations"] = peak - sum(parts.values()) - own["data"]
+    """The measured peak split as the plan splits it, by the profiler's categories at the peak:
+    weights, gradients (none at a peak in the backward pass, after zero_grad freed the previous
+    step's and before the new ones are made), optimizer state, and the activations: everything else
+    but the token ids (autograd's intermediate gradients, temporaries, what it could not label)."""
+    peak, cat = measured["tensors"]["peak"], measured["tensors"]["by_category"]
+    parts = {"weights": cat["parameter"], "gradients": cat["gradient"], "optimizer": cat["optimizer"]}
+    parts["activations"] = peak - sum(parts.values()) - cat["input"]
     parts["total"] = peak
     return parts
 
 
 def report(results: list[dict[str, Any]]) -> None:
     """The tables docs/results.md records."""
-    print("\nMemory, MiB: planned (archlab.analyze) / measured (peak of live tensor bytes) / error")
-    print("| b | part | planned | measured | error |\n|---:|---|---:|---:|---:|")
+    print("\nMemory, MiB: planned (the planner; archlab.analyze) / measured (peak of live tensor bytes) / error")
+    print("| b | part | planner | archlab.analyze | measured | error, planner | error, analyze |\n"
+          "|---:|---|---:|---:|---:|---:|---:|")
     for r in results:
-        plan, measured = r["planned"]["memory"], measured_parts(r["measured"])
+        plans, measured = r["planned"]["memory"], measured_parts(r["measured"])
+        planner, analysis = plans["planner"], plans["archlab.analyze"]
         for part in ("weights", "gradients", "optimizer", "activations", "total"):
-            print(f"| {r['batch']} | {part} | {plan[part] / MIB:.2f} | {measured[part] / MIB:.2f} | "
-                  f"{error(plan[part], measured[part])} |")
-        rss = r["measured"]["rss"]["growth"] + measured["weights"]  # the weights were resident before
-        print(f"| {r['batch']} | total, as RSS: weights + RSS growth over the steps | {plan['total'] / MIB:.2f} | "
-              f"{rss / MIB:.2f} | {error(plan['total'], rss)} |")
+            print(f"| {r['batch']} | {part} | {planner[part] / MIB:.2f} | {analysis[part] / MIB:.2f} | "
+                  f"{measured[part] / MIB:.2f} | {error(planner[part], measured[part])} | "
+                  f"{error(analysis[part], measured[part])} |")
+        rss = r["measured"]["rss"]["growth"] + r["measured"]["tensors"]["own"]["weights"]  # resident before
+        print(f"| {r['batch']} | total, as RSS: weights + RSS growth over the steps | {planner['total'] / MIB:.2f} | "
+              f"{analysis['total'] / MIB:.2f} | {rss / MIB:.2f} | {error(planner['total'], rss)} | "
+              f"{error(analysis['total'], rss)} |")
     for r in results:
         m = r["measured"]
         live, activations = m["tensors"], measured_parts(m)["activations"]
@@ -283,8 +297,11 @@ def report(results: list[dict[str, Any]]) -> None:
               + f", and {(activations - saved) / MIB:.2f} not saved (temporaries live at the peak)")
         print("  saved tensors by size: " + ", ".join(f"{t['count']} x {t['bytes']:,} B ({t['owner']} {t['dtype']})"
                                                     for t in m["saved_sizes"]))
-        print("  at the peak, by the profiler's category (MiB): "
-              + ", ".join(f"{k} {v / MIB:.2f}" for k, v in live["by_category"].items() if v))
+        phase = ("in the backward pass (the gradients not yet made)" if live["by_category"]["gradient"] <
+                 live["own"]["gradients"] else "at the end of a forward pass (last step's gradients still held)")
+        print(f"  the peak falls {phase}; by the profiler's category (MiB): "
+              + ", ".join(f"{k} {v / MIB:.2f}" for k, v in live["by_category"].items() if v)
+              + "; from the tensors themselves: " + ", ".join(f"{k} {v / MIB:.2f}" for k, v in live["own"].items()))
         print("  largest live tensors at the peak: "
               + ", ".join(f"{t['count']} x {t['bytes']:,} B ({t['category']})" for t in live["largest"]))
         print(f"  RSS {m['rss']['before'] / MIB:.0f} MiB before the steps, {m['rss']['peak'] / MIB:.0f} MiB at most; "
