@@ -96,3 +96,35 @@ def test_model_states_of_adamw_training_are_the_planned_bytes():
     assert sum(p.grad.numel() * p.grad.element_size() for p in params) == planned["gradients"]
     moments = [t for state in engine.optimizer.state.values() for k, t in state.items() if k != "step"]
     assert sum(t.numel() * t.element_size() for t in moments) == planned["optimizer"]  # exp_avg, exp_avg_sq
+
+
+def test_saved_activations_are_korthikantis_count_plus_the_documented_cpu_differences():
+    """What autograd keeps for the backward pass of the tiny GPT, in fp32 on the CPU, against
+    Korthikanti et al.'s tensor-by-tensor count at 4 bytes per element and 1 per dropout mask,
+    plus each difference docs/results.md ("Planner: planned vs measured") names."""
+    torch.manual_seed(0)
+    model = archlab.build(gpt(dropout=0.1)).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, tuple[torch.dtype, int]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved.setdefault(storage.data_ptr(), (t.dtype, storage.nbytes()))
+        return t
+
+    x = torch.randint(1, V, (B, S))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.nn.functional.cross_entropy(model(x).reshape(-1, V), x.reshape(-1))
+    measured = sum(size for dtype, size in saved.values() if dtype == torch.float32)
+    sh, as2 = S * D, HEADS * S * S
+    # per sample: blocks 66·s·h + 9·a·s² (fp32, 1-byte masks); the embedding's dropout mask s·h;
+    # ln_f's and the head's inputs 2·4·s·h; the fp32 log-probabilities the loss keeps, 4·s·V
+    korthikanti = L * (66 * sh + 9 * as2) + sh + 8 * sh + 4 * S * V
+    cpu_masks = L * (2 * 3 * sh + 3 * as2) + 3 * sh  # CPU dropout keeps fp32 masks: 3 more bytes each
+    third_dropout = L * 4 * 4 * sh  # nn.TransformerEncoderLayer's dropout inside the MLP: its fp32 mask
+    qk_copies = L * 2 * 4 * sh  # the math attention path's q·√scale and k·√scale
+    norm_stats = (2 * L + 1) * 2 * 4 * S  # each layernorm's mean and 1/σ
+    total_weight = 4  # nll_loss keeps the sum of its weights, one 0-d fp32 tensor per batch
+    assert measured == B * (korthikanti + cpu_masks + third_dropout + qk_copies + norm_stats) + total_weight
+    assert {dtype for dtype, _ in saved.values()} == {torch.float32, torch.int64}  # no bool masks on the CPU
