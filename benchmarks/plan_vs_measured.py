@@ -150,8 +150,9 @@ def live_bytes_peak(prof: profile) -> dict[str, Any]:
 def one_step(run: Engine, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """One training forward and backward (loss included) of a batch, counted twice over:
     FlopCounterMode's FLOPs by operator, and the bytes autograd saves for the backward pass, by
-    who saves them (the model or the loss) and dtype (a bool tensor is a dropout mask), each storage
-    once and the parameters left out (the tied head saves the embedding's weight).
+    who saves them (the model or the loss) and dtype (CUDA's dropout keeps bool masks, the CPU's
+    fp32 ones), each storage once and the parameters left out (the tied head saves the embedding's
+    weight).
 
     Grad mode on and the module in training mode, as in Engine.fit: in eval mode under no_grad,
     nn.MultiheadAttention takes a fused fast path that FlopCounterMode does not count."""
@@ -224,7 +225,7 @@ def measure(batch: int, steps: int) -> dict[str, Any]:
 
     print(f"[b={batch}] FlopCounterMode and saved tensors over one forward and backward", file=sys.stderr,
           flush=True)
-    counted = one_step(run, x[:batch], y[:batch])
+    counted = one_step(run, x[:batch].clone(), y[:batch].clone())  # own storages: a view's would be all of x
     return {"batch": batch, "steps": steps, "seconds_per_step": seconds, "tensors": tensors,
             "rss": {"before": before, "peak": peak_rss, "growth": peak_rss - before, "reset": hwm_reset},
             "saved": counted["saved"], "saved_sizes": counted["saved_sizes"], "flops": counted["flops"],
