@@ -1,8 +1,9 @@
 """The oracle behind the planner's FLOP formula: torch's FlopCounterMode on a GPT that archlab
 builds counts exactly the matmul FLOPs written out from the shape (2 per multiply-add of each
-weight matrix and of the attention products, x3 with the backward pass), and the model states
-the analysis plans are the bytes AdamW training holds. benchmarks/plan_vs_measured.py measures
-the same at a larger size; docs/results.md ("Planner: planned vs measured") records it."""
+weight matrix and of the attention products, x3 with the backward pass); the model states the
+analysis plans are the bytes AdamW training holds; and what autograd saves is Korthikanti et al.'s
+count plus the CPU's named differences. benchmarks/plan_vs_measured.py measures the same at a
+larger size; docs/results.md ("Planner: planned vs measured") records it."""
 
 from __future__ import annotations
 
