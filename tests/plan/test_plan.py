@@ -196,6 +196,18 @@ def test_a_layout_that_does_not_fit_lists_the_smallest_changes_that_do() -> None
     assert "raise tp to" in p.fixes[0].text and p.table().count("\n  - ") == len(p.fixes)
 
 
+def test_when_no_layout_of_the_gpus_fits_the_note_names_the_fewest_gpus_that_do() -> None:
+    llama70b = EXAMPLES / "llm" / "llama-2-70b.yaml"
+    p = plan_training(llama70b, PlanConfig(gpus=8, gpu="h100-sxm", tp=8))
+    assert not p.fits and p.fixes == []
+    assert "no layout of 8 GPUs fits" in p.table() and "16 GPUs would fit (global batch 2, " in p.table()
+    fixed = plan_training(llama70b, PlanConfig(gpus=16, gpu="h100-sxm", tp=8, global_batch=2))
+    assert not fixed.fits and fixed.fixes  # 16 fit with a change of layout, as the note says
+    assert fixed.fixes[0].text in p.table()
+    p = plan_training(llama70b, PlanConfig(gpus=1, gpu="l4"))
+    assert "use GPUs with more memory" not in p.table() and "GPUs would fit" in p.table()
+
+
 def test_a_fitting_layout_has_no_fixes_and_says_fits() -> None:
     p = plan_training(EXAMPLES / "gpt2-small.yaml", PlanConfig(tokens=1e9, gpus=1, gpu="a10", micro_batch=4))
     assert p.fits and p.fixes == [] and "verdict: fits" in p.table()

@@ -109,3 +109,20 @@ def test_bad_sizing_and_serving_input_is_exit_2(capsys: pytest.CaptureFixture[st
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     for fragment in fragments:
         assert fragment in err
+
+
+@pytest.mark.parametrize(("old", "new", "fragments"), [
+    ("num_kv_heads: 8", "num_kv_heads: 7", ["transformer_block.num_kv_heads", "7 does not divide num_heads=32",
+                                             "1, 2, 4, 8, 16, 32"]),
+    ("top_k: 2", "top_k: 9", ["transformer_block.moe", "top_k 9 is more than num_experts 8", "at most 8"]),
+], ids=["kv-heads", "moe-top-k"])
+def test_a_spec_the_planner_cannot_size_is_one_message_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                   old: str, new: str, fragments: list[str]) -> None:
+    spec = tmp_path / "bad.yaml"
+    text = (EXAMPLES / "llm" / "mixtral-8x7b.yaml").read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new))
+    code, out, err = cli(capsys, spec)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err

@@ -394,7 +394,7 @@ def _bubble(c: PlanConfig) -> tuple[float, int]:
     return (c.pp - 1) / m, m
 
 
-def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware) -> Plan:
+def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware, *, more_gpus: bool = True) -> Plan:
     dp = c.gpus // (c.tp * c.pp)
     six_n, palm, hw = _flops(model, c.seq_len, c.recompute)
     peak = hardware.peak(c.precision)
@@ -418,10 +418,28 @@ def _plan(model: ModelShape, c: PlanConfig, hardware: Hardware) -> Plan:
         fixes, least = _fixes(model, c, plan)
         plan.fixes.extend(fixes)
         if not fixes and least is not None:
+            fewest = _fewest_gpus(model, c, hardware) if more_gpus else None
+            more = ("use GPUs with more memory" if fewest is None else
+                    f"{fewest[0]:,} GPUs would fit (global batch {fewest[1]:,}{', ' + fewest[2] if fewest[2] else ''})")
             notes.append(f"no layout of {c.gpus} GPUs fits at global batch {c.global_batch}: the least memory is "
-                         f"{least.memory_bytes / 2**30:,.1f} GiB per GPU ({least.text}); use more GPUs or "
-                         "ones with more memory")
+                         f"{least.memory_bytes / 2**30:,.1f} GiB per GPU ({least.text}); {more}")
     return plan
+
+
+#: how many doublings of the GPU count the verdict tries when no layout of the given GPUs fits
+MAX_DOUBLINGS = 12
+
+
+def _fewest_gpus(model: ModelShape, c: PlanConfig, hardware: Hardware) -> tuple[int, int, str] | None:
+    """The fewest GPUs, doubling the count given, on which the planned layout or one of its fixes fits,
+    the global batch growing with the data parallelism (the same sequences per replica): the count, the
+    global batch and the change of layout ("" for none); None when 2**MAX_DOUBLINGS times as many do not."""
+    for k in range(1, MAX_DOUBLINGS + 1):
+        more = dataclasses.replace(c, gpus=c.gpus << k, global_batch=c.global_batch << k)
+        plan = _plan(model, more, hardware, more_gpus=False)
+        if plan.fits or plan.fixes:
+            return more.gpus, more.global_batch, plan.fixes[0].text if not plan.fits else ""
+    return None
 
 
 _KNOBS = ("tp", "sp", "pp", "zero", "recompute", "micro_batch")
