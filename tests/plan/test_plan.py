@@ -307,3 +307,11 @@ def test_the_default_tokens_are_the_compute_optimal_ones() -> None:
     p = plan_training(EXAMPLES / "gpt2-small.yaml", PlanConfig(gpus=1))
     assert p.config.tokens == budget_for(p.model.active_params).tokens
     assert 19 < p.config.tokens / p.model.active_params < 21  # Chinchilla's ~20 tokens a parameter
+
+
+def test_a_layout_the_planner_cannot_plan_is_an_archlab_error_naming_what_divides() -> None:
+    from archlab.plan import PlanError
+
+    with pytest.raises(PlanError, match="32 heads do not divide by 3") as caught:
+        plan_training(EXAMPLES / "llm" / "llama-2-7b.yaml", PlanConfig(tp=3))
+    assert isinstance(caught.value, archlab.ArchlabError) and isinstance(caught.value, ValueError)

@@ -11,6 +11,7 @@ Example:
     (True, 248879616)
 """
 
+from ._errors import PlanError
 from ._hardware import GPUS, Hardware, get_gpu
 from ._inference import (
     KV_BYTES,
@@ -51,7 +52,7 @@ from ._training import Change, Plan, PlanConfig, plan_training
 
 __all__ = ["GPUS", "KV_BYTES", "LAWS", "METHODS", "OPTIMIZERS", "WEIGHT_BITS", "ActivationParts", "BlockGroup",
            "Change", "ComputeOptimal", "DecodeBound", "Hardware", "InferencePlan", "LossLaw", "ModelShape", "Plan",
-           "PlanConfig", "PrefillBound", "Serving", "ServingMemory", "block_activation_bytes",
+           "PlanConfig", "PlanError", "PrefillBound", "Serving", "ServingMemory", "block_activation_bytes",
            "block_activation_parts", "budget_for", "compute_optimal", "decode_bound", "get_gpu", "kv_cache_bytes",
            "kv_cache_bytes_per_token", "kv_heads_per_gpu", "model_shape", "model_state_bytes",
            "output_activation_bytes", "plan_inference", "plan_training", "prefill_bound", "scale_spec",

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from archlab.exceptions import suggest
 
+from ._errors import PlanError
+
 __all__ = ["GPUS", "Hardware", "get_gpu"]
 
 GIB = 2**30
@@ -36,8 +38,8 @@ class Hardware:
     def peak(self, precision: str) -> float:
         """The dense peak FLOP/s at ``precision``; a ValueError naming the ones it has otherwise."""
         if precision not in self.peak_flops:
-            raise ValueError(f"--precision {precision}: {self.name} has no {precision} peak in its datasheet; "
-                             f"it has {', '.join(sorted(self.peak_flops))}")
+            raise PlanError(f"--precision {precision}: {self.name} has no {precision} peak in its datasheet; "
+                            f"it has {', '.join(sorted(self.peak_flops))}")
         return self.peak_flops[precision]
 
 
@@ -72,6 +74,6 @@ def get_gpu(name: str | Hardware) -> Hardware:
     if name not in GPUS:
         starting = [n for n in GPUS if n.startswith(name.lower())]  # "a100": both sizes
         hint = f"; did you mean {' or '.join(repr(n) for n in starting)}?" if starting else suggest(name, GPUS)
-        raise ValueError(f"--gpu {name}: unknown GPU{hint}; known: {', '.join(GPUS)} "
-                         "(archlab.plan.Hardware describes another)")
+        raise PlanError(f"--gpu {name}: unknown GPU{hint}; known: {', '.join(GPUS)} "
+                        "(archlab.plan.Hardware describes another)")
     return GPUS[name]

@@ -16,6 +16,8 @@ from typing import Literal
 from archlab.exceptions import suggest
 from archlab.layers import TransformerShape
 
+from ._errors import PlanError
+
 __all__ = ["KV_BYTES", "WEIGHT_BITS", "DecodeBound", "InferencePlan", "PrefillBound", "Serving", "ServingMemory",
            "decode_bound", "kv_cache_bytes", "kv_cache_bytes_per_token", "kv_heads_per_gpu", "plan_inference",
            "prefill_bound", "serving_memory"]
@@ -37,22 +39,22 @@ _LOGIT_BYTES = 4
 
 def _choice(option: str, value: str, table: dict[str, int]) -> int:
     if value not in table:
-        raise ValueError(f"{option} {value!r}: unknown precision{suggest(value, table)}; "
-                         f"choose one of {', '.join(table)}")
+        raise PlanError(f"{option} {value!r}: unknown precision{suggest(value, table)}; "
+                        f"choose one of {', '.join(table)}")
     return table[value]
 
 
 def _positive(option: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{option} must be a positive number, got {value!r}")
+        raise PlanError(f"{option} must be a positive number, got {value!r}")
 
 
 def _counts(params: int, active_params: int) -> None:
     _positive("params", params)
     _positive("active params", active_params)
     if active_params > params:
-        raise ValueError(f"active params {active_params:,} exceed the model's {params:,}: a token passes through "
-                         "at most every parameter")
+        raise PlanError(f"active params {active_params:,} exceed the model's {params:,}: a token passes through "
+                        "at most every parameter")
 
 
 def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
@@ -70,9 +72,9 @@ def kv_heads_per_gpu(kv_heads: int, tensor_parallel: int) -> int:
     """
     if kv_heads % tensor_parallel and tensor_parallel % kv_heads:
         fits = [t for t in range(1, 2 * kv_heads + 1) if kv_heads % t == 0 or t % kv_heads == 0]
-        raise ValueError(f"--tp {tensor_parallel}: the blocks' {kv_heads} key/value heads cannot be "
-                         f"split evenly over {tensor_parallel} GPUs; use a tensor-parallel size that divides "
-                         f"{kv_heads} or that {kv_heads} divides ({', '.join(map(str, fits))}, ...)")
+        raise PlanError(f"--tp {tensor_parallel}: the blocks' {kv_heads} key/value heads cannot be "
+                        f"split evenly over {tensor_parallel} GPUs; use a tensor-parallel size that divides "
+                        f"{kv_heads} or that {kv_heads} divides ({', '.join(map(str, fits))}, ...)")
     return max(1, kv_heads // tensor_parallel)
 
 
@@ -142,10 +144,10 @@ class Serving:
         for option, value in (("--context", self.context), ("--batch", self.batch),
                               ("--tp", self.tensor_parallel)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{option} must be a positive integer, got {value!r}")
+                raise PlanError(f"{option} must be a positive integer, got {value!r}")
         if self.prompt is not None and (isinstance(self.prompt, bool) or not isinstance(self.prompt, int)
                                         or not 1 <= self.prompt <= self.context):
-            raise ValueError(f"--prompt must be an integer from 1 to --context ({self.context}), got {self.prompt!r}")
+            raise PlanError(f"--prompt must be an integer from 1 to --context ({self.context}), got {self.prompt!r}")
         _choice("--weights", self.weights, WEIGHT_BITS)
         _choice("--kv-precision", self.kv, KV_BYTES)
 

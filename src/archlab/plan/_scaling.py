@@ -17,6 +17,8 @@ from archlab.exceptions import SpecError, suggest
 from archlab.layers import TransformerShape
 from archlab.spec import Spec, load, set_at
 
+from ._errors import PlanError
+
 __all__ = ["APPROACH1_ROWS", "LAWS", "METHODS", "UNIFORM_LOSS", "ComputeOptimal", "LossLaw", "budget_for",
            "compute_optimal", "scale_spec", "smallest_budget"]
 
@@ -120,8 +122,8 @@ class ComputeOptimal:
 
 def _method(method: str) -> str:
     if method not in METHODS:
-        raise ValueError(f"--method {method!r}: unknown compute-optimal method{suggest(method, METHODS)}; "
-                         f"choose one of {', '.join(METHODS)}")
+        raise PlanError(f"--method {method!r}: unknown compute-optimal method{suggest(method, METHODS)}; "
+                        f"choose one of {', '.join(METHODS)}")
     return method
 
 
@@ -169,7 +171,7 @@ def _check_budget(budget: float, method: str, option: str, value: float) -> None
     floor = smallest_budget(method)  # type: ignore[arg-type]
     if budget < floor:
         n = _optimal_params(floor, method)
-        raise ValueError(
+        raise PlanError(
             f"{option} {value:.3g}: too small for any model by the {method} method, which needs a budget of at "
             f"least {floor:.2e} FLOPs ({n:.3g} parameters on {floor / (FLOPS_PER_PARAM_TOKEN * n):.3g} tokens); "
             f"below it the fitted loss law predicts no better than {UNIFORM_LOSS:.2f} nats per token, a uniform "
@@ -178,7 +180,7 @@ def _check_budget(budget: float, method: str, option: str, value: float) -> None
 
 def _positive(option: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{option} must be a positive, finite number of FLOPs, got {value!r}")
+        raise PlanError(f"{option} must be a positive, finite number of FLOPs, got {value!r}")
 
 
 def compute_optimal(budget_flops: float, method: Method = "approach1") -> ComputeOptimal:
@@ -213,7 +215,7 @@ def budget_for(params: float, method: Method = "approach1") -> ComputeOptimal:
     """
     _method(method)
     if isinstance(params, bool) or not isinstance(params, int | float) or not params > 0 or not math.isfinite(params):
-        raise ValueError(f"params must be a positive, finite number, got {params!r}")
+        raise PlanError(f"params must be a positive, finite number, got {params!r}")
     budget = (params / _A1_G) ** (1 / _A1_EXPONENT) if method == "approach1" else LAWS[method].budget_for(params)
     _check_budget(budget, method, "params", params)
     return _result(method, budget, float(params))
@@ -366,7 +368,7 @@ def scale_spec(template_spec: Spec | dict | str, target_params: float) -> tuple[
     """
     if isinstance(target_params, bool) or not isinstance(target_params, int | float) or not target_params > 0 \
             or not math.isfinite(target_params):
-        raise ValueError(f"target_params must be a positive, finite number, got {target_params!r}")
+        raise PlanError(f"target_params must be a positive, finite number, got {target_params!r}")
     t = _template(load(template_spec))
     m, aspect = t.multiple, t.shape.hidden / t.depth
 
@@ -377,9 +379,9 @@ def scale_spec(template_spec: Spec | dict | str, target_params: float) -> tuple[
 
     smallest = at(1, m)
     if smallest.params > target_params * (1 + _TOLERANCE):
-        raise ValueError(f"target_params {target_params:.3g}: below the smallest model scale_spec makes from "
-                         f"{t.spec.name!r}, {smallest.params:,} parameters ({smallest.depth} block(s) of width {m}); "
-                         f"ask for at least {smallest.params:.3g}, or start from a smaller template")
+        raise PlanError(f"target_params {target_params:.3g}: below the smallest model scale_spec makes from "
+                        f"{t.spec.name!r}, {smallest.params:,} parameters ({smallest.depth} block(s) of width {m}); "
+                        f"ask for at least {smallest.params:.3g}, or start from a smaller template")
     # the depth at the template's aspect ratio; then each depth near it at the widths bracketing the
     # target, and each width near it at the depths bracketing the target (coarse width steps, as
     # LLaMA-2 70B's 1024, need the depth to get near the target, and few blocks the width)

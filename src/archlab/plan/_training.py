@@ -14,6 +14,7 @@ from typing import Literal
 from archlab.builder import ParsedSpec
 from archlab.spec import Spec
 
+from ._errors import PlanError
 from ._hardware import Hardware, get_gpu
 from ._inference import InferencePlan, Serving, plan_inference
 from ._memory import (
@@ -244,11 +245,11 @@ def plan_training(spec: Spec | dict | str | ParsedSpec | ModelShape, config: Pla
 def _size_for_budget(spec: Spec | dict | str | ParsedSpec | ModelShape, c: PlanConfig) -> tuple[ComputeOptimal, Spec]:
     """The compute-optimal size for the budget, and the spec scaled to it from ``spec``."""
     if c.tokens is not None:
-        raise ValueError("--tokens and --budget-flops: give one; the budget decides the tokens (C = 6·N·D)")
+        raise PlanError("--tokens and --budget-flops: give one; the budget decides the tokens (C = 6·N·D)")
     if c.method not in METHODS:
-        raise ValueError(f"--method {c.method}: choose {', '.join(METHODS)}")
+        raise PlanError(f"--method {c.method}: choose {', '.join(METHODS)}")
     if isinstance(spec, ModelShape):
-        raise ValueError("budget_flops scales a spec: pass the spec, not its ModelShape")
+        raise PlanError("budget_flops scales a spec: pass the spec, not its ModelShape")
     optimum = compute_optimal(c.budget_flops, c.method)
     scaled, _ = scale_spec(spec.spec if isinstance(spec, ParsedSpec) else spec, optimum.params)
     return optimum, scaled
@@ -269,8 +270,8 @@ def _optimal_tokens(model: ModelShape) -> float:
     try:
         return budget_for(model.active_params).tokens
     except ValueError as exc:  # a model below what the scaling law describes
-        raise ValueError(f"--tokens: give the tokens to train on; the default, the compute-optimal tokens for "
-                         f"{model.active_params:,} parameters, does not apply: {exc}") from None
+        raise PlanError(f"--tokens: give the tokens to train on; the default, the compute-optimal tokens for "
+                        f"{model.active_params:,} parameters, does not apply: {exc}") from None
 
 
 def _check_ranges(c: PlanConfig) -> None:
@@ -278,27 +279,27 @@ def _check_ranges(c: PlanConfig) -> None:
     positive = {"--gpus": c.gpus, "--micro-batch": c.micro_batch, "--tp": c.tp, "--pp": c.pp, "--batch": c.batch}
     for option, value in positive.items():
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{option} {value}: must be a positive integer")
+            raise PlanError(f"{option} {value}: must be a positive integer")
     for option, value in {"--seq-len": c.seq_len, "--global-batch": c.global_batch, "--context": c.context}.items():
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{option} {value}: must be a positive integer")
+            raise PlanError(f"{option} {value}: must be a positive integer")
     if not 0 < c.mfu <= 1:
-        raise ValueError(f"--mfu {c.mfu}: model FLOPs utilisation is a fraction in (0, 1]; 0.3-0.5 is typical "
-                         "of large runs")
+        raise PlanError(f"--mfu {c.mfu}: model FLOPs utilisation is a fraction in (0, 1]; 0.3-0.5 is typical "
+                        "of large runs")
     if c.tokens is not None and not c.tokens > 0:
-        raise ValueError(f"--tokens {c.tokens}: must be positive")
+        raise PlanError(f"--tokens {c.tokens}: must be positive")
     if c.tokens_per_second is not None and not c.tokens_per_second > 0:
-        raise ValueError(f"--tokens-per-second {c.tokens_per_second}: must be positive (tokens per second per GPU)")
+        raise PlanError(f"--tokens-per-second {c.tokens_per_second}: must be positive (tokens per second per GPU)")
     if c.zero not in (0, 1, 2, 3):
-        raise ValueError(f"--zero {c.zero}: ZeRO stages are 0, 1, 2 and 3")
+        raise PlanError(f"--zero {c.zero}: ZeRO stages are 0, 1, 2 and 3")
     if c.recompute not in RECOMPUTE:
-        raise ValueError(f"--recompute {c.recompute}: choose {', '.join(RECOMPUTE)}")
+        raise PlanError(f"--recompute {c.recompute}: choose {', '.join(RECOMPUTE)}")
     if c.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer {c.optimizer}: choose {', '.join(OPTIMIZERS)}")
+        raise PlanError(f"--optimizer {c.optimizer}: choose {', '.join(OPTIMIZERS)}")
     if c.precision not in ELEMENT_BYTES:
-        raise ValueError(f"--precision {c.precision}: choose {', '.join(ELEMENT_BYTES)}")
+        raise PlanError(f"--precision {c.precision}: choose {', '.join(ELEMENT_BYTES)}")
     if not 0 <= c.headroom < 1:
-        raise ValueError(f"headroom {c.headroom}: a fraction of the GPU's memory in [0, 1)")
+        raise PlanError(f"headroom {c.headroom}: a fraction of the GPU's memory in [0, 1)")
 
 
 def _divisors(n: int) -> list[int]:
@@ -329,7 +330,7 @@ def _check(model: ModelShape, c: PlanConfig, hardware: Hardware) -> None:
     hardware.peak(c.precision)
     error = _layout_error(model, c)
     if error is not None:
-        raise ValueError(error)
+        raise PlanError(error)
 
 
 def _flops(model: ModelShape, seq_len: int, recompute: str) -> tuple[int, int, int]:
