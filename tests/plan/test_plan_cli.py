@@ -126,3 +126,16 @@ def test_a_spec_the_planner_cannot_size_is_one_message_and_exit_2(capsys: pytest
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     for fragment in fragments:
         assert fragment in err
+
+
+def test_a_gpu_the_table_lacks_is_described_by_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    # an H100 NVL: 94 GB, 835 dense bf16 TFLOP/s, 3.9 TB/s, described as the H100 SXM changed
+    code, out, err = cli(capsys, GPT2, "--gpu", "h100-sxm", "--gpu-memory", "94", "--peak-tflops", "835",
+                         "--bandwidth", "3900", "--tokens", "1e9", "--json")
+    assert code == 0, err
+    hardware = json.loads(out)["hardware"]
+    assert hardware["memory_bytes"] == 94 * 2**30 and hardware["peak_flops"]["bf16"] == 835e12
+    assert hardware["bandwidth_bytes_per_s"] == 3900e9 and hardware["peak_flops"]["fp16"] != 835e12
+    assert "94 GiB, 835 TFLOP/s bf16, 3900 GB/s (else H100 SXM" in hardware["name"]
+    code, out, err = cli(capsys, GPT2, "--peak-tflops", "0")
+    assert code == 2 and "--peak-tflops 0.0: must be a positive number" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 
 import archlab
 from archlab._paths import check_out_file
-from archlab.plan import GPUS, METHODS, PlanConfig, plan_training
+from archlab.plan import GPUS, METHODS, Hardware, PlanConfig, get_gpu, plan_training
 
 from ._app import SpecArg, _out, app
 
@@ -50,6 +51,13 @@ def plan(
                                                show_default=False, metavar="N")] = None,
     gpus: Annotated[str, typer.Option(help="GPUs in all.", metavar="N")] = "8",
     gpu: Annotated[str, typer.Option(help=f"The GPU: {', '.join(GPUS)}.")] = "a100-80gb",
+    gpu_memory: Annotated[float | None, typer.Option(help="Memory per GPU in GiB, for a GPU not in the table "
+                                                     "(replaces --gpu's).", show_default=False,
+                                                     metavar="GIB")] = None,
+    peak_tflops: Annotated[float | None, typer.Option(help="Dense peak TFLOP/s at --precision (replaces --gpu's).",
+                                                      show_default=False, metavar="X")] = None,
+    bandwidth: Annotated[float | None, typer.Option(help="Memory bandwidth in GB/s (replaces --gpu's).",
+                                                    show_default=False, metavar="GB/S")] = None,
     precision: Annotated[str, typer.Option(help="bf16, fp16 (mixed precision) or fp32.")] = "bf16",
     mfu: Annotated[float, typer.Option(help="Model FLOPs utilisation (of 6N) for the time.")] = 0.4,
     micro_batch: Annotated[str, typer.Option(help="Sequences per GPU per forward pass.", metavar="N")] = "1",
@@ -91,7 +99,8 @@ def plan(
         check_out_file(out)
     config = PlanConfig(
         tokens=None if tokens is None else parse_number(tokens, "--tokens"),
-        gpus=_int(gpus, "--gpus"), gpu=gpu, precision=precision, mfu=mfu,  # type: ignore[arg-type]
+        gpus=_int(gpus, "--gpus"), gpu=_hardware(gpu, gpu_memory, peak_tflops, bandwidth, precision),
+        precision=precision, mfu=mfu,  # type: ignore[arg-type]
         micro_batch=_int(micro_batch, "--micro-batch"), seq_len=_int(seq_len, "--seq-len"),  # type: ignore[arg-type]
         global_batch=_int(global_batch, "--global-batch"), zero=zero, tp=_int(tp, "--tp"),  # type: ignore[arg-type]
         pp=_int(pp, "--pp"), sp=sp, recompute=recompute, optimizer=optimizer,  # type: ignore[arg-type]
@@ -110,3 +119,26 @@ def plan(
     if out is not None and not as_json:
         _out.print(f"wrote {out}: {result.spec.name}; train it with: archlab train {out}", markup=False,
                    soft_wrap=True)
+
+
+def _hardware(name: str, memory_gib: float | None, peak_tflops: float | None, bandwidth_gbs: float | None,
+              precision: str) -> str | Hardware:
+    """--gpu's table entry with the figures given on the command line in place of its own: a GPU the
+    table lacks is described as the nearest one it has, changed."""
+    given = {"--gpu-memory": memory_gib, "--peak-tflops": peak_tflops, "--bandwidth": bandwidth_gbs}
+    if all(v is None for v in given.values()):
+        return name
+    for option, value in given.items():
+        if value is not None and not value > 0:
+            raise ValueError(f"{option} {value}: must be a positive number")
+    base = get_gpu(name)
+    changes = {}
+    if memory_gib is not None:
+        changes["memory_bytes"] = int(memory_gib * 2**30)
+    if peak_tflops is not None:
+        changes["peak_flops"] = {**base.peak_flops, precision: peak_tflops * 1e12}
+    if bandwidth_gbs is not None:
+        changes["bandwidth_bytes_per_s"] = bandwidth_gbs * 1e9
+    units = {"--gpu-memory": "{:g} GiB", "--peak-tflops": "{:g} TFLOP/s " + precision, "--bandwidth": "{:g} GB/s"}
+    said = ", ".join(units[option].format(value) for option, value in given.items() if value is not None)
+    return dataclasses.replace(base, name=f"GPU of {said} (else {base.name})", **changes)
