@@ -3,7 +3,7 @@
 Importing this package registers every built-in layer type.
 """
 
-from . import _activations, attention, conv, core, llm, recsys, recurrent  # noqa: F401  (registers the built-ins)
+from . import _activations, attention, audio, conv, core, llm, recsys, recurrent  # noqa: F401  (registers the built-ins)
 from ._keras import *  # noqa: F403
 from ._keras import __all__ as _keras_all
 from ._keras import keras_class

@@ -9,7 +9,7 @@ from torch import nn
 
 from ._activation_modules import make_activation
 
-__all__ = ["Dense", "PositionalEncoding", "Reshape"]
+__all__ = ["Dense", "PositionalEncoding", "Reshape", "Transpose"]
 
 
 class Dense(nn.Linear):
@@ -37,6 +37,20 @@ class Reshape(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
+
+
+class Transpose(nn.Module):
+    """Swaps two axes of each sample (axes counted without the batch)."""
+
+    def __init__(self, first: int, second: int) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(self.first + 1, self.second + 1)  # (B, ..., A, ..., C, ...) -> (B, ..., C, ..., A, ...)
+
+    def extra_repr(self) -> str:
+        return f"first={self.first}, second={self.second}"
 
 
 class PositionalEncoding(nn.Module):

@@ -1,4 +1,4 @@
-"""Core layers: dense, flatten, reshape, dropout, normalization, embeddings."""
+"""Core layers: dense, flatten, reshape, transpose, dropout, normalization, embeddings."""
 
 from __future__ import annotations
 
@@ -140,6 +140,46 @@ class ReshapeLayer(_Reshaping):
         from ._core_modules import Reshape
 
         return Reshape(self.output(p, x).shape)
+
+
+class TransposeParams(LayerParams):
+    #: the two axes (batch excluded) to swap; negative counts from the end
+    axes: Annotated[list[int], Field(min_length=2, max_length=2)] = [0, 1]
+
+
+@register_layer("transpose")
+class TransposeLayer(_Reshaping):
+    """Swaps two axes: (features, frames) from conv1d or log_mel becomes lstm's (time, features),
+    and back. Not time_wise: the time axis moves, so a padding mask does not follow it.
+
+    Input shape: (..., A, ..., B, ...). Output shape: (..., B, ..., A, ...).
+    """
+
+    Params = TransposeParams
+    summary = "swaps two axes, e.g. (channels, length) <-> (time, features)"
+    keras = KerasStyle("Transpose", ("axes",))
+
+    def _axes(self, p: TransposeParams, x: TensorInfo) -> tuple[int, int]:
+        if x.rank < 2:
+            raise ShapeError(f"swaps two axes but receives {x.described}; it needs at least 2 axes")
+        if any(not -x.rank <= a < x.rank for a in p.axes):
+            raise ShapeError(f"axes {p.axes} are out of range for {x.described}: use axes from {-x.rank} to "
+                             f"{x.rank - 1}")
+        first, second = (a % x.rank for a in p.axes)
+        if first == second:
+            raise ShapeError(f"axes {p.axes} name the same axis of {x.described}; give two different axes")
+        return first, second
+
+    def output(self, p: TransposeParams, x: TensorInfo) -> TensorInfo:
+        first, second = self._axes(p, x)
+        shape = list(x.shape)
+        shape[first], shape[second] = shape[second], shape[first]
+        return TensorInfo(tuple(shape), x.dtype)
+
+    def module(self, p: TransposeParams, x: TensorInfo) -> nn.Module:
+        from ._core_modules import Transpose
+
+        return Transpose(*self._axes(p, x))
 
 
 class DropoutParams(LayerParams):
