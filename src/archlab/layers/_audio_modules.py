@@ -100,7 +100,7 @@ class LogMel(nn.Module):
         self.spectrogram = spectrogram
         self.register_buffer("filters", filters, persistent=False)  # (n_mels, freqs)
         self.log, self.eps, self.top_db = log, eps, top_db
-        self.db_per_decade = 10.0 * spectrogram.power
+        self.db_per_decade = 20.0 / spectrogram.power  # 10·log10 of power is 20·log10 of magnitude
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mel = torch.matmul(self.filters, self.spectrogram(x))  # (n_mels, F) @ (B, F, frames) -> (B, n_mels, frames)
