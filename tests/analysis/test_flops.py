@@ -89,6 +89,24 @@ CASES: dict[str, list[Case]] = {
     "global_maxpool2d": [Case("c3", seq([3, 4, 5], "global_maxpool2d"), params=0, macs=0, flops=3 * 4 * 5)],
     "flatten": [Case("3d", seq([2, 3, 4], "flatten"), params=0, macs=0, flops=0)],
     "reshape": [Case("to-4x6", seq([2, 3, 4], {"reshape": {"shape": [4, -1]}}), params=0, macs=0, flops=0)],
+    "transpose": [Case("3d", seq([2, 3, 4], {"transpose": {"axes": [0, 2]}}), params=0, macs=0, flops=0)],
+    # (100,) samples, n_fft 16, hop 16 // 4 = 4, centred (8 reflected each side): 1 + (100 + 16 - 16) // 4 = 26
+    # frames of 16 // 2 + 1 = 9 bins; per frame: the window 16, the FFT 5·16·log2 16 = 320, re² + im² 3 per bin
+    "spectrogram": [Case("power-centred", seq([100], {"spectrogram": {"n_fft": 16}}), params=0, macs=0,
+                         flops=26 * (16 + 5 * 16 * 4 + 9 * 3)),
+                    # not centred, hop 8: 1 + (100 - 32) // 8 = 9 frames, 17 bins, + a square root per bin
+                    Case("magnitude", seq([100], {"spectrogram": {"n_fft": 32, "hop_length": 8, "power": 1,
+                                                                  "center": False}}),
+                         params=0, macs=0, flops=9 * (32 + 5 * 32 * 5 + 17 * 4))],
+    # the spectrogram above; the 4 x 9 filter bank per frame; clamp, log10, x10 per output; top_db: peak, floor
+    "log_mel": [Case("top-db", seq([100], {"log_mel": {"n_fft": 16, "sample_rate": 8000, "n_mels": 4,
+                                                       "top_db": 80.0}}),
+                     params=0, macs=4 * 9 * 26,
+                     flops=26 * (16 + 320 + 27) + 2 * 4 * 9 * 26 + 3 * 4 * 26 + 2 * 4 * 26 + 1)],
+    # the log-mel of 6 mels, then the 3 x 6 DCT per frame
+    "mfcc": [Case("dct", seq([100], {"mfcc": {"n_fft": 16, "sample_rate": 8000, "n_mels": 6, "n_mfcc": 3}}),
+                  params=0, macs=6 * 9 * 26 + 3 * 6 * 26,
+                  flops=26 * (16 + 320 + 27) + 2 * 6 * 9 * 26 + 3 * 6 * 26 + 2 * 3 * 6 * 26)],
     "dropout": [Case("rate", seq([10], {"dropout": {"rate": 0.5}}), params=0, macs=0, flops=0)],
     "batchnorm": [
         # 2-D over channels: gamma, beta per channel; scale + shift per element at inference

@@ -42,7 +42,8 @@ def mel_filter_bank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f
     narrow ones."""
     fft_hz = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)
     edges = hz_to_mel(torch.tensor([f_min, f_max], dtype=torch.float64), scale)
-    hz = mel_to_hz(torch.linspace(float(edges[0]), float(edges[1]), n_mels + 2, dtype=torch.float64), scale)
+    steps = torch.linspace(0.0, 1.0, n_mels + 2, dtype=torch.float64)  # no .item(): the builder also runs on meta
+    hz = mel_to_hz(edges[0] + steps * (edges[1] - edges[0]), scale)
     rising = (fft_hz[None, :] - hz[:-2, None]) / (hz[1:-1] - hz[:-2])[:, None]  # (n_mels, n_freqs)
     falling = (hz[2:, None] - fft_hz[None, :]) / (hz[2:] - hz[1:-1])[:, None]
     filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
