@@ -156,3 +156,14 @@ def test_transpose_of_higher_rank_and_its_errors():
         archlab.analyze({"input": [2, 3], "layers": [{"transpose": {"axes": [1, -1]}}]})
     with pytest.raises(ShapeError, match="at least 2 axes"):
         archlab.analyze({"input": [3], "layers": ["transpose"]})
+
+
+def test_filter_bank_and_dct_macs_match_torchs_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = {"input": [1000], "layers": [{"mfcc": {"n_fft": 128, "sample_rate": SR, "n_mels": 20, "n_mfcc": 10}}]}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        archlab.build(spec)(torch.randn(1, 1000))
+    # torch counts the two matrix products (2 FLOPs per MAC) and not the FFT, which it has no formula for
+    assert counter.get_total_flops() == 2 * archlab.analyze(spec).macs
