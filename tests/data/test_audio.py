@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 import wave
 from pathlib import Path
 
@@ -62,10 +63,16 @@ def test_fsdd_counts_conventional_split_and_speakers() -> None:
         names, counts = np.unique(groups, return_counts=True)
         assert set(names) == speakers and set(counts) == {count}
     assert np.bincount(ds.y_test).tolist() == [30] * 10 and np.bincount(ds.y_train).tolist() == [270] * 10
-    # the first member, 0_george_0.wav (index 0: test), is 2,384 samples long: zero padding follows it
-    first = ds.x_test[0]
-    assert ds.y_test[0] == 0 and ds.groups_test[0] == "george"
-    assert np.any(first[:2384] != 0) and not np.any(first[2384:])
+    # the last 10% of training rows (train's default validation split) hold every digit and speaker
+    assert set(ds.y_train[-270:]) == set(range(10)) and set(ds.groups_train[-270:]) == speakers
+    # 0_george_0.wav decoded independently (stdlib tarfile + wave): 2,384 int16 samples, then zero padding
+    with tarfile.open(SHARED_DATA / "fsdd" / "recordings.tar.gz") as archive, \
+            wave.open(archive.extractfile("recordings/0_george_0.wav")) as file:
+        expected = np.frombuffer(file.readframes(file.getnframes()), "<i2") / 32768
+    assert len(expected) == 2384
+    match = [i for i in range(300) if np.allclose(ds.x_test[i, :2384], expected, atol=1e-7)]
+    assert len(match) == 1 and ds.y_test[match[0]] == 0 and ds.groups_test[match[0]] == "george"
+    assert not np.any(ds.x_test[match[0], 2384:])
 
 
 @needs_fsdd

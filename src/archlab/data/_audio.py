@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._dataset import DataError, Dataset, encode_labels, split_train_test
+from ._dataset import SPLIT_SEED, DataError, Dataset, encode_labels, split_train_test
 from ._files import _resolve, _split_options
 from ._paths import describe_search, find_file
 from ._registry import DatasetRequest, find_data_dir, register_dataset
@@ -160,7 +160,8 @@ def load_fsdd(request: DatasetRequest) -> Dataset:
     Read straight from ``fsdd/recordings.tar.gz`` (``data_dir``, ``$ARCHLAB_DATA/fsdd`` or the cache;
     never extracted, never downloaded). The split is the data set's own: recordings 0-4 of every
     speaker and digit are the test set (300), 5-49 the training set (2,700), so every speaker is in
-    both; for a speaker-held-out test, split on the groups.
+    both; for a speaker-held-out test, split on the groups. Each split is in a fixed shuffled order
+    (``numpy.random.default_rng(0)``), not the archive's, which is sorted by digit.
     """
     options = AudioOptions.parse(request, _split_options(request, AUDIO_OPTIONS)[1], FSDD_RATE)
     folder = find_data_dir("fsdd", request.data_dir)
@@ -181,10 +182,14 @@ def load_fsdd(request: DatasetRequest) -> Dataset:
     x, kept = _decode_all(members, options, f"dataset {request.name!r}")
     digits = np.array([keys[i][0] for i in kept], np.int64)
     speakers = np.array([keys[i][1] for i in kept])
-    test = np.isin([keys[i][2] for i in kept], FSDD_TEST_INDICES)
-    return Dataset(request.name, x[~test], digits[~test], x[test], digits[test], "classification",
+    is_test = np.isin([keys[i][2] for i in kept], FSDD_TEST_INDICES)
+    # The archive is sorted by digit; a fixed shuffle keeps a validation split of the last rows
+    # (train's default) from holding only nines.
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(kept))
+    train, test = order[~is_test[order]], order[is_test[order]]
+    return Dataset(request.name, x[train], digits[train], x[test], digits[test], "classification",
                    tuple(str(d) for d in range(10)), str(path.resolve()),
-                   groups_train=speakers[~test], groups_test=speakers[test])
+                   groups_train=speakers[train], groups_test=speakers[test])
 
 
 def _manifest(path: Path) -> tuple[list[Path], list[str], list[str] | None]:
