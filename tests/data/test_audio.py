@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 import wave
 from pathlib import Path
@@ -178,3 +179,22 @@ def test_cli_train_on_a_bad_recording_exits_2_naming_it(tmp_path: Path, capsys: 
                 "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 2 and "broken.wav: not a readable WAV file" in err and "Traceback" not in err
+
+
+@needs_fsdd
+@pytest.mark.usefixtures("one_thread")
+def test_cli_trains_a_conv1d_on_fsdd_for_one_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("ARCHLAB_DATA", str(SHARED_DATA))
+    spec = {"name": "tiny-fsdd", "input": [8000], "task": {"kind": "classification", "classes": 10},
+            "layers": [{"reshape": {"shape": [1, 8000]}},  # (samples,) -> (channels=1, samples) for conv1d
+                       {"conv1d": {"filters": 4, "kernel_size": 64, "strides": 16, "activation": "relu"}},
+                       "global_avgpool1d", {"dense": {"units": 10, "activation": "softmax"}}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code = run(["train", str(tmp_path / "s.yaml"), "--data", "fsdd", "--epochs", "1", "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert summary["data"] == "fsdd" and summary["test_samples"] == 300
+    assert summary["train_samples"] + summary["val_samples"] == 2700
+    assert f"accuracy {summary['test']['accuracy']:.4f}" in out
