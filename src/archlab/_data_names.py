@@ -13,8 +13,8 @@ import sys
 __all__ = ["BUILTIN_SOURCES", "data_sources", "no_data_message"]
 
 #: The built-in sources as the data registry shows them (``archlab.data.registry.usages()``).
-BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "multi30k", "npy:DIR", "npz:PATH",
-                   "text:PATH[,PATH]")
+BUILTIN_SOURCES = ("audio:DIR", "criteo-sample", "csv:PATH", "digits", "fsdd", "mnist", "movielens-100k", "multi30k",
+                   "npy:DIR", "npz:PATH", "text:PATH[,PATH]")
 
 
 def data_sources() -> str:
