@@ -198,3 +198,14 @@ def test_cli_trains_a_conv1d_on_fsdd_for_one_epoch(tmp_path: Path, monkeypatch: 
     assert summary["data"] == "fsdd" and summary["test_samples"] == 300
     assert summary["train_samples"] + summary["val_samples"] == 2700
     assert f"accuracy {summary['test']['accuracy']:.4f}" in out
+
+
+def test_8bit_and_float_files_are_scaled_to_unit_range(tmp_path: Path) -> None:
+    root = tmp_path / "rec" / "a"
+    root.mkdir(parents=True)
+    tone = _sine(440, 8000)
+    wavfile.write(root / "u8.wav", 8000, np.round(tone * 128 + 128).astype(np.uint8))  # silence at 128
+    wavfile.write(root / "loud.wav", 8000, (3 * tone).astype(np.float32))  # peaks 1.5: clipped to 1
+    ds = load_dataset(f"audio:{root.parent}?length=4000")
+    peaks = sorted(float(np.abs(w).max()) for w in np.concatenate([ds.x_train, ds.x_test]))
+    assert peaks == pytest.approx([0.5, 1.0], abs=0.01)
