@@ -21,8 +21,10 @@ def data_sources() -> str:
     """Every registered source as one phrase.
 
     Example:
-        >>> data_sources()
-        'criteo-sample, csv:PATH, digits, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]'
+        >>> data_sources()[:57]
+        'audio:DIR, criteo-sample, csv:PATH, digits, fsdd, mnist, '
+        >>> data_sources()[57:]
+        'movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]'
     """
     registry = getattr(sys.modules.get("archlab.data"), "registry", None)
     *head, last = registry.usages() if registry is not None else BUILTIN_SOURCES

@@ -152,6 +152,8 @@ def test_label_folder_without_files_and_bad_options(tmp_path: Path) -> None:
         load_dataset(f"audio:{root}")
     with pytest.raises(DataError, match=r"option length= is a whole number above 0"):
         load_dataset(f"audio:{root}?length=0")
+    with pytest.raises(DataError, match=r"nope is neither a folder of label folders .* nor a manifest"):
+        load_dataset(f"audio:{tmp_path / 'nope'}")
     (tmp_path / "bad.csv").write_text("file,class\na.wav,x\n")
     with pytest.raises(DataError, match=r"bad\.csv: a manifest's header is 'path,label'"):
         load_dataset(f"audio:{tmp_path / 'bad.csv'}")

@@ -41,8 +41,8 @@ FSDD_RATE = 8000
 #: FSDD's conventional split (its README): recordings with these indices are the test set.
 FSDD_TEST_INDICES = range(5)
 _FSDD_ARCHIVE = "recordings.tar"  # read as recordings.tar.gz (find_file adds .gz)
-_FSDD_FIX = ("get recordings.tar.gz again (see /work/shared/data/README.md, fsdd/: a tar of the recordings/ "
-             "folder of github.com/Jakobovski/free-spoken-digit-dataset v1.0.10)")
+_FSDD_FIX = ("make recordings.tar.gz again: 'tar -czf recordings.tar.gz recordings' of the recordings/ folder of "
+             "https://github.com/Jakobovski/free-spoken-digit-dataset (v1.0.10)")
 #: The options of ``fsdd?...`` and ``audio:DIR?...``.
 AUDIO_OPTIONS = ("rate", "length", "skip_bad")
 _WAV_FIX = "re-export it as a PCM or float WAV file, or pass ?skip_bad=1 to skip unreadable recordings"
@@ -263,6 +263,9 @@ def load_audio(request: DatasetRequest) -> Dataset:
         files, labels = _label_folders(path)
         groups = None
     else:
+        if not path.is_file() and not (request.data_dir is not None and (request.data_dir / path).is_file()):
+            raise DataError(f"{where}: {path.resolve()} is neither a folder of label folders (DIR/<label>/*.wav) "
+                            "nor a manifest (a CSV with columns path,label[,group]); give an existing path", path)
         path = _resolve(path_text, request)
         files, labels, groups = _manifest(path)
     x, kept = _decode_all(_read_files(files), options, where)
