@@ -95,6 +95,8 @@ def decode_wav(blob: bytes, name: str) -> tuple[np.ndarray, int]:
             rate, data = wavfile.read(io.BytesIO(blob))
     except (ValueError, EOFError, struct.error, wavfile.WavFileWarning) as exc:
         raise DataError(f"{name}: not a readable WAV file ({exc}); {_WAV_FIX}", name) from None
+    if rate < 1:
+        raise DataError(f"{name}: its header gives the sample rate {rate} Hz; {_WAV_FIX}", name)
     if data.size == 0:
         raise DataError(f"{name}: an empty recording (no samples); remove it, or pass ?skip_bad=1", name)
     if data.dtype.kind == "u":  # 8-bit PCM is unsigned, silence at 128
@@ -114,7 +116,8 @@ def fit_length(samples: np.ndarray, rate: int, options: AudioOptions) -> np.ndar
         from scipy.signal import resample_poly
 
         step = math.gcd(rate, options.rate)
-        samples = resample_poly(samples, options.rate // step, rate // step).astype(np.float32)
+        # the filter can ring a little past full scale; the waveform stays in [-1, 1]
+        samples = np.clip(resample_poly(samples, options.rate // step, rate // step), -1, 1).astype(np.float32)
     out = np.zeros(options.length, np.float32)
     kept = samples[:options.length]
     out[:len(kept)] = kept
