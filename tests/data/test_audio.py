@@ -80,6 +80,7 @@ def test_fsdd_counts_conventional_split_and_speakers() -> None:
 def test_fsdd_options_resample_and_length() -> None:
     ds = load_dataset("fsdd?rate=16000&length=4000", data_dir=SHARED_DATA)
     assert ds.input_shape == (4000,) and ds.train_samples == 2700
+    assert float(np.abs(ds.x_train).max()) <= 1 and ds.groups_train.shape == (2700,)
 
 
 @needs_fsdd
