@@ -13,16 +13,18 @@ import sys
 __all__ = ["BUILTIN_SOURCES", "data_sources", "no_data_message"]
 
 #: The built-in sources as the data registry shows them (``archlab.data.registry.usages()``).
-BUILTIN_SOURCES = ("criteo-sample", "csv:PATH", "digits", "mnist", "movielens-100k", "multi30k", "npy:DIR", "npz:PATH",
-                   "text:PATH[,PATH]")
+BUILTIN_SOURCES = ("audio:DIR", "criteo-sample", "csv:PATH", "digits", "fsdd", "mnist", "movielens-100k", "multi30k",
+                   "npy:DIR", "npz:PATH", "text:PATH[,PATH]")
 
 
 def data_sources() -> str:
     """Every registered source as one phrase.
 
     Example:
-        >>> data_sources()
-        'criteo-sample, csv:PATH, digits, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]'
+        >>> data_sources()[:57]
+        'audio:DIR, criteo-sample, csv:PATH, digits, fsdd, mnist, '
+        >>> data_sources()[57:]
+        'movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]'
     """
     registry = getattr(sys.modules.get("archlab.data"), "registry", None)
     *head, last = registry.usages() if registry is not None else BUILTIN_SOURCES

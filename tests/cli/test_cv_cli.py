@@ -86,8 +86,8 @@ def test_data_defaults_to_the_specs_train_data(tmp_path, capsys):
     bare.write_text(yaml.safe_dump({**TINY_CNN, "train": {"batch_size": 64}}))
     assert run(["cv", str(bare), "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert ("train.data: no data set: pass --data NAME (criteo-sample, csv:PATH, digits, mnist, movielens-100k, "
-            "multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set train.data") in err
+    assert ("train.data: no data set: pass --data NAME (audio:DIR, criteo-sample, csv:PATH, digits, fsdd, mnist, "
+            "movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set train.data") in err
     assert not (tmp_path / "runs").exists()
 
 

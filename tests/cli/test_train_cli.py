@@ -476,8 +476,8 @@ def test_unknown_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     spec = write_spec(tmp_path, TINY)
     assert_bad_input(*cli(capsys, "train", spec, "--data", "digit", "--out", tmp_path / "runs"),
                      "unknown dataset 'digit'; did you mean 'digits'?",
-                     "known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH, "
-                     "text:PATH[,PATH]")
+                     "known: audio:DIR, criteo-sample, csv:PATH, digits, fsdd, mnist, movielens-100k, multi30k, "
+                     "npy:DIR, npz:PATH, text:PATH[,PATH]")
     assert not (tmp_path / "runs").exists()  # nothing recorded
 
 
@@ -503,8 +503,8 @@ def test_spec_output_that_does_not_fit_the_classes(capsys: pytest.CaptureFixture
 def test_no_data_given(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = write_spec(tmp_path, TINY)
     assert_bad_input(*cli(capsys, "train", spec, "--out", tmp_path / "runs"),
-                     "train.data: no data set: pass --data NAME (criteo-sample, csv:PATH, digits, mnist, "
-                     "movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set train.data")
+                     "train.data: no data set: pass --data NAME (audio:DIR, criteo-sample, csv:PATH, digits, "
+                     "fsdd, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set train.data")
 
 
 def test_data_help_names_every_source(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -512,8 +512,8 @@ def test_data_help_names_every_source(capsys: pytest.CaptureFixture[str], monkey
     code, out, _ = cli(capsys, "train", "--help")
     assert code == 0
     line = next(line for line in out.splitlines() if "--data " in line)
-    assert ("criteo-sample, csv:PATH, digits, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH] "
-            "(default: train.data)") in line
+    assert ("audio:DIR, criteo-sample, csv:PATH, digits, fsdd, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH "
+            "or text:PATH[,PATH] (default: train.data)") in line
 
 
 def test_bad_recipe_in_the_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -33,19 +33,20 @@ def test_help_texts_name_every_built_in_source():
     assert list(BUILTIN_SOURCES) == registry.usages()
     register_dataset("extra", override=True)(lambda request: None)
     try:  # once the data package is loaded, a source registered later is named too
-        assert data_sources() == ("criteo-sample, csv:PATH, digits, extra, mnist, movielens-100k, multi30k, npy:DIR, "
-                                  "npz:PATH or text:PATH[,PATH]")
+        assert data_sources() == ("audio:DIR, criteo-sample, csv:PATH, digits, extra, fsdd, mnist, movielens-100k, "
+                                  "multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]")
     finally:
         registry.unregister("extra")
 
 
 @pytest.mark.parametrize(("name", "pattern"), [
     ("mnsit", r"unknown dataset 'mnsit'; did you mean 'mnist'\? "
-              r"\(known: criteo-sample, csv:PATH, digits, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH, "
-              r"text:PATH\[,PATH\]\)"),
+              r"\(known: audio:DIR, criteo-sample, csv:PATH, digits, fsdd, mnist, movielens-100k, multi30k, npy:DIR, "
+              r"npz:PATH, text:PATH\[,PATH\]\)"),
     ("cifar10", r"unknown dataset 'cifar10' \(known: "),
     ("iris.csv", r"prefix the source: 'csv:iris.csv'"),
     ("digits:extra", r"the 'digits' source takes no argument"),
+    ("digits?rate=1", r"the 'digits' source takes no '\?' options; write 'digits'"),
     ("npz", r"needs an argument: write 'npz:PATH'"),
     ("", r"a dataset name is a non-empty string"),
 ])

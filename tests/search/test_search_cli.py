@@ -89,8 +89,9 @@ def test_data_defaults_to_the_space_train_data_else_it_asks_for_data(capsys, tmp
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(SPACE))  # no train.data
     code, _, err = cli(capsys, "search", str(path), "--trials", "1", "--out", str(tmp_path))
-    assert code == 2 and ("train.data: no data set: pass --data NAME (criteo-sample, csv:PATH, digits, mnist, "
-                          "movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set train.data") in err
+    assert code == 2 and ("train.data: no data set: pass --data NAME (audio:DIR, criteo-sample, csv:PATH, digits, "
+                          "fsdd, mnist, movielens-100k, multi30k, npy:DIR, npz:PATH or text:PATH[,PATH]) or set "
+                          "train.data") in err
     path.write_text(yaml.safe_dump({**SPACE, "train": {**SPACE["train"], "data": "digits"}}))
     code, out, err = cli(capsys, "search", str(path), "--trials", "1", "--pruner", "none", "--quiet",
                          "--out", str(tmp_path))

@@ -89,6 +89,10 @@ class Dataset:
         oov: per split and field, how many values were not in the training vocabulary, e.g.
             ``{"test": {"zip": 12}}`` (fields without any are left out); ``None`` without fields.
         fields_input: with named inputs, the one that holds the fields' ids (``input`` otherwise).
+        groups_train: the group of each training sample (int or str array ``(N,)``), e.g. the speaker
+            of a recording (``fsdd``, ``audio:``), so that splits can keep a group on one side;
+            ``None`` for sources without groups.
+        groups_test: the same for the test samples; given together with ``groups_train``.
 
     Named inputs (for a graph-form spec): each of ``x_train`` and ``x_test`` is a dict of arrays
     by input name, e.g. ``{"categorical": int64 (N, F), "dense": float32 (N, D)}``, every array
@@ -118,6 +122,8 @@ class Dataset:
     fields: tuple[Field, ...] | None = None
     oov: dict[str, dict[str, int]] | None = None
     fields_input: str = SINGLE
+    groups_train: np.ndarray | None = field(default=None, repr=False)
+    groups_test: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # A source that hands the engine inconsistent arrays is a bug there; say so here, not
@@ -152,6 +158,15 @@ class Dataset:
                 if x.ndim < 2 or len(x) != len(y):
                     raise DataError(f"{where}: {label} {fmt_shape(x.shape)} and y_{split} {fmt_shape(y.shape)} "
                                     "must be (N, *input_shape) and (N, ...) with the same N")
+        if (self.groups_train is None) != (self.groups_test is None):
+            raise DataError(f"{where}: give groups_train and groups_test both (a group per sample of each split) "
+                            "or neither")
+        for split, groups, y in (("train", self.groups_train, self.y_train), ("test", self.groups_test, self.y_test)):
+            if groups is not None and (not isinstance(groups, np.ndarray) or groups.shape != (len(y),)
+                                       or groups.dtype.kind not in "iuU"):
+                got = fmt_shape(groups.shape) if isinstance(groups, np.ndarray) else type(groups).__name__
+                raise DataError(f"{where}: groups_{split} must be an int or str array of one group per sample, "
+                                f"({len(y)},), got {got}")
         for key, shape in self.input_shapes.items():
             test_shape = as_named(self.x_test)[key].shape[1:]
             if shape != test_shape:

@@ -60,6 +60,7 @@ class _Source:
     argument: str | None  # how the argument is shown in messages ("PATH"), None when it takes none
     files: tuple[str, ...]  # files read from a data folder (each may carry .gz), for find_data_dir
     folder: str  # the data folder's name under $ARCHLAB_DATA and the cache (MovieLens ships as ml-100k/)
+    options: bool = False  # whether a source without an argument takes '?key=value' options ('fsdd?rate=16000')
 
     @property
     def usage(self) -> str:
@@ -73,14 +74,14 @@ class DatasetRegistry:
         self._sources: dict[str, _Source] = {}
 
     def register(self, name: str, loader: Loader, *, argument: str | None = None, files: tuple[str, ...] = (),
-                 folder: str | None = None, override: bool = False) -> None:
+                 folder: str | None = None, options: bool = False, override: bool = False) -> None:
         if not _NAME.match(name):
             raise DataError(f"a dataset source name is lower case letters, digits, '_' and '-', starting with a "
                             f"letter, got {name!r}")
         if name in self._sources and not override:
             warnings.warn(f"dataset source {name!r} was registered before; the new one replaces it "
                           "(pass override=True to silence this)", stacklevel=3)
-        self._sources[name] = _Source(name, loader, argument, tuple(files), folder or name)
+        self._sources[name] = _Source(name, loader, argument, tuple(files), folder or name, options)
 
     def unregister(self, name: str) -> None:
         self._sources.pop(name, None)
@@ -97,7 +98,14 @@ class DatasetRegistry:
             raise DataError(f"a dataset name is a non-empty string such as 'mnist', got {name!r}; "
                             f"known sources: {self._known()}")
         head, colon, argument = name.strip().partition(":")
+        head, mark, query = head.partition("?")
         source = self.get(head.lower())
+        if mark:
+            # 'fsdd?rate=16000': options of a source without an argument reach it as the argument '?...'
+            if not source.options:
+                raise DataError(f"dataset {name!r}: the {source.name!r} source takes no '?' options; write "
+                                f"{source.usage!r}")
+            return source, f"?{query}"
         if source.argument is None and colon:
             raise DataError(f"dataset {name!r}: the {source.name!r} source takes no argument; write {source.name!r}")
         if source.argument is not None and not argument:
@@ -131,7 +139,8 @@ registry = DatasetRegistry()
 
 
 def register_dataset(name: str, *, argument: str | None = None, files: tuple[str, ...] = (),
-                     folder: str | None = None, override: bool = False) -> Callable[[Loader], Loader]:
+                     folder: str | None = None, options: bool = False,
+                     override: bool = False) -> Callable[[Loader], Loader]:
     """Function decorator adding a dataset source under ``name``.
 
     Args:
@@ -142,6 +151,8 @@ def register_dataset(name: str, *, argument: str | None = None, files: tuple[str
             with ``.gz``), so that ``find_data_dir`` and the not-found message know what to look for.
         folder: the name of the source's data folder (under ``$ARCHLAB_DATA``, the cache, ``data_dir``);
             default ``name``.
+        options: a source without an argument takes ``?key=value`` options (``fsdd?rate=16000``); the
+            loader gets them as its argument, ``"?rate=16000"``.
         override: replace an existing source without a warning.
 
     Example:
@@ -156,7 +167,8 @@ def register_dataset(name: str, *, argument: str | None = None, files: tuple[str
     """
 
     def decorate(loader: Loader) -> Loader:
-        registry.register(name, loader, argument=argument, files=files, folder=folder, override=override)
+        registry.register(name, loader, argument=argument, files=files, folder=folder, options=options,
+                          override=override)
         return loader
 
     return decorate
