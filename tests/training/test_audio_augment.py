@@ -1,0 +1,130 @@
+"""augment_audio: the waveform augmentations measured on known signals, and training with them
+the same under its seed and when resumed."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import archlab
+from archlab.exceptions import SpecError
+from archlab.training import resolve_recipe
+from archlab.training._audio_augment import add_noise, change_speed, time_shift
+from archlab.training._engine import Engine
+
+RATE, SAMPLES = 8000, 8000
+
+
+def sine(hz: float, rows: int = 4) -> torch.Tensor:
+    t = torch.arange(SAMPLES) / RATE
+    return torch.sin(2 * math.pi * hz * t).repeat(rows, 1)  # (rows, samples)
+
+
+def dominant_hz(x: torch.Tensor) -> float:
+    return float(torch.fft.rfft(x).abs().argmax()) * RATE / x.shape[-1]
+
+
+def test_noise_has_the_drawn_snr() -> None:
+    x = 0.5 * sine(440, rows=8)
+    noisy = add_noise(x, (20.0, 20.0), torch.Generator().manual_seed(0))
+    noise = noisy - x
+    snr = 10 * torch.log10(x.pow(2).mean(1) / noise.pow(2).mean(1))
+    torch.testing.assert_close(snr, torch.full((8,), 20.0), atol=0.2, rtol=0)
+    spread = add_noise(x, (5.0, 30.0), torch.Generator().manual_seed(1)) - x
+    snr = 10 * torch.log10(x.pow(2).mean(1) / spread.pow(2).mean(1))
+    assert snr.min() > 4.7 and snr.max() < 30.3 and snr.max() - snr.min() > 3  # drawn per sample
+    assert torch.equal(add_noise(torch.zeros(2, 100), (10.0, 10.0), torch.Generator()), torch.zeros(2, 100))
+
+
+def test_shift_moves_the_signal_within_bounds() -> None:
+    x = torch.zeros(16, 100)
+    x[:, 50] = 1.0  # a click in the middle
+    moved = time_shift(x, 0.1, torch.Generator().manual_seed(0))
+    where = moved.argmax(1) - 50
+    assert moved.sum(1).eq(1).all() and where.abs().max() <= 10 and len(where.unique()) > 3
+    rolled = time_shift(torch.arange(10.0)[None], 0.5, torch.Generator().manual_seed(3), fill="roll")
+    assert sorted(rolled[0].tolist()) == list(range(10))  # a roll loses nothing
+    edge = torch.ones(64, 10)
+    cut = time_shift(edge, 0.5, torch.Generator().manual_seed(0))  # zero fill: the shift's samples are zeros
+    zeros = (cut == 0).sum(1)
+    assert zeros.max() <= 5 and zeros.max() > 0 and set(cut.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1, 1.25])
+def test_speed_scales_the_frequency(speed: float) -> None:
+    out = change_speed(sine(400.0), (speed, speed), torch.Generator())
+    assert out.shape == (4, SAMPLES)
+    played = int(SAMPLES / speed) if speed > 1 else SAMPLES  # faster: the end is zero padding
+    assert dominant_hz(out[0, :played]) == pytest.approx(400.0 * speed, abs=2.0)
+    if speed > 1:
+        assert out[:, played + 1:].abs().max() == 0
+
+
+def test_recipe_ranges_are_checked() -> None:
+    cfg = resolve_recipe({"augment_audio": {"shift": 0.1, "noise_snr_db": [10, 30], "speed": [0.9, 1.1]}})
+    assert cfg.augment_audio.noise_snr_db == (10, 30) and cfg.augment_audio.shift_fill == "zero"
+    with pytest.raises(SpecError, match="low first") as err:
+        resolve_recipe({"augment_audio": {"noise_snr_db": [30, 10]}})
+    assert err.value.path == "train.augment_audio.noise_snr_db"
+    with pytest.raises(SpecError, match="train.augment_audio.speed"):
+        resolve_recipe({"augment_audio": {"speed": [0.1, 1.0]}})
+    with pytest.raises(SpecError, match="unknown key 'snr'"):
+        resolve_recipe({"augment_audio": {"snr": 3}})
+
+
+SPEC = {"name": "tiny-audio", "input": [256], "task": {"kind": "classification", "classes": 3},
+        "layers": [{"dense": {"units": 16, "activation": "relu"}}, {"dropout": {"rate": 0.2}},
+                   {"dense": {"units": 3, "activation": "softmax"}}]}
+AUGMENT = {"shift": 0.1, "noise_snr_db": [5, 20], "speed": [0.9, 1.1]}
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    y = torch.arange(96) % 3
+    t = torch.arange(256) / RATE
+    x = torch.sin(2 * math.pi * (500 + 1000 * y[:, None]) * t) + 0.1 * torch.randn(96, 256, generator=g)
+    return x, y
+
+
+def engine(run_dir: Path | None, epochs: int, seed: int = 3, **recipe: object) -> Engine:
+    torch.manual_seed(0)
+    recipe = {"device": "cpu", "epochs": epochs, "batch_size": 16, "seed": seed, "validation_split": 0,
+              "augment_audio": AUGMENT, **recipe}
+    return Engine(archlab.build(SPEC), resolve_recipe(recipe), "cross_entropy", run_dir=run_dir, verbose=0)
+
+
+def weights(eng: Engine) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in eng.model.state_dict().items()}
+
+
+def test_same_seed_same_weights_and_augmentation_matters() -> None:
+    x, y = data()
+    runs = []
+    for seed, recipe in ((3, {}), (3, {}), (4, {}), (3, {"augment_audio": None})):
+        eng = engine(None, 2, seed, **recipe)
+        eng.fit(x, y)
+        runs.append(weights(eng))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])  # another seed: other draws
+    assert not all(torch.equal(runs[0][k], runs[3][k]) for k in runs[0])  # the augmentation reached the batches
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path, helpers) -> None:
+    x, y = data()
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "split").mkdir()
+    engine(tmp_path / "whole", 2).fit(x, y)
+    engine(tmp_path / "split", 1).fit(x, y)
+    resumed = engine(tmp_path / "split", 2)
+    resumed.fit(x, y, resume=True)
+    helpers.assert_same_tensors(tmp_path / "whole" / "last.safetensors", tmp_path / "split" / "last.safetensors")
+
+
+def test_non_waveform_inputs_are_refused_before_training() -> None:
+    eng = engine(None, 1)
+    with pytest.raises(SpecError, match=r"augment_audio augments waveforms.*\(96, 4, 64\)"):
+        eng.fit(torch.zeros(96, 4, 64), torch.zeros(96, dtype=torch.long))
+    assert eng.rows == []
