@@ -1,5 +1,5 @@
-"""augment_audio: the waveform augmentations measured on known signals, and training with them
-the same under its seed and when resumed."""
+"""augment_audio (the waveform augmentations) measured on known signals, the spec_augment layer's
+masks counted, and training with both the same under its seed and when resumed."""
 
 from __future__ import annotations
 
@@ -75,8 +75,49 @@ def test_recipe_ranges_are_checked() -> None:
         resolve_recipe({"augment_audio": {"snr": 3}})
 
 
+def masked(features: int, frames: int, **params: int) -> torch.Tensor:
+    """The zeros spec_augment leaves in 300 training samples of ones: (300, features, frames) bool."""
+    layer = archlab.build({"name": "masks", "input": [features, frames], "layers": [{"spec_augment": params}]})
+    return layer.train()(torch.ones(300, features, frames)) == 0
+
+
+def test_frequency_masks_zero_whole_bands_of_bounded_width() -> None:
+    torch.manual_seed(0)
+    zeros = masked(40, 30, freq_masks=1, freq_mask_width=8, time_masks=0)
+    rows = zeros.all(dim=2)  # (300, 40): the rows zeroed in every frame
+    assert torch.equal(zeros, rows[:, :, None].expand_as(zeros))  # nothing but whole rows
+    width = rows.sum(1)
+    assert set(width.tolist()) == set(range(9))  # each width 0 .. F drawn
+    starts = rows.float().argmax(1)
+    band = torch.arange(40)[None] - starts[:, None]
+    assert torch.equal(rows, (band >= 0) & (band < width[:, None]))  # one contiguous band each
+    two = masked(40, 30, freq_masks=2, freq_mask_width=8, time_masks=0).all(dim=2).sum(1)
+    assert two.max() <= 16 and two.float().mean() > width.float().mean()
+
+
+def test_time_masks_zero_whole_frames_clipped_to_the_length() -> None:
+    torch.manual_seed(1)
+    zeros = masked(5, 12, freq_masks=0, time_masks=2, time_mask_width=100)  # widths clipped to 12 frames
+    cols = zeros.all(dim=1)  # (300, 12)
+    assert torch.equal(zeros, cols[:, None, :].expand_as(zeros))
+    assert cols.sum(1).max() == 12 and (cols.sum(1) == 0).any()
+
+
+def test_spec_augment_is_the_identity_in_eval_and_follows_the_global_seed() -> None:
+    model = archlab.build({"name": "masks", "input": [10, 20], "layers": ["spec_augment"]})
+    x = torch.randn(4, 10, 20)
+    assert torch.equal(model.eval()(x), x)
+    model.train()
+    torch.manual_seed(5)
+    first = model(x)
+    torch.manual_seed(5)
+    assert torch.equal(model(x), first) and not torch.equal(first, x)
+
+
 SPEC = {"name": "tiny-audio", "input": [256], "task": {"kind": "classification", "classes": 3},
-        "layers": [{"dense": {"units": 16, "activation": "relu"}}, {"dropout": {"rate": 0.2}},
+        "layers": [{"log_mel": {"n_fft": 32, "sample_rate": RATE, "n_mels": 8}},
+                   {"spec_augment": {"freq_masks": 1, "freq_mask_width": 2, "time_masks": 1, "time_mask_width": 4}},
+                   "flatten", {"dense": {"units": 16, "activation": "relu"}}, {"dropout": {"rate": 0.2}},
                    {"dense": {"units": 3, "activation": "softmax"}}]}
 AUGMENT = {"shift": 0.1, "noise_snr_db": [5, 20], "speed": [0.9, 1.1]}
 
