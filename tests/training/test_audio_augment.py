@@ -6,10 +6,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from scipy.io import wavfile
 
 import archlab
+from archlab.cli import run
 from archlab.exceptions import SpecError
 from archlab.training import resolve_recipe
 from archlab.training._audio_augment import add_noise, change_speed, time_shift
@@ -169,3 +173,39 @@ def test_non_waveform_inputs_are_refused_before_training() -> None:
     with pytest.raises(SpecError, match=r"augment_audio augments waveforms.*\(96, 4, 64\)"):
         eng.fit(torch.zeros(96, 4, 64), torch.zeros(96, dtype=torch.long))
     assert eng.rows == []
+
+
+def _recordings(root: Path) -> Path:
+    for label, hz in (("low", 300.0), ("high", 1200.0)):
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            wave = 0.5 * torch.sin(2 * math.pi * hz * torch.arange(2000) / RATE)
+            wavfile.write(root / label / f"{i}.wav", RATE, (wave.numpy() * 32767).astype(np.int16))
+    return root
+
+
+def test_cli_trains_with_both_augmentations_the_same_twice(tmp_path: Path, helpers) -> None:
+    """Through ``archlab train`` (fit_spec seeds torch's RNG for spec_augment): same seed, same weights."""
+    root = _recordings(tmp_path / "rec")
+    spec = {"name": "aug", "input": [2000], "task": {"kind": "classification", "classes": 2},
+            "layers": [{"log_mel": {"n_fft": 64, "sample_rate": RATE, "n_mels": 8}},
+                       {"spec_augment": {"freq_masks": 1, "freq_mask_width": 2, "time_masks": 1,
+                                         "time_mask_width": 8}},
+                       "flatten", {"dense": {"units": 2, "activation": "softmax"}}],
+            "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "augment_audio": AUGMENT}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    for out in ("a", "b"):
+        assert run(["train", str(tmp_path / "s.yaml"), "--data", f"audio:{root}?rate={RATE}&length=2000",
+                    "--out", str(tmp_path / out)]) == 0
+    (a,), (b,) = (list((tmp_path / out).glob("*/last.safetensors")) for out in ("a", "b"))
+    helpers.assert_same_tensors(a, b)
+
+
+def test_cli_refuses_augment_audio_on_images_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = {"name": "img", "input": [1, 8, 8], "task": {"kind": "classification", "classes": 10},
+            "layers": ["flatten", {"dense": {"units": 10, "activation": "softmax"}}],
+            "train": {"data": "digits", "epochs": 1, "device": "cpu", "augment_audio": {"shift": 0.1}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code = run(["train", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.augment_audio" in err and "(N, samples)" in err and "Traceback" not in err
