@@ -1,7 +1,7 @@
 """``augment_audio``: waveform augmentation of (N, samples) training batches (speed perturbation,
 time shift, additive noise at a random SNR), drawn from the engine's generator, whose state the
 checkpoint keeps, so a run is the same under its seed and a resumed run draws what it would have.
-SpecAugment's masks act on the features instead: the ``spec_augment`` layer, when there is one."""
+SpecAugment's masks act on the features instead: the ``spec_augment`` layer (archlab.layers.audio)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._recipe import AudioAugmentConfig
 
-__all__ = ["AudioAugment", "add_noise", "change_speed", "time_shift"]
+__all__ = ["AudioAugment", "add_noise", "augment_waveforms", "change_speed", "time_shift"]
 
 
 def _uniform(low: float, high: float, rows: int, generator: torch.Generator) -> torch.Tensor:
