@@ -95,6 +95,7 @@ def test_spec_is_a_fresh_plain_dict() -> None:
     (layers.LogMel(400, 16000, 80, top_db=80.0),
      {"log_mel": {"n_fft": 400, "sample_rate": 16000, "n_mels": 80, "top_db": 80.0}}),
     (layers.MFCC(256, 8000, 40, 13), {"mfcc": {"n_fft": 256, "sample_rate": 8000, "n_mels": 40, "n_mfcc": 13}}),
+    (layers.SpecAugment(time_masks=1, time_mask_width=20), {"spec_augment": {"time_masks": 1, "time_mask_width": 20}}),
     (layers.GatedMLP(64, activation="gelu"), {"gated_mlp": {"ff_dim": 64, "activation": "gelu"}}),
     (layers.MixtureOfExperts(8, 64, top_k=1), {"moe": {"num_experts": 8, "ff_dim": 64, "top_k": 1}}),
     (layers.ReLU(), "relu"),

@@ -74,6 +74,8 @@ PARAMS: dict[str, tuple[dict, dict]] = {
                  "top_db": st.sampled_from([None, 80.0])}),
     "mfcc": ({"n_fft": st.integers(2, 8), "sample_rate": st.just(8000), "n_mels": small, "n_mfcc": st.integers(1, 2)},
              {"norm": st.sampled_from(["slaney", None])}),
+    "spec_augment": ({}, {"freq_masks": st.integers(0, 2), "freq_mask_width": small, "time_masks": st.integers(0, 2),
+                          "time_mask_width": small}),
     "relu": ({}, {}), "tanh": ({}, {}), "sigmoid": ({}, {}), "softmax": ({}, {}), "silu": ({}, {}),
     "gelu": ({}, {"approximate": st.sampled_from(["none", "tanh"])}),
     "leaky_relu": ({}, {"negative_slope": st.sampled_from([0.01, 0.2])}),

@@ -9,7 +9,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["LogMel", "MFCC", "Spectrogram", "dct_matrix", "hz_to_mel", "mel_filter_bank", "mel_to_hz"]
+__all__ = ["LogMel", "MFCC", "SpecAugment", "Spectrogram", "band_masks", "dct_matrix", "hz_to_mel", "mel_filter_bank",
+           "mel_to_hz"]
 
 # Slaney's Auditory Toolbox scale (librosa's default, Whisper's filters): linear up to 1 kHz, then log
 _SLANEY_HZ_PER_MEL = 200.0 / 3
@@ -129,3 +130,34 @@ class MFCC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.dct, self.log_mel(x))  # (n_mfcc, n_mels) @ (B, n_mels, frames)
+
+
+def band_masks(batch: int, length: int, masks: int, max_width: int) -> torch.Tensor:
+    """(batch, length) bool, True in each sample's ``masks`` bands: widths uniform in
+    0 .. min(max_width, length), starts uniform over where the band fits (SpecAugment's draws),
+    from torch's global CPU RNG so that a seeded (or resumed) run draws the same on any device."""
+    width = torch.randint(0, min(max_width, length) + 1, (batch, masks))
+    start = (torch.rand(batch, masks) * (length - width + 1)).long()  # in 0 .. length - width
+    steps = torch.arange(length)[None, None, :]  # (1, 1, length)
+    return ((steps >= start[..., None]) & (steps < (start + width)[..., None])).any(dim=1)
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment's frequency and time masks on (batch, features, frames) while training; the identity in eval."""
+
+    def __init__(self, freq_masks: int, freq_mask_width: int, time_masks: int, time_mask_width: int) -> None:
+        super().__init__()
+        self.freq_masks, self.freq_mask_width = freq_masks, freq_mask_width
+        self.time_masks, self.time_mask_width = time_masks, time_mask_width
+
+    def extra_repr(self) -> str:
+        return (f"freq_masks={self.freq_masks}, freq_mask_width={self.freq_mask_width}, "
+                f"time_masks={self.time_masks}, time_mask_width={self.time_mask_width}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        batch, features, frames = x.shape  # (B, F, T)
+        rows = band_masks(batch, features, self.freq_masks, self.freq_mask_width)[:, :, None]  # (B, F, 1)
+        cols = band_masks(batch, frames, self.time_masks, self.time_mask_width)[:, None, :]  # (B, 1, T)
+        return x.masked_fill((rows | cols).to(x.device), 0.0)

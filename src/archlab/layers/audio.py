@@ -1,6 +1,7 @@
 """Audio feature layers computed inside the model with torch.stft: ``spectrogram``, ``log_mel``
 and ``mfcc`` turn a (samples,) waveform into (features, frames), which conv1d reads as
-(channels, length); ``transpose`` (archlab.layers.core) turns it into lstm's (time, features).
+(channels, length); ``transpose`` (archlab.layers.core) turns it into lstm's (time, features). ``spec_augment``
+masks bands and stretches of those features while training (SpecAugment, Park et al. 2019).
 
 FLOPs per frame (docs/analysis.md): the window n_fft multiplies, the FFT 5·N·log2 N real FLOPs
 (N = n_fft, the radix-2 Cooley-Tukey count of a complex FFT, rounded to an integer), 3 per bin for
@@ -19,18 +20,28 @@ from archlab._lazy import lazy_attributes
 from archlab.exceptions import ShapeError
 
 from ._params import Epsilon, PosInt
-from ._registry import Cost, InputRule, KerasStyle, LayerParams, LayerType, TensorInfo, register_layer
+from ._registry import (
+    PASSES_QUANTIZATION,
+    Cost,
+    InputRule,
+    KerasStyle,
+    LayerParams,
+    LayerType,
+    TensorInfo,
+    register_layer,
+)
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ._audio_modules import MFCC, LogMel, Spectrogram
+    from ._audio_modules import MFCC, LogMel, SpecAugment, Spectrogram
 
 # torch is heavy and validate/schema never build: the modules live in _audio_modules
-__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("LogMel", "MFCC", "Spectrogram"),
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("LogMel", "MFCC", "SpecAugment", "Spectrogram"),
                                                                 "archlab.layers._audio_modules"))
 
-__all__ = ["LogMel", "LogMelParams", "MFCC", "MFCCParams", "Spectrogram", "SpectrogramParams"]
+__all__ = ["LogMel", "LogMelParams", "MFCC", "MFCCParams", "SpecAugment", "SpecAugmentParams", "Spectrogram",
+           "SpectrogramParams"]
 
 Hz = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -227,3 +238,49 @@ class MFCCLayer(LogMelLayer):
         from ._audio_modules import MFCC
 
         return MFCC(super().module(p, x), p.n_mfcc)
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class SpecAugmentParams(LayerParams):
+    """Defaults: Park et al.'s LibriSpeech-double policy (LD) without its time-mask ratio."""
+
+    freq_masks: Count = 2
+    #: each frequency mask's width is drawn from 0 .. freq_mask_width rows (F), clipped to the rows
+    freq_mask_width: PosInt = 27
+    time_masks: Count = 2
+    #: each time mask's width is drawn from 0 .. time_mask_width frames (T), clipped to the frames
+    time_mask_width: PosInt = 100
+
+
+@register_layer("spec_augment")
+class SpecAugmentLayer(LayerType):
+    """SpecAugment's masks (Park et al. 2019): while training, zero freq_masks bands of up to
+    freq_mask_width feature rows and time_masks stretches of up to time_mask_width frames, each
+    width and start drawn per sample from torch's global RNG (which a run seeds and its
+    checkpoint keeps, as dropout's); the identity in eval. Masks may overlap.
+
+    Input shape: (features, frames). Output shape: the same.
+    """
+
+    Params = SpecAugmentParams
+    accepts = InputRule(ranks={2: "(features, frames)"},
+                        hints={1: "put it after spectrogram, log_mel or mfcc, which give (features, frames)"})
+    summary = "SpecAugment: zeroes random frequency bands and time stretches while training"
+    quantization = PASSES_QUANTIZATION
+    keras = KerasStyle("SpecAugment")
+
+    def output(self, p: SpecAugmentParams, x: TensorInfo) -> TensorInfo:
+        return x
+
+    def cost(self, p, x, y) -> Cost:
+        return Cost()  # identity at inference
+
+    def count_params(self, p, x) -> int:
+        return 0
+
+    def module(self, p: SpecAugmentParams, x: TensorInfo) -> nn.Module:
+        from ._audio_modules import SpecAugment
+
+        return SpecAugment(p.freq_masks, p.freq_mask_width, p.time_masks, p.time_mask_width)

@@ -27,6 +27,7 @@ from archlab._inputs import call_model, is_named, map_inputs, num_rows
 from archlab.exceptions import ArchlabError, SpecError, suggest
 from archlab.tasks import TaskKind, as_task
 
+from ._audio_augment import AudioAugment
 from ._callbacks import (
     Augment,
     Callback,
@@ -423,7 +424,12 @@ class Engine:
         has_val = x_val is not None and num_rows(x_val) > 0
         best = EarlyStopping(self, has_val)
         progress = Progress(self.verbose) if self.verbose else None
+        if recipe.augment_audio is not None and not _waveforms(x):
+            raise SpecError("train.augment_audio augments waveforms, one float tensor (N, samples), but this "
+                            f"run's training inputs are {_describe(x)}; drop augment_audio (or use augment for "
+                            "images)", "train.augment_audio")
         self.callbacks = [DivergenceCheck(), *([Augment()] if recipe.augment == "shift" and _images(x) else []),
+                          *([AudioAugment()] if recipe.augment_audio is not None else []),
                           best, *callbacks, *([Checkpoint(best)] if self.run_dir is not None else []),
                           *([progress] if progress is not None else [])]
         batch_hooks = [c for c in self.callbacks if overrides(c, "on_batch")]
@@ -525,4 +531,17 @@ def _images(x: Any) -> bool:
     return not is_named(x) and not getattr(x, "named", False) and x.dim() == 4
 
 
-_BUILTIN = (DivergenceCheck, Augment, EarlyStopping, Checkpoint, Progress)
+def _waveforms(x: Any) -> bool:
+    """Whether the training inputs are one float tensor of waveforms (N, samples), which augment_audio takes."""
+    if is_named(x) or getattr(x, "named", False) or x.dim() != 2:
+        return False
+    return x.is_floating_point() if torch.is_tensor(x) else x.dtypes.kind == "f"  # a MappedSplit's numpy dtype
+
+
+def _describe(x: Any) -> str:
+    if is_named(x) or getattr(x, "named", False):
+        return "named inputs"
+    return f"{tuple(x.shape)} {str(x.dtype if torch.is_tensor(x) else x.dtypes).removeprefix('torch.')}"
+
+
+_BUILTIN = (DivergenceCheck, Augment, AudioAugment, EarlyStopping, Checkpoint, Progress)

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from archlab.exceptions import SpecError, suggest
 from archlab.tasks import list_metrics, tasks
 
-__all__ = ["EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig", "TokenizerConfig", "resolve_recipe"]
+__all__ = ["AudioAugmentConfig", "EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig",
+           "TokenizerConfig", "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
 
@@ -61,6 +62,37 @@ class TokenizerConfig(_Config):
     lowercase: bool = False
 
 
+def _range(value: tuple[float, float], what: str) -> tuple[float, float]:
+    if value[0] > value[1]:
+        raise ValueError(f"{what} is a [low, high] range, low first; got {list(value)}")
+    return value
+
+
+class AudioAugmentConfig(_Config):
+    """Waveform augmentation of (N, samples) training inputs, each draw per sample from the
+    engine's seeded generator (``archlab.training._audio_augment``); each entry optional."""
+
+    #: the largest time shift, as a fraction of the length (0: none)
+    shift: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    #: zero: samples shifted past an end are dropped, zeros come in; roll: they wrap round
+    shift_fill: Literal["zero", "roll"] = "zero"
+    #: [low, high] dB: white noise at an SNR drawn uniformly per sample
+    noise_snr_db: tuple[Annotated[float, Field(allow_inf_nan=False)], Annotated[float, Field(allow_inf_nan=False)]] \
+        | None = None
+    #: [low, high]: the playback speed drawn uniformly per sample (Ko et al. 2015 use 0.9, 1.0, 1.1)
+    speed: tuple[Annotated[float, Field(ge=0.5, le=2)], Annotated[float, Field(ge=0.5, le=2)]] | None = None
+
+    @field_validator("noise_snr_db")
+    @classmethod
+    def _snr_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if value is None else _range(value, "noise_snr_db")
+
+    @field_validator("speed")
+    @classmethod
+    def _speed_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if value is None else _range(value, "speed")
+
+
 class Recipe(_Config):
     """How to train a spec. Defaults are the seed example's recipe (Keras' fit defaults)."""
 
@@ -96,6 +128,8 @@ class Recipe(_Config):
     init: Literal["torch", "glorot"] = "torch"
     #: shift: random translations of up to 2 pixels (images only), a light augmentation.
     augment: Literal["none", "shift"] = "none"
+    #: waveform augmentation of (N, samples) inputs (speed, shift, noise); None: none
+    augment_audio: AudioAugmentConfig | None = None
     #: memory: the training split as one tensor on the device (the fast path); stream: a memory-mapped
     #: file read batch by batch by a DataLoader; auto: stream when the split is over half the available memory.
     data_loading: Literal["auto", "memory", "stream"] = "auto"
@@ -146,7 +180,8 @@ class Recipe(_Config):
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig,
-                                         "early_stopping": EarlyStoppingConfig, "tokenizer": TokenizerConfig}
+                                         "early_stopping": EarlyStoppingConfig, "tokenizer": TokenizerConfig,
+                                         "augment_audio": AudioAugmentConfig}
 
 
 def _merge(base: dict, override: dict) -> dict:
