@@ -91,6 +91,26 @@ def test_fsdd_rejects_unknown_options() -> None:
         load_dataset("mnist?rate=1")
 
 
+@needs_fsdd
+def test_fsdd_test_speaker_holds_that_speaker_out() -> None:
+    ds = load_dataset("fsdd?test_speaker=jackson&length=800", data_dir=SHARED_DATA)
+    # all 500 of jackson's recordings (10 digits x indices 0-49) are the test split, the 2,500 others train
+    assert ds.x_test.shape == (500, 800) and ds.x_train.shape == (2500, 800)
+    assert set(ds.groups_test) == {"jackson"} and "jackson" not in set(ds.groups_train)
+    assert np.bincount(ds.y_test).tolist() == [50] * 10
+    two = load_dataset("fsdd?test_speaker=theo,george&length=800", data_dir=SHARED_DATA)
+    assert set(two.groups_test) == {"theo", "george"} and len(two.y_test) == 1000
+
+
+@needs_fsdd
+def test_fsdd_unknown_test_speaker_names_the_speakers() -> None:
+    with pytest.raises(DataError, match=r"test_speaker='jakson' is not one of FSDD's speakers \(george, jackson, "
+                       r"lucas, nicolas, theo, yweweler\).*did you mean 'jackson'"):
+        load_dataset("fsdd?test_speaker=jakson", data_dir=SHARED_DATA)
+    with pytest.raises(DataError, match="leaving none to train on"):
+        load_dataset("fsdd?test_speaker=george,jackson,lucas,nicolas,theo,yweweler", data_dir=SHARED_DATA)
+
+
 def test_audio_folder_labels_split_and_resampled_sine(tmp_path: Path) -> None:
     root = _folder(tmp_path, rate=16000)
     ds = load_dataset(f"audio:{root}?rate=8000&length=4000")

@@ -70,11 +70,26 @@ class FitResult:
         return self.engine.model
 
 
-def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
+def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str,
+                     groups: np.ndarray | None = None, data_name: str = "the data"):
     """Keras' validation_split: the last fraction, before shuffling; or a stratified split, for the
-    tasks whose splits stratify. ``x`` is one array or named arrays (``archlab._inputs``)."""
+    tasks whose splits stratify; or whole groups held out (``validation: group``: a seeded
+    GroupShuffleSplit of ``groups``, one per row, taking ~validation_split of the groups), so no
+    group is in both. ``x`` is one array or named arrays (``archlab._inputs``).
+
+    Raises:
+        SpecError: ``validation: group`` without groups, or with fewer than two.
+    """
+    if recipe.validation == "group":
+        _check_groups(groups, data_name)
     if recipe.validation_split == 0:
         return x, y, map_inputs(lambda a: a[:0], x), y[:0]
+    if recipe.validation == "group":
+        from sklearn.model_selection import GroupShuffleSplit
+
+        splitter = GroupShuffleSplit(n_splits=1, test_size=recipe.validation_split, random_state=recipe.seed)
+        train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, groups))
+        return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     if recipe.validation == "stratified" and as_task(task).stratify:
         from sklearn.model_selection import train_test_split
 
@@ -84,6 +99,22 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
         return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     cut = int(len(y) * (1 - recipe.validation_split))
     return map_inputs(lambda a: a[:cut], x), y[:cut], map_inputs(lambda a: a[cut:], x), y[cut:]
+
+
+def _check_groups(groups: np.ndarray | None, data_name: str) -> None:
+    """Refuse ``validation: group`` on data without at least two groups, before any work.
+
+    Raises:
+        SpecError: no groups, or only one.
+    """
+    if groups is None:
+        raise SpecError(f"train.validation: group holds out whole groups, but {data_name} has none (no "
+                        "groups_train); use data with groups (fsdd, or audio:DIR with a manifest's group column) "
+                        "or validation: last / stratified", "train.validation")
+    if len(np.unique(groups)) < 2:
+        raise SpecError(f"train.validation: group needs two groups or more to hold one out, but {data_name}'s "
+                        f"training split has only {np.unique(groups).tolist()}; use validation: last or stratified",
+                        "train.validation")
 
 
 def input_sources(parsed: Any, provided: dict[str, tuple[int, ...]], data_name: str) -> dict[str, str]:
@@ -169,6 +200,8 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
     the mapped pages, which the Engine evaluates batch by batch. Callers that index ``x`` themselves
     (compress's calibration) leave it off."""
     parsed = spec if hasattr(spec, "raw_inputs") else _parse(spec)
+    if recipe.validation == "group" and getattr(dataset, "x_val", None) is None:
+        _check_groups(getattr(dataset, "groups_train", None), dataset.name)  # before reading any file
     if stream:
         mapped = _mapped_splits(parsed, dataset, recipe, task, train_samples, test)
         if mapped is not None:
@@ -178,7 +211,8 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
         x, y = x_train, dataset.y_train
         x_val, y_val = model_inputs(parsed, dataset.x_val, dataset.name), dataset.y_val
     else:
-        x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
+        x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task,
+                                              getattr(dataset, "groups_train", None), dataset.name)
     if train_samples is not None:
         x, y = map_inputs(lambda a: a[:train_samples], x), y[:train_samples]
     tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
