@@ -76,6 +76,9 @@ def train(
                                                      "the training split in memory, or streamed from disk.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers of the streaming path "
                                                 "(train.workers).")] = None,
+    validation: Annotated[Literal["last", "stratified", "group"] | None,
+                          typer.Option(help="train.validation: the last rows, a stratified split, or whole "
+                                       "groups (speakers) never trained on.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue this run from its last checkpoint.")] = None,
     quiet: Quiet = False,
@@ -90,7 +93,8 @@ def train(
     try:
         result = training.train(spec, data=data, data_dir=data_dir, out=out, resume=resume,
                                 verbose=0 if quiet else 1, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                device=device, precision=precision, data_loading=data_loading, workers=workers)
+                                device=device, precision=precision, data_loading=data_loading, workers=workers,
+                                validation=validation)
     except Interrupted as exc:
         raise interrupted(exc) from None
     for note in (_early_stopping_line(result), *_text_lines(result.summary.get("text"))):

@@ -30,8 +30,8 @@ from ._engine import Engine, History, Inputs, glorot_init, split_output_activati
 from ._recipe import Recipe
 from ._stream import MappedSplit, choose_loading, spill
 
-__all__ = ["FitResult", "Inputs", "Splits", "fit_spec", "input_sources", "model_inputs", "prepare_model",
-           "prepare_splits", "split_validation", "to_tensors"]
+__all__ = ["FitResult", "Inputs", "Splits", "check_validation", "fit_spec", "input_sources", "model_inputs",
+           "prepare_model", "prepare_splits", "split_validation", "to_tensors"]
 
 logger = logging.getLogger("archlab")
 
@@ -99,6 +99,17 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
         return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     cut = int(len(y) * (1 - recipe.validation_split))
     return map_inputs(lambda a: a[:cut], x), y[:cut], map_inputs(lambda a: a[cut:], x), y[cut:]
+
+
+def check_validation(dataset: Any, recipe: Recipe) -> None:
+    """Refuse a validation rule the data set cannot follow (``validation: group`` without groups),
+    before any work; a data set with its own validation split (``x_val``) validates on that.
+
+    Raises:
+        SpecError: as ``split_validation``.
+    """
+    if recipe.validation == "group" and getattr(dataset, "x_val", None) is None:
+        _check_groups(getattr(dataset, "groups_train", None), dataset.name)
 
 
 def _check_groups(groups: np.ndarray | None, data_name: str) -> None:
@@ -200,8 +211,7 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
     the mapped pages, which the Engine evaluates batch by batch. Callers that index ``x`` themselves
     (compress's calibration) leave it off."""
     parsed = spec if hasattr(spec, "raw_inputs") else _parse(spec)
-    if recipe.validation == "group" and getattr(dataset, "x_val", None) is None:
-        _check_groups(getattr(dataset, "groups_train", None), dataset.name)  # before reading any file
+    check_validation(dataset, recipe)  # before reading any file
     if stream:
         mapped = _mapped_splits(parsed, dataset, recipe, task, train_samples, test)
         if mapped is not None:

@@ -30,7 +30,7 @@ from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task,
 
 from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, check_bucketing, pick_device
-from ._fit import fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
+from ._fit import check_validation, fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
@@ -310,6 +310,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         task = resolve_task(recipe, spec, dataset.task)
         dataset = as_arrays(dataset, parsed, task, recipe, run_dir if resume is not None else None)
         check_fit(parsed, dataset, task)
+        check_validation(dataset, recipe)
         created = resume is None and out is not None
         try:
             if created:
