@@ -246,7 +246,8 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
             held = np.asarray(task["val_groups"])
             for name in np.unique(held):
                 rows = torch.from_numpy(np.flatnonzero(held == name))
-                by_group[str(name)] = float(engine.evaluate(map_inputs(lambda a: a[rows], xv), yv[rows])[0][metric])
+                part = map_inputs(lambda a, r=rows: a[r], xv)
+                by_group[str(name)] = float(engine.evaluate(part, yv[rows])[0][metric])
     row = {k: v for k, v in task.items() if k in ("kind", "config", "fold", "fraction", "values")}
     if by_group:
         row["val_groups"] = by_group
@@ -417,7 +418,8 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
             "seed": seed, "data": dataset.name, "samples": len(y), "overrides": overrides,
             "learning_curve": bool(learning_curve), "fractions": list(fractions), "task": task.name,
             "metric": metric}
-    defaults = {"task": "classification", "metric": "accuracy", "groups": None}  # what cv-plan.json meant before it said
+    # what cv-plan.json meant before it said
+    defaults = {"task": "classification", "metric": "accuracy", "groups": None}
     if resume is not None:
         run_dir = Path(resume)
         plan_file = run_dir / "cv-plan.json"
