@@ -232,3 +232,41 @@ def test_8bit_and_float_files_are_scaled_to_unit_range(tmp_path: Path) -> None:
     ds = load_dataset(f"audio:{root.parent}?length=4000")
     peaks = sorted(float(np.abs(w).max()) for w in np.concatenate([ds.x_train, ds.x_test]))
     assert peaks == pytest.approx([0.5, 1.0], abs=0.01)
+
+
+@needs_fsdd
+@pytest.mark.usefixtures("one_thread")
+def test_speaker_held_out_validation_and_accuracy_per_speaker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    import torch
+    from sklearn.metrics import accuracy_score
+
+    from archlab.training import restore_run
+
+    monkeypatch.setenv("ARCHLAB_DATA", str(SHARED_DATA))
+    spec = {"name": "tiny-fsdd", "input": [800], "task": {"kind": "classification", "classes": 10},
+            "layers": [{"dense": {"units": 10, "activation": "softmax"}}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    source = "fsdd?length=800"
+    code = run(["train", str(tmp_path / "s.yaml"), "--data", source, "--epochs", "1", "--validation", "group",
+                "--out", str(tmp_path / "runs"), "--quiet"])
+    assert code == 0, capsys.readouterr()
+    run_dir = next((tmp_path / "runs").glob("tiny-fsdd-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # validation: group with the default 0.1 of 6 speakers holds one speaker's 450 training rows out
+    assert (summary["train_samples"], summary["val_samples"]) == (2250, 450)
+    capsys.readouterr()
+    assert run(["evaluate", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run_dir / "evaluation-test-best.json").read_text())
+    ds = load_dataset(source, data_dir=SHARED_DATA)
+    model = restore_run(run_dir, "best").model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(ds.x_test)).argmax(1).numpy()
+    assert sorted(report["groups"]) == sorted(set(ds.groups_test))
+    for speaker, row in report["groups"].items():
+        mine = ds.groups_test == speaker
+        assert row["samples"] == 50
+        assert row["accuracy"] == pytest.approx(accuracy_score(ds.y_test[mine], predicted[mine]), abs=1e-9)
+        assert f"{speaker}" in printed and f"{row['accuracy']:.4f}" in printed
+    assert "per group" in printed

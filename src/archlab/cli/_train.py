@@ -133,6 +133,14 @@ def evaluate(
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}")
     _out.print(table)
+    if result.get("groups"):  # the split's groups (FSDD's speakers), each scored on its rows alone
+        by_group = Table(title="per group")
+        names = [k for k in next(iter(result["groups"].values())) if k != "samples"]
+        for column in ("group", "samples", *names):
+            by_group.add_column(column, justify="left" if column == "group" else "right")
+        for group, row in result["groups"].items():
+            by_group.add_row(group, str(row["samples"]), *(f"{row[k]:.4f}" for k in names))
+        _out.print(by_group)
     _out.print(f"written: {', '.join(str(Path(run) / f) for f in result['files'])}", markup=False, soft_wrap=True)
 
 
