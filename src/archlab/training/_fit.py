@@ -245,8 +245,8 @@ def _mapped_splits(parsed: Any, dataset: Any, recipe: Recipe, task: TaskKind | s
     """``prepare_splits``' streaming form, or None when the training inputs are not whole
     memory-mapped files or the loading resolves to ``memory``."""
     plan = _input_dtypes(parsed, dataset.x_train, dataset.name)
-    if not all(_whole_file(a) for a, _ in plan.values()):
-        return None
+    if recipe.validation == "group" or not all(_whole_file(a) for a, _ in plan.values()):
+        return None  # groups pick rows all over the file: the in-memory path takes them
     n = len(dataset.y_train)
     cut = n if recipe.validation_split == 0 else int(n * (1 - recipe.validation_split))
     rows = cut if train_samples is None else min(cut, train_samples)
