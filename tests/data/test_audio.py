@@ -91,6 +91,26 @@ def test_fsdd_rejects_unknown_options() -> None:
         load_dataset("mnist?rate=1")
 
 
+@needs_fsdd
+def test_fsdd_test_speaker_holds_that_speaker_out() -> None:
+    ds = load_dataset("fsdd?test_speaker=jackson&length=800", data_dir=SHARED_DATA)
+    # all 500 of jackson's recordings (10 digits x indices 0-49) are the test split, the 2,500 others train
+    assert ds.x_test.shape == (500, 800) and ds.x_train.shape == (2500, 800)
+    assert set(ds.groups_test) == {"jackson"} and "jackson" not in set(ds.groups_train)
+    assert np.bincount(ds.y_test).tolist() == [50] * 10
+    two = load_dataset("fsdd?test_speaker=theo,george&length=800", data_dir=SHARED_DATA)
+    assert set(two.groups_test) == {"theo", "george"} and len(two.y_test) == 1000
+
+
+@needs_fsdd
+def test_fsdd_unknown_test_speaker_names_the_speakers() -> None:
+    with pytest.raises(DataError, match=r"test_speaker='jakson' is not one of FSDD's speakers \(george, jackson, "
+                       r"lucas, nicolas, theo, yweweler\).*did you mean 'jackson'"):
+        load_dataset("fsdd?test_speaker=jakson", data_dir=SHARED_DATA)
+    with pytest.raises(DataError, match="leaving none to train on"):
+        load_dataset("fsdd?test_speaker=george,jackson,lucas,nicolas,theo,yweweler", data_dir=SHARED_DATA)
+
+
 def test_audio_folder_labels_split_and_resampled_sine(tmp_path: Path) -> None:
     root = _folder(tmp_path, rate=16000)
     ds = load_dataset(f"audio:{root}?rate=8000&length=4000")
@@ -212,3 +232,41 @@ def test_8bit_and_float_files_are_scaled_to_unit_range(tmp_path: Path) -> None:
     ds = load_dataset(f"audio:{root.parent}?length=4000")
     peaks = sorted(float(np.abs(w).max()) for w in np.concatenate([ds.x_train, ds.x_test]))
     assert peaks == pytest.approx([0.5, 1.0], abs=0.01)
+
+
+@needs_fsdd
+@pytest.mark.usefixtures("one_thread")
+def test_speaker_held_out_validation_and_accuracy_per_speaker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    import torch
+    from sklearn.metrics import accuracy_score
+
+    from archlab.training import restore_run
+
+    monkeypatch.setenv("ARCHLAB_DATA", str(SHARED_DATA))
+    spec = {"name": "tiny-fsdd", "input": [800], "task": {"kind": "classification", "classes": 10},
+            "layers": [{"dense": {"units": 10, "activation": "softmax"}}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    source = "fsdd?length=800"
+    code = run(["train", str(tmp_path / "s.yaml"), "--data", source, "--epochs", "1", "--validation", "group",
+                "--out", str(tmp_path / "runs"), "--quiet"])
+    assert code == 0, capsys.readouterr()
+    run_dir = next((tmp_path / "runs").glob("tiny-fsdd-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # validation: group with the default 0.1 of 6 speakers holds one speaker's 450 training rows out
+    assert (summary["train_samples"], summary["val_samples"]) == (2250, 450)
+    capsys.readouterr()
+    assert run(["evaluate", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run_dir / "evaluation-test-best.json").read_text())
+    ds = load_dataset(source, data_dir=SHARED_DATA)
+    model = restore_run(run_dir, "best").model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(ds.x_test)).argmax(1).numpy()
+    assert sorted(report["groups"]) == sorted(set(ds.groups_test))
+    for speaker, row in report["groups"].items():
+        mine = ds.groups_test == speaker
+        assert row["samples"] == 50
+        assert row["accuracy"] == pytest.approx(accuracy_score(ds.y_test[mine], predicted[mine]), abs=1e-9)
+        assert f"{speaker}" in printed and f"{row['accuracy']:.4f}" in printed
+    assert "per group" in printed

@@ -119,7 +119,7 @@ def test_bad_values_name_the_train_path(section: dict, overrides: dict, path: st
     ({"optimizer": "adamm"}, "train.optimizer.name", "did you mean 'adam'?", "'adam', 'adamw' or 'sgd'"),
     ({"schedule": "cosin"}, "train.schedule.name", "did you mean 'cosine'?", "'one_cycle'"),
     ({"loss": "crossentropy"}, "train.loss", "did you mean 'cross_entropy'?", "'binary_cross_entropy'"),
-    ({"validation": "stratifed"}, "train.validation", "did you mean 'stratified'?", "'last' or 'stratified'"),
+    ({"validation": "stratifed"}, "train.validation", "did you mean 'stratified'?", "'last', 'stratified' or 'group'"),
     ({"metrics": ["acuracy"]}, "train.metrics", "did you mean 'accuracy'?", "known: accuracy, auc, log_loss"),
 ])
 def test_typos_get_a_suggestion(section: dict, path: str, suggestion: str, listed: str) -> None:

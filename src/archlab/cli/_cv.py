@@ -72,8 +72,12 @@ def cv(
     spec: Annotated[Path, typer.Argument(help="The base spec; its train: section is the recipe.", show_default=False)],
     data: Annotated[str | None, typer.Option(help=data_help("the spec's train.data"))] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
-    folds: Annotated[int, typer.Option(help="K-fold (stratified for classification; over sentence pairs or "
-                                       "sentences for text): K.")] = 5,
+    folds: Annotated[int | None, typer.Option(help="K-fold (stratified for classification; over sentence pairs "
+                                              "or sentences for text): K; default 5, or with --groups one fold "
+                                              "per group.")] = None,
+    groups: Annotated[str | None, typer.Option(help="Fold by the data's groups, named so in the report (speaker "
+                                               "for fsdd): leave-one-group-out, or GroupKFold(--folds); no group "
+                                               "is trained on and validated in one fold.")] = None,
     repeats: Annotated[int, typer.Option(help="Repeat the K folds with new shuffles.")] = 1,
     sweep: Annotated[list[str] | None, typer.Option(help="PATH=V1,V2,... (repeat for a grid).")] = None,
     jobs: Annotated[int, typer.Option(help="Parallel processes, one (configuration, fold) each.")] = 1,
@@ -95,7 +99,8 @@ def cv(
 
     bar = _Bar(quiet)
     try:
-        result = cross_validate(spec, data, sweep or [], folds=folds, repeats=repeats, jobs=jobs, seed=seed,
+        result = cross_validate(spec, data, sweep or [], folds=folds, groups=groups, repeats=repeats, jobs=jobs,
+                                seed=seed,
                                 out=out, data_dir=data_dir, resume=resume, learning_curve=learning_curve,
                                 metric=metric, on_start=bar.start, on_result=bar.update, epochs=epochs,
                                 batch_size=batch_size, lr=lr)
@@ -106,7 +111,8 @@ def cv(
     finally:
         bar.stop()
     paths = list(result.configs[0]["values"])
-    table = Table(title=f"{folds}-fold cross-validation on {result.data}"
+    held = f", {result.groups}s held out" if result.groups else ""
+    table = Table(title=f"{result.configs[0]['folds']}-fold cross-validation on {result.data}{held}"
                   + (f", {repeats} repeats" if repeats > 1 else ""))
     for p in paths:
         table.add_column(p)
@@ -130,6 +136,9 @@ def cv(
     _out.print(f"best mean: {label(best)} ({best['val_mean']:.4f})", markup=False)
     _out.print(f"chosen (one-standard-error rule, the smallest within one SE of the best): {label(chosen)} "
                f"({chosen['params']:,} params, {chosen['val_mean']:.4f}) -> chosen.yaml", markup=False, soft_wrap=True)
+    if result.groups:  # the chosen configuration's score on each group, with that group held out
+        scores = ", ".join(f"{g} {v:.4f}" for g, v in chosen["groups"].items())
+        _out.print(f"{result.metric} per held-out {result.groups} (chosen): {scores}", markup=False, soft_wrap=True)
     _out.print(f"diagnosis: {result.diagnosis}", markup=False, soft_wrap=True)
     if result.learning_curve:
         curve = ", ".join(f"{r['train_samples']}: {r['val_mean']:.4f}" for r in result.learning_curve)

@@ -76,6 +76,9 @@ def train(
                                                      "the training split in memory, or streamed from disk.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers of the streaming path "
                                                 "(train.workers).")] = None,
+    validation: Annotated[Literal["last", "stratified", "group"] | None,
+                          typer.Option(help="train.validation: the last rows, a stratified split, or whole "
+                                       "groups (speakers) never trained on.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="Continue this run from its last checkpoint.")] = None,
     quiet: Quiet = False,
@@ -90,7 +93,8 @@ def train(
     try:
         result = training.train(spec, data=data, data_dir=data_dir, out=out, resume=resume,
                                 verbose=0 if quiet else 1, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                device=device, precision=precision, data_loading=data_loading, workers=workers)
+                                device=device, precision=precision, data_loading=data_loading, workers=workers,
+                                validation=validation)
     except Interrupted as exc:
         raise interrupted(exc) from None
     for note in (_early_stopping_line(result), *_text_lines(result.summary.get("text"))):
@@ -129,6 +133,14 @@ def evaluate(
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}")
     _out.print(table)
+    if result.get("groups"):  # the split's groups (FSDD's speakers), each scored on its rows alone
+        by_group = Table(title="per group")
+        names = [k for k in next(iter(result["groups"].values())) if k != "samples"]
+        for column in ("group", "samples", *names):
+            by_group.add_column(column, justify="left" if column == "group" else "right")
+        for group, row in result["groups"].items():
+            by_group.add_row(group, str(row["samples"]), *(f"{row[k]:.4f}" for k in names))
+        _out.print(by_group)
     _out.print(f"written: {', '.join(str(Path(run) / f) for f in result['files'])}", markup=False, soft_wrap=True)
 
 

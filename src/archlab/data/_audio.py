@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from archlab.exceptions import suggest
+
 from ._dataset import SPLIT_SEED, DataError, Dataset, encode_labels, split_train_test
 from ._files import _resolve, _split_options
 from ._paths import describe_search, find_file
@@ -45,6 +47,8 @@ _FSDD_FIX = ("make recordings.tar.gz again: 'tar -czf recordings.tar.gz recordin
              "https://github.com/Jakobovski/free-spoken-digit-dataset (v1.0.10)")
 #: The options of ``fsdd?...`` and ``audio:DIR?...``.
 AUDIO_OPTIONS = ("rate", "length", "skip_bad")
+#: fsdd's options: the audio ones, and the speakers held out as the test split (``test_speaker=a,b``).
+_FSDD_OPTIONS = (*AUDIO_OPTIONS, "test_speaker")
 _WAV_FIX = "re-export it as a PCM or float WAV file, or pass ?skip_bad=1 to skip unreadable recordings"
 
 
@@ -163,10 +167,12 @@ def load_fsdd(request: DatasetRequest) -> Dataset:
     Read straight from ``fsdd/recordings.tar.gz`` (``data_dir``, ``$ARCHLAB_DATA/fsdd`` or the cache;
     never extracted, never downloaded). The split is the data set's own: recordings 0-4 of every
     speaker and digit are the test set (300), 5-49 the training set (2,700), so every speaker is in
-    both; for a speaker-held-out test, split on the groups. Each split is in a fixed shuffled order
-    (``numpy.random.default_rng(0)``), not the archive's, which is sorted by digit.
+    both. ``fsdd?test_speaker=jackson`` (or ``a,b``) holds speakers out instead: the test split is
+    all of their recordings, the training split all of the others'. Each split is in a fixed shuffled
+    order (``numpy.random.default_rng(0)``), not the archive's, which is sorted by digit.
     """
-    options = AudioOptions.parse(request, _split_options(request, AUDIO_OPTIONS)[1], FSDD_RATE)
+    given = _split_options(request, _FSDD_OPTIONS)[1]
+    options = AudioOptions.parse(request, given, FSDD_RATE)
     folder = find_data_dir("fsdd", request.data_dir)
     if folder is None:
         raise DataError("dataset 'fsdd': recordings.tar.gz was not found; archlab does not download it: "
@@ -182,10 +188,12 @@ def load_fsdd(request: DatasetRequest) -> Dataset:
         keys.append((int(parts[0]), parts[1], int(parts[2])))
     if not keys:
         raise DataError(f"{path}: holds no .wav files; {_FSDD_FIX}", path)
+    held_out = _test_speakers(given.get("test_speaker"), sorted({k[1] for k in keys}), request.name)
     x, kept = _decode_all(members, options, f"dataset {request.name!r}")
     digits = np.array([keys[i][0] for i in kept], np.int64)
     speakers = np.array([keys[i][1] for i in kept])
-    is_test = np.isin([keys[i][2] for i in kept], FSDD_TEST_INDICES)
+    is_test = (np.isin(speakers, held_out) if held_out
+               else np.isin([keys[i][2] for i in kept], FSDD_TEST_INDICES))
     # The archive is sorted by digit; a fixed shuffle keeps a validation split of the last rows
     # (train's default) from holding only nines.
     order = np.random.default_rng(SPLIT_SEED).permutation(len(kept))
@@ -193,6 +201,22 @@ def load_fsdd(request: DatasetRequest) -> Dataset:
     return Dataset(request.name, x[train], digits[train], x[test], digits[test], "classification",
                    tuple(str(d) for d in range(10)), str(path.resolve()),
                    groups_train=speakers[train], groups_test=speakers[test])
+
+
+def _test_speakers(text: str | None, known: list[str], name: str) -> list[str]:
+    """The speakers of ``test_speaker=a,b`` (none without it), each one of ``known``; not all of them,
+    which would leave nothing to train on."""
+    if text is None:
+        return []
+    wanted = [s.strip() for s in text.split(",") if s.strip()]
+    for speaker in wanted:
+        if speaker not in known:
+            raise DataError(f"dataset {name!r}: option test_speaker={speaker!r} is not one of FSDD's speakers "
+                            f"({', '.join(known)}){suggest(speaker, known)}; e.g. 'fsdd?test_speaker={known[0]}'")
+    if set(wanted) >= set(known):
+        raise DataError(f"dataset {name!r}: test_speaker= names every speaker ({', '.join(known)}), leaving none "
+                        "to train on; hold out fewer")
+    return wanted
 
 
 def _manifest(path: Path) -> tuple[list[Path], list[str], list[str] | None]:

@@ -76,7 +76,8 @@ class CVResult:
 
     Attributes:
         configs: one dict per configuration: ``values`` (path -> value), ``params``, ``flops``,
-            ``val_mean``, ``val_std``, ``val_se``, ``train_mean``, ``gap``, ``seconds``, ``folds``.
+            ``val_mean``, ``val_std``, ``val_se``, ``train_mean``, ``gap``, ``seconds``, ``folds``; and
+            ``groups`` (held-out group -> its score) when the folds are of groups.
         best_index: the configuration with the best mean validation score (``metric``, by its direction).
         one_se_index: the smallest configuration (by parameters) within one standard error of the best.
         diagnosis: the plain-words reading of the capacity curve, with the next move.
@@ -99,6 +100,8 @@ class CVResult:
     data: str = ""
     metric: str = "accuracy"
     direction: str = "max"
+    #: what the folds held out whole (``speaker``), None for plain K-fold
+    groups: str | None = None
 
     @property
     def chosen(self) -> dict[str, Any]:
@@ -151,6 +154,25 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
         raise SpecError(f"{len(problems)} of {len(problems) + len(configs)} sweep configuration(s) are invalid; "
                         "nothing was trained:\n" + "\n".join(problems))
     return configs
+
+
+def _group_folds(groups: np.ndarray, folds: int | None, repeats: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds of whole groups: leave-one-group-out when ``folds`` is None or the number of groups,
+    else GroupKFold(folds); no group is ever on both sides of a fold."""
+    from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
+
+    names = np.unique(groups)
+    if repeats != 1:
+        raise ValueError(f"--repeats {repeats} with --groups: group folds are fixed by the groups (leave-one-group-"
+                         "out, or GroupKFold), so there is nothing to reshuffle; drop --repeats")
+    if len(names) < 2:
+        raise ValueError(f"--groups: the training split has {len(names)} group(s) ({', '.join(map(str, names))}); "
+                         "holding groups out needs two or more")
+    if folds is not None and not 2 <= folds <= len(names):
+        raise ValueError(f"--folds {folds} with --groups: the data has {len(names)} groups, so --folds is 2 to "
+                         f"{len(names)} (or leave it out for leave-one-group-out)")
+    splitter = LeaveOneGroupOut() if folds is None or folds == len(names) else GroupKFold(n_splits=folds)
+    return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
 def _folds(y: np.ndarray, folds: int, repeats: int, seed: int,
@@ -218,7 +240,17 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():
         train_metrics, _ = engine.evaluate(xt, yt)
         val_metrics, _ = engine.evaluate(xv, yv)
+        # each held-out group's own score (its rows alone), when the folds are of groups
+        by_group = {}
+        if task.get("val_groups") is not None:
+            held = np.asarray(task["val_groups"])
+            for name in np.unique(held):
+                rows = torch.from_numpy(np.flatnonzero(held == name))
+                part = map_inputs(lambda a, r=rows: a[r], xv)
+                by_group[str(name)] = float(engine.evaluate(part, yv[rows])[0][metric])
     row = {k: v for k, v in task.items() if k in ("kind", "config", "fold", "fraction", "values")}
+    if by_group:
+        row["val_groups"] = by_group
     row.update({f"{side}_{k}": float(v) for side, values in (("train", train_metrics), ("val", val_metrics))
                 for k, v in values.items()},
                metric=metric, train_samples=len(train_idx), seconds=round(time.perf_counter() - began, 3))
@@ -284,7 +316,8 @@ def _new_run_dir(out: Path, name: str) -> Path:
 
 
 def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[str, list[Any]]] = (), *,
-                   folds: int = 5, repeats: int = 1, jobs: int = 1, seed: int = 0,
+                   folds: int | None = None, repeats: int = 1, jobs: int = 1, seed: int = 0,
+                   groups: str | None = None,
                    out: str | Path | None = "runs", data_dir: str | Path | None = None,
                    resume: str | Path | None = None,
                    learning_curve: bool = False, fractions: Sequence[float] = FRACTIONS, metric: str | None = None,
@@ -299,8 +332,12 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         sweeps: ``PATH=V1,V2`` strings or (path, values) pairs; several form a grid.
         metric: what each fold scores; default the task's first metric (accuracy for classification,
             auc for binary, mse for regression). The choice follows its direction (``archlab.tasks``).
-        folds, repeats: K-fold (stratified for the tasks that stratify), repeated with different shuffles
-            when ``repeats > 1``; seeded by ``seed``, the same folds for every configuration.
+        folds, repeats: K-fold (5 when not given; stratified for the tasks that stratify), repeated with
+            different shuffles when ``repeats > 1``; seeded by ``seed``, the same folds for every configuration.
+        groups: fold by the data's groups (``groups_train``; FSDD's speakers), this name for them in the
+            report (``speaker``): leave-one-group-out when ``folds`` is None or the number of groups, else
+            GroupKFold(folds); no group is in both parts of a fold, and each row of the result holds
+            ``groups``, every held-out group's score.
         jobs: (configuration, fold) trainings run in this many processes.
         data_dir: where to look for data files first (when ``dataset`` is a name).
         out: the folder receiving ``cv-<name>-<timestamp>/``.
@@ -317,7 +354,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         SpecError: a configuration is invalid or does not fit in memory (all of them listed, before
             the data is loaded or anything trained).
         CVInterrupted: Ctrl-C; what finished is kept in ``run_dir`` for ``resume``.
-        ValueError: bad folds, a class with fewer samples than folds.
+        ValueError: bad folds, a class with fewer samples than folds; ``groups`` on data without groups.
     """
     from archlab.data import load_dataset
 
@@ -346,6 +383,10 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     searched = [p for p, _ in sweep_list if p == "train.tokenizer" or p.startswith("train.tokenizer.")]
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)
+    group_of = getattr(dataset, "groups_train", None)
+    if groups is not None and group_of is None:
+        raise ValueError(f"--groups {groups}: {dataset.name} has no groups to hold out (no groups_train); use data "
+                         "with groups (fsdd, or audio:DIR with a manifest's group column), or leave --groups out")
     task = resolve_task(recipe, load(base), dataset.task)
     metric = metric or task.headline_metric
     direction = direction_of(metric, task.name, "--metric")
@@ -365,13 +406,20 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
     configs = _materialise(base, sweep_list, dataset, overrides, task)
     # the arrays the spec's model reads (by input name for a graph-form spec), converted once here
     x, y = model_inputs(parse(load(base)), dataset.x_train, dataset.name), dataset.y_train
-    splits = _folds(y, folds, repeats, seed, task.stratify)
+    if groups is not None:
+        splits = _group_folds(group_of, folds, repeats)
+        folds = len(splits)
+    else:
+        folds = 5 if folds is None else folds
+        splits = _folds(y, folds, repeats, seed, task.stratify)
 
     plan = {"spec": base, "sweeps": [[p, v] for p, v in sweep_list], "folds": folds, "repeats": repeats,
+            "groups": groups,
             "seed": seed, "data": dataset.name, "samples": len(y), "overrides": overrides,
             "learning_curve": bool(learning_curve), "fractions": list(fractions), "task": task.name,
             "metric": metric}
-    defaults = {"task": "classification", "metric": "accuracy"}  # what cv-plan.json meant before it said
+    # what cv-plan.json meant before it said
+    defaults = {"task": "classification", "metric": "accuracy", "groups": None}
     if resume is not None:
         run_dir = Path(resume)
         plan_file = run_dir / "cv-plan.json"
@@ -393,7 +441,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
          "validation": [val.tolist() for _, val in splits]}))
     try:
         return _sweep(run_dir, plan, configs, splits, x, y, dataset.name, jobs, seed, learning_curve, fractions,
-                      on_start, on_result, task, direction)
+                      on_start, on_result, task, direction, group_of if groups is not None else None)
     except KeyboardInterrupt:
         saved = len(_read_rows(run_dir / "cv.jsonl"))
         if resume is None and saved == 0:  # nothing finished: no directory to continue from
@@ -406,8 +454,9 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
 def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any, y: np.ndarray, data: str,
            jobs: int, seed: int, learning_curve: bool, fractions: Sequence[float],
            on_start: Callable[[int], None] | None, on_result: Callable[[dict], None] | None,
-           task: TaskKind, direction: str) -> CVResult:
-    """Train what is not in cv.jsonl yet, then score, choose and write the outputs."""
+           task: TaskKind, direction: str, group_of: np.ndarray | None = None) -> CVResult:
+    """Train what is not in cv.jsonl yet, then score, choose and write the outputs; with ``group_of``
+    (each row's group), each configuration's score per held-out group too."""
     from archlab.analysis import analyze
 
     overrides, metric = plan["overrides"], plan["metric"]
@@ -422,7 +471,8 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
         return {"kind": kind, "config": config["index"], "fold": fold, "fraction": fraction, "task": task.name,
                 "metric": metric,
                 "values": config["values"], "spec": config["spec"], "overrides": overrides,
-                "train_idx": train_idx.tolist(), "val_idx": val_idx.tolist()}
+                "train_idx": train_idx.tolist(), "val_idx": val_idx.tolist(),
+                "val_groups": None if group_of is None or kind != "fold" else group_of[val_idx].tolist()}
 
     tasks = [fold_task(c, f) for c in configs for f in range(len(splits))]
     pending = [t for t in tasks if _key(t) not in done]
@@ -447,11 +497,13 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
                       "gap": float(np.mean([r[f"train_{metric}"] - r[f"val_{metric}"] for r in rows])),
                       "seconds": float(sum(r["seconds"] for r in rows)), "folds": len(rows),
                       "metrics": _every_metric(rows)})
+        if group_of is not None:  # each group is held out by exactly one fold
+            table[-1]["groups"] = {g: v for r in rows for g, v in sorted(r["val_groups"].items())}
     sign = 1 if direction == "max" else -1
     best = max(range(len(table)), key=lambda i: sign * table[i]["val_mean"])
     chosen = one_standard_error(table, direction)
     result = CVResult(table, best, chosen, diagnose(table, direction, metric), run_dir=run_dir, trained=trained,
-                      data=data, metric=metric, direction=direction)
+                      data=data, metric=metric, direction=direction, groups=plan.get("groups"))
 
     if learning_curve:
         config = next(c for c in configs if c["index"] == table[chosen]["index"])
@@ -511,6 +563,7 @@ def _write_outputs(result: CVResult, configs: list[dict], data: str) -> None:
     payload = {"data": data, "configs": result.configs, "best_index": result.best_index,
                "one_se_index": result.one_se_index, "best": best["values"], "chosen": chosen["values"],
                "chosen_rule": "one-standard-error", "metric": result.metric, "direction": result.direction,
+               "groups": result.groups,
                "diagnosis": result.diagnosis,
                "learning_curve": result.learning_curve, "learning_answer": result.learning_answer}
     _write(run_dir / "cv.json", json.dumps(payload, indent=2))

@@ -30,8 +30,8 @@ from ._engine import Engine, History, Inputs, glorot_init, split_output_activati
 from ._recipe import Recipe
 from ._stream import MappedSplit, choose_loading, spill
 
-__all__ = ["FitResult", "Inputs", "Splits", "fit_spec", "input_sources", "model_inputs", "prepare_model",
-           "prepare_splits", "split_validation", "to_tensors"]
+__all__ = ["FitResult", "Inputs", "Splits", "check_validation", "fit_spec", "input_sources", "model_inputs",
+           "prepare_model", "prepare_splits", "split_validation", "to_tensors"]
 
 logger = logging.getLogger("archlab")
 
@@ -70,11 +70,26 @@ class FitResult:
         return self.engine.model
 
 
-def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str):
+def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str,
+                     groups: np.ndarray | None = None, data_name: str = "the data"):
     """Keras' validation_split: the last fraction, before shuffling; or a stratified split, for the
-    tasks whose splits stratify. ``x`` is one array or named arrays (``archlab._inputs``)."""
+    tasks whose splits stratify; or whole groups held out (``validation: group``: a seeded
+    GroupShuffleSplit of ``groups``, one per row, taking ~validation_split of the groups), so no
+    group is in both. ``x`` is one array or named arrays (``archlab._inputs``).
+
+    Raises:
+        SpecError: ``validation: group`` without groups, or with fewer than two.
+    """
+    if recipe.validation == "group":
+        _check_groups(groups, data_name)
     if recipe.validation_split == 0:
         return x, y, map_inputs(lambda a: a[:0], x), y[:0]
+    if recipe.validation == "group":
+        from sklearn.model_selection import GroupShuffleSplit
+
+        splitter = GroupShuffleSplit(n_splits=1, test_size=recipe.validation_split, random_state=recipe.seed)
+        train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, groups))
+        return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     if recipe.validation == "stratified" and as_task(task).stratify:
         from sklearn.model_selection import train_test_split
 
@@ -84,6 +99,33 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
         return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     cut = int(len(y) * (1 - recipe.validation_split))
     return map_inputs(lambda a: a[:cut], x), y[:cut], map_inputs(lambda a: a[cut:], x), y[cut:]
+
+
+def check_validation(dataset: Any, recipe: Recipe) -> None:
+    """Refuse a validation rule the data set cannot follow (``validation: group`` without groups),
+    before any work; a data set with its own validation split (``x_val``) validates on that.
+
+    Raises:
+        SpecError: as ``split_validation``.
+    """
+    if recipe.validation == "group" and getattr(dataset, "x_val", None) is None:
+        _check_groups(getattr(dataset, "groups_train", None), dataset.name)
+
+
+def _check_groups(groups: np.ndarray | None, data_name: str) -> None:
+    """Refuse ``validation: group`` on data without at least two groups, before any work.
+
+    Raises:
+        SpecError: no groups, or only one.
+    """
+    if groups is None:
+        raise SpecError(f"train.validation: group holds out whole groups, but {data_name} has none (no "
+                        "groups_train); use data with groups (fsdd, or audio:DIR with a manifest's group column) "
+                        "or validation: last / stratified", "train.validation")
+    if len(np.unique(groups)) < 2:
+        raise SpecError(f"train.validation: group needs two groups or more to hold one out, but {data_name}'s "
+                        f"training split has only {np.unique(groups).tolist()}; use validation: last or stratified",
+                        "train.validation")
 
 
 def input_sources(parsed: Any, provided: dict[str, tuple[int, ...]], data_name: str) -> dict[str, str]:
@@ -169,6 +211,7 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
     the mapped pages, which the Engine evaluates batch by batch. Callers that index ``x`` themselves
     (compress's calibration) leave it off."""
     parsed = spec if hasattr(spec, "raw_inputs") else _parse(spec)
+    check_validation(dataset, recipe)  # before reading any file
     if stream:
         mapped = _mapped_splits(parsed, dataset, recipe, task, train_samples, test)
         if mapped is not None:
@@ -178,7 +221,8 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
         x, y = x_train, dataset.y_train
         x_val, y_val = model_inputs(parsed, dataset.x_val, dataset.name), dataset.y_val
     else:
-        x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task)
+        x, y, x_val, y_val = split_validation(x_train, dataset.y_train, recipe, task,
+                                              getattr(dataset, "groups_train", None), dataset.name)
     if train_samples is not None:
         x, y = map_inputs(lambda a: a[:train_samples], x), y[:train_samples]
     tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
@@ -201,8 +245,8 @@ def _mapped_splits(parsed: Any, dataset: Any, recipe: Recipe, task: TaskKind | s
     """``prepare_splits``' streaming form, or None when the training inputs are not whole
     memory-mapped files or the loading resolves to ``memory``."""
     plan = _input_dtypes(parsed, dataset.x_train, dataset.name)
-    if not all(_whole_file(a) for a, _ in plan.values()):
-        return None
+    if recipe.validation == "group" or not all(_whole_file(a) for a, _ in plan.values()):
+        return None  # groups pick rows all over the file: the in-memory path takes them
     n = len(dataset.y_train)
     cut = n if recipe.validation_split == 0 else int(n * (1 - recipe.validation_split))
     rows = cut if train_samples is None else min(cut, train_samples)

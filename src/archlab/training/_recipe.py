@@ -114,7 +114,9 @@ class Recipe(_Config):
     top_k: Annotated[int, Field(ge=1)] = 5
     #: Keras' meaning: the last fraction of the training data, taken before shuffling.
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    validation: Literal["last", "stratified"] = "last"
+    #: last, stratified, or group: whole groups (the data's ``groups_train``, FSDD's speakers) held
+    #: out, so validation measures groups never trained on.
+    validation: Literal["last", "stratified", "group"] = "last"
     shuffle: bool = True
     #: Batches of sequences of similar length (shuffled buckets), each trimmed of its all-padding
     #: columns before the forward: for long inputs that declare a pad_id (in-memory data).

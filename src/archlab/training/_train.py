@@ -26,11 +26,11 @@ from archlab._paths import check_out_dir
 from archlab.builder import ArchlabModel, LayerNode, build_parsed, parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
-from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, tasks
+from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, score, tasks
 
 from ._callbacks import Callback
 from ._engine import Engine, History, TrainingError, check_bucketing, pick_device
-from ._fit import fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
+from ._fit import check_validation, fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
@@ -310,6 +310,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         task = resolve_task(recipe, spec, dataset.task)
         dataset = as_arrays(dataset, parsed, task, recipe, run_dir if resume is not None else None)
         check_fit(parsed, dataset, task)
+        check_validation(dataset, recipe)
         created = resume is None and out is not None
         try:
             if created:
@@ -357,7 +358,7 @@ def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task:
     fitted = fit_spec(spec, recipe, task, data, callbacks=callbacks, run_dir=run_dir, resume=resume, verbose=verbose)
     if run_dir is not None:
         _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", fitted.test_metrics,
-                           fitted.test_outputs, data.y_test, task)
+                           fitted.test_outputs, data.y_test, task, getattr(dataset, "groups_test", None))
     summary = finish_run(run_dir, spec, fitted.engine, fitted.history, fitted.seconds, data=dataset.name,
                          source=dataset.source, test_metrics=fitted.test_metrics, classes=dataset.classes,
                          sizes={"train_samples": len(data.y), "val_samples": len(data.y_val),
@@ -516,10 +517,12 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     parsed = parse(spec)
     dataset = as_arrays(loaded, parsed, task, recipe, run_dir)
     check_fit(parsed, dataset, task)
+    groups = None
     if split in named:
         x, y = dataset.splits[split].inputs, dataset.splits[split].y
     else:
         x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
+        groups = getattr(dataset, f"groups_{split}", None)
     x = model_inputs(parsed, x, dataset.name)
     # evaluation always reports the task's evaluation metrics beside the recipe's
     recorded = task.default_metrics if recipe.metrics is None else recipe.metrics
@@ -531,7 +534,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
         named_split = dataset.test_splits[0] if split == "test" else split
         values.update(task.decoded_metrics(engine.model.eval(), dataset, named_split, beam_size=beam_size))
     stem = evaluation_name(recipe.data, dataset.name, split, weights)
-    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task)
+    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task, groups)
 
 
 def _unknown_split(split: str, data: str | None, named: Sequence[str]) -> None:
@@ -547,11 +550,21 @@ def _is_text_run(run_dir: Path) -> bool:
 
 
 def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, values: dict,
-                       out: torch.Tensor, y: torch.Tensor, task: TaskKind) -> dict[str, Any]:
+                       out: torch.Tensor, y: torch.Tensor, task: TaskKind,
+                       groups: np.ndarray | None = None) -> dict[str, Any]:
     """``<stem>.json`` with the task's artefacts (a confusion matrix, per-label F1) and its figures
-    as ``<prefix><stem without 'evaluation'>.png`` (``confusion-test-best.png``, ``roc-test.png``)."""
+    as ``<prefix><stem without 'evaluation'>.png`` (``confusion-test-best.png``, ``roc-test.png``);
+    with the split's ``groups`` (one per row: FSDD's speakers), ``groups``: each group's samples and
+    headline metric (accuracy for classification) on its rows alone."""
     result: dict[str, Any] = {"run": str(run_dir), "data": dataset.name, "split": split, "weights": weights,
                               "samples": len(y), "metrics": values, "files": [f"{stem}.json"]}
+    if groups is not None:
+        headline, scores = task.headline_metric, {}
+        for group in np.unique(groups):
+            rows = torch.from_numpy(np.flatnonzero(groups == group))
+            part = task.predictions(out[rows.to(out.device)], y[rows.to(y.device)])
+            scores[str(group)] = {"samples": len(rows), headline: score(part, [headline])[headline]}
+        result["groups"] = scores
     headline = next((m for m in task.evaluation_metrics if m in values), "loss")
     title = f"{name}: {dataset.name} {split}, {headline} {values[headline]:.4f}"
     fields, figures = task.artefacts(task.predictions(out, y), list(dataset.classes) if dataset.classes else None,
