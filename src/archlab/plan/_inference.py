@@ -16,7 +16,7 @@ from typing import Literal
 from archlab.exceptions import suggest
 from archlab.layers import TransformerShape
 
-from ._errors import PlanError
+from ._errors import PlanError, check_positive
 
 __all__ = ["KV_BYTES", "WEIGHT_BITS", "DecodeBound", "InferencePlan", "PrefillBound", "Serving", "ServingMemory",
            "decode_bound", "kv_cache_bytes", "kv_cache_bytes_per_token", "kv_heads_per_gpu", "plan_inference",
@@ -44,14 +44,9 @@ def _choice(option: str, value: str, table: dict[str, int]) -> int:
     return table[value]
 
 
-def _positive(option: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
-        raise PlanError(f"{option} must be a positive number, got {value!r}")
-
-
 def _counts(params: int, active_params: int) -> None:
-    _positive("params", params)
-    _positive("active params", active_params)
+    check_positive("params", params)
+    check_positive("active params", active_params)
     if active_params > params:
         raise PlanError(f"active params {active_params:,} exceed the model's {params:,}: a token passes through "
                         "at most every parameter")
@@ -111,7 +106,7 @@ def kv_cache_bytes(blocks: Blocks, context: int, bytes_per_element: int = 2, ten
         >>> kv_cache_bytes([(shape, 32)], 32768) == 2 * 8 * 128 * 2 * 4096 * 32
         True
     """
-    _positive("--context", context)
+    check_positive("--context", context)
     total = 0
     for s, n in blocks:
         per_position = 2 * kv_heads_per_gpu(s.kv_heads, tensor_parallel) * s.head_dim * bytes_per_element
@@ -220,7 +215,7 @@ def serving_memory(blocks: Blocks, params: int, serving: Serving, vocab: int = 0
         >>> m.weights, m.kv_cache
         (13476831232, 2147483648)
     """
-    _positive("params", params)
+    check_positive("params", params)
     tokens = serving.batch * serving.prompt_tokens
     workspace = max((_workspace_per_token(s, serving.tensor_parallel) for s, _ in blocks), default=0)
     logits = serving.batch * math.ceil(vocab / serving.tensor_parallel) * _LOGIT_BYTES
@@ -308,8 +303,8 @@ def decode_bound(blocks: Blocks, params: int, active_params: int, serving: Servi
         (151.3, 'memory')
     """
     _counts(params, active_params)
-    _positive("bandwidth", bandwidth)
-    _positive("peak FLOP/s", peak_flops)
+    check_positive("bandwidth", bandwidth)
+    check_positive("peak FLOP/s", peak_flops)
     weights = serving.weight_bytes(_weights_read(params, active_params, blocks, serving.batch))
     cache = serving.batch * kv_cache_bytes(blocks, serving.context, serving.kv_bytes, serving.tensor_parallel)
     flops = _token_flops(blocks, active_params, serving.context)
@@ -372,8 +367,8 @@ def prefill_bound(blocks: Blocks, params: int, active_params: int, serving: Serv
         ('compute', 0.092)
     """
     _counts(params, active_params)
-    _positive("bandwidth", bandwidth)
-    _positive("peak FLOP/s", peak_flops)
+    check_positive("bandwidth", bandwidth)
+    check_positive("peak FLOP/s", peak_flops)
     prompt, batch = serving.prompt_tokens, serving.batch
     flops = batch * (2 * active_params * prompt + sum(n * _prompt_attention_flops(s, prompt) for s, n in blocks))
     moved = (serving.weight_bytes(_weights_read(params, active_params, blocks, batch * prompt))

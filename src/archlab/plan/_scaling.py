@@ -17,7 +17,7 @@ from archlab.exceptions import SpecError, suggest
 from archlab.layers import TransformerShape
 from archlab.spec import Spec, load, set_at
 
-from ._errors import PlanError
+from ._errors import PlanError, check_positive
 
 __all__ = ["APPROACH1_ROWS", "LAWS", "METHODS", "UNIFORM_LOSS", "ComputeOptimal", "LossLaw", "budget_for",
            "compute_optimal", "scale_spec", "smallest_budget"]
@@ -178,11 +178,6 @@ def _check_budget(budget: float, method: str, option: str, value: float) -> None
             f"guess among {CHINCHILLA_VOCAB:,} tokens. Raise the budget to at least {floor:.2e}")
 
 
-def _positive(option: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
-        raise PlanError(f"{option} must be a positive, finite number of FLOPs, got {value!r}")
-
-
 def compute_optimal(budget_flops: float, method: Method = "approach1") -> ComputeOptimal:
     """The compute-optimal parameters N and tokens D for a training budget of ``budget_flops`` FLOPs.
 
@@ -199,7 +194,7 @@ def compute_optimal(budget_flops: float, method: Method = "approach1") -> Comput
         '6.79e+10 parameters, 1.41e+12 tokens'
     """
     _method(method)
-    _positive("--budget-flops", budget_flops)
+    check_positive("--budget-flops", budget_flops, "a positive, finite number of FLOPs")
     _check_budget(budget_flops, method, "--budget-flops", budget_flops)
     return _result(method, float(budget_flops), _optimal_params(budget_flops, method))
 
@@ -214,8 +209,7 @@ def budget_for(params: float, method: Method = "approach1") -> ComputeOptimal:
         '1.21e+20 FLOPs, 20.2 billion tokens'
     """
     _method(method)
-    if isinstance(params, bool) or not isinstance(params, int | float) or not params > 0 or not math.isfinite(params):
-        raise PlanError(f"params must be a positive, finite number, got {params!r}")
+    check_positive("params", params, "a positive, finite number")
     budget = (params / _A1_G) ** (1 / _A1_EXPONENT) if method == "approach1" else LAWS[method].budget_for(params)
     _check_budget(budget, method, "params", params)
     return _result(method, budget, float(params))
@@ -366,9 +360,7 @@ def scale_spec(template_spec: Spec | dict | str, target_params: float) -> tuple[
         >>> spec.name, n
         ('gpt2-small-18x1152', 346002048)
     """
-    if isinstance(target_params, bool) or not isinstance(target_params, int | float) or not target_params > 0 \
-            or not math.isfinite(target_params):
-        raise PlanError(f"target_params must be a positive, finite number, got {target_params!r}")
+    check_positive("target_params", target_params, "a positive, finite number")
     t = _template(load(template_spec))
     m, aspect = t.multiple, t.shape.hidden / t.depth
 
