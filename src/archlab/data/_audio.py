@@ -160,7 +160,7 @@ def _fsdd_members(path: Path) -> list[tuple[str, bytes]]:
         raise DataError(f"{path}: cannot be read as a tar archive ({exc}); {_FSDD_FIX}", path) from None
 
 
-@register_dataset("fsdd", files=(_FSDD_ARCHIVE,), options=True)
+@register_dataset("fsdd", files=(_FSDD_ARCHIVE,), options=True, modality="audio")
 def load_fsdd(request: DatasetRequest) -> Dataset:
     """FSDD: 3,000 spoken digits by 6 speakers, x ``(N, length)`` float32, classes "0".."9", group = speaker.
 
@@ -271,7 +271,7 @@ def _read_files(files: list[Path]) -> Iterable[tuple[str, bytes]]:
                             "to the manifest's folder)", file) from None
 
 
-@register_dataset("audio", argument="DIR")
+@register_dataset("audio", argument="DIR", modality="audio")
 def load_audio(request: DatasetRequest) -> Dataset:
     """A user's recordings: ``audio:DIR`` (label = sub-folder, ``DIR/<label>/*.wav``) or
     ``audio:manifest.csv`` (columns ``path,label[,group]``); x ``(N, length)`` float32.

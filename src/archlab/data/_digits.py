@@ -10,7 +10,7 @@ from ._registry import DatasetRequest, register_dataset
 __all__ = ["load_digits"]
 
 
-@register_dataset("digits")
+@register_dataset("digits", modality="image")
 def load_digits(request: DatasetRequest) -> Dataset:
     """1797 digits as x (N, 1, 8, 8) float32 in [0, 1] (pixel counts 0-16 divided by 16), y int64 0-9.
 

@@ -198,7 +198,7 @@ def _download(request: DatasetRequest) -> Path:
     return target
 
 
-@register_dataset("mnist", files=tuple(FILES))
+@register_dataset("mnist", files=tuple(FILES), modality="image")
 def load_mnist(request: DatasetRequest) -> Dataset:
     """MNIST: 60000 train and 10000 test digits, x (N, 1, 28, 28) float32 in [0, 1], y int64 0-9."""
     folder = find_data_dir("mnist", request.data_dir)

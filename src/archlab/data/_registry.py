@@ -4,6 +4,10 @@ A source is a function taking a DatasetRequest and returning a Dataset, register
 name with ``@register_dataset``. ``load_dataset("csv:iris.csv")`` splits the name at the
 first ``:`` into the source (``csv``) and its argument (``iris.csv``). The registry is one
 object, not module globals, and unknown names get a suggestion and the list of known ones.
+
+A name with ``+`` is a pairing of several sources (``fsdd+mnist``): it is split at every ``+``
+first, each part is parsed and loaded as above, and ``archlab.data._paired`` pairs the parts'
+samples by label. Each source names its part's input by its ``modality`` (``audio``, ``image``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from archlab.exceptions import suggest
 
 from ._dataset import DataError, Dataset
+from ._paired import Part, pair_datasets
 from ._paths import holds_files, search_dirs
 from ._textset import TextDataset
 
@@ -27,6 +32,7 @@ __all__ = ["DatasetRegistry", "DatasetRequest", "Loader", "find_data_dir", "list
 
 logger = logging.getLogger("archlab")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_MODALITY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an input name of a graph-form spec
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class _Source:
     files: tuple[str, ...]  # files read from a data folder (each may carry .gz), for find_data_dir
     folder: str  # the data folder's name under $ARCHLAB_DATA and the cache (MovieLens ships as ml-100k/)
     options: bool = False  # whether a source without an argument takes '?key=value' options ('fsdd?rate=16000')
+    modality: str = ""  # the input name of this source's part in a pairing ('audio' for fsdd in 'fsdd+mnist')
 
     @property
     def usage(self) -> str:
@@ -74,14 +81,19 @@ class DatasetRegistry:
         self._sources: dict[str, _Source] = {}
 
     def register(self, name: str, loader: Loader, *, argument: str | None = None, files: tuple[str, ...] = (),
-                 folder: str | None = None, options: bool = False, override: bool = False) -> None:
+                 folder: str | None = None, options: bool = False, modality: str | None = None,
+                 override: bool = False) -> None:
         if not _NAME.match(name):
             raise DataError(f"a dataset source name is lower case letters, digits, '_' and '-', starting with a "
                             f"letter, got {name!r}")
+        modality = name.replace("-", "_") if modality is None else modality
+        if not _MODALITY.match(modality):
+            raise DataError(f"dataset source {name!r}: modality is an input name (letters, digits, '_', not "
+                            f"starting with a digit), got {modality!r}")
         if name in self._sources and not override:
             warnings.warn(f"dataset source {name!r} was registered before; the new one replaces it "
                           "(pass override=True to silence this)", stacklevel=3)
-        self._sources[name] = _Source(name, loader, argument, tuple(files), folder or name, options)
+        self._sources[name] = _Source(name, loader, argument, tuple(files), folder or name, options, modality)
 
     def unregister(self, name: str) -> None:
         self._sources.pop(name, None)
@@ -113,6 +125,36 @@ class DatasetRegistry:
                             f"write '{source.usage}'")
         return source, (argument if colon else None)
 
+    def parse_parts(self, name: str) -> list[tuple[str, _Source, str | None]]:
+        """Each part of ``"A+B"`` (one part without ``+``) as (its text, source, argument), all checked.
+
+        Every part is parsed before any is loaded, and two parts may not share a modality (it
+        names their input), so that a bad pairing fails before any work.
+        """
+        if not isinstance(name, str) or "+" not in name:
+            source, argument = self.parse(name)
+            return [(name.strip(), source, argument)]
+        texts = [text.strip() for text in name.strip().split("+")]
+        parts = []
+        for i, text in enumerate(texts, 1):
+            where = f"dataset {name.strip()!r}, part {i} of {len(texts)}"
+            if not text:
+                raise DataError(f"{where} is empty; a pairing is written A+B with a data set on each side of the "
+                                "'+', e.g. 'fsdd+mnist'")
+            try:
+                source, argument = self.parse(text)
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}", exc.path) from None
+            parts.append((text, source, argument))
+        seen: dict[str, str] = {}
+        for text, source, _ in parts:
+            if source.modality in seen:
+                raise DataError(f"dataset {name.strip()!r}: parts {seen[source.modality]!r} and {text!r} are both "
+                                f"of modality {source.modality!r} (the name of their input); pair data sets of "
+                                "different modalities, e.g. 'fsdd+mnist' (audio and image)")
+            seen[source.modality] = text
+        return parts
+
     def usages(self) -> list[str]:
         """Every source as it is written, sorted: ``csv:PATH`` for one that takes an argument."""
         return [self._sources[n].usage for n in sorted(self._sources)]
@@ -139,7 +181,7 @@ registry = DatasetRegistry()
 
 
 def register_dataset(name: str, *, argument: str | None = None, files: tuple[str, ...] = (),
-                     folder: str | None = None, options: bool = False,
+                     folder: str | None = None, options: bool = False, modality: str | None = None,
                      override: bool = False) -> Callable[[Loader], Loader]:
     """Function decorator adding a dataset source under ``name``.
 
@@ -153,6 +195,9 @@ def register_dataset(name: str, *, argument: str | None = None, files: tuple[str
             default ``name``.
         options: a source without an argument takes ``?key=value`` options (``fsdd?rate=16000``); the
             loader gets them as its argument, ``"?rate=16000"``.
+        modality: the name of this source's input when it is a part of a pairing (``"audio"`` for
+            ``fsdd`` in ``fsdd+mnist``); default ``name`` (``-`` read as ``_``). Two parts of one
+            pairing may not share it.
         override: replace an existing source without a warning.
 
     Example:
@@ -168,7 +213,7 @@ def register_dataset(name: str, *, argument: str | None = None, files: tuple[str
 
     def decorate(loader: Loader) -> Loader:
         registry.register(name, loader, argument=argument, files=files, folder=folder, options=options,
-                          override=override)
+                          modality=modality, override=override)
         return loader
 
     return decorate
@@ -208,7 +253,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     """Load a dataset by name: ``"mnist"``, ``"digits"``, ``"csv:PATH"``, ``"npz:PATH"`` or a registered one.
 
     Args:
-        name: the source, with its argument after a ``:`` when it takes one.
+        name: the source, with its argument after a ``:`` when it takes one; or a pairing of
+            classification sources, ``"A+B"`` (``"fsdd+mnist"``), whose inputs are named by
+            each source's modality (see ``archlab.data._paired``).
         data_dir: where to look first for the dataset's files (see ``find_data_dir``); relative
             ``csv:``/``npz:`` paths are also looked up under it.
         download: fetch missing files (MNIST) into the user cache folder; with ``False`` a
@@ -221,14 +268,20 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
 
     Raises:
         DataError: unknown name (with a suggestion), missing files (saying where to put them),
-            or a file that is corrupt, truncated or of the wrong kind (naming it).
+            a file that is corrupt, truncated or of the wrong kind (naming it), or parts of a
+            pairing that cannot be paired (saying why).
 
     Example:
         >>> ds = load_dataset("digits")
         >>> ds.x_train.shape, ds.x_test.shape, ds.num_classes
         ((1437, 1, 8, 8), (360, 1, 8, 8), 10)
     """
-    source, argument = registry.parse(name)
+    parts = registry.parse_parts(name)
+    if len(parts) > 1:
+        loaded = [Part(text, source.modality, load_dataset(text, data_dir, download=download, verify=verify))
+                  for text, source, _ in parts]
+        return pair_datasets(name.strip(), loaded)
+    _, source, argument = parts[0]
     request = DatasetRequest(name=name.strip(), source=source.name, argument=argument,
                              data_dir=None if data_dir is None else Path(data_dir).expanduser(),
                              download=download, verify=verify)
