@@ -240,3 +240,16 @@ def test_cli_shows_and_trains_a_fusion_spec_on_fsdd_mnist(tmp_path: Path, monkey
     assert summary["data"] == name and summary["test_samples"] == 300
     assert summary["train_samples"] + summary["val_samples"] == 2700
     assert 0 <= summary["test"]["accuracy"] <= 1
+
+
+@pytest.mark.usefixtures("sources")
+def test_a_pairing_converts_to_a_folder_of_named_npy_inputs(tmp_path: Path) -> None:
+    from archlab.data import write_npy_dir
+
+    ds = load_dataset("toy-wave+toy-pic")
+    back = load_dataset(f"npy:{write_npy_dir('toy-wave+toy-pic', tmp_path / 'paired')}")
+    assert back.input_shapes == ds.input_shapes and back.classes == ds.classes
+    for key in ds.x_train:
+        np.testing.assert_array_equal(back.x_train[key], ds.x_train[key])
+        np.testing.assert_array_equal(back.x_test[key], ds.x_test[key])
+    np.testing.assert_array_equal(back.y_train, ds.y_train)

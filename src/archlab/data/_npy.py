@@ -205,12 +205,13 @@ def write_npy_dir(name: str, folder: str | Path, *, data_dir: str | Path | None 
                         "into", folder)
     if chunk_rows < 1:
         raise DataError(f"chunk_rows is a positive number of rows, got {chunk_rows}")
-    source, argument = registry.parse(name)
+    parts = registry.parse_parts(name)  # a pairing (fsdd+mnist) is loaded and written as any other set
+    _, source, argument = parts[0]
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed at the end: a failed conversion leaves no half folder.
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        if source.name == "csv":
+        if source.name == "csv" and len(parts) == 1:
             request = DatasetRequest(name.strip(), "csv", argument,
                                      None if data_dir is None else Path(data_dir).expanduser())
             meta = _convert_csv(request, work, chunk_rows)
