@@ -7,7 +7,8 @@ in ``data_dir``, ``$ARCHLAB_DATA/mnist`` or the user cache, else downloaded and 
 ``npy:DIR`` (memory-mapped .npy files, for data larger than memory; ``write_npy_dir`` writes one),
 the audio sources ``fsdd`` (spoken digits, the speaker as each sample's group) and ``audio:DIR``
 (a user's WAV files, label = sub-folder, or a CSV manifest), and the text sources ``multi30k`` and
-``text:PATH[,PATH]``, which return a TextDataset of sentences.
+``text:PATH[,PATH]``, which return a TextDataset of sentences. ``A+B`` pairs two classification
+sources of different modalities by label (``fsdd+mnist``: named inputs ``audio`` and ``image``).
 Register more with ``@register_dataset``. Every source returns a Dataset with a fixed
 train/test split: float32 channels-first inputs, or for categorical fields int64 ids in one id
 space (``Dataset.fields``). Every failure is a DataError that names the file and says how to fix it.
