@@ -253,3 +253,11 @@ def test_a_pairing_converts_to_a_folder_of_named_npy_inputs(tmp_path: Path) -> N
         np.testing.assert_array_equal(back.x_train[key], ds.x_train[key])
         np.testing.assert_array_equal(back.x_test[key], ds.x_test[key])
     np.testing.assert_array_equal(back.y_train, ds.y_train)
+
+
+def test_a_split_without_a_class_the_first_part_needs_is_refused() -> None:
+    lacking = _indexed("p", ("a", "b", "c"), [0, 1, 2] * 2, [0, 1, 0], (2,))  # no 'c' in its test split
+    parts = [Part("toy-wave", "wave", _indexed("w", **WAVES)), Part("toy-p", "pic", lacking)]
+    with pytest.raises(DataError, match=r"'w\+p': part 'toy-p', test split, has no sample of label 'c' to pair "
+                                        r"with the first part's 2"):
+        pair_datasets("w+p", parts)
