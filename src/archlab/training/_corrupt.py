@@ -131,8 +131,8 @@ def corruption_conditions(values: Sequence[str], inputs: Sequence[str]) -> list[
     for value in values:
         name, _, mode = value.rpartition("=")
         if mode not in MODES:
-            raise SpecError(f"--corrupt {value}: unknown corruption {mode!r}{suggest(mode, MODES)}; give NAME=MODE "
-                            f"or MODE, MODE one of {', '.join(MODES)}")
+            raise SpecError(f"--corrupt {value}: unknown corruption {mode!r} (give NAME=MODE or MODE, MODE one of "
+                            f"{', '.join(MODES)}){suggest(mode, MODES)}")
         if "=" in value and name not in inputs:
             if len(inputs) == 1:
                 raise SpecError(f"--corrupt {value}: the run has one input, {inputs[0]!r}: give --corrupt "
