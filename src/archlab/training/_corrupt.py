@@ -92,8 +92,8 @@ def drop_modalities(xb: Mapping[str, torch.Tensor], config: ModalityDropoutConfi
                     generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Each sample, with probability ``config.p``, has one of ``config.inputs`` (all, by default),
     drawn uniformly, replaced by ``corrupt``; never more than one, so a sample always keeps one
-    input. The draws come from ``generator`` in a fixed order (whatever was drawn), so a seed gives
-    the same batches."""
+    input. ``noise``'s mean and std are those of the batch's whole tensor of that input. The draws
+    come from ``generator`` in the same order whichever samples are picked, so a seed gives the same batches."""
     names = config.inputs or list(xb)
     rows = len(next(iter(xb.values())))
     dropped = torch.rand(rows, generator=generator) < config.p  # (N,)
