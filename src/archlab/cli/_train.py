@@ -116,10 +116,10 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     beam: Annotated[int, typer.Option(help="Beam size of the decoding that BLEU and chrF score (seq2seq); "
                                            "1 is greedy.")] = 1,
-    corrupt: Annotated[list[str] | None, typer.Option(help="NAME=MODE: that input of every sample replaced, MODE "
-                                                      "zero or noise (of the input's mean and std); MODE alone: "
-                                                      "each input in turn. Repeat for more; adds a robustness "
-                                                      "table.", show_default=False)] = None,
+    corrupt: Annotated[list[str] | None, typer.Option(metavar="NAME=MODE", help="That input of every sample "
+                                                      "replaced, MODE zero or noise (of the input's mean and std); "
+                                                      "MODE alone: each input in turn. Repeat for more; adds a "
+                                                      "robustness table.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="The seed of --corrupt's noise: the same numbers every time.")] = 0,
     quiet: Quiet = False,
 ) -> None:
