@@ -116,6 +116,11 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Where to look for data files first.")] = None,
     beam: Annotated[int, typer.Option(help="Beam size of the decoding that BLEU and chrF score (seq2seq); "
                                            "1 is greedy.")] = 1,
+    corrupt: Annotated[list[str] | None, typer.Option(metavar="NAME=MODE", help="That input of every sample "
+                                                      "replaced, MODE zero or noise (of the input's mean and std); "
+                                                      "MODE alone: each input in turn. Repeat for more; adds a "
+                                                      "robustness table.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="The seed of --corrupt's noise: the same numbers every time.")] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Metrics and a confusion matrix of a trained RUN, stored in the run directory under a name of
@@ -123,7 +128,7 @@ def evaluate(
     from archlab import training  # torch: only when the command runs
 
     result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir,
-                                   beam_size=beam)
+                                   beam_size=beam, corrupt=corrupt or (), seed=seed)
     # the heading on a line of its own: as a table title, a long data name would wrap to the table's width
     _out.print(f"{result['data']} {split} ({result['samples']} samples, {weights} weights)", markup=False,
                soft_wrap=True)
@@ -141,6 +146,15 @@ def evaluate(
         for group, row in result["groups"].items():
             by_group.add_row(group, str(row["samples"]), *(f"{row[k]:.4f}" for k in names))
         _out.print(by_group)
+    if "robustness" in result:  # one row per condition: clean, then each input corrupted
+        conditions = result["robustness"]["conditions"]
+        robust = Table(title=f"robustness (seed {result['robustness']['seed']})")
+        names = list(conditions["clean"])
+        for column in ("condition", *names):
+            robust.add_column(column, justify="left" if column == "condition" else "right")
+        for condition, row in conditions.items():
+            robust.add_row(condition, *(f"{row[k]:.4f}" for k in names))
+        _out.print(robust)
     _out.print(f"written: {', '.join(str(Path(run) / f) for f in result['files'])}", markup=False, soft_wrap=True)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archlab._inputs import call_model, is_named, map_inputs, num_rows
+from archlab._inputs import as_named, call_model, is_named, map_inputs, num_rows
 from archlab.exceptions import ArchlabError, SpecError, suggest
 from archlab.tasks import TaskKind, as_task
 
@@ -37,6 +37,7 @@ from ._callbacks import (
     Progress,
     overrides,
 )
+from ._corrupt import ModalityDropout, check_modality_dropout
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
 from ._recipe import Recipe
@@ -428,8 +429,10 @@ class Engine:
             raise SpecError("train.augment_audio augments waveforms, one float tensor (N, samples), but this "
                             f"run's training inputs are {_describe(x)}; drop augment_audio (or use augment for "
                             "images)", "train.augment_audio")
+        check_modality_dropout(recipe.modality_dropout, integer_inputs(x))
         self.callbacks = [DivergenceCheck(), *([Augment()] if recipe.augment == "shift" and _images(x) else []),
                           *([AudioAugment()] if recipe.augment_audio is not None else []),
+                          *([ModalityDropout()] if recipe.modality_dropout is not None else []),
                           best, *callbacks, *([Checkpoint(best)] if self.run_dir is not None else []),
                           *([progress] if progress is not None else [])]
         batch_hooks = [c for c in self.callbacks if overrides(c, "on_batch")]
@@ -538,10 +541,17 @@ def _waveforms(x: Any) -> bool:
     return x.is_floating_point() if torch.is_tensor(x) else x.dtypes.kind == "f"  # a MappedSplit's numpy dtype
 
 
+def integer_inputs(x: Any) -> dict[str, bool]:
+    """The model inputs of ``x`` by name (one tensor: ``input``), each True if it holds integer ids."""
+    if isinstance(x, MappedSplit):
+        return {name: dtype.kind != "f" for name, dtype in as_named(x.dtypes).items()}
+    return {name: not t.is_floating_point() for name, t in as_named(x).items()}
+
+
 def _describe(x: Any) -> str:
     if is_named(x) or getattr(x, "named", False):
         return "named inputs"
     return f"{tuple(x.shape)} {str(x.dtype if torch.is_tensor(x) else x.dtypes).removeprefix('torch.')}"
 
 
-_BUILTIN = (DivergenceCheck, Augment, AudioAugment, EarlyStopping, Checkpoint, Progress)
+_BUILTIN = (DivergenceCheck, Augment, AudioAugment, ModalityDropout, EarlyStopping, Checkpoint, Progress)

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from archlab.exceptions import SpecError, suggest
 from archlab.tasks import list_metrics, tasks
 
-__all__ = ["AudioAugmentConfig", "EarlyStoppingConfig", "OptimizerConfig", "Recipe", "ScheduleConfig",
-           "TokenizerConfig", "resolve_recipe"]
+__all__ = ["AudioAugmentConfig", "CorruptMode", "EarlyStoppingConfig", "ModalityDropoutConfig", "OptimizerConfig",
+           "Recipe", "ScheduleConfig", "TokenizerConfig", "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
+#: how an input is corrupted (``archlab.training._corrupt.corrupt``): all zeros, or noise on its scale
+CorruptMode = Literal["zero", "noise"]
 
 
 class _Config(BaseModel):
@@ -93,6 +95,23 @@ class AudioAugmentConfig(_Config):
         return None if value is None else _range(value, "speed")
 
 
+class ModalityDropoutConfig(_Config):
+    """Modality dropout of a spec with named inputs: while training, each sample with probability
+    ``p`` has one of ``inputs`` (drawn uniformly) replaced by ``corrupt`` (``_corrupt.py``)."""
+
+    p: Annotated[float, Field(gt=0, le=1)] = 0.5
+    mode: CorruptMode = "zero"
+    #: the inputs that may be dropped, by name; None: all of the spec's
+    inputs: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @field_validator("inputs")
+    @classmethod
+    def _once_each(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) < len(value):
+            raise ValueError(f"each input is named once; got {value}")
+        return value
+
+
 class Recipe(_Config):
     """How to train a spec. Defaults are the seed example's recipe (Keras' fit defaults)."""
 
@@ -132,6 +151,8 @@ class Recipe(_Config):
     augment: Literal["none", "shift"] = "none"
     #: waveform augmentation of (N, samples) inputs (speed, shift, noise); None: none
     augment_audio: AudioAugmentConfig | None = None
+    #: named inputs only: each sample loses one of its inputs with probability p (zeros or noise); None: none
+    modality_dropout: ModalityDropoutConfig | None = None
     #: memory: the training split as one tensor on the device (the fast path); stream: a memory-mapped
     #: file read batch by batch by a DataLoader; auto: stream when the split is over half the available memory.
     data_loading: Literal["auto", "memory", "stream"] = "auto"
@@ -183,7 +204,8 @@ class Recipe(_Config):
 
 _SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig,
                                          "early_stopping": EarlyStoppingConfig, "tokenizer": TokenizerConfig,
-                                         "augment_audio": AudioAugmentConfig}
+                                         "augment_audio": AudioAugmentConfig,
+                                         "modality_dropout": ModalityDropoutConfig}
 
 
 def _merge(base: dict, override: dict) -> dict:

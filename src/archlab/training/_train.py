@@ -29,6 +29,7 @@ from archlab.spec import Spec, dump, load
 from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task, metric_of_key, metrics, score, tasks
 
 from ._callbacks import Callback
+from ._corrupt import check_conditions, check_modality_dropout, corruption_conditions, robustness
 from ._engine import Engine, History, TrainingError, check_bucketing, pick_device
 from ._fit import check_validation, fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
 from ._memory import check_memory
@@ -85,6 +86,7 @@ def resolve_task(recipe: Recipe, spec: Spec, data_task: str | None = None) -> Ta
         task = get_task(data_task or "classification", "task.kind")
     check_recipe(recipe, task)
     check_bucketing(recipe, _declared_pad_ids(spec))
+    check_modality_dropout(recipe.modality_dropout, _declared_integer_inputs(spec))
     return task
 
 
@@ -92,6 +94,13 @@ def declares_task(spec: Spec, recipe: Recipe) -> bool:
     """Whether the spec itself says its task (``task.kind``, or a ``train.loss`` of one task), so
     that ``resolve_task`` needs no data set: what cv and search check options against before loading it."""
     return bool((spec.to_dict().get("task") or {}).get("kind")) or recipe.loss != "auto"
+
+
+def _declared_integer_inputs(spec: Spec) -> dict[str, bool]:
+    """The spec's inputs by name (one ``input``: ``input``), each True if declared ``dtype: long``."""
+    data = spec.to_dict()
+    inputs = data.get("inputs") or {SINGLE: data.get("input")}
+    return {name: isinstance(value, dict) and value.get("dtype") == "long" for name, value in inputs.items()}
 
 
 def _declared_pad_ids(spec: Spec) -> dict[str, int]:
@@ -488,7 +497,8 @@ def evaluation_name(run_data: str | None, data: str, split: str, weights: str) -
 
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test", weights: str = "best",
-                 data_dir: str | Path | None = None, beam_size: int = 1) -> dict[str, Any]:
+                 data_dir: str | Path | None = None, beam_size: int = 1, corrupt: str | Sequence[str] = (),
+                 seed: int = 0) -> dict[str, Any]:
     """Metrics and a confusion matrix of a trained run on a split; written to the run directory
     as ``<evaluation_name>.json`` and, for classification, its ``confusion-...png``. A task whose
     metrics need decoded outputs (seq2seq's BLEU and chrF) decodes the split, greedily or with
@@ -496,6 +506,10 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
 
     ``split`` is ``test`` or ``train``; a text data set also takes its own splits by name
     (Multi30k's ``val``, ``test_2016_flickr``, ``test_2017_flickr``...; ``test`` is its usual one).
+
+    ``corrupt``: conditions ``NAME=MODE`` (that input of every sample corrupted, ``_corrupt.corrupt``:
+    ``zero`` or ``noise``) or ``MODE`` (each input in turn); the result then has ``robustness``:
+    ``seed`` (of the noise) and ``conditions``, the metrics by condition, ``clean`` first.
     """
     _check_text_options({"beam_size": beam_size})
     from archlab.data import TextDataset, load_dataset
@@ -503,8 +517,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
-    recipe = load_run(run_dir)[1]
+    run_spec, recipe = load_run(run_dir)
     text = _is_text_run(run_dir)
+    conditions = _corruptions([corrupt] if isinstance(corrupt, str) else list(corrupt), run_spec, text)
     if split not in SPLITS and not text:  # only a text data set has named splits: refused before any loading
         _unknown_split(split, data or recipe.data, ())
     loaded = load_dataset(data or recipe.data, data_dir)
@@ -533,8 +548,27 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     if hasattr(dataset, "test_splits"):  # a text data set: the split by its own name
         named_split = dataset.test_splits[0] if split == "test" else split
         values.update(task.decoded_metrics(engine.model.eval(), dataset, named_split, beam_size=beam_size))
+    robust = None
+    if conditions:
+        robust = {"seed": seed, "conditions": robustness(lambda xc, yc: engine.evaluate(xc, yc)[0], xt, yt,
+                                                        conditions, seed, values)}
     stem = evaluation_name(recipe.data, dataset.name, split, weights)
-    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task, groups)
+    return _record_evaluation(run_dir, spec.name, dataset, stem, split, weights, values, out, yt, task, groups,
+                              robust)
+
+
+def _corruptions(values: list[str], spec: Spec, text: bool) -> list[tuple[str, str]]:
+    """``evaluate --corrupt``'s conditions (``corruption_conditions``), checked against the run's
+    inputs before any data is read."""
+    if not values:
+        return []
+    if text:
+        raise SpecError("--corrupt is for runs on arrays (images, audio, tabular inputs); a text run's metrics are "
+                        "decoded from its sentences: drop --corrupt")
+    inputs = _declared_integer_inputs(spec)
+    conditions = corruption_conditions(values, list(inputs))
+    check_conditions(conditions, inputs)
+    return conditions
 
 
 def _unknown_split(split: str, data: str | None, named: Sequence[str]) -> None:
@@ -551,13 +585,16 @@ def _is_text_run(run_dir: Path) -> bool:
 
 def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, values: dict,
                        out: torch.Tensor, y: torch.Tensor, task: TaskKind,
-                       groups: np.ndarray | None = None) -> dict[str, Any]:
+                       groups: np.ndarray | None = None, robust: dict[str, Any] | None = None) -> dict[str, Any]:
     """``<stem>.json`` with the task's artefacts (a confusion matrix, per-label F1) and its figures
     as ``<prefix><stem without 'evaluation'>.png`` (``confusion-test-best.png``, ``roc-test.png``);
     with the split's ``groups`` (one per row: FSDD's speakers), ``groups``: each group's samples and
-    headline metric (accuracy for classification) on its rows alone."""
+    headline metric (accuracy for classification) on its rows alone; ``robust``, as ``robustness``
+    (``evaluate_run``'s corrupted inputs)."""
     result: dict[str, Any] = {"run": str(run_dir), "data": dataset.name, "split": split, "weights": weights,
                               "samples": len(y), "metrics": values, "files": [f"{stem}.json"]}
+    if robust is not None:
+        result["robustness"] = robust
     if groups is not None:
         headline, scores = task.headline_metric, {}
         for group in np.unique(groups):
