@@ -115,6 +115,35 @@ def test_a_16khz_stereo_file_is_resampled_to_the_runs_8khz(capsys: pytest.Captur
                   f"({archlab.load(tone_run / 'spec.yaml').to_dict()['train']['data']})\n"
 
 
+def test_read_input_resamples_to_the_rate_of_the_data_name(tmp_path: Path) -> None:
+    """A 1 kHz tone at 16 kHz for a run on ``fsdd?rate=4000``: scipy's polyphase filter halves it twice
+    (the reference), the tone stays at 1 kHz, and the half second is cut to the spec's 1,000 samples."""
+    from scipy.signal import resample_poly
+
+    path = tmp_path / "tone.wav"
+    pcm = tone(1000.0, 16000, 0.5, seed=3)
+    wavfile.write(path, 16000, pcm)
+    with pytest.warns(UserWarning) as caught:
+        x = read_input(path, (1000,), "fsdd?rate=4000")
+    assert [str(w.message) for w in caught] == [
+        "tone.wav: resampled from 16000 Hz to 4000 Hz, the rate of the run's data (fsdd?rate=4000)",
+        "tone.wav: cut from 2000 to 1000 samples (0.50 s to 0.25 s at 4000 Hz), the spec's input"]
+    assert x.shape == (1, 1000) and x.dtype == np.float32
+    expected = np.clip(resample_poly(pcm / 32768, 1, 4), -1, 1)[:1000]
+    np.testing.assert_allclose(x[0], expected, atol=1e-6)
+    assert np.fft.rfftfreq(1000, 1 / 4000)[np.argmax(np.abs(np.fft.rfft(x[0])))] == 1000.0
+
+
+def test_a_run_on_no_audio_source_keeps_the_files_rate(tmp_path: Path) -> None:
+    path = tmp_path / "tone.wav"
+    pcm = tone(500.0, 11025, 0.1, seed=4)
+    wavfile.write(path, 11025, pcm)
+    with pytest.warns(UserWarning, match=r"tone\.wav: the run's data \(npz:waves\.npz\) is not an audio source "
+                      r"and gives no sample rate; the recording is used at its own 11025 Hz"):
+        x = read_input(path, (len(pcm),), "npz:waves.npz")
+    np.testing.assert_array_equal(x[0], pcm / np.float32(32768))
+
+
 def test_the_rate_comes_from_the_runs_data_name() -> None:
     assert audio_options("fsdd?rate=16000").rate == 16000
     assert audio_options("fsdd").rate == 8000  # FSDD's own
