@@ -329,7 +329,7 @@ def test_predict_options_of_text_runs_or_bad_values_are_refused(capsys: pytest.C
 @pytest.mark.parametrize(("name", "content", "fragment"), [
     ("short.npy", np.zeros(10, np.float32), "holds 10 values, not a multiple of the input (1, 8, 8) (64 values)"),
     ("wide.csv", "1,2,3\n", "holds 3 values, not a multiple of the input (1, 8, 8)"),
-    ("x.json", "[1, 2]", "cannot read x.json: predict takes .npy, .png/.jpg or a .csv row"),
+    ("x.json", "[1, 2]", "cannot read x.json: predict takes .npy, .png/.jpg, a .csv row or a .wav recording"),
     ("absent.npy", None, "does not exist"),
 ])
 def test_predict_bad_input_file(capsys: pytest.CaptureFixture[str], trained: Path, tmp_path: Path, name: str,

@@ -164,6 +164,8 @@ def predict(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".npy or a .csv of rows, used as they are (on "
                                               "the scale the model was trained on); or a .png/.jpg image, "
                                               "resized to the input (with a warning) and scaled to [0, 1]; "
+                                              "a .wav recording for a waveform input, resampled to the run's "
+                                              "rate and cut or padded to the input (with a warning); "
                                               "for a spec with several inputs an .npz with an array per "
                                               "input, named as the inputs; for a translation run a sentence "
                                               "(a language model's: a prompt), or a text file of one per "
@@ -197,7 +199,7 @@ def predict(
         results = training.predict_run(run, input_path, top=top, weights=weights, beam_size=beam,
                                        max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
                                        top_k=top_k, top_p=top_p, seed=seed)
-    for warning in caught:  # a resized image: one line on stderr, the results stay alone on stdout
+    for warning in caught:  # a resized image or recording: one line on stderr, the results stay alone on stdout
         print(f"warning: {warning.message}", file=sys.stderr)
     for i, result in enumerate(results):
         if "translation" in result or "text" in result:  # a translation; a prompt and its continuation

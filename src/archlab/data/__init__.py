@@ -20,6 +20,7 @@ Example:
 """
 
 from . import _audio, _criteo, _digits, _files, _mnist, _movielens, _npy, _text  # noqa: F401  (registers the built-in sources)
+from ._audio import AudioOptions, audio_options, decode_wav, fit_length, resample
 from ._dataset import DataError, Dataset, Field, encode_labels, split_train_test
 from ._npy import write_npy_dir
 from ._paths import ENV_VAR, cache_dir
@@ -36,4 +37,5 @@ from ._textset import TextDataset, TextSplit
 
 __all__ = ["ENV_VAR", "DataError", "Dataset", "DatasetRegistry", "DatasetRequest", "Field", "cache_dir",
            "encode_labels", "find_data_dir", "list_datasets", "load_dataset", "register_dataset", "registry",
-           "split_train_test", "TextDataset", "TextSplit", "write_npy_dir"]
+           "split_train_test", "TextDataset", "TextSplit", "write_npy_dir",
+           "AudioOptions", "audio_options", "decode_wav", "fit_length", "resample"]

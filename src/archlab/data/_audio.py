@@ -31,10 +31,10 @@ from archlab.exceptions import suggest
 from ._dataset import SPLIT_SEED, DataError, Dataset, encode_labels, split_train_test
 from ._files import _resolve, _split_options
 from ._paths import describe_search, find_file
-from ._registry import DatasetRequest, find_data_dir, register_dataset
+from ._registry import DatasetRequest, find_data_dir, register_dataset, registry
 
-__all__ = ["AUDIO_OPTIONS", "FSDD_RATE", "FSDD_TEST_INDICES", "AudioOptions", "decode_wav", "fit_length",
-           "load_audio", "load_fsdd"]
+__all__ = ["AUDIO_OPTIONS", "FSDD_RATE", "FSDD_TEST_INDICES", "AudioOptions", "audio_options", "decode_wav",
+           "fit_length", "load_audio", "load_fsdd", "resample"]
 
 logger = logging.getLogger("archlab")
 
@@ -80,12 +80,13 @@ class AudioOptions:
         return cls(rate, values["length"] or rate, skip == "1")  # default length: one second
 
 
-def decode_wav(blob: bytes, name: str) -> tuple[np.ndarray, int]:
+def decode_wav(blob: bytes, name: str, *, fix: str | None = None) -> tuple[np.ndarray, int]:
     """A WAV file's samples as float32 mono in [-1, 1], and its sample rate.
 
     Integer PCM is scaled by its full range (uint8 is offset by 128; scipy reads 24-bit PCM into
     the top bits of int32, so it scales as 32-bit); float files are clipped to [-1, 1]. Several
-    channels are averaged.
+    channels are averaged. ``fix``: what a message tells the person to do, for a caller that
+    reads one file (predict) rather than a data set, where ``?skip_bad=1`` is the way out.
 
     Raises:
         DataError: the bytes are not a WAV file, are truncated, or hold no samples (naming ``name``).
@@ -98,11 +99,11 @@ def decode_wav(blob: bytes, name: str) -> tuple[np.ndarray, int]:
             warnings.simplefilter("error", wavfile.WavFileWarning)
             rate, data = wavfile.read(io.BytesIO(blob))
     except (ValueError, EOFError, struct.error, wavfile.WavFileWarning) as exc:
-        raise DataError(f"{name}: not a readable WAV file ({exc}); {_WAV_FIX}", name) from None
+        raise DataError(f"{name}: not a readable WAV file ({exc}); {fix or _WAV_FIX}", name) from None
     if rate < 1:
-        raise DataError(f"{name}: its header gives the sample rate {rate} Hz; {_WAV_FIX}", name)
+        raise DataError(f"{name}: its header gives the sample rate {rate} Hz; {fix or _WAV_FIX}", name)
     if data.size == 0:
-        raise DataError(f"{name}: an empty recording (no samples); remove it, or pass ?skip_bad=1", name)
+        raise DataError(f"{name}: an empty recording (no samples); {fix or 'remove it, or pass ?skip_bad=1'}", name)
     if data.dtype.kind == "u":  # 8-bit PCM is unsigned, silence at 128
         samples = (data.astype(np.float32) - 128) / 128
     elif data.dtype.kind == "i":
@@ -114,18 +115,48 @@ def decode_wav(blob: bytes, name: str) -> tuple[np.ndarray, int]:
     return samples.astype(np.float32), int(rate)
 
 
+def resample(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
+    """``samples`` at ``rate`` Hz resampled to ``to`` Hz (polyphase, ``scipy.signal.resample_poly``); as they are
+    when the rates agree."""
+    if rate == to:
+        return samples
+    from scipy.signal import resample_poly
+
+    step = math.gcd(rate, to)
+    # the filter can ring a little past full scale; the waveform stays in [-1, 1]
+    return np.clip(resample_poly(samples, to // step, rate // step), -1, 1).astype(np.float32)
+
+
 def fit_length(samples: np.ndarray, rate: int, options: AudioOptions) -> np.ndarray:
     """Resample ``samples`` from ``rate`` to ``options.rate``, then crop or zero-pad to ``options.length``."""
-    if rate != options.rate:
-        from scipy.signal import resample_poly
-
-        step = math.gcd(rate, options.rate)
-        # the filter can ring a little past full scale; the waveform stays in [-1, 1]
-        samples = np.clip(resample_poly(samples, options.rate // step, rate // step), -1, 1).astype(np.float32)
+    samples = resample(samples, rate, options.rate)
     out = np.zeros(options.length, np.float32)
     kept = samples[:options.length]
     out[:len(kept)] = kept
     return out
+
+
+#: The audio sources' options, by source; both default to FSDD's rate.
+_SOURCE_OPTIONS = {"fsdd": _FSDD_OPTIONS, "audio": AUDIO_OPTIONS}
+
+
+def audio_options(name: str) -> AudioOptions | None:
+    """How the data set ``name`` (``fsdd?rate=16000``, ``audio:DIR``) turns recordings into waveforms, read
+    from the name alone (no file is opened), so that a single recording can be made the same way;
+    None when ``name`` is not an audio source.
+
+    Example:
+        >>> audio_options("fsdd?rate=16000")
+        AudioOptions(rate=16000, length=16000, skip_bad=False)
+        >>> audio_options("digits") is None
+        True
+    """
+    source, argument = registry.parse(name)
+    known = _SOURCE_OPTIONS.get(source.name)
+    if known is None:
+        return None
+    request = DatasetRequest(name.strip(), source.name, argument, None)
+    return AudioOptions.parse(request, _split_options(request, known)[1], FSDD_RATE)
 
 
 def _decode_all(recordings: Iterable[tuple[str, bytes]], options: AudioOptions, where: str

@@ -615,13 +615,15 @@ def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split:
     return result
 
 
-def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+def read_input(path: str | Path, shape: tuple[int, ...], data: str | None = None) -> np.ndarray:
     """One sample (or a batch) for predict, as the model takes it.
 
     Scales: an image (.png, .jpg, .bmp) is converted to grayscale or RGB by the spec's channels,
     resized to the input's height and width (with a warning that names both sizes) and scaled
-    from 0-255 to [0, 1], as archlab's image data sets are. ``.npy`` arrays and CSV rows are used
-    as they are: give them on the scale the model was trained on.
+    from 0-255 to [0, 1], as archlab's image data sets are. A ``.wav`` recording, for a waveform
+    input ``(samples,)``, is made as the run's audio data set ``data`` made its samples
+    (``_read_wav``). ``.npy`` arrays and CSV rows are used as they are: give them on the scale the
+    model was trained on.
     """
     path = Path(path)
     if not path.is_file():
@@ -636,21 +638,27 @@ def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
         array = _read_image(path, shape)
     elif suffix in (".csv", ".txt"):
         array = _read_csv_rows(path)
+    elif suffix == ".wav":
+        array = _read_wav(path, shape, data)
+    elif suffix in _OTHER_AUDIO:
+        raise SpecError(f"cannot read {path.name}: archlab reads WAV recordings only, as its audio data sets do; "
+                        f"convert it, e.g. 'ffmpeg -i {path.name} {path.stem}.wav'")
     else:
-        raise SpecError(f"cannot read {path.name}: predict takes .npy, .png/.jpg or a .csv row")
+        raise SpecError(f"cannot read {path.name}: predict takes .npy, .png/.jpg, a .csv row or a .wav recording")
     size = int(np.prod(shape))
     if array.size == 0 or array.size % size:
         raise SpecError(f"{path.name} holds {array.size} values, not a multiple of the input {shape} ({size} values)")
     return array.reshape(-1, *shape)
 
 
-def read_inputs(path: str | Path, parsed: Any) -> np.ndarray | dict[str, np.ndarray]:
+def read_inputs(path: str | Path, parsed: Any, data: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """Samples for predict as the spec's model takes them: ``read_input`` for a spec with one
-    input; for the graph form's several inputs an ``.npz`` with one array per input, named as the
-    input (or ``x/<name>``, as the npz data sets name them), each (N, *shape) or one sample."""
+    input (``data``: the run's data set, which says how a recording is made); for the graph
+    form's several inputs an ``.npz`` with one array per input, named as the input (or
+    ``x/<name>``, as the npz data sets name them), each (N, *shape) or one sample."""
     names = list(parsed.raw_inputs)
     if len(names) == 1:
-        x = read_input(path, tuple(parsed.raw_inputs[names[0]].shape))
+        x = read_input(path, tuple(parsed.raw_inputs[names[0]].shape), data)
         return {names[0]: x} if parsed.is_graph else x
     path = Path(path)
     if not path.is_file():
@@ -702,6 +710,44 @@ def _read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         image = image.resize((width, height))
     array = np.asarray(image, dtype=np.float32) / 255.0
     return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
+
+
+#: Audio files that the audio data sets do not read either (they decode WAV with scipy).
+_OTHER_AUDIO = (".flac", ".ogg", ".mp3", ".m4a", ".opus")
+_WAV_FIX = "give it as a PCM or float WAV file (re-export it, e.g. 'ffmpeg -i IN OUT.wav')"
+
+
+def _read_wav(path: Path, shape: tuple[int, ...], data: str | None) -> np.ndarray:
+    """A recording as the run's audio data set made its samples, by the data side's own steps: decoded to mono
+    in [-1, 1], resampled to the run's rate (its data's ``rate=``, else the source's default), then cut or
+    zero-padded to the spec's input length; a warning names both rates, or both lengths, when it changes them.
+    A run whose data is not an audio source records no rate: the file's own is kept."""
+    from archlab.data import AudioOptions, DataError, audio_options, decode_wav, fit_length, resample
+
+    if len(shape) != 1:
+        raise SpecError(f"a .wav recording needs a spec with a waveform input (samples,); this one takes {shape}: "
+                        "give a .npy array of that shape")
+    samples, rate = decode_wav(path.read_bytes(), str(path), fix=_WAV_FIX)
+    try:
+        options = audio_options(data) if data else None
+    except DataError:  # a source not registered in this process: its rate is not known
+        options = None
+    if options is None:
+        target = rate
+        warnings.warn(f"{path.name}: the run's data ({data or 'none recorded'}) is not an audio source and gives no "
+                      f"sample rate; the recording is used at its own {rate} Hz", stacklevel=3)
+    else:
+        target = options.rate
+    if rate != target:
+        warnings.warn(f"{path.name}: resampled from {rate} Hz to {target} Hz, the rate of the run's data ({data})",
+                      stacklevel=3)
+    samples = resample(samples, rate, target)
+    length = shape[0]
+    if len(samples) != length:
+        how = "cut" if len(samples) > length else "zero-padded"
+        warnings.warn(f"{path.name}: {how} from {len(samples)} to {length} samples ({len(samples) / target:.2f} s to "
+                      f"{length / target:.2f} s at {target} Hz), the spec's input", stacklevel=3)
+    return fit_length(samples, target, AudioOptions(target, length, skip_bad=False))
 
 
 def _read_csv_rows(path: Path) -> np.ndarray:
@@ -765,7 +811,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int | None 
                      if path.is_file() else [str(input_path)])
         return task.predict_text(model.eval(), Tokenizers.load(run_dir), sentences, parsed, **options)
     top = options.get("top", 3)
-    x = model_inputs(parsed, read_inputs(input_path, parsed), str(input_path))
+    x = model_inputs(parsed, read_inputs(input_path, parsed, recipe.data), str(input_path))
     engine = Engine(model, recipe, task, verbose=0, output_activation=head)
     scores = engine.probabilities(map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a)), x)).cpu().numpy()
     classes = _classes_of(run_dir, recipe.data, scores.shape[-1])
