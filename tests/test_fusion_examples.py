@@ -35,6 +35,7 @@ PINNED = {
     "attention": AUDIO_CNN + numel(nn.Linear(128, 64)) + IMAGE_CNN + IMAGE_DENSE + 2 * 64  # modality embedding
     + numel(nn.TransformerEncoderLayer(64, 4, 128), nn.Linear(64, 10)),
 }
+NODE_SUFFIX = {"early": "features", "late": "logits", "attention": "token"}  # graph: audio_<suffix>, image_<suffix>
 
 
 def batch(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -112,3 +113,25 @@ def test_onnx_export_takes_both_inputs_by_name_and_matches_torch(name, tmp_path)
         expected = model(**{k: v[:3] for k, v in x.items()}).numpy()
     got = load_runner(result.path)({k: v[:3].numpy() for k, v in x.items()})
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_one_step_of_the_loss_reaches_every_parameter_of_both_encoders(name):
+    """Cross-entropy on the logits (what training computes, the specs ending in logits) sends a
+    gradient into every weight: no branch is cut off from the loss."""
+    model, x = built(name).train(), batch(8)
+    nn.functional.cross_entropy(model(**x), torch.arange(8) % 10).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    nodes = {n.split(".")[2] for n, _ in model.named_parameters()}  # net.nodes.<node>.layers...
+    assert {f"audio_{NODE_SUFFIX[name]}", f"image_{NODE_SUFFIX[name]}"} <= nodes
+
+
+def test_the_audio_encoder_is_the_speech_examples():
+    """The audio branch of every fusion spec is examples/speech/cnn-logmel.yaml up to its pooling
+    (late fusion: its whole classifier), so FSDD results on that spec are the audio-only baseline."""
+    speech = archlab.load(FUSION.parent / "speech" / "cnn-logmel.yaml").to_dict()["layers"]
+    for name, suffix in NODE_SUFFIX.items():
+        layers = archlab.load(FUSION / f"{name}.yaml").to_dict()["graph"][f"audio_{suffix}"]["layers"]
+        shared = len(speech) if name == "late" else speech.index("global_avgpool1d") + 1
+        assert layers[:shared] == speech[:shared], name
