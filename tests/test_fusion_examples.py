@@ -1,6 +1,7 @@
-"""The audio + image fusion specs in examples/fusion/: pinned counts built from their parts, two
-named inputs in and ten logits out, both modalities read, late fusion additive over them, and
-ONNX Runtime computing what torch computes."""
+"""The audio + image fusion specs in examples/fusion/: pinned counts built from torch modules, two
+named inputs in and ten logits out, both modalities read and reached by the loss, late fusion
+additive over them, the speech example's audio encoder, and ONNX Runtime computing what torch
+computes."""
 
 from __future__ import annotations
 
