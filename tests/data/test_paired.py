@@ -161,6 +161,14 @@ def test_bad_pairing_names_fail_before_any_part_is_loaded(name: str, pattern: st
     assert LOADS == []
 
 
+def test_a_plus_inside_a_path_stays_in_the_path_unless_a_source_follows() -> None:
+    assert [text for text, _, _ in registry.parse_parts("csv:data/a+b.csv")] == ["csv:data/a+b.csv"]
+    assert [text for text, _, _ in registry.parse_parts("audio:my+dir?rate=8000")] == ["audio:my+dir?rate=8000"]
+    assert [text for text, _, _ in registry.parse_parts("audio:my+dir+mnist")] == ["audio:my+dir", "mnist"]
+    assert [text for text, _, _ in registry.parse_parts("fsdd?test_speaker=george+mnist")] == [
+        "fsdd?test_speaker=george", "mnist"]
+
+
 def test_a_modality_is_an_input_name() -> None:
     with pytest.raises(DataError, match=r"'toy-bad': modality is an input name .* got '2d'"):
         register_dataset("toy-bad", modality="2d")(lambda request: None)

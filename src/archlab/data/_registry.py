@@ -134,7 +134,7 @@ class DatasetRegistry:
         if not isinstance(name, str) or "+" not in name:
             source, argument = self.parse(name)
             return [(name.strip(), source, argument)]
-        texts = [text.strip() for text in name.strip().split("+")]
+        texts = self._split_pairing(name.strip())
         parts = []
         for i, text in enumerate(texts, 1):
             where = f"dataset {name.strip()!r}, part {i} of {len(texts)}"
@@ -154,6 +154,20 @@ class DatasetRegistry:
                                 "different modalities, e.g. 'fsdd+mnist' (audio and image)")
             seen[source.modality] = text
         return parts
+
+    def _split_pairing(self, name: str) -> list[str]:
+        """``name`` cut at each ``+`` that starts a part: a ``+`` inside a part's path argument
+        (``csv:a+b.csv``, ``audio:my+dir``) stays in the path unless a registered source's name
+        follows it (``audio:DIR+mnist``); after a part without a path every ``+`` cuts, so that a
+        misspelt part (``fsdd+mnsit``) gets the registry's suggestion."""
+        texts = [name.split("+")[0]]
+        for piece in name.split("+")[1:]:
+            head = re.split(r"[?:]", piece, maxsplit=1)[0].strip().lower()
+            if ":" in texts[-1] and head not in self._sources:
+                texts[-1] += f"+{piece}"
+            else:
+                texts.append(piece)
+        return [text.strip() for text in texts]
 
     def usages(self) -> list[str]:
         """Every source as it is written, sorted: ``csv:PATH`` for one that takes an argument."""
