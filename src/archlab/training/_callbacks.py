@@ -27,7 +27,7 @@ from ._runs import save_checkpoint, save_weights, write_metrics
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Augment", "Callback", "Checkpoint", "DivergenceCheck", "EarlyStopping", "Progress"]
+__all__ = ["Augment", "Callback", "Checkpoint", "DivergenceCheck", "EarlyStopping", "Progress", "is_image_batch"]
 
 log = logging.getLogger("archlab")
 #: A training step whose loss is more than this many times the untrained model's (the first
@@ -127,11 +127,21 @@ def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torc
     return padded[b, c, rows, cols]
 
 
-class Augment(Callback):
-    """``augment: shift``: each training image moves by up to 2 pixels. The offsets come from the
-    engine's shuffle generator, whose state the checkpoint keeps, so a resumed run draws the same."""
+def is_image_batch(x: torch.Tensor) -> bool:
+    """A float tensor of images (N, C, H, W): what ``augment: shift`` moves."""
+    return x.dim() == 4 and x.is_floating_point()
 
-    def on_batch(self, engine: Engine, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+
+class Augment(Callback):
+    """``augment: shift``: each training image moves by up to 2 pixels; with named inputs, each
+    input of images (N, C, H, W), on its own draws (the others, a waveform or ids, stay). The
+    offsets come from the engine's shuffle generator, whose state the checkpoint keeps, so a
+    resumed run draws the same."""
+
+    def on_batch(self, engine: Engine, xb: torch.Tensor | dict[str, torch.Tensor],
+                 yb: torch.Tensor) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
+        if isinstance(xb, dict):
+            return {k: _shift(t, engine.generator) if is_image_batch(t) else t for k, t in xb.items()}, yb
         return _shift(xb, engine.generator), yb
 
 

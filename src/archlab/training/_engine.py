@@ -35,6 +35,7 @@ from ._callbacks import (
     DivergenceCheck,
     EarlyStopping,
     Progress,
+    is_image_batch,
     overrides,
 )
 from ._corrupt import ModalityDropout, check_modality_dropout
@@ -530,8 +531,11 @@ class Engine:
 
 
 def _images(x: Any) -> bool:
-    """Whether the training inputs are one tensor of images (N, C, H, W), which shift augmentation takes."""
-    return not is_named(x) and not getattr(x, "named", False) and x.dim() == 4
+    """Whether the training inputs are images (N, C, H, W), or named inputs in memory of which one
+    is, which shift augmentation takes."""
+    if is_named(x):
+        return any(is_image_batch(t) for t in x.values())
+    return not getattr(x, "named", False) and x.dim() == 4
 
 
 def _waveforms(x: Any) -> bool:
