@@ -155,3 +155,17 @@ def test_ctrl_c_mid_trial_prints_one_line_with_the_command_that_continues_and_ex
     assert "Traceback" not in out + err and "[W " not in err  # no Optuna warning with a KeyboardInterrupt traceback
     assert {s for _, s in trial_states(db)} <= {"FAIL", "COMPLETE"}  # the interrupted trials failed: they do not count
     assert "FAIL" in {s for _, s in trial_states(db)}
+
+
+def test_an_interrupt_wrapped_by_python_is_still_an_interrupt():
+    from archlab.search._search import by_interrupt
+
+    class Named:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    # Python 3.11 wraps a KeyboardInterrupt raised in __set_name__ (a class made mid-import) in a RuntimeError
+    with pytest.raises(BaseException) as caught:
+        type("Owner", (), {"field": Named()})
+    assert by_interrupt(caught.value)
+    assert not by_interrupt(RuntimeError("a trial's own error")) and not by_interrupt(None)

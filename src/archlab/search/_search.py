@@ -406,6 +406,10 @@ def run_worker(config: SearchConfig, index: int = 0, on_trial: Callable[[SearchP
     try:
         study.optimize(runner, n_trials=None, timeout=config.timeout, callbacks=[after_trial],
                        catch=(SurplusTrial,), gc_after_trial=False, show_progress_bar=False)
+    except Exception as exc:
+        if by_interrupt(exc):  # Ctrl-C inside a lazy import: an interrupt all the same
+            raise KeyboardInterrupt from None
+        raise
     finally:
         optuna_log.removeFilter(quiet_interrupt)
 
@@ -419,9 +423,19 @@ class _QuietInterrupt(logging.Filter):
         self.interrupted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and by_interrupt(record.exc_info[1]):
             self.interrupted = True  # this record and the "failed with value None" one after it
         return not self.interrupted
+
+
+def by_interrupt(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt or was raised by one: Python 3.11 wraps one that
+    lands inside a class's ``__set_name__`` (a lazy import mid-trial) in a RuntimeError."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def sampler_seed(seed: int, worker: int, held: int) -> int:
@@ -450,6 +464,10 @@ def _worker_main(config_dict: dict, index: int) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         run_worker(SearchConfig(**config_dict), index)
+    except Exception as exc:
+        if by_interrupt(exc):
+            raise SystemExit(130) from None
+        raise
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
