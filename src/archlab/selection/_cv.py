@@ -239,15 +239,14 @@ def _fit_one(task: dict[str, Any]) -> dict[str, Any]:
     engine = fit_spec(spec, recipe, kind, Splits(xt, yt)).engine
     with torch.no_grad():
         train_metrics, _ = engine.evaluate(xt, yt)
-        val_metrics, _ = engine.evaluate(xv, yv)
-        # each held-out group's own score (its rows alone), when the folds are of groups
+        val_metrics, val_out = engine.evaluate(xv, yv)
+        # each held-out group's own score (its rows of the outputs alone), when the folds are of groups
         by_group = {}
         if task.get("val_groups") is not None:
             held = np.asarray(task["val_groups"])
             for name in np.unique(held):
                 rows = torch.from_numpy(np.flatnonzero(held == name))
-                part = map_inputs(lambda a, r=rows: a[r], xv)
-                by_group[str(name)] = float(engine.evaluate(part, yv[rows])[0][metric])
+                by_group[str(name)] = float(engine.metrics_of(val_out[rows.to(val_out.device)], yv[rows])[metric])
     row = {k: v for k, v in task.items() if k in ("kind", "config", "fold", "fraction", "values")}
     if by_group:
         row["val_groups"] = by_group

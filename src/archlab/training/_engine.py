@@ -362,9 +362,14 @@ class Engine:
 
     def evaluate(self, x: Inputs, y: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
         out = self.outputs(x)
+        return self.metrics_of(out, y), out
+
+    def metrics_of(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The loss and metrics of outputs already computed (``outputs``): a subset of rows scored
+        without a second forward."""
         y = y.to(out.device)
         loss = self.loss_fn(out, y).item()
-        return compute_metrics(out, y, loss, self.task, self.metric_names, self.recipe.top_k), out
+        return compute_metrics(out, y, loss, self.task, self.metric_names, self.recipe.top_k)
 
     def predict(self, x: Inputs) -> torch.Tensor:
         """What the spec's model outputs, final activation included (Keras' ``predict``)."""
