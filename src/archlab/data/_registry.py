@@ -160,8 +160,9 @@ class DatasetRegistry:
         (``csv:a+b.csv``, ``audio:my+dir``) stays in the path unless a registered source's name
         follows it (``audio:DIR+mnist``); after a part without a path every ``+`` cuts, so that a
         misspelt part (``fsdd+mnsit``) gets the registry's suggestion."""
-        texts = [name.split("+")[0]]
-        for piece in name.split("+")[1:]:
+        first, *pieces = name.split("+")
+        texts = [first]
+        for piece in pieces:
             head = re.split(r"[?:]", piece, maxsplit=1)[0].strip().lower()
             if ":" in texts[-1] and head not in self._sources:
                 texts[-1] += f"+{piece}"
