@@ -8,7 +8,7 @@ import torch
 
 import archlab
 from archlab.training import resolve_recipe
-from archlab.training._callbacks import Augment
+from archlab.training._augment import Augment, build_augment, input_traits
 from archlab.training._engine import Engine
 
 SPEC = {"name": "image-and-vector", "inputs": {"image": [1, 8, 8], "vector": [4]},
@@ -24,8 +24,9 @@ def test_shift_moves_each_named_image_input_and_leaves_the_others() -> None:
     image = torch.zeros(n, 1, 8, 8)
     image[:, :, 3:5, 3:5] = 1.0  # a 2x2 blob that a shift of up to 2 pixels keeps inside the 8x8 frame
     vector = torch.randn(n, 4)
-    out, _ = Augment().on_batch(SimpleNamespace(generator=torch.Generator().manual_seed(0)),
-                                {"image": image, "vector": vector}, torch.zeros(n))
+    x = {"image": image, "vector": vector}
+    augment = build_augment(["shift"], input_traits(x), "classification", lambda: 2)
+    out, _ = augment.on_batch(SimpleNamespace(generator=torch.Generator().manual_seed(0)), x, torch.zeros(n))
     assert torch.equal(out["vector"], vector)
     assert torch.equal(out["image"].sum((1, 2, 3)), torch.full((n,), 4.0))  # moved, not lost
     moved = (out["image"] != image).flatten(1).any(1).float().mean().item()

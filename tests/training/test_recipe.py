@@ -18,7 +18,7 @@ def test_defaults_are_the_seed_recipe() -> None:
     assert recipe.schedule.name == "none" and recipe.early_stopping is None and recipe.grad_clip is None
     # metrics None: the task's default metrics
     assert (recipe.loss, recipe.metrics, recipe.seed, recipe.data) == ("auto", None, 0, None)
-    assert (recipe.device, recipe.precision, recipe.init, recipe.augment) == ("auto", "auto", "torch", "none")
+    assert (recipe.device, recipe.precision, recipe.init, recipe.augment) == ("auto", "auto", "torch", [])
 
 
 def test_train_section_is_parsed() -> None:

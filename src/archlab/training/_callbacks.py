@@ -1,7 +1,7 @@
 """Callbacks: named hooks into ``Engine.fit``, in Lightning's style.
 
 Everything ``fit`` does besides the optimisation step is a callback that keeps its own state:
-the finite/diverged-loss check, augmentation, tracking the best epoch and early stopping,
+the finite/diverged-loss check, augmentation (``_augment.py``), tracking the best epoch and early stopping,
 checkpoints, and progress output. A user's own callbacks run between the built-in ones (after
 early stopping, before the checkpoint, so their ``state_dict`` is saved with the epoch).
 
@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from archlab.tasks import direction_of
 
@@ -27,7 +26,7 @@ from ._runs import save_checkpoint, save_weights, write_metrics
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Augment", "Callback", "Checkpoint", "DivergenceCheck", "EarlyStopping", "Progress", "is_image_batch"]
+__all__ = ["Callback", "Checkpoint", "DivergenceCheck", "EarlyStopping", "Progress"]
 
 log = logging.getLogger("archlab")
 #: A training step whose loss is more than this many times the untrained model's (the first
@@ -113,36 +112,6 @@ class DivergenceCheck(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reference_loss = state.get("reference_loss")  # checkpoints older than reference_loss lack it
-
-
-def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torch.Tensor:
-    """Translate each image by up to ``pixels`` in each direction, filling with zeros."""
-    batch, _, height, width = x.shape  # (B, C, H, W)
-    padded = nn.functional.pad(x, (pixels, pixels, pixels, pixels))
-    offsets = torch.randint(0, 2 * pixels + 1, (2, batch), generator=generator).to(x.device)
-    rows = (offsets[0, :, None] + torch.arange(height, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (offsets[1, :, None] + torch.arange(width, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    b = torch.arange(batch, device=x.device)[:, None, None, None]
-    c = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[b, c, rows, cols]
-
-
-def is_image_batch(x: torch.Tensor) -> bool:
-    """A float tensor of images (N, C, H, W): what ``augment: shift`` moves."""
-    return x.dim() == 4 and x.is_floating_point()
-
-
-class Augment(Callback):
-    """``augment: shift``: each training image moves by up to 2 pixels; with named inputs, each
-    input of images (N, C, H, W), on its own draws (the others, a waveform or ids, stay). The
-    offsets come from the engine's shuffle generator, whose state the checkpoint keeps, so a
-    resumed run draws the same."""
-
-    def on_batch(self, engine: Engine, xb: torch.Tensor | dict[str, torch.Tensor],
-                 yb: torch.Tensor) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
-        if isinstance(xb, dict):
-            return {k: _shift(t, engine.generator) if is_image_batch(t) else t for k, t in xb.items()}, yb
-        return _shift(xb, engine.generator), yb
 
 
 class EarlyStopping(Callback):

@@ -28,16 +28,8 @@ from archlab.exceptions import ArchlabError, SpecError, suggest
 from archlab.tasks import TaskKind, as_task
 
 from ._audio_augment import AudioAugment
-from ._callbacks import (
-    Augment,
-    Callback,
-    Checkpoint,
-    DivergenceCheck,
-    EarlyStopping,
-    Progress,
-    is_image_batch,
-    overrides,
-)
+from ._augment import Augment, build_augment, dominant_label, input_traits
+from ._callbacks import Callback, Checkpoint, DivergenceCheck, EarlyStopping, Progress, overrides
 from ._corrupt import ModalityDropout, check_modality_dropout
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
@@ -436,7 +428,11 @@ class Engine:
                             f"run's training inputs are {_describe(x)}; drop augment_audio (or use augment for "
                             "images)", "train.augment_audio")
         check_modality_dropout(recipe.modality_dropout, integer_inputs(x))
-        self.callbacks = [DivergenceCheck(), *([Augment()] if recipe.augment == "shift" and _images(x) else []),
+        augment = build_augment(recipe.augment, input_traits(x), self.task.name, lambda: _classes(self.model, y),
+                                self.pad_ids)
+        #: mixup/cutmix made the targets class probabilities: accuracy counts their dominant class
+        self.soft_targets = augment is not None and augment.mixes
+        self.callbacks = [DivergenceCheck(), *([augment] if augment is not None else []),
                           *([AudioAugment()] if recipe.augment_audio is not None else []),
                           *([ModalityDropout()] if recipe.modality_dropout is not None else []),
                           best, *callbacks, *([Checkpoint(best)] if self.run_dir is not None else []),
@@ -504,7 +500,7 @@ class Engine:
                         self.scheduler.step()
                     loss_sum += loss.detach() * rows
                     if self.count_accuracy:
-                        correct += self.task.correct(out.detach(), yb)
+                        correct += self.task.correct(out.detach(), dominant_label(yb) if self.soft_targets else yb)
                     for callback in batch_end:
                         callback.on_batch_end(self, step, value)
                 if self.scheduler is not None and not per_step:
@@ -535,12 +531,15 @@ class Engine:
                                  run_dir=self.run_dir)
 
 
-def _images(x: Any) -> bool:
-    """Whether the training inputs are images (N, C, H, W), or named inputs in memory of which one
-    is, which shift augmentation takes."""
-    if is_named(x):
-        return any(is_image_batch(t) for t in x.values())
-    return not getattr(x, "named", False) and x.dim() == 4
+def _classes(model: nn.Module, y: torch.Tensor) -> int:
+    """How many classes mixed targets span: the width of an archlab model's output, else the largest
+    class id in ``y`` plus one."""
+    from archlab.builder import parse
+
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return int(parse(spec).output_infos[0].shape[-1])
+    return int(y.max()) + 1
 
 
 def _waveforms(x: Any) -> bool:

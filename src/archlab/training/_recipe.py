@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from archlab.exceptions import SpecError, suggest
 from archlab.tasks import list_metrics, tasks
 
+from ._augment import parse_augment
+
 __all__ = ["AudioAugmentConfig", "CorruptMode", "EarlyStoppingConfig", "ModalityDropoutConfig", "OptimizerConfig",
            "Recipe", "ScheduleConfig", "TokenizerConfig", "resolve_recipe"]
 
@@ -147,8 +149,9 @@ class Recipe(_Config):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     #: torch: PyTorch's default initialisation; glorot: Keras' (Glorot-uniform weights, zero biases).
     init: Literal["torch", "glorot"] = "torch"
-    #: shift: random translations of up to 2 pixels (images only), a light augmentation.
-    augment: Literal["none", "shift"] = "none"
+    #: image and token augmentations, applied in order to training batches (``_augment.py``): each a
+    #: name or {name: {options}}; one name alone (``shift``) is a list of one, ``none`` an empty list.
+    augment: list[Any] = Field(default_factory=list)
     #: waveform augmentation of (N, samples) inputs (speed, shift, noise); None: none
     augment_audio: AudioAugmentConfig | None = None
     #: named inputs only: each sample loses one of its inputs with probability p (zeros or noise); None: none
@@ -170,6 +173,13 @@ class Recipe(_Config):
     @classmethod
     def _schedule_by_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else ({"name": "none"} if value is None else value)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_list(cls, value: Any) -> Any:
+        if value is None or value == "none":
+            return []
+        return [value] if isinstance(value, (str, dict)) else value
 
     @field_validator("tokenizer", mode="before")
     @classmethod
@@ -239,7 +249,7 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
     data = _merge(data, overrides)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal")))
@@ -255,3 +265,5 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
             if err["type"] == "literal_error" and isinstance(err.get("input"), str):  # a typo in a choice
                 msg += suggest(err["input"], re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", "")))
         raise SpecError(msg, f"train.{loc}" if loc else "train") from None
+    parse_augment(recipe.augment)  # an unknown entry or bad options: a SpecError at train.augment[i] now
+    return recipe
