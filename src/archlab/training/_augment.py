@@ -345,8 +345,12 @@ class RandomErasing(AugmentEntry):
         return random_erasing(x, o.p, o.scale, o.ratio, generator)
 
 
-class MixOptions(_Options):
-    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2
+class MixupOptions(_Options):
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.2  # Zhang et al.'s for ImageNet
+
+
+class CutMixOptions(_Options):
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0  # Yun et al.'s: lam uniform
 
 
 @register_augmentation("mixup")
@@ -355,7 +359,7 @@ class Mixup(AugmentEntry):
     batch permuted), lam ~ Beta(alpha, alpha) drawn per sample; so do its class probabilities.
     Every image input of a sample is mixed with the same partner and lam; integer inputs are not."""
 
-    Options = MixOptions
+    Options = MixupOptions
     mixes = True
 
     def __call__(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, generator: torch.Generator,
@@ -378,7 +382,7 @@ class CutMix(AugmentEntry):
     image inputs, each takes the box at the same place relative to its size, and the targets the
     first's share."""
 
-    Options = MixOptions
+    Options = CutMixOptions
     mixes = True
 
     def __call__(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, generator: torch.Generator,
