@@ -11,8 +11,9 @@ generator, whose state the checkpoint keeps: a run is the same under its seed an
 draws what it would have. Waveforms have their own section, ``augment_audio`` (``_audio_augment.py``).
 
 The geometry is torch's own (``affine_grid``/``grid_sample``), vectorised over the batch, rather than
-torchvision's transforms: no torchvision release matches the torch pinned here (2.13), and its v2
-transforms draw from the global RNG per call, not per sample from a generator we keep.
+torchvision's transforms: no torchvision release matches the torch pinned here (2.13), so archlab may
+not depend on it; and its transforms draw one set of parameters per call (a whole batch turned by one
+angle) from torch's global RNG, where these draw per sample from the engine's generator.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from ._engine import Engine
 
 __all__ = ["IMAGES", "TOKENS", "Augment", "AugmentEntry", "InputKind", "augmentations", "beta", "build_augment",
-           "dominant_label", "parse_augment", "register_augmentation", "rotate", "shift"]
+           "cutout", "dominant_label", "elastic", "input_traits", "mix_targets", "parse_augment", "random_erasing",
+           "register_augmentation", "rotate", "shift", "token_dropout"]
 
 #: a training input as the checks see it: its shape with the rows first, and whether it holds floats
 InputTraits = tuple[tuple[int, ...], bool]
@@ -427,7 +429,12 @@ class TokenDropout(AugmentEntry):
 
 def parse_augment(entries: list[Any], where: str = "train.augment") -> list[AugmentEntry]:
     """The recipe's ``augment`` list as entries with their validated options; a SpecError at
-    ``train.augment[i]`` for an unknown name (the closest and the known ones) or bad options."""
+    ``train.augment[i]`` for an unknown name (the closest and the known ones) or bad options.
+
+    Example:
+        >>> [(e.name, e.options.degrees) for e in parse_augment([{"rotate": {"degrees": 5}}])]
+        [('rotate', 5.0)]
+    """
     parsed = []
     for i, entry in enumerate(entries):
         path = f"{where}[{i}]"
