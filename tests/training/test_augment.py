@@ -16,7 +16,7 @@ import archlab
 from archlab._tokens import UNK_ID
 from archlab.cli import run
 from archlab.exceptions import SpecError
-from archlab.training import make_loss, resolve_recipe, train
+from archlab.training import Callback, make_loss, resolve_recipe, train
 from archlab.training._augment import (
     AugmentEntry,
     augmentations,
@@ -136,6 +136,37 @@ def test_token_dropout_never_touches_padding() -> None:
     out, _ = apply([{"token_dropout": {"p": 0.3, "replace": "pad"}}], ids, torch.zeros(300, dtype=torch.long),
                    pad_ids={"input": 9})
     assert torch.equal(out[:, 15:], ids[:, 15:]) and (out[out != ids] == 9).all()
+
+
+def test_training_drops_tokens_around_the_models_declared_pad_id() -> None:
+    """The engine gives token_dropout each input's pad_id (here 3); a later callback sees the augmented batch."""
+    spec = {"name": "tok", "input": {"shape": [6], "dtype": "long", "pad_id": 3},
+            "task": {"kind": "classification", "classes": 2},
+            "layers": [{"embedding": {"input_dim": 20, "output_dim": 4}}, "flatten",
+                       {"dense": {"units": 2, "activation": "softmax"}}]}
+    seen = []
+
+    class Spy(Callback):
+        def on_batch(self, engine, xb, yb):
+            seen.append(xb)
+            return xb, yb
+
+    recipe = resolve_recipe({"device": "cpu", "epochs": 1, "batch_size": 50, "validation_split": 0,
+                             "augment": [{"token_dropout": {"p": 0.4, "replace": "pad"}}]})
+    x = torch.randint(4, 20, (200, 6))
+    x[:, 4:] = 3
+    Engine(archlab.build(spec), recipe, "classification", verbose=0).fit(x, torch.randint(0, 2, (200,)),
+                                                                          callbacks=[Spy()])
+    batches = torch.cat(seen)
+    assert (batches[:, 4:] == 3).all()
+    dropped = (batches[:, :4] == 3).float().mean()
+    assert 0.32 < dropped < 0.48 and set(batches[:, :4].unique().tolist()) <= set(range(3, 20))
+
+
+def test_one_name_is_a_list_of_one_and_none_is_empty() -> None:
+    assert resolve_recipe({"augment": "shift"}).augment == ["shift"]
+    assert resolve_recipe({"augment": "none"}).augment == [] == resolve_recipe({}).augment
+    assert resolve_recipe({"augment": {"rotate": {"degrees": 5}}}).augment == [{"rotate": {"degrees": 5}}]
 
 
 def test_named_inputs_each_image_and_each_token_input() -> None:
