@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -47,9 +48,12 @@ def ensemble(
     """Train an ensemble of SPEC; writes runs/<name>-ensemble-<timestamp>/ (ensemble.json, members/00, ...)."""
     from archlab import training  # torch: only when the command runs
 
+    # the API's warnings (--jobs with boosting, boosting stopping early) as plain lines on stderr
+    notes = logging.StreamHandler(sys.stderr)
+    notes.setFormatter(logging.Formatter("warning: %(message)s"))
+    notes.setLevel(logging.WARNING)
     logger = logging.getLogger("archlab")
-    if not logger.handlers:  # warnings (--jobs with boosting, boosting stopping early) as plain lines
-        logging.basicConfig(format="warning: %(message)s")
+    logger.addHandler(notes)
 
     def progress(index: int, member: Member) -> None:
         if not quiet:
@@ -63,6 +67,8 @@ def ensemble(
                                    batch_size=batch_size, lr=lr, device=device)
     except Interrupted as exc:
         raise interrupted(exc) from None
+    finally:
+        logger.removeHandler(notes)
     for index, member in enumerate(result.members):
         _out.print(f"member {index:02d}: {member.dir.relative_to(result.ensemble_dir).as_posix()} "
                    f"{member.weights}: {_headline(member)}", markup=False)

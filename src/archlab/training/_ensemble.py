@@ -107,7 +107,7 @@ def samme_update(w: np.ndarray, wrong: np.ndarray, classes: int) -> tuple[float,
     Example:
         >>> alpha, err, w = samme_update(np.ones(4), np.array([True, False, False, False]), 3)
         >>> round(err, 3), round(alpha, 4), w.round(4).tolist()
-        (0.25, 1.7918, [2.0, 0.6667, 0.6667, 0.6667])
+        (0.25, 1.7918, [2.6667, 0.4444, 0.4444, 0.4444])
     """
     w, wrong = np.asarray(w, dtype=np.float64), np.asarray(wrong, dtype=bool)
     err = float(w[wrong].sum() / w.sum())
