@@ -23,6 +23,7 @@ from archlab.training import (
     Bootstrap,
     Callback,
     Engine,
+    RunError,
     ensemble,
     load_weights,
     prepare_model,
@@ -134,6 +135,13 @@ def test_bootstrap_is_seeded_with_replacement_and_keeps_the_validation_rows(help
 
 
 # -- the ensemble directory, --jobs --------------------------------------------------------------------
+def test_a_member_on_chosen_rows_resumes_only_with_them(helpers, tmp_path: Path) -> None:
+    member = train(_tiny(helpers, epochs=1), out=None, into=tmp_path / "m", train_rows=Bootstrap(0), verbose=0).run_dir
+    with pytest.raises(RunError, match="trained on train_rows of its own"):
+        train(resume=member, epochs=2, verbose=0)
+    assert train(resume=member, epochs=2, verbose=0, train_rows=Bootstrap(0)).summary["epochs_run"] == 2
+
+
 def test_bagging_directory_and_jobs_2_equal_jobs_1(helpers, tmp_path: Path) -> None:
     spec = _tiny(helpers, epochs=1)
     one = ensemble(spec, method="bagging", members=2, jobs=1, out=tmp_path / "one")

@@ -319,6 +319,7 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 raise RunError(f"{run_dir} has no last.safetensors: no epoch finished, so there is nothing to "
                                "resume; start the run again")
             stack.enter_context(lock_run(run_dir))  # before anything is read that a running process rewrites
+            _check_chosen_rows(run_dir, train_rows, sample_weight)
             extended = _extend_recipe(run_dir, recipe, overrides.get("epochs"))
             extended, recipe = extended != recipe, extended
         else:
@@ -351,6 +352,9 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 stack.enter_context(lock_run(run_dir))
                 if hasattr(dataset, "tokenizers"):  # every later command reads the run's own
                     dataset.tokenizers.save(run_dir)
+                if train_rows is not None or sample_weight is not None:
+                    atomic_write_text(run_dir / CHOSEN_ROWS, json.dumps(
+                        {"train_rows": train_rows is not None, "sample_weight": sample_weight is not None}))
             elif extended:
                 atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
             return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose,
@@ -369,6 +373,29 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             if created and not (run_dir / "last.safetensors").is_file():  # nothing finished: nothing to keep
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+
+
+#: A run trained on chosen rows or sample weights (an ensemble member) says so here, so that a resume
+#: without them is refused rather than continued on the whole, unweighted split.
+CHOSEN_ROWS = "chosen-rows.json"
+
+
+def _check_chosen_rows(run_dir: Path, train_rows: Any, sample_weight: Any) -> None:
+    """Refuse to resume a run that trained on ``train_rows`` or ``sample_weight`` without them.
+
+    Raises:
+        RunError: a resume that lacks what the run trained with.
+    """
+    path = run_dir / CHOSEN_ROWS
+    if not path.is_file():
+        return
+    chosen = json.loads(path.read_text(encoding="utf-8"))
+    missing = [name for name, given in (("train_rows", train_rows), ("sample_weight", sample_weight))
+               if chosen.get(name) and given is None]
+    if missing:
+        raise RunError(f"{run_dir} trained on {' and '.join(missing)} of its own (a bagging or boosting member of an "
+                       f"ensemble): resume it with archlab.train(resume=..., {', '.join(f'{m}=...' for m in missing)})"
+                       " as it was trained, or train the ensemble again")
 
 
 def as_arrays(dataset: Any, parsed: Any, task: TaskKind, recipe: Recipe, run_dir: Path | None = None) -> Any:
