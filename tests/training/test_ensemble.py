@@ -260,7 +260,8 @@ def few_rows(tmp_path: Path) -> str:
     (["--members", "1"], "an ensemble needs at least 2 members"),
     (["--members", "0"], "an ensemble needs at least 2 members"),
     (["--method", "bagin"], "did you mean 'bagging'"),
-    (["--method", "snapshot", "--members", "3", "--epochs", "2"], "the run has 2 epoch(s): give --epochs 3"),
+    (["--method", "snapshot", "--members", "3", "--epochs", "2"], "the run has 2 epoch(s): give --epochs 3 "),
+    (["--method", "snapshot", "--members", "2", "--epochs", "3"], "the run has 3 epoch(s): give --epochs 2 or 4 "),
     (["--method", "boosting", "--regression"], "boosting (SAMME) supports classification; this spec's task is "
                                                "regression; use --method bagging or seeds"),
     (["--method", "bagging", "--few-rows"], "a bootstrap of 7 training rows cannot hold all 8 classes"),

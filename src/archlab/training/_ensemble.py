@@ -29,7 +29,7 @@ import torch
 
 from archlab._data_names import no_data_message
 from archlab._paths import check_out_dir
-from archlab.exceptions import SpecError, suggest
+from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 
 from ._callbacks import Callback
@@ -146,10 +146,11 @@ def _check(spec: Spec, recipe: Recipe, method: str, members: int, jobs: int, dat
         raise SpecError(f"--members {members}: an ensemble needs at least 2 members")
     if jobs < 1:
         raise SpecError(f"--jobs must be at least 1, got {jobs}")
-    if method == "snapshot" and recipe.epochs < members:
+    if method == "snapshot" and (recipe.epochs < members or recipe.epochs % members):
+        near = sorted({max(recipe.epochs // members, 1) * members, (recipe.epochs // members + 1) * members})
         raise SpecError(f"--method snapshot takes its {members} members at the ends of {members} cycles of whole "
-                        f"epochs, but the run has {recipe.epochs} epoch(s): give --epochs {members} or a multiple "
-                        "of it")
+                        f"epochs, but the run has {recipe.epochs} epoch(s): give --epochs "
+                        f"{' or '.join(map(str, near))} (a multiple of {members})")
     if recipe.data is None:
         raise SpecError(no_data_message(), "train.data")
     dataset = load_dataset(recipe.data, data_dir)
@@ -204,9 +205,6 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
     spec = load(spec)
     base = spec.to_dict()
     recipe = resolve_recipe(base.get("train"), data=data, seed=seed, **overrides)
-    if method == "snapshot" and recipe.epochs >= members:  # a cycle count the epochs do not divide is refused here
-        recipe = resolve_recipe(base.get("train"), data=data, seed=seed,
-                                schedule={"name": "cyclic_cosine", "cycles": members}, **overrides)
     task, classes = _check(spec, recipe, method, members, jobs, data_dir)
     if jobs > 1 and method in ("boosting", "snapshot"):
         why = ("each member trains on the weights its predecessor's mistakes give" if method == "boosting"
@@ -220,14 +218,18 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
     info: dict[str, Any] = {"arguments": {"method": method, "members": members, "jobs": jobs, "seed": recipe.seed,
                                           "data": recipe.data, **{k: v for k, v in overrides.items()
                                                                   if v is not None}}}
-    if method == "boosting":
-        trained = _boost(base, members, classes, recipe, root, common, info, on_member)
-    elif method == "snapshot":
-        trained = _snapshots(base, members, recipe, root, common, on_member)
-    else:
-        jobs_list = [_member_job(base, method, recipe.seed + i, root / "members" / f"{i:02d}", common)
-                     for i in range(members)]
-        trained = _run_members(jobs_list, jobs, root, on_member)
+    try:
+        if method == "boosting":
+            trained = _boost(base, members, classes, recipe, root, common, info, on_member)
+        elif method == "snapshot":
+            trained = _snapshots(base, members, recipe, root, common, on_member)
+        else:
+            jobs_list = [_member_job(base, method, recipe.seed + i, root / "members" / f"{i:02d}", common)
+                         for i in range(members)]
+            trained = _run_members(jobs_list, jobs, root, on_member)
+    except (Interrupted, KeyboardInterrupt):
+        raise Interrupted(f"the ensemble in {root} is not complete (no ensemble.json); its finished members are "
+                          "ordinary runs there. Train the ensemble again") from None
     info["wall_seconds"] = round(time.perf_counter() - began, 2)
     document = {"format": FORMAT, "method": method, "combine": COMBINE[method], "task": task.name,
                 "data": recipe.data, "members": [m.entry(root) for m in trained], "info": info}
