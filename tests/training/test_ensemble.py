@@ -265,6 +265,7 @@ def few_rows(tmp_path: Path) -> str:
     (["--method", "boosting", "--regression"], "boosting (SAMME) supports classification; this spec's task is "
                                                "regression; use --method bagging or seeds"),
     (["--method", "bagging", "--few-rows"], "a bootstrap of 7 training rows cannot hold all 8 classes"),
+    (["--method", "seeds", "--wide"], "the spec's input is (1, 8, 9) but digits gives samples of shape (1, 8, 8)"),
 ])
 def test_bad_input_exits_2_before_any_training(helpers, tmp_path: Path, capsys, few_rows, args, message) -> None:
     spec = copy.deepcopy(_tiny(helpers, epochs=1))
@@ -275,10 +276,12 @@ def test_bad_input_exits_2_before_any_training(helpers, tmp_path: Path, capsys, 
         spec["train"]["data"] = few_rows
         spec["task"] = {"kind": "classification", "classes": 8}
         spec["layers"][-1] = {"dense": {"units": 8, "activation": "softmax"}}
+    if "--wide" in args:
+        spec["input"] = [1, 8, 9]
     path = tmp_path / "spec.yaml"
     path.write_text(dump(load(spec)))
     out = tmp_path / "runs"
-    flags = [a for a in args if a not in ("--regression", "--few-rows")]
+    flags = [a for a in args if a not in ("--regression", "--few-rows", "--wide")]
     assert run(["ensemble", str(path), "--out", str(out), *flags]) == 2
     err = capsys.readouterr().err
     assert message in " ".join(err.split()) and "Traceback" not in err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,6 +30,7 @@ import torch
 
 from archlab._data_names import no_data_message
 from archlab._paths import check_out_dir
+from archlab.builder import parse
 from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 
@@ -37,7 +39,7 @@ from ._engine import Engine
 from ._fit import split_validation
 from ._recipe import Recipe, resolve_recipe
 from ._runs import atomic_write_text, checkpoint_metadata, new_run_dir
-from ._train import TrainResult, resolve_task, train
+from ._train import TrainResult, check_fit, resolve_task, train
 
 __all__ = ["FORMAT", "METHODS", "Bootstrap", "EnsembleResult", "Member", "ensemble", "samme_update"]
 
@@ -138,7 +140,7 @@ def _final_weights(recipe: Recipe, result: TrainResult) -> str:
 def _check(spec: Spec, recipe: Recipe, method: str, members: int, jobs: int, data_dir: Any) -> tuple[Any, int | None]:
     """Every bad input refused before any training; returns the task and, for classification, the
     class count. Loads the data set (as ``train`` will) for its task, classes and training rows."""
-    from archlab.data import load_dataset
+    from archlab.data import TextDataset, load_dataset
 
     if method not in METHODS:
         raise SpecError(f"--method {method!r} is not one of {', '.join(METHODS)}{suggest(method, METHODS)}")
@@ -168,6 +170,8 @@ def _check(spec: Spec, recipe: Recipe, method: str, members: int, jobs: int, dat
             raise SpecError(f"--method bagging: a bootstrap of {len(y)} training rows cannot hold all "
                             f"{dataset.num_classes} classes of {dataset.name}; use more data (or a smaller "
                             "validation_split), or --method seeds")
+    if not isinstance(dataset, TextDataset):  # a text data set fits once tokenized: each member's train checks it
+        check_fit(parse(spec), dataset, task)
     return task, dataset.num_classes if classification else None
 
 
@@ -227,9 +231,13 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
             jobs_list = [_member_job(base, method, recipe.seed + i, root / "members" / f"{i:02d}", common)
                          for i in range(members)]
             trained = _run_members(jobs_list, jobs, root, on_member)
-    except (Interrupted, KeyboardInterrupt):
-        raise Interrupted(f"the ensemble in {root} is not complete (no ensemble.json); its finished members are "
-                          "ordinary runs there. Train the ensemble again") from None
+    except BaseException as exc:
+        if not any(root.glob("members/*/last.safetensors")):  # no member finished an epoch: nothing to keep
+            shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            raise Interrupted(f"the ensemble in {root} is not complete (no ensemble.json); its finished members are "
+                              "ordinary runs there. Train the ensemble again") from None
+        raise
     info["wall_seconds"] = round(time.perf_counter() - began, 2)
     document = {"format": FORMAT, "method": method, "combine": COMBINE[method], "task": task.name,
                 "data": recipe.data, "members": [m.entry(root) for m in trained], "info": info}
