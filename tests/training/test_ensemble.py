@@ -56,6 +56,9 @@ def test_samme_update_against_a_hand_computation() -> None:
     alpha, err, w = samme_update(np.ones(4), np.zeros(4, bool), 3)
     assert err == 0 and alpha == pytest.approx(math.log(14))
     np.testing.assert_allclose(w, np.ones(4))
+    # every row wrong: err 1 (the caller drops the member) with a finite alpha, clipped at 1 - 1/8
+    alpha, err, _ = samme_update(np.ones(4), np.ones(4, bool), 3)
+    assert err == 1 and alpha == pytest.approx(math.log(1 / 7) + math.log(2))
 
 
 def test_samme_chain_matches_sklearn_adaboost() -> None:

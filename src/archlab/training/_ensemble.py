@@ -113,7 +113,8 @@ def samme_update(w: np.ndarray, wrong: np.ndarray, classes: int) -> tuple[float,
     """
     w, wrong = np.asarray(w, dtype=np.float64), np.asarray(wrong, dtype=bool)
     err = float(w[wrong].sum() / w.sum())
-    clipped = max(err, 1 / (2 * len(w)))
+    eps = 1 / (2 * len(w))
+    clipped = min(max(err, eps), 1 - eps)  # err 1 (every row wrong) would be log 0: that member is dropped anyway
     alpha = math.log((1 - clipped) / clipped) + math.log(classes - 1)
     new = w * np.exp(alpha * wrong)
     return alpha, err, new * (len(new) / new.sum())
