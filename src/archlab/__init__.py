@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .model import Model
     from .plan import plan_training
     from .sequential import Sequential
-    from .training import Callback, TrainingError, evaluate_run, predict_run, train
+    from .training import Callback, TrainingError, ensemble, evaluate_run, predict_run, train
 
 # These import torch (or numpy): loaded on first use, so that `archlab validate` and
 # `archlab schema`, which never build or train, start without them.
@@ -34,7 +34,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "DataError": "archlab.data", "Dataset": "archlab.data", "load_dataset": "archlab.data",
     "Model": "archlab.model", "Sequential": "archlab.sequential",
     "Callback": "archlab.training", "TrainingError": "archlab.training", "evaluate_run": "archlab.training",
-    "predict_run": "archlab.training", "train": "archlab.training",
+    "predict_run": "archlab.training", "train": "archlab.training", "ensemble": "archlab.training",
     "plan": "archlab.plan", "plan_training": "archlab.plan",  # light, but only `archlab plan` needs it
 })
 
@@ -42,5 +42,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Analysis", "ArchlabError", "ArchlabModel", "Callback", "DataError", "Dataset", "LayerType", "Model",
            "RegistryError", "Sequential", "ShapeError", "Spec", "SpecError", "TrainingError", "__version__", "analyze",
-           "build", "dump", "evaluate_run", "get_layer", "layers", "list_layers", "load", "load_dataset", "parse",
-           "plan", "plan_training", "predict_run", "register_layer", "train"]
+           "build", "dump", "ensemble", "evaluate_run", "get_layer", "layers", "list_layers", "load", "load_dataset",
+           "parse", "plan", "plan_training", "predict_run", "register_layer", "train"]

@@ -55,6 +55,14 @@ def test_train_and_fit_reach_fit_spec(calls, digits) -> None:
     assert calls[-1] == ("archlab.model", 1437)  # Sequential.fit is Model.fit
 
 
+def test_ensemble_reaches_fit_spec_for_every_member(calls, tmp_path: Path) -> None:
+    archlab.ensemble(CNN, method="bagging", members=2, out=tmp_path)
+    assert calls == [("archlab.training._train", 1293)] * 2  # each a bootstrap of the 1293 training rows
+    calls.clear()
+    archlab.ensemble(CNN, method="snapshot", members=2, epochs=2, out=tmp_path)
+    assert calls == [("archlab.training._train", 1293)]  # one run, its two cycles' ends the members
+
+
 def test_cv_reaches_fit_spec_for_every_fold(calls, digits, tmp_path: Path) -> None:
     small = dataclasses.replace(digits, x_train=digits.x_train[:300], y_train=digits.y_train[:300])
     cross_validate(CNN, small, folds=3, out=tmp_path, jobs=1)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from archlab.exceptions import ArchlabError, SpecError
 
-from . import _compress, _cv, _data, _deploy, _design, _plan, _search, _shrink, _train  # noqa: F401  (each registers its subcommands)
+from . import _compress, _cv, _data, _deploy, _design, _ensemble, _plan, _search, _shrink, _train  # noqa: F401  (each registers its subcommands)
 from ._app import app
 
 __all__ = ["app", "main", "run"]

@@ -6,8 +6,9 @@
 from archlab._paths import check_out_dir, check_out_file
 
 from ._augment import AugmentEntry, register_augmentation
-from ._callbacks import Callback
+from ._callbacks import Callback, Snapshots
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
+from ._ensemble import Bootstrap, EnsembleResult, Member, ensemble, samme_update
 from ._fit import (
     FitResult,
     Inputs,
@@ -51,12 +52,13 @@ from ._train import (
 )
 
 __all__ = [
-    "AugmentEntry", "Callback", "Engine", "FitResult", "History", "Inputs",
-    "Recipe", "RestoredRun", "RunError", "Splits", "TrainResult", "TrainingError",
+    "AugmentEntry", "Bootstrap", "Callback", "Engine", "EnsembleResult", "FitResult", "History", "Inputs", "Member",
+    "Recipe", "RestoredRun", "RunError", "Snapshots", "Splits", "TrainResult", "TrainingError",
     "as_arrays", "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
-    "declares_task", "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
+    "declares_task", "ensemble", "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
     "make_loss", "model_inputs", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
-    "read_metrics", "register_augmentation", "resolve_recipe", "resolve_task", "restore_run", "run_task", "save_figure",
-    "save_weights", "split_output_activation", "split_validation", "start_run", "to_tensors", "train",
+    "read_metrics", "register_augmentation", "resolve_recipe", "resolve_task", "restore_run", "run_task",
+    "samme_update", "save_figure", "save_weights", "split_output_activation", "split_validation", "start_run",
+    "to_tensors", "train",
     "write_run",
 ]

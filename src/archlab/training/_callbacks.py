@@ -26,7 +26,7 @@ from ._runs import save_checkpoint, save_weights, write_metrics
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Callback", "Checkpoint", "DivergenceCheck", "EarlyStopping", "Progress"]
+__all__ = ["Callback", "Checkpoint", "DivergenceCheck", "EarlyStopping", "Progress", "Snapshots"]
 
 log = logging.getLogger("archlab")
 #: A training step whose loss is more than this many times the untrained model's (the first
@@ -193,6 +193,32 @@ class Checkpoint(Callback):
         save_checkpoint(run_dir / "last.safetensors", engine.model, engine.optimizer, engine.scheduler, rng,
                         {"epoch": epoch, "rows": engine.rows, **engine.callback_states()})
         write_metrics(run_dir / "metrics.jsonl", engine.rows)
+
+
+class Snapshots(Callback):
+    """With the cyclic_cosine schedule and a run directory: the weights at the end of each cycle
+    as ``snapshot-<i>.safetensors`` (i from 1), the members of a snapshot ensemble (Huang et al.
+    2017). Its state (the snapshots taken, with their epoch's validation metrics) is in the
+    checkpoint, so a resumed run keeps them and goes on numbering."""
+
+    def __init__(self) -> None:
+        self.saved: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, engine: Engine, epoch: int, logs: dict[str, Any]) -> None:
+        per_cycle = engine.recipe.epochs // engine.recipe.schedule.cycles
+        if epoch % per_cycle:
+            return
+        name = f"snapshot-{epoch // per_cycle}"
+        save_weights(engine.run_dir / f"{name}.safetensors", engine.model, {"epoch": epoch})
+        self.saved = [s for s in self.saved if s["weights"] != name]  # an epoch redone after a crash
+        self.saved.append({"weights": name, "epoch": epoch,
+                           **{k: v for k, v in logs.items() if k.startswith("val_")}})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"snapshots": self.saved}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.saved = list(state.get("snapshots") or [])
 
 
 def _format(key: str, value: Any) -> str:

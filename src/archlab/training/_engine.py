@@ -29,7 +29,7 @@ from archlab.tasks import TaskKind, as_task
 
 from ._audio_augment import AudioAugment
 from ._augment import Augment, build_augment, dominant_label, input_traits
-from ._callbacks import Callback, Checkpoint, DivergenceCheck, EarlyStopping, Progress, overrides
+from ._callbacks import Callback, Checkpoint, DivergenceCheck, EarlyStopping, Progress, Snapshots, overrides
 from ._corrupt import ModalityDropout, check_modality_dropout
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
@@ -38,8 +38,8 @@ from ._runs import load_checkpoint
 from ._stream import EpochBatches, MappedSplit
 from ._stream import loader as stream_loader
 
-__all__ = ["Engine", "History", "Inputs", "TrainingError", "bucketed_batches", "check_bucketing", "pick_device",
-           "split_output_activation", "trim_groups", "trim_padding"]
+__all__ = ["Engine", "History", "Inputs", "TrainingError", "bucketed_batches", "check_bucketing", "cyclic_cosine",
+           "per_sample_loss", "pick_device", "split_output_activation", "trim_groups", "trim_padding", "weighted_loss"]
 
 #: One input tensor, or a graph-form spec's inputs by name (``archlab._inputs``).
 Inputs = torch.Tensor | dict[str, torch.Tensor]
@@ -254,6 +254,31 @@ def trim_padding(xb: Inputs, yb: torch.Tensor, pad_ids: dict[str, int],
     return (named if is_named(xb) else named["input"]), yb
 
 
+def cyclic_cosine(cycle_steps: int, floor: float = 0.0) -> Callable[[int], float]:
+    """The factor of the recipe's lr at step ``s`` (0-based) of a cyclic cosine schedule (Huang et
+    al. 2017, eq. 2): ``floor + (1 - floor) / 2 * (1 + cos(pi * (s mod L) / L))`` with L
+    ``cycle_steps``, so each cycle restarts at the full rate and anneals towards ``floor`` (min_lr / lr)."""
+    def factor(step: int) -> float:
+        return floor + (1 - floor) / 2 * (1 + math.cos(math.pi * (step % cycle_steps) / cycle_steps))
+
+    return factor
+
+
+def per_sample_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], out: torch.Tensor,
+                    y: torch.Tensor) -> torch.Tensor:
+    """The task's loss of each row alone, (N,): ``loss_fn`` (a mean over its batch, as every task's
+    loss is) mapped over one-row batches with ``torch.func.vmap``, so that any task's loss, label
+    smoothing included, gives its per-sample values without a second definition of it."""
+    return torch.func.vmap(lambda o, t: loss_fn(o[None], t[None]))(out, y)
+
+
+def weighted_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], out: torch.Tensor,
+                  y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The weighted mean of the per-sample losses, ``sum(w l) / sum(w)``: a row of weight 0 adds
+    nothing; a batch of weight 0 only (a boosting round that leaves rows unweighted) gives 0."""
+    return (per_sample_loss(loss_fn, out, y) * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+
+
 def glorot_init(model: nn.Module) -> None:
     """Keras' default initialisation: Glorot-uniform kernels and zero biases for dense and
     convolutional layers (PyTorch's default is a scaled Kaiming-uniform)."""
@@ -269,7 +294,8 @@ class Engine:
 
     While ``fit`` runs, callbacks read its state here: ``epoch``, ``steps`` and ``samples`` (of an
     epoch), ``step_lr`` (the current step's rate), ``rows`` (the metrics so far), ``model``,
-    ``optimizer``, ``scheduler``, ``generator`` (shuffling and augmentation), ``run_dir``.
+    ``optimizer``, ``scheduler``, ``generator`` (shuffling and augmentation), ``run_dir``, and
+    ``x``, ``y`` (the training split, on the device; a MappedSplit when streamed).
 
     Args:
         model: the module; its final softmax/sigmoid is handled by ``split_output_activation``.
@@ -335,6 +361,9 @@ class Engine:
             max_lr = cfg.max_lr or 10 * self.recipe.optimizer.lr
             return sched.OneCycleLR(self.optimizer, max_lr=max_lr, total_steps=epochs * steps_per_epoch,
                                     pct_start=cfg.pct_start), True
+        if cfg.name == "cyclic_cosine":
+            return sched.LambdaLR(self.optimizer, cyclic_cosine(epochs // cfg.cycles * steps_per_epoch,
+                                                                cfg.min_lr / self.recipe.optimizer.lr)), True
         return None, False
 
     # -- evaluation --------------------------------------------------------------------------
@@ -397,14 +426,17 @@ class Engine:
 
     def fit(self, x: Inputs | MappedSplit, y: torch.Tensor, x_val: Inputs | None = None,
             y_val: torch.Tensor | None = None, *, resume: bool = False,
-            callbacks: Sequence[Callback] = ()) -> History:
+            callbacks: Sequence[Callback] = (), sample_weight: torch.Tensor | None = None) -> History:
         """Train for the recipe's epochs (or until a callback stops it), checkpointing every epoch
         when there is a run directory. ``x`` is one tensor or named tensors (the model gets them
         by name), or ``fit_spec``'s memory-mapped split. ``callbacks`` are a user's own
         (``Callback``); they run after early stopping and before the checkpoint, which saves their
-        ``state_dict``."""
+        ``state_dict``. ``sample_weight``: a float (N,) per training row, indexed per batch as
+        ``y`` is; the training loss is then the batch's weighted mean (``weighted_loss``; boosting).
+        Validation and the metrics stay unweighted."""
         recipe = self.recipe
         streamed = isinstance(x, MappedSplit)  # fit_spec's streaming path: rows read from disk per batch
+        weight = self._check_weight(sample_weight, y, streamed)
         if streamed and recipe.bucketing:
             raise SpecError("train.bucketing reads the training split from memory, but this run streams it from "
                             "disk: set train.data_loading: memory, or drop bucketing", "train.bucketing")
@@ -413,6 +445,7 @@ class Engine:
             reader = stream_loader(x, batches, recipe.workers, pin=self.device.type == "cuda")
         else:
             x, y = map_inputs(lambda t: t.to(self.device), x), y.to(self.device)
+        self.x, self.y = x, y  # for callbacks that score the training rows at the end (boosting's errors)
         n = len(y)
         lengths = sequence_lengths(x, self.pad_ids).cpu() if recipe.bucketing else None
         # token targets (N, T), padded with 0: the epoch row counts their real tokens per second
@@ -435,7 +468,10 @@ class Engine:
         self.callbacks = [DivergenceCheck(), *([augment] if augment is not None else []),
                           *([AudioAugment()] if recipe.augment_audio is not None else []),
                           *([ModalityDropout()] if recipe.modality_dropout is not None else []),
-                          best, *callbacks, *([Checkpoint(best)] if self.run_dir is not None else []),
+                          best, *callbacks,
+                          *([Snapshots()] if recipe.schedule.name == "cyclic_cosine" and self.run_dir is not None
+                            else []),
+                          *([Checkpoint(best)] if self.run_dir is not None else []),
                           *([progress] if progress is not None else [])]
         batch_hooks = [c for c in self.callbacks if overrides(c, "on_batch")]
         batch_end = [c for c in self.callbacks if overrides(c, "on_batch_end")]
@@ -467,26 +503,32 @@ class Engine:
                 elif lengths is not None:
                     buckets = bucketed_batches(order, lengths, recipe.batch_size,
                                                self.generator if recipe.shuffle else None)
-                    epoch_batches = (trim_padding(map_inputs(lambda t, i=index: t[i], x), y[index], self.pad_ids,
-                                                     self.trim_groups)
+                    epoch_batches = ((*trim_padding(map_inputs(lambda t, i=index: t[i], x), y[index], self.pad_ids,
+                                                    self.trim_groups), index)
                                      for index in (b.to(self.device) for b in buckets))
                 elif is_named(x):
                     order = order.to(self.device)
-                    epoch_batches = (({k: t[index] for k, t in x.items()}, y[index])
+                    epoch_batches = (({k: t[index] for k, t in x.items()}, y[index], index)
                                      for index in order.split(recipe.batch_size))
                 else:  # the in-memory fast path: one index into tensors already on the device
                     order = order.to(self.device)
-                    epoch_batches = ((x[index], y[index]) for index in order.split(recipe.batch_size))
+                    epoch_batches = ((x[index], y[index], index) for index in order.split(recipe.batch_size))
+                if streamed:  # the loader's batches carry no index; weights are refused there (_check_weight)
+                    epoch_batches = ((xb, yb, None) for xb, yb in epoch_batches)
                 self.loss_sum = loss_sum = torch.zeros((), device=self.device)
                 self.correct = correct = torch.zeros((), device=self.device, dtype=torch.long)
-                for step, (xb, yb) in enumerate(epoch_batches):
+                for step, (xb, yb, index) in enumerate(epoch_batches):
                     rows = len(yb)
                     for callback in batch_hooks:
                         xb, yb = callback.on_batch(self, xb, yb)
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                         out = self.model(**xb) if type(xb) is dict else self.model(xb)
-                        loss = (self.loss_fn(out.float(), yb) if self.criterion is None
-                                else self.criterion(xb, out.float(), yb))
+                        if weight is not None:
+                            loss = weighted_loss(self.loss_fn, out.float(), yb, weight[index])
+                        elif self.criterion is None:
+                            loss = self.loss_fn(out.float(), yb)
+                        else:
+                            loss = self.criterion(xb, out.float(), yb)
                         if self.aux_modules:  # as Keras' add_loss: the logged loss is what backward reduces
                             loss = loss + recipe.aux_loss_weight * sum(m.aux_loss for m in self.aux_modules)
                     value = loss.item()  # the one host sync per step, which the finiteness check always took
@@ -531,6 +573,29 @@ class Engine:
                                  run_dir=self.run_dir)
 
 
+    def _check_weight(self, weight: torch.Tensor | None, y: torch.Tensor, streamed: bool) -> torch.Tensor | None:
+        """``fit``'s sample weights on the device, after the checks that need no training.
+
+        Raises:
+            SpecError: weights on the streaming path, with a criterion of the caller's, or not one
+                finite, non-negative float per training row.
+        """
+        if weight is None:
+            return None
+        if streamed:
+            raise SpecError("per-sample weights (boosting) index the training split in memory, but this run streams "
+                            "it from disk: set train.data_loading: memory", "train.data_loading")
+        if self.criterion is not None:
+            raise SpecError("per-sample weights weight the task's own loss; this training has a loss of its own "
+                            "(a criterion, e.g. distillation): use one or the other")
+        if weight.shape != (len(y),) or not weight.is_floating_point():
+            raise SpecError(f"sample_weight is one float per training row, shape ({len(y)},); got "
+                            f"{tuple(weight.shape)} {str(weight.dtype).removeprefix('torch.')}")
+        if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+            raise SpecError("sample_weight holds a negative or non-finite value; weights are finite and >= 0")
+        return weight.to(self.device, torch.float32)
+
+
 def _classes(model: nn.Module, y: torch.Tensor) -> int:
     """How many classes mixed targets span: the width of an archlab model's output, else the largest
     class id in ``y`` plus one."""
@@ -562,4 +627,4 @@ def _describe(x: Any) -> str:
     return f"{tuple(x.shape)} {str(x.dtype if torch.is_tensor(x) else x.dtypes).removeprefix('torch.')}"
 
 
-_BUILTIN = (DivergenceCheck, Augment, AudioAugment, ModalityDropout, EarlyStopping, Checkpoint, Progress)
+_BUILTIN = (DivergenceCheck, Augment, AudioAugment, ModalityDropout, EarlyStopping, Snapshots, Checkpoint, Progress)

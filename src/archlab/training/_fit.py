@@ -30,8 +30,8 @@ from ._engine import Engine, History, Inputs, glorot_init, split_output_activati
 from ._recipe import Recipe
 from ._stream import MappedSplit, choose_loading, spill
 
-__all__ = ["FitResult", "Inputs", "Splits", "check_validation", "fit_spec", "input_sources", "model_inputs",
-           "prepare_model", "prepare_splits", "split_validation", "to_tensors"]
+__all__ = ["FitResult", "Inputs", "Splits", "TrainRows", "check_validation", "fit_spec", "input_sources",
+           "model_inputs", "prepare_model", "prepare_splits", "split_validation", "to_tensors"]
 
 logger = logging.getLogger("archlab")
 
@@ -199,11 +199,17 @@ def to_tensors(x: Any, y: np.ndarray, task: TaskKind | str) -> tuple[Any, torch.
 
 
 def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any, *,
-                   train_samples: int | None = None, test: bool = False, stream: bool = False) -> Splits:
+                   train_samples: int | None = None, test: bool = False, stream: bool = False,
+                   train_rows: TrainRows | None = None) -> Splits:
     """A data set's training split divided by the recipe's validation rule, as the model inputs of
     ``spec`` (a Spec, or one already parsed; ``model_inputs``) in tensors; only the first
     ``train_samples`` training rows when given (the validation rows are taken first), and the test
     split when ``test``. A data set with a validation split of its own (``x_val``) validates on it.
+
+    ``train_rows``: the training rows to train on, as indices into what is left after the
+    validation rows are taken out (repeats allowed: a bootstrap sample), or a function of that
+    count that draws them (``archlab.training.Bootstrap``); the validation rows stay the same.
+    Such rows come from anywhere in the split, so they are read into memory (no streaming).
 
     With ``stream``, a data set whose training inputs are whole memory-mapped files (``npy:DIR``)
     and whose loading resolves to ``stream`` (``choose_loading``, on the files' size) is not read:
@@ -212,7 +218,7 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
     (compress's calibration) leave it off."""
     parsed = spec if hasattr(spec, "raw_inputs") else _parse(spec)
     check_validation(dataset, recipe)  # before reading any file
-    if stream:
+    if stream and train_rows is None:
         mapped = _mapped_splits(parsed, dataset, recipe, task, train_samples, test)
         if mapped is not None:
             return mapped
@@ -225,10 +231,30 @@ def prepare_splits(dataset: Any, recipe: Recipe, task: TaskKind | str, spec: Any
                                               getattr(dataset, "groups_train", None), dataset.name)
     if train_samples is not None:
         x, y = map_inputs(lambda a: a[:train_samples], x), y[:train_samples]
+    if train_rows is not None:
+        rows = _rows(train_rows, len(y))
+        x, y = map_inputs(lambda a: a[rows], x), y[rows]
     tensors = (*to_tensors(x, y, task), *to_tensors(x_val, y_val, task))
     if test:
         tensors += to_tensors(model_inputs(parsed, dataset.x_test, dataset.name), dataset.y_test, task)
     return Splits(*tensors)
+
+
+#: ``prepare_splits``' training rows: indices, or a function of the training split's size that draws them.
+TrainRows = np.ndarray | Callable[[int], np.ndarray]
+
+
+def _rows(train_rows: TrainRows, n: int) -> np.ndarray:
+    """The indices ``train_rows`` gives for a training split of ``n`` rows, checked.
+
+    Raises:
+        SpecError: indices that are not integers in [0, n), or none.
+    """
+    rows = np.asarray(train_rows(n) if callable(train_rows) else train_rows)
+    if rows.ndim != 1 or not len(rows) or rows.dtype.kind not in "iu" or rows.min() < 0 or rows.max() >= n:
+        raise SpecError(f"train_rows are indices into the {n} training rows (0 to {n - 1}), one or more; got "
+                        f"{rows.shape} {rows.dtype} values")
+    return rows
 
 
 def _whole_file(a: Any) -> bool:
@@ -318,7 +344,7 @@ def prepare_model(spec: Spec, recipe: Recipe, task: TaskKind | str) -> tuple[nn.
 def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Splits, *, model: nn.Module | None = None,
              callbacks: Sequence[Callback] = (), run_dir: Path | None = None, resume: bool = False, verbose: int = 0,
              criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-             output_activation: str | None = None) -> FitResult:
+             output_activation: str | None = None, sample_weight: torch.Tensor | None = None) -> FitResult:
     """Train ``spec`` with ``recipe`` on ``data``, then evaluate its test split if it has one.
 
     Args:
@@ -333,6 +359,7 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
         resume: continue from ``run_dir``'s last checkpoint.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
         criterion: the training loss in place of the task's (distillation; see ``Engine``).
+        sample_weight: one float per row of ``data.y``: the loss is their weighted mean (``Engine.fit``).
     """
     if model is None:
         if spec is None:
@@ -345,17 +372,20 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
     began = time.perf_counter()
     if isinstance(data.x, MappedSplit):  # prepare_splits' split over a data set's own files: read in place
         loading, reason = "stream", data.x.reason or "the training split is memory-mapped files"
-        history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+        history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks,
+                             sample_weight=sample_weight)
         return _finish(engine, history, began, loading, reason, data)
     loading, reason = _loading(recipe, input_bytes(data.x))
     if loading == "stream":
         mapped, folder = spill(data.x, data.y, run_dir)
         try:
-            history = engine.fit(mapped, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+            history = engine.fit(mapped, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks,
+                                 sample_weight=sample_weight)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     else:
-        history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks)
+        history = engine.fit(data.x, data.y, data.x_val, data.y_val, resume=resume, callbacks=callbacks,
+                             sample_weight=sample_weight)
     return _finish(engine, history, began, loading, reason, data)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from archlab.exceptions import SpecError, suggest
 from archlab.tasks import list_metrics, tasks
@@ -35,14 +35,17 @@ class OptimizerConfig(_Config):
 
 class ScheduleConfig(_Config):
     """Learning-rate schedule. step: multiply by gamma every step_size epochs; cosine: anneal to
-    min_lr over the run; one_cycle: warm up to max_lr (default 10 x lr) then anneal (Smith 2018)."""
+    min_lr over the run; one_cycle: warm up to max_lr (default 10 x lr) then anneal (Smith 2018);
+    cyclic_cosine: ``cycles`` cosine annealings of equal length, each restarting at the recipe's lr
+    and stepping per batch (snapshot ensembles, Huang et al. 2017; the epochs must divide into them)."""
 
-    name: Literal["none", "step", "cosine", "one_cycle"] = "none"
+    name: Literal["none", "step", "cosine", "one_cycle", "cyclic_cosine"] = "none"
     step_size: Annotated[int, Field(ge=1)] = 1
     gamma: PosFloat = 0.1
     min_lr: Annotated[float, Field(ge=0)] = 0.0
     max_lr: PosFloat | None = None
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    cycles: Annotated[int, Field(ge=1)] = 1  # cyclic_cosine
 
 
 class EarlyStoppingConfig(_Config):
@@ -201,6 +204,17 @@ class Recipe(_Config):
             if name not in known:
                 raise ValueError(f"unknown metric '{name}'{suggest(name, known)} (known: {', '.join(known)})")
         return value
+
+    @model_validator(mode="after")
+    def _whole_cycles(self) -> Recipe:
+        # a snapshot is taken at an epoch's end, so each cycle ends on one: no rounding to explain
+        cycles = self.schedule.cycles
+        if self.schedule.name == "cyclic_cosine" and self.epochs % cycles:
+            below, above = self.epochs // cycles * cycles, (self.epochs // cycles + 1) * cycles
+            fix = f"epochs: {below} or {above}" if below else f"epochs: {above}"
+            raise ValueError(f"schedule cyclic_cosine runs {cycles} cycles of whole epochs, so epochs must be a "
+                             f"multiple of {cycles}; got {self.epochs}: set {fix}")
+        return self
 
     @field_validator("loss")
     @classmethod

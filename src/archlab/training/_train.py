@@ -31,7 +31,16 @@ from archlab.tasks import TaskKind, as_task, direction_of, get_metric, get_task,
 from ._callbacks import Callback
 from ._corrupt import check_conditions, check_modality_dropout, corruption_conditions, robustness
 from ._engine import Engine, History, TrainingError, check_bucketing, pick_device
-from ._fit import check_validation, fit_spec, input_sources, model_inputs, prepare_model, prepare_splits, to_tensors
+from ._fit import (
+    TrainRows,
+    check_validation,
+    fit_spec,
+    input_sources,
+    model_inputs,
+    prepare_model,
+    prepare_splits,
+    to_tensors,
+)
 from ._memory import check_memory
 from ._recipe import Recipe, resolve_recipe
 from ._runs import (
@@ -264,7 +273,8 @@ def finish_run(run_dir: Path | None, spec: Spec, engine: Engine, history: Histor
 
 def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = None, data_dir: str | Path | None = None,
           out: str | Path | None = "runs", resume: str | Path | None = None, verbose: int = 1,
-          callbacks: Sequence[Callback] = (), **overrides: Any) -> TrainResult:
+          callbacks: Sequence[Callback] = (), train_rows: TrainRows | None = None,
+          sample_weight: torch.Tensor | None = None, into: str | Path | None = None, **overrides: Any) -> TrainResult:
     """Train a spec on a data set and record the run.
 
     Everything that can be checked without training is checked before the run directory is made:
@@ -280,6 +290,12 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
         callbacks: your own ``Callback``s (``Engine.fit``); pass the same kinds again with
             ``resume`` and each gets back the state its ``state_dict`` saved.
+        train_rows: train on these rows of the training split (after validation is taken out), or
+            on those a function of its size draws (``prepare_splits``; bagging's bootstrap).
+        sample_weight: one weight per training row (after ``train_rows``): the loss is their
+            weighted mean (``Engine.fit``; boosting).
+        into: the run directory itself (new, or an empty folder) instead of ``out/<name>-<timestamp>``
+            (an ensemble's ``members/00``).
         **overrides: recipe fields (epochs, batch_size, lr, seed, device, precision, ...).
 
     Returns:
@@ -303,9 +319,14 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
                 raise RunError(f"{run_dir} has no last.safetensors: no epoch finished, so there is nothing to "
                                "resume; start the run again")
             stack.enter_context(lock_run(run_dir))  # before anything is read that a running process rewrites
+            _check_chosen_rows(run_dir, train_rows, sample_weight)
             extended = _extend_recipe(run_dir, recipe, overrides.get("epochs"))
             extended, recipe = extended != recipe, extended
         else:
+            if into is not None:
+                into, out = Path(into), Path(into).parent
+                if into.exists() and (not into.is_dir() or any(into.iterdir())):
+                    raise SpecError(f"{into} exists and is not an empty folder: a run is written into a new one")
             if out is not None:
                 check_out_dir(out)
             spec = load(spec)
@@ -323,14 +344,21 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
         created = resume is None and out is not None
         try:
             if created:
-                run_dir = start_run(spec, recipe, out)
+                if into is None:
+                    run_dir = start_run(spec, recipe, out)
+                else:
+                    run_dir = into
+                    write_run(run_dir, spec, recipe)
                 stack.enter_context(lock_run(run_dir))
                 if hasattr(dataset, "tokenizers"):  # every later command reads the run's own
                     dataset.tokenizers.save(run_dir)
+                if train_rows is not None or sample_weight is not None:
+                    atomic_write_text(run_dir / CHOSEN_ROWS, json.dumps(
+                        {"train_rows": train_rows is not None, "sample_weight": sample_weight is not None}))
             elif extended:
                 atomic_write_text(run_dir / "recipe.yaml", _recipe_yaml(recipe))  # the new epoch count
             return _fit_and_record(spec, recipe, parsed, dataset, task, run_dir, resume is not None, verbose,
-                                   callbacks)
+                                   callbacks, train_rows, sample_weight)
         except KeyboardInterrupt:
             saved = len(read_metrics(run_dir / "metrics.jsonl")) if run_dir is not None else 0
             if created and not (run_dir / "last.safetensors").is_file():
@@ -345,6 +373,29 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             if created and not (run_dir / "last.safetensors").is_file():  # nothing finished: nothing to keep
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+
+
+#: A run trained on chosen rows or sample weights (an ensemble member) says so here, so that a resume
+#: without them is refused rather than continued on the whole, unweighted split.
+CHOSEN_ROWS = "chosen-rows.json"
+
+
+def _check_chosen_rows(run_dir: Path, train_rows: Any, sample_weight: Any) -> None:
+    """Refuse to resume a run that trained on ``train_rows`` or ``sample_weight`` without them.
+
+    Raises:
+        RunError: a resume that lacks what the run trained with.
+    """
+    path = run_dir / CHOSEN_ROWS
+    if not path.is_file():
+        return
+    chosen = json.loads(path.read_text(encoding="utf-8"))
+    missing = [name for name, given in (("train_rows", train_rows), ("sample_weight", sample_weight))
+               if chosen.get(name) and given is None]
+    if missing:
+        raise RunError(f"{run_dir} trained on {' and '.join(missing)} of its own (a bagging or boosting member of an "
+                       f"ensemble): resume it with archlab.train(resume=..., {', '.join(f'{m}=...' for m in missing)})"
+                       " as it was trained, or train the ensemble again")
 
 
 def as_arrays(dataset: Any, parsed: Any, task: TaskKind, recipe: Recipe, run_dir: Path | None = None) -> Any:
@@ -362,9 +413,11 @@ def as_arrays(dataset: Any, parsed: Any, task: TaskKind, recipe: Recipe, run_dir
 
 
 def _fit_and_record(spec: Spec, recipe: Recipe, parsed: Any, dataset: Any, task: TaskKind, run_dir: Path | None,
-                    resume: bool, verbose: int, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    data = prepare_splits(dataset, recipe, task, parsed, test=True, stream=True)
-    fitted = fit_spec(spec, recipe, task, data, callbacks=callbacks, run_dir=run_dir, resume=resume, verbose=verbose)
+                    resume: bool, verbose: int, callbacks: Sequence[Callback] = (),
+                    train_rows: TrainRows | None = None, sample_weight: torch.Tensor | None = None) -> TrainResult:
+    data = prepare_splits(dataset, recipe, task, parsed, test=True, stream=True, train_rows=train_rows)
+    fitted = fit_spec(spec, recipe, task, data, callbacks=callbacks, run_dir=run_dir, resume=resume, verbose=verbose,
+                      sample_weight=sample_weight)
     if run_dir is not None:
         _record_evaluation(run_dir, spec.name, dataset, "evaluation-test", "test", "final", fitted.test_metrics,
                            fitted.test_outputs, data.y_test, task, getattr(dataset, "groups_test", None))
@@ -399,7 +452,7 @@ def _extend_recipe(run_dir: Path, recipe: Recipe, epochs: int | None) -> Recipe:
     where = f"--epochs {epochs} with --resume {run_dir}"
     if epochs <= done:
         raise RunError(f"{where}: the run has already trained {done} epoch(s); give more than {done} to extend it")
-    if recipe.schedule.name in ("cosine", "one_cycle"):
+    if recipe.schedule.name in ("cosine", "one_cycle", "cyclic_cosine"):
         raise RunError(f"{where}: the run's {recipe.schedule.name} schedule spans its {recipe.epochs} epochs (the "
                        "learning rate follows the epoch count), so more epochs would not continue it as one "
                        f"{epochs}-epoch run; train a new run with --epochs {epochs}")
