@@ -146,7 +146,7 @@ def toy_text(tmp_path_factory) -> ToyText:
 def ensemble_dir(tmp_path_factory, tiny_mlp):
     """``ensemble_dir(combine="mean", weights=(1, 1, 1), named=None, **keys)`` -> a new ensemble
     directory in the format of docs/ensembles.md (``ensemble.json``, ``spec.yaml``, ``members/00``...),
-    its members copies of three tiny digits runs trained once per session (1 epoch, seeds 0-2;
+    its members copies of three tiny digits runs trained once per session (1 epoch at lr 0.01, seeds 0-2;
     ``members/00`` also holds ``snapshot-2.safetensors``, member 02's weights). ``named``: a
     (data, spec) of ``named_task`` instead, trained the same way. ``keys`` replace top-level keys of
     ensemble.json; ``members`` replaces its members list."""
@@ -166,7 +166,7 @@ def ensemble_dir(tmp_path_factory, tiny_mlp):
             runs = []
             for seed in range(3):
                 one = copy.deepcopy(spec)
-                one["train"] = {**one["train"], "epochs": 1, "seed": seed}
+                one["train"] = {**one["train"], "epochs": 1, "seed": seed, "optimizer": {"name": "adam", "lr": 0.01}}
                 runs.append(train(one, data=data, out=out, verbose=0).run_dir)
             shutil.copyfile(runs[2] / "best.safetensors", runs[0] / "snapshot-2.safetensors")
             trained[data] = runs

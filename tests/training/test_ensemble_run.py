@@ -221,8 +221,10 @@ def test_options_that_do_not_apply_to_an_ensemble_are_refused(ensemble_dir, tmp_
     path = ensemble_dir()
     assert run(["evaluate", str(path), "--corrupt", "zero"]) == 2
     assert "--corrupt apply to one run, not an ensemble" in " ".join(capsys.readouterr().err.split())
-    assert run(["summary", str(tmp_path)]) == 2
-    assert "has no ensemble.json" in " ".join(capsys.readouterr().err.split())
+    assert run(["summary", str(tmp_path)]) == 2  # a folder without ensemble.json is no spec either
+    assert "is a directory, not a spec file" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(RunError, match="has no ensemble.json"):
+        read_ensemble(tmp_path)
     vote = ensemble_dir("vote", task="regression")
     with pytest.raises(RunError, match="combine vote .* is for classification"):
         read_ensemble(vote)

@@ -53,7 +53,7 @@ def summary(
 ) -> None:
     """Parameters, FLOPs and memory of SPEC, per node and in total, without allocating weights; of an
     ensemble directory, each member's parameters and FLOPs and the totals."""
-    if spec.is_dir():  # not a spec file: an ensemble directory, or read_ensemble says why not
+    if (spec / "ensemble.json").is_file():  # training.is_ensemble's test, without importing torch for a spec
         _ensemble_summary(spec, batch_size, as_json)
         return
     analysis = archlab.analyze(archlab.load(spec), batch_size=batch_size)
@@ -70,8 +70,10 @@ def _ensemble_summary(path: Path, batch_size: int, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"{path}: {summary['method']} ensemble of {len(summary['members'])} ({summary['task']}, "
-                        f"combined by {summary['combine']})", title_justify="left")
+    # the heading on a line of its own: as a table title, a long path would wrap to the table's width
+    _out.print(f"{path}: {summary['method']} ensemble of {len(summary['members'])} ({summary['task']}, combined by "
+               f"{summary['combine']})", markup=False, soft_wrap=True)
+    table = Table()
     for column in ("member", "weights", "weight", "params", "FLOPs / sample"):
         table.add_column(column, justify="left" if column in ("member", "weights") else "right")
     for i, row in enumerate(summary["members"]):
