@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from archlab.analysis import analyze
+from archlab.builder import parse
 from archlab.cli import run
 from archlab.data import load_dataset
+from archlab.spec import load
 from archlab.tasks import get_task
 from archlab.training import (
     EnsembleModel,
@@ -22,6 +24,7 @@ from archlab.training import (
     ensemble_summary,
     evaluate_run,
     load_run,
+    model_inputs,
     predict_run,
     read_ensemble,
     restore_run,
@@ -110,6 +113,31 @@ def test_evaluate_gives_each_members_own_metrics_and_numpys_combination(ensemble
     assert result["best_member"] == int(np.argmax(accuracies))
     assert result["gain_over_best_member"] == pytest.approx(result["metrics"]["accuracy"] - max(accuracies))
     assert np.asarray(result["confusion_matrix"]).sum() == len(y)
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_evaluate_other_tasks_against_numpy(ensemble_dir, named_task, task):
+    from sklearn.metrics import log_loss
+
+    data, spec = named_task(task)
+    path = ensemble_dir("mean", (1.0, 3.0), named=(data, spec))
+    result = evaluate_run(path)
+    dataset = load_dataset(data)
+    x = model_inputs(parse(load(spec)), dataset.x_test)
+    y = dataset.y_test.ravel()
+    outputs = []
+    for member in read_ensemble(path).members:
+        model = restore_run(member.dir, logits=False).model
+        with torch.no_grad():
+            outputs.append(model(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy().ravel())
+    combined = (np.asarray(outputs) * np.asarray([[0.25], [0.75]])).sum(0)
+    if task == "binary":
+        assert result["metrics"]["log_loss"] == pytest.approx(log_loss(y, combined), rel=1e-5)
+        assert result["metrics"]["accuracy"] == pytest.approx(float(((combined > 0.5) == y).mean()))
+    else:
+        assert result["metrics"]["mse"] == pytest.approx(float(((combined - y) ** 2).mean()), rel=1e-5)
+        mses = [m["metrics"]["mse"] for m in result["members"]]
+        assert result["gain_over_best_member"] == pytest.approx(min(mses) - result["metrics"]["mse"])  # lower wins
 
 
 def test_evaluate_cli_prints_the_members_and_the_ensemble(ensemble_dir, capsys):

@@ -315,11 +315,12 @@ def evaluate_ensemble(path: str | Path, *, data: str | None = None, split: str =
     the ensemble is better, for a metric to minimise too)."""
     from archlab.data import load_dataset
 
-    if split not in SPLITS:
-        _unknown_split(split, data, ())
     restored = restore_ensemble(path, weights)
     ensemble, first = restored.ensemble, restored.runs[0]
-    loaded = load_dataset(data or ensemble.data or first.recipe.data, data_dir)
+    name = data or ensemble.data or first.recipe.data
+    if split not in SPLITS:  # an ensemble's members are runs on arrays: no named splits
+        _unknown_split(split, name, ())
+    loaded = load_dataset(name, data_dir)
     parsed = parse(first.spec)
     dataset = as_arrays(loaded, parsed, first.task, first.recipe)
     check_fit(parsed, dataset, first.task)
