@@ -62,13 +62,15 @@ from ._train import (
 )
 
 __all__ = [
-    "Callback", "Engine", "Ensemble", "EnsembleModel", "FitResult", "History", "Inputs", "Recipe",
-    "RestoredEnsemble", "RestoredRun", "RunError", "Splits", "TrainResult", "TrainingError", "as_arrays",
-    "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
-    "declares_task", "ensemble_metrics", "ensemble_summary", "evaluate_ensemble", "evaluate_run", "finish_run",
-    "fit_spec", "input_sources", "is_ensemble", "load_run", "load_weights", "make_loss", "model_inputs",
-    "new_run_dir", "pick_device", "predict_ensemble", "predict_run", "prepare_model", "prepare_splits",
-    "read_ensemble", "read_metrics", "resolve_recipe", "resolve_task", "restore_ensemble", "restore_run",
-    "run_task", "save_figure", "save_weights", "split_output_activation", "split_validation", "start_run",
-    "to_tensors", "train", "write_run",
+    "Callback", "Engine", "FitResult", "History", "Inputs",
+    "Recipe", "RestoredRun", "RunError", "Splits", "TrainResult", "TrainingError",
+    "as_arrays", "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
+    "declares_task", "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
+    "make_loss", "model_inputs", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
+    "read_metrics", "resolve_recipe", "resolve_task", "restore_run", "run_task", "save_figure",
+    "save_weights", "split_output_activation", "split_validation", "start_run", "to_tensors", "train",
+    "write_run",
+    # ensemble run directories read back and used (_ensemble_run.py)
+    "Ensemble", "EnsembleModel", "RestoredEnsemble", "ensemble_metrics", "ensemble_summary", "evaluate_ensemble",
+    "is_ensemble", "predict_ensemble", "read_ensemble", "restore_ensemble",
 ]
