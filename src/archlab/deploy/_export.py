@@ -461,7 +461,8 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     tokenizer, into a folder (``export_seq2seq_run``: a Seq2SeqExportResult).
 
     Args:
-        run_dir: a run directory written by ``archlab train``.
+        run_dir: a run directory written by ``archlab train``, or an ensemble directory (one ONNX
+            graph of its members and their combination, ``_export_ensemble``; ONNX only).
         format: ``"onnx"`` or ``"torchscript"``.
         opset: the ONNX opset (default: the exporter's).
         out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``); for a

@@ -35,6 +35,7 @@ from ._train import (
     SPLITS,
     WEIGHTS,
     RestoredRun,
+    _check_text_options,
     _classes_of,
     _is_text_run,
     _record_evaluation,
@@ -300,9 +301,9 @@ def ensemble_metrics(restored: RestoredEnsemble, x: Any, y: torch.Tensor, *,
     return values, members, logits
 
 
-def _better(task: TaskKind, a: float, b: float) -> float:
-    """How much better a is than b in the task's headline metric (positive: a is better)."""
-    return a - b if direction_of(task.headline_metric, task.name) == "max" else b - a
+def _sign(task: TaskKind) -> int:
+    """+1 when the task's headline metric is better higher (accuracy), -1 when lower (mse)."""
+    return 1 if direction_of(task.headline_metric, task.name) == "max" else -1
 
 
 def evaluate_ensemble(path: str | Path, *, data: str | None = None, split: str = "test", weights: str = "best",
@@ -327,13 +328,13 @@ def evaluate_ensemble(path: str | Path, *, data: str | None = None, split: str =
     x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
     xt, yt = to_tensors(model_inputs(parsed, x, dataset.name), y, first.task)
     values, members, logits = ensemble_metrics(restored, xt, yt)
-    headline = restored.task.headline_metric
-    best = max(range(len(members)), key=lambda i: _better(restored.task, members[i][headline], 0.0))
+    headline, sign = restored.task.headline_metric, _sign(restored.task)
+    best = max(range(len(members)), key=lambda i: sign * members[i][headline])
     extra = {"ensemble": {"method": ensemble.method, "combine": ensemble.combine},
              "members": [{"dir": m.name, "weights": m.weights, "weight": m.weight, "metrics": v}
                          for m, v in zip(ensemble.members, members, strict=True)],
              "headline": headline, "best_member": best,
-             "gain_over_best_member": _better(restored.task, values[headline], members[best][headline])}
+             "gain_over_best_member": sign * (values[headline] - members[best][headline])}
     stem = evaluation_name(ensemble.data, dataset.name, split, weights)
     return _record_evaluation(ensemble.path, ensemble.path.name, dataset, stem, split, weights, values, logits,
                               yt, restored.task, extra=extra)
@@ -344,8 +345,7 @@ def predict_ensemble(path: str | Path, input_path: str | Path, *, top: int | Non
     """``predict_run`` of an ensemble directory: the combined scores' top classes (``top``, default 3)
     per sample, as for a run, and for a task with classes ``members_agree``: how many members'
     own prediction is the ensemble's."""
-    if top is not None and top < 1:
-        raise SpecError(f"--top is 1 or more (how many classes to show), got {top}")
+    _check_text_options({} if top is None else {"top": top})
     restored = restore_ensemble(path, weights)
     ensemble, first, task = restored.ensemble, restored.runs[0], restored.task
     parsed = parse(first.spec)

@@ -515,6 +515,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     ``corrupt``: conditions ``NAME=MODE`` (that input of every sample corrupted, ``_corrupt.corrupt``:
     ``zero`` or ``noise``) or ``MODE`` (each input in turn); the result then has ``robustness``:
     ``seed`` (of the noise) and ``conditions``, the metrics by condition, ``clean`` first.
+
+    An ensemble directory (``ensemble.json``) is evaluated by ``evaluate_ensemble``: its metrics
+    beside each member's; ``corrupt`` and ``beam_size`` are refused for it.
     """
     _check_text_options({"beam_size": beam_size})
     from archlab.data import TextDataset, load_dataset
@@ -798,7 +801,8 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int | None 
     one per line, or the sentence itself; a seq2seq run translates each (``beam_size``), a language
     model continues each (``max_new_tokens``, ``greedy``, ``temperature`` (0 is greedy), ``top_k``,
     ``top_p``, ``seed``: ``TaskKind.predict_text``). An option the run's task does not take is
-    refused, not ignored."""
+    refused, not ignored. An ensemble directory predicts through ``predict_ensemble`` (its
+    combined scores, and how many members agree)."""
     options = {k: v for k, v in {"top": top, "beam_size": beam_size, "max_new_tokens": max_new_tokens,
                                  "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}.items()
                if v is not None}
