@@ -253,6 +253,8 @@ def test_options_that_do_not_apply_to_an_ensemble_are_refused(ensemble_dir, tmp_
     assert "is a directory, not a spec file" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(RunError, match="has no ensemble.json"):
         read_ensemble(tmp_path)
+    assert run(["bench", str(path)]) == 2  # one model only: its export is benched
+    assert "is an ensemble directory, not one run" in " ".join(capsys.readouterr().err.split())
     vote = ensemble_dir("vote", task="regression")
     with pytest.raises(RunError, match="combine vote .* is for classification"):
         read_ensemble(vote)

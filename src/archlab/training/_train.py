@@ -423,6 +423,12 @@ def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
                        "compress --quantize writes): there are no weights for evaluate, predict, export, shrink or "
                        f"compress to load. Time it with archlab bench {run_dir}; compress measured its test "
                        "accuracy in compression.md")
+    if missing and (run_dir / "ensemble.json").is_file():  # _ensemble_run.is_ensemble: evaluate, predict,
+        # summary and export take one; the commands that need a single model reach here
+        raise RunError(f"{run_dir} is an ensemble directory, not one run: evaluate, predict, summary and export take "
+                       f"it; bench its export (archlab export {run_dir}, then archlab bench "
+                       f"{run_dir / 'export' / 'model.onnx'}), and give other commands a member run "
+                       f"({run_dir / 'members'}/...)")
     if missing:
         raise RunError(f"{run_dir} is missing {', '.join(missing)}: it is not a complete archlab run")
     spec = load(run_dir / "spec.yaml")
