@@ -232,7 +232,7 @@ class EnsembleModel(nn.Module):
             classes = torch.arange(stacked.shape[-1], device=stacked.device)
             # (M, N, 1) == (K,) -> (M, N, K): each member's one-hot vote, as ONNX ArgMax + Equal
             stacked = (stacked.argmax(dim=-1, keepdim=True) == classes).to(self.weights.dtype)
-        weights = self.weights.to(stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))  # (M, 1, 1)
+        weights = self.weights.to(stacked.device, stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))  # (M, 1, 1)
         return (weights * stacked).sum(dim=0)
 
     def forward(self, *args: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
