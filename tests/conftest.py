@@ -140,3 +140,52 @@ class ToyText:
 @pytest.fixture(scope="session")
 def toy_text(tmp_path_factory) -> ToyText:
     return ToyText(tmp_path_factory.mktemp("toy-text"))
+
+
+@pytest.fixture(scope="session")
+def ensemble_dir(tmp_path_factory, tiny_mlp):
+    """``ensemble_dir(combine="mean", weights=(1, 1, 1), named=None, **keys)`` -> a new ensemble
+    directory in the format of docs/ensembles.md (``ensemble.json``, ``spec.yaml``, ``members/00``...),
+    its members copies of three tiny digits runs trained once per session (1 epoch at lr 0.01, seeds 0-2;
+    ``members/00`` also holds ``snapshot-2.safetensors``, member 02's weights). ``named``: a
+    (data, spec) of ``named_task`` instead, trained the same way. ``keys`` replace top-level keys of
+    ensemble.json; ``members`` replaces its members list."""
+    import copy
+    import json
+    import shutil
+
+    from archlab.spec import dump, load
+    from archlab.training import train
+
+    root = tmp_path_factory.mktemp("ensembles")
+    trained: dict[str, list[Path]] = {}
+
+    def members_of(spec: dict, data: str) -> list[Path]:
+        if data not in trained:
+            out = root / f"runs-{len(trained)}"
+            runs = []
+            for seed in range(3):
+                one = copy.deepcopy(spec)
+                one["train"] = {**one["train"], "epochs": 1, "seed": seed, "optimizer": {"name": "adam", "lr": 0.01}}
+                runs.append(train(one, data=data, out=out, verbose=0).run_dir)
+            shutil.copyfile(runs[2] / "best.safetensors", runs[0] / "snapshot-2.safetensors")
+            trained[data] = runs
+        return trained[data]
+
+    def make(combine: str = "mean", weights=(1.0, 1.0, 1.0), named: tuple[str, dict] | None = None,
+             **keys) -> Path:
+        data, spec = named if named is not None else ("digits", tiny_mlp)
+        runs = members_of(spec, data)
+        path = root / f"ensemble-{len(list(root.glob('ensemble-*')))}"
+        for i, run in enumerate(runs):
+            shutil.copytree(run, path / "members" / f"{i:02d}")
+        (path / "spec.yaml").write_text(dump(load(spec)), encoding="utf-8")
+        record = {"format": "archlab-ensemble/1", "method": "seeds", "combine": combine,
+                  "task": spec["task"]["kind"], "data": data,
+                  "members": [{"dir": f"members/{i:02d}", "weights": "best", "weight": w, "seed": i}
+                              for i, w in enumerate(weights)],
+                  "info": {"made_by": "tests/conftest.py"}, **keys}
+        (path / "ensemble.json").write_text(json.dumps(record), encoding="utf-8")
+        return path
+
+    return make

@@ -35,6 +35,8 @@ def data_help(default: str, purpose: str = "The data set") -> str:
 
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec file (.yaml, .yml or .json).", show_default=False)]
+SummaryArg = Annotated[Path, typer.Argument(help="A spec file (.yaml, .yml or .json), or an ensemble directory.",
+                                            show_default=False)]
 
 
 @app.callback()
@@ -44,17 +46,43 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 
 @app.command()
 def summary(
-    spec: SpecArg,
+    spec: SummaryArg,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch for the memory estimate.")] = 1,
     depth: Annotated[int, typer.Option("--depth", "-d", min=0, help="Show nested rows down to this depth.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON (stable schema).")] = False,
 ) -> None:
-    """Parameters, FLOPs and memory of SPEC, per node and in total, without allocating weights."""
+    """Parameters, FLOPs and memory of SPEC, per node and in total, without allocating weights; of an
+    ensemble directory, each member's parameters and FLOPs and the totals."""
+    if (spec / "ensemble.json").is_file():  # training.is_ensemble's test, without importing torch for a spec
+        _ensemble_summary(spec, batch_size, as_json)
+        return
     analysis = archlab.analyze(archlab.load(spec), batch_size=batch_size)
     if as_json:
         print(json.dumps(analysis.to_dict(), indent=2))
     else:
         _out.print(render(analysis, depth))
+
+
+def _ensemble_summary(path: Path, batch_size: int, as_json: bool) -> None:
+    from archlab.training import ensemble_summary  # torch: only for an ensemble
+
+    summary = ensemble_summary(path, batch_size=batch_size)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    # the heading on a line of its own: as a table title, a long path would wrap to the table's width
+    _out.print(f"{path}: {summary['method']} ensemble of {len(summary['members'])} ({summary['task']}, combined by "
+               f"{summary['combine']})", markup=False, soft_wrap=True)
+    table = Table()
+    for column in ("member", "weights", "weight", "params", "FLOPs / sample"):
+        table.add_column(column, justify="left" if column in ("member", "weights") else "right")
+    for i, row in enumerate(summary["members"]):
+        table.add_row(f"{i} {row['dir']}", row["weights"], f"{row['weight']:.4g}", f"{row['params']:,}",
+                      f"{row['flops']:,}")
+    total = summary["total"]
+    table.add_row("combination", summary["combine"], "", "0", f"{total['combination_flops']:,}")
+    table.add_row("total", "", "", f"{total['params']:,}", f"{total['flops']:,}")
+    _out.print(table)
 
 
 @app.command()

@@ -30,7 +30,8 @@ def _batch_sizes(text: str) -> list[int]:
 
 @app.command()
 def export(
-    run: Annotated[Path, typer.Argument(help="A run directory (train, search, shrink, compress).", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="A run directory (train, search, shrink, compress), or an ensemble "
+                                        "directory (one ONNX graph).", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
     opset: Annotated[int | None, typer.Option(min=1, help="ONNX opset, 7 to the newest the onnx package defines "
                                               "(default: the exporter's, 20; below 18 only if the model's "
@@ -57,6 +58,11 @@ def export(
     if isinstance(result, Seq2SeqExportResult):
         _print_seq2seq(result)
         return
+    if result.ensemble is not None:  # one graph of the members and their combination
+        members = result.ensemble["members"]
+        _out.print(f"ensemble: {len(members)} members ({result.ensemble['method']}: "
+                   f"{', '.join(m['dir'] + ('' if m['weights'] == 'best' else ':' + m['weights']) for m in members)})"
+                   f", combined by {result.ensemble['combine']} in the graph", markup=False, soft_wrap=True)
     kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "TorchScript"
     _out.print(f"exported: {result.path} ({kind}, {result.size_bytes:,} bytes = {_size(result.size_bytes)})",
                markup=False, soft_wrap=True)

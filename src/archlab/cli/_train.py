@@ -17,7 +17,8 @@ from ._app import Quiet, _out, app, data_help
 if TYPE_CHECKING:
     from archlab import training
 
-RunArg = Annotated[Path, typer.Argument(help="A run directory written by archlab train.", show_default=False)]
+RunArg = Annotated[Path, typer.Argument(help="A run directory written by archlab train, or an ensemble directory "
+                                         "(archlab ensemble).", show_default=False)]
 Weights = Annotated[Literal["best", "last"], typer.Option(help="Which weights of the run to use.")]
 
 
@@ -138,6 +139,12 @@ def evaluate(
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}")
     _out.print(table)
+    if "members" in result:  # an ensemble: each member beside the combination, by the headline metric
+        _out.print(_members_table(result))
+        gain = result["gain_over_best_member"]
+        _out.print(f"{result['ensemble']['method']} ensemble of {len(result['members'])}, combined by "
+                   f"{result['ensemble']['combine']}: {result['headline']} {gain:+.4f} over the best member "
+                   f"({result['best_member']})", markup=False, soft_wrap=True)
     if result.get("groups"):  # the split's groups (FSDD's speakers), each scored on its rows alone
         by_group = Table(title="per group")
         names = [k for k in next(iter(result["groups"].values())) if k != "samples"]
@@ -156,6 +163,18 @@ def evaluate(
             robust.add_row(condition, *(f"{row[k]:.4f}" for k in names))
         _out.print(robust)
     _out.print(f"written: {', '.join(str(Path(run) / f) for f in result['files'])}", markup=False, soft_wrap=True)
+
+
+def _members_table(result: dict) -> Table:
+    headline = result["headline"]
+    table = Table(title="members")
+    for column in ("member", "weights", "weight", headline):
+        table.add_column(column, justify="left" if column in ("member", "weights") else "right")
+    for i, member in enumerate(result["members"]):
+        table.add_row(f"{i} {member['dir']}", member["weights"], f"{member['weight']:.4g}",
+                      f"{member['metrics'][headline]:.4f}")
+    table.add_row("ensemble", result["ensemble"]["combine"], "", f"{result['metrics'][headline]:.4f}")
+    return table
 
 
 @app.command()
@@ -209,4 +228,6 @@ def predict(
             line = ", ".join(f"{r['class']} {r['probability']:.4f}" for r in result["top"])
         else:
             line = ", ".join(f"{v:.4f}" for v in result["output"])
+        if "members_agree" in result:  # an ensemble's prediction
+            line += f" ({result['members_agree']}/{result['members']} members agree)"
         _out.print(f"sample {i}: {line}", markup=False)

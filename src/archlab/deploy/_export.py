@@ -77,6 +77,7 @@ class ExportResult:
         checked_samples: how many held-out samples the check ran.
         batch_sizes: the batch sizes it ran them at (at least two: the batch axis is dynamic).
         rtol, atol: the tolerance, ``|exported - torch| <= atol + rtol * |torch|`` element-wise.
+        ensemble: for an ensemble's export, its method, combination and members (dir, weights, weight).
     """
 
     path: Path
@@ -88,6 +89,7 @@ class ExportResult:
     batch_sizes: tuple[int, ...] = ()
     rtol: float = 1e-3
     atol: float = 1e-5
+    ensemble: dict[str, Any] | None = None
 
 
 #: One input's sample shape (without the batch axis; None when unknown) and the dtype the model reads.
@@ -459,7 +461,8 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     tokenizer, into a folder (``export_seq2seq_run``: a Seq2SeqExportResult).
 
     Args:
-        run_dir: a run directory written by ``archlab train``.
+        run_dir: a run directory written by ``archlab train``, or an ensemble directory (one ONNX
+            graph of its members and their combination, ``_export_ensemble``; ONNX only).
         format: ``"onnx"`` or ``"torchscript"``.
         opset: the ONNX opset (default: the exporter's).
         out: the file (default ``RUN/export/model.onnx`` or ``RUN/export/model.pt``); for a
@@ -486,6 +489,11 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
     if samples < 3:
         raise ValueError(f"samples must be at least 3 (two batch sizes), got {samples}")
     run_dir = Path(run_dir)
+    from archlab.training import is_ensemble
+
+    if is_ensemble(run_dir):  # one graph of the members and their combination
+        return _export_ensemble(run_dir, format=format, opset=opset, out=out, data=data, data_dir=data_dir,
+                                weights=weights, samples=samples, rtol=rtol, atol=atol, on_event=on_event)
     if _task_name(run_dir) == "seq2seq":  # two files: the encoder and a decoder step
         from ._seq2seq import check_seq2seq_options, export_seq2seq_run
 
@@ -517,6 +525,49 @@ def export_run(run_dir: str | Path, *, format: Format = "onnx", opset: int | Non
                           opset=opset, rtol=rtol, atol=atol, sequence_length=length)
     if (run_dir / "tokenizer.json").is_file():  # a text run's export is usable alone: ids in, ids out
         _copy_atomic(run_dir / "tokenizer.json", target.parent / "tokenizer.json")
+    return result
+
+
+def _export_ensemble(run_dir: Path, *, format: Format, opset: int | None, out: str | Path | None, data: str | None,
+                     data_dir: str | Path | None, weights: str, samples: int, rtol: float, atol: float,
+                     on_event: Callable[[str], None] | None) -> ExportResult:
+    """An ensemble directory as ONE ONNX graph of its EnsembleModel (the members' inputs in, the
+    combined scores out), checked against the torch EnsembleModel as a run's export is, and
+    carrying the ensemble's test metrics (``ensemble_metrics``) and its description (``archlab.ensemble``)."""
+    from archlab.builder import parse
+    from archlab.data import load_dataset
+    from archlab.training import as_arrays, check_fit, ensemble_metrics, model_inputs, restore_ensemble, to_tensors
+
+    if format != "onnx":
+        raise ValueError(f"an ensemble ({run_dir}) exports to ONNX only, as one graph of its members and their "
+                         "combination: drop --format torchscript")
+    target = Path(out) if out is not None else run_dir / "export" / "model.onnx"
+    check_out_file(target)
+    restored = restore_ensemble(run_dir, weights)
+    ensemble, first = restored.ensemble, restored.runs[0]
+    members = [{"dir": m.name, "weights": m.weights, "weight": m.weight}
+               for m in ensemble.members]
+    described = {"method": ensemble.method, "combine": ensemble.combine, "task": ensemble.task, "members": members}
+    if on_event is not None:
+        on_event(f"export: {run_dir} ({len(members)} members, {ensemble.combine}) to onnx, then the parity check "
+                 f"on {samples} held-out test samples")
+    name = data or ensemble.data or first.recipe.data
+    if name is None:
+        raise SpecError("the ensemble records no data set: pass --data NAME for the held-out check samples")
+    parsed = parse(first.spec)
+    dataset = as_arrays(load_dataset(name, data_dir), parsed, first.task, first.recipe)
+    check_fit(parsed, dataset, first.task)
+    x = model_inputs(parsed, dataset.x_test, dataset.name)
+    metrics = ensemble_metrics(restored, *to_tensors(x, dataset.y_test, first.task), fp32=True)[0]
+    model = restore_ensemble(run_dir, weights).model  # a copy on the CPU: the metrics' engines moved theirs
+    inputs = map_inputs(lambda a: torch.from_numpy(np.ascontiguousarray(a[:samples])), _one_or_named(x))
+    if num_rows(inputs) < 3:
+        raise ValueError(f"{dataset.name} has {num_rows(inputs)} test samples; the parity check needs at least 3")
+    metadata = {**_run_metadata(run_dir, first.spec, weights, dataset.name, metrics, num_rows(x)),
+                "archlab.ensemble": json.dumps(described)}
+    result = export_model(model, target, format="onnx", example=map_inputs(lambda t: t[:2], inputs),
+                          check_inputs=inputs, metadata=metadata, opset=opset, rtol=rtol, atol=atol)
+    result.ensemble = described
     return result
 
 

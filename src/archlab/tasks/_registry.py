@@ -100,6 +100,15 @@ class TaskKind(abc.ABC):
             return out.softmax(dim=1)
         return out.sigmoid() if self.output_activation == "sigmoid" else out
 
+    def logits_of(self, scores: torch.Tensor) -> torch.Tensor:
+        """Logits whose ``scores`` are ``scores``: the inverse of the prediction transform, so that
+        probabilities made elsewhere (an ensemble's combination) take the task's loss and metrics
+        (for softmax the loss is then their NLL). A probability of 0 or 1 is clamped (to float32's
+        smallest normal for softmax, 1e-7 from either end for sigmoid) to keep the loss finite."""
+        if self.output_activation == "softmax":
+            return scores.clamp_min(1.1754944e-38).log()  # softmax(log p) = p for p on the simplex
+        return scores.logit(eps=1e-7) if self.output_activation == "sigmoid" else scores
+
     def labels(self, scores: np.ndarray) -> np.ndarray:
         """Hard predictions from ``scores``: class ids, 0/1, or the values."""
         return scores

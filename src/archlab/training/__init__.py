@@ -9,6 +9,18 @@ from ._augment import AugmentEntry, register_augmentation
 from ._callbacks import Callback, Snapshots
 from ._engine import Engine, History, TrainingError, pick_device, split_output_activation
 from ._ensemble import Bootstrap, EnsembleResult, Member, ensemble, samme_update
+from ._ensemble_run import (
+    Ensemble,
+    EnsembleModel,
+    RestoredEnsemble,
+    ensemble_metrics,
+    ensemble_summary,
+    evaluate_ensemble,
+    is_ensemble,
+    predict_ensemble,
+    read_ensemble,
+    restore_ensemble,
+)
 from ._fit import (
     FitResult,
     Inputs,
@@ -61,4 +73,7 @@ __all__ = [
     "samme_update", "save_figure", "save_weights", "split_output_activation", "split_validation", "start_run",
     "to_tensors", "train",
     "write_run",
+    # ensemble run directories read back and used (_ensemble_run.py)
+    "Ensemble", "EnsembleModel", "RestoredEnsemble", "ensemble_metrics", "ensemble_summary", "evaluate_ensemble",
+    "is_ensemble", "predict_ensemble", "read_ensemble", "restore_ensemble",
 ]

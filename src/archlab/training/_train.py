@@ -476,6 +476,12 @@ def load_run(run_dir: str | Path) -> tuple[Spec, Recipe]:
                        "compress --quantize writes): there are no weights for evaluate, predict, export, shrink or "
                        f"compress to load. Time it with archlab bench {run_dir}; compress measured its test "
                        "accuracy in compression.md")
+    if missing and (run_dir / "ensemble.json").is_file():  # _ensemble_run.is_ensemble: evaluate, predict,
+        # summary and export take one; the commands that need a single model reach here
+        raise RunError(f"{run_dir} is an ensemble directory, not one run: evaluate, predict, summary and export take "
+                       f"it; bench its export (archlab export {run_dir}, then archlab bench "
+                       f"{run_dir / 'export' / 'model.onnx'}), and give other commands a member run "
+                       f"({run_dir / 'members'}/...)")
     if missing:
         raise RunError(f"{run_dir} is missing {', '.join(missing)}: it is not a complete archlab run")
     spec = load(run_dir / "spec.yaml")
@@ -509,14 +515,19 @@ class RestoredRun:
 def restore_run(run_dir: str | Path, weights: str = "best", *, logits: bool = True) -> RestoredRun:
     """The one way a run directory is read back for use (evaluate, predict, export, bench, shrink,
     compress). ``logits``: the training form, final softmax/sigmoid split off (``prepare_model``);
-    else the full model the spec describes, in eval mode, as export writes it.
+    else the full model the spec describes, in eval mode, as export writes it. ``weights``: best or
+    last (the commands' choice), or the stem of another weights file the run holds (a snapshot
+    ensemble's ``snapshot-3``).
 
     Raises:
         RunError: a missing spec.yaml, recipe.yaml or weights file, or weights that do not match the spec.
     """
-    if weights not in WEIGHTS:
-        raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
+    if weights not in WEIGHTS and not (re.fullmatch(r"[A-Za-z0-9_-]+", weights)
+                                       and (run_dir / f"{weights}.safetensors").is_file()):
+        raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)} (a snapshot's "
+                        f"stem, like snapshot-3, names a .safetensors file of the run; {run_dir} holds no "
+                        f"{weights}.safetensors)")
     spec, recipe = load_run(run_dir)
     task, recipe = run_task(spec, recipe)
     if logits:
@@ -563,9 +574,21 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     ``corrupt``: conditions ``NAME=MODE`` (that input of every sample corrupted, ``_corrupt.corrupt``:
     ``zero`` or ``noise``) or ``MODE`` (each input in turn); the result then has ``robustness``:
     ``seed`` (of the noise) and ``conditions``, the metrics by condition, ``clean`` first.
+
+    An ensemble directory (``ensemble.json``) is evaluated by ``evaluate_ensemble``: its metrics
+    beside each member's; ``corrupt`` and ``beam_size`` are refused for it.
     """
     _check_text_options({"beam_size": beam_size})
     from archlab.data import TextDataset, load_dataset
+
+    from . import _ensemble_run  # it builds on this module: imported when called, not at the top
+
+    if _ensemble_run.is_ensemble(run_dir):
+        refused = [flag for flag, given in (("--corrupt", bool(corrupt)), ("--beam", beam_size != 1)) if given]
+        if refused:
+            raise SpecError(f"{' and '.join(refused)} apply to one run, not an ensemble ({run_dir}): evaluate a "
+                            f"member run (under {Path(run_dir) / 'members'}) with {refused[0]}, or drop it")
+        return _ensemble_run.evaluate_ensemble(run_dir, data=data, split=split, weights=weights, data_dir=data_dir)
 
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
@@ -638,12 +661,13 @@ def _is_text_run(run_dir: Path) -> bool:
 
 def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split: str, weights: str, values: dict,
                        out: torch.Tensor, y: torch.Tensor, task: TaskKind,
-                       groups: np.ndarray | None = None, robust: dict[str, Any] | None = None) -> dict[str, Any]:
+                       groups: np.ndarray | None = None, robust: dict[str, Any] | None = None,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``<stem>.json`` with the task's artefacts (a confusion matrix, per-label F1) and its figures
     as ``<prefix><stem without 'evaluation'>.png`` (``confusion-test-best.png``, ``roc-test.png``);
     with the split's ``groups`` (one per row: FSDD's speakers), ``groups``: each group's samples and
     headline metric (accuracy for classification) on its rows alone; ``robust``, as ``robustness``
-    (``evaluate_run``'s corrupted inputs)."""
+    (``evaluate_run``'s corrupted inputs); ``extra``: further fields (an ensemble's members)."""
     result: dict[str, Any] = {"run": str(run_dir), "data": dataset.name, "split": split, "weights": weights,
                               "samples": len(y), "metrics": values, "files": [f"{stem}.json"]}
     if robust is not None:
@@ -660,6 +684,7 @@ def _record_evaluation(run_dir: Path, name: str, dataset: Any, stem: str, split:
     fields, figures = task.artefacts(task.predictions(out, y), list(dataset.classes) if dataset.classes else None,
                                      title)
     result.update(fields)
+    result.update(extra or {})
     for prefix, figure in figures.items():
         picture = f"{prefix}{stem.removeprefix('evaluation')}.png"
         save_figure(figure, run_dir / picture)
@@ -835,12 +860,21 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, top: int | None 
     one per line, or the sentence itself; a seq2seq run translates each (``beam_size``), a language
     model continues each (``max_new_tokens``, ``greedy``, ``temperature`` (0 is greedy), ``top_k``,
     ``top_p``, ``seed``: ``TaskKind.predict_text``). An option the run's task does not take is
-    refused, not ignored."""
+    refused, not ignored. An ensemble directory predicts through ``predict_ensemble`` (its
+    combined scores, and how many members agree)."""
     options = {k: v for k, v in {"top": top, "beam_size": beam_size, "max_new_tokens": max_new_tokens,
                                  "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}.items()
                if v is not None}
     options |= {"greedy": True} if greedy else {}
     _check_text_options(options)
+    from . import _ensemble_run  # it builds on this module: imported when called, not at the top
+
+    if _ensemble_run.is_ensemble(run_dir):
+        text = [_flag(name) for name in options if name != "top"]
+        if text:
+            raise SpecError(f"{', '.join(text)} apply to text runs; an ensemble ({run_dir}) predicts from arrays: "
+                            "drop them")
+        return _ensemble_run.predict_ensemble(run_dir, input_path, top=top, weights=weights)
     if weights not in WEIGHTS:
         raise SpecError(f"--weights is best or last, got {weights!r}{suggest(weights, WEIGHTS)}")
     run_dir = Path(run_dir)
