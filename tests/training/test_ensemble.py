@@ -176,7 +176,9 @@ def test_boosting_via_the_cli(helpers, tmp_path: Path, capsys, digits) -> None:
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "--jobs 2 does not apply to --method boosting" in captured.err
-    assert captured.out.count("test accuracy") == 4  # a progress line and a closing line per member
+    assert captured.out.count("]: test accuracy") == 2  # a progress line per member
+    # then the combination scored beside its members (evaluate's table and file)
+    assert "boosting ensemble of 2, combined by vote: test accuracy" in captured.out
     root = Path(captured.out.strip().splitlines()[-1].removeprefix("ensemble: "))
     doc = json.loads((root / "ensemble.json").read_text())
     assert doc["combine"] == "vote" and len(doc["members"]) == 2
@@ -191,6 +193,8 @@ def test_boosting_via_the_cli(helpers, tmp_path: Path, capsys, digits) -> None:
         wrong = restored.model.eval()(x).argmax(1).numpy() != digits.y_train[:1293]
     assert first["error"] == pytest.approx(wrong.mean())
     assert doc["info"]["boosting"]["errors"][:2] == [m["error"] for m in doc["members"]]
+    scored = json.loads((root / "evaluation-test-best.json").read_text())
+    assert [m["dir"] for m in scored["members"]] == [m["dir"] for m in doc["members"]]
 
 
 # -- cyclic cosine and snapshots ------------------------------------------------------------------------

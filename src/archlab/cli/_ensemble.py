@@ -12,7 +12,7 @@ import typer
 from archlab.exceptions import Interrupted
 
 from ._app import Quiet, SpecArg, _out, app, data_help
-from ._train import interrupted
+from ._train import _members_table, interrupted
 
 if TYPE_CHECKING:
     from archlab.training import Member
@@ -69,7 +69,11 @@ def ensemble(
         raise interrupted(exc) from None
     finally:
         logger.removeHandler(notes)
-    for index, member in enumerate(result.members):
-        _out.print(f"member {index:02d}: {member.dir.relative_to(result.ensemble_dir).as_posix()} "
-                   f"{member.weights}: {_headline(member)}", markup=False)
+    # the combination scored on the test split beside each member (evaluate's table and file)
+    scored = training.evaluate_run(result.ensemble_dir, data_dir=data_dir)
+    _out.print(_members_table(scored))
+    _out.print(f"{method} ensemble of {len(result.members)}, combined by {result.combine}: test "
+               f"{scored['headline']} {scored['metrics'][scored['headline']]:.4f}, "
+               f"{scored['gain_over_best_member']:+.4f} over the best member ({scored['best_member']})",
+               markup=False, soft_wrap=True)
     _out.print(f"ensemble: {result.ensemble_dir}", markup=False)

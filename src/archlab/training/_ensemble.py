@@ -36,18 +36,16 @@ from archlab.spec import Spec, dump, load
 
 from ._callbacks import Callback
 from ._engine import Engine
+from ._ensemble_run import ENSEMBLE_FILE, FORMAT, METHODS
 from ._fit import split_validation
 from ._recipe import Recipe, resolve_recipe
 from ._runs import atomic_write_text, checkpoint_metadata, new_run_dir
 from ._train import TrainResult, check_fit, resolve_task, train
 
-__all__ = ["FORMAT", "METHODS", "Bootstrap", "EnsembleResult", "Member", "ensemble", "samme_update"]
+__all__ = ["Bootstrap", "EnsembleResult", "Member", "ensemble", "samme_update"]
 
 log = logging.getLogger("archlab")
 
-#: ``ensemble.json``'s ``format``: readers refuse one they do not know.
-FORMAT = "archlab-ensemble/1"
-METHODS = ("seeds", "bagging", "boosting", "snapshot")
 #: How each method's members combine: the weighted mean of their probabilities, or SAMME's weighted vote.
 COMBINE = {"seeds": "mean", "bagging": "mean", "boosting": "vote", "snapshot": "mean"}
 
@@ -242,7 +240,7 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
     info["wall_seconds"] = round(time.perf_counter() - began, 2)
     document = {"format": FORMAT, "method": method, "combine": COMBINE[method], "task": task.name,
                 "data": recipe.data, "members": [m.entry(root) for m in trained], "info": info}
-    atomic_write_text(root / "ensemble.json", json.dumps(document, indent=2))
+    atomic_write_text(root / ENSEMBLE_FILE, json.dumps(document, indent=2))
     return EnsembleResult(root, method, COMBINE[method], trained, info)
 
 

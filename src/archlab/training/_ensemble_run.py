@@ -49,7 +49,7 @@ from ._train import (
     run_task,
 )
 
-__all__ = ["COMBINES", "FORMAT", "METHODS", "Ensemble", "EnsembleModel", "Member", "RestoredEnsemble",
+__all__ = ["COMBINES", "FORMAT", "METHODS", "Ensemble", "EnsembleModel", "MemberRun", "RestoredEnsemble",
            "combine_flops", "ensemble_metrics", "ensemble_summary", "evaluate_ensemble", "is_ensemble",
            "predict_ensemble", "read_ensemble", "restore_ensemble"]
 
@@ -60,7 +60,7 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass(frozen=True)
-class Member:
+class MemberRun:
     """One member: its run directory, the stem of its weights file there, its weight in the
     combination; ``name``: the directory as ensemble.json gives it (relative to the ensemble)."""
 
@@ -79,7 +79,7 @@ class Ensemble:
     combine: str
     task: str
     data: str | None
-    members: tuple[Member, ...]
+    members: tuple[MemberRun, ...]
     info: dict[str, Any] = field(default_factory=dict)
 
     def with_weights(self, weights: str) -> Ensemble:
@@ -149,7 +149,7 @@ def read_ensemble(path: str | Path) -> Ensemble:
     return ensemble
 
 
-def _member(file: Path, index: int, entry: Any) -> Member:
+def _member(file: Path, index: int, entry: Any) -> MemberRun:
     where = f"{file}: members[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("dir"), str):
         raise RunError(f"{where} needs a 'dir' (the member's run directory, relative to the ensemble), got {entry!r}")
@@ -166,7 +166,7 @@ def _member(file: Path, index: int, entry: Any) -> Member:
     weight = entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
         raise RunError(f"{where}: weight is a number >= 0 (its share of the combination), got {weight!r}")
-    return Member(run_dir, weights, float(weight), entry["dir"])
+    return MemberRun(run_dir, weights, float(weight), entry["dir"])
 
 
 def _check_members(ensemble: Ensemble) -> None:
