@@ -38,6 +38,7 @@ from ._callbacks import (
     is_image_batch,
     overrides,
 )
+from ._constraints import apply_max_norm, max_norm_weights
 from ._corrupt import ModalityDropout, check_modality_dropout
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
@@ -318,6 +319,8 @@ class Engine:
         #: the tensors bucketing trims to one width (``trim_groups``)
         self.trim_groups = trim_groups(self.model, self.pad_ids) if recipe.bucketing else None
         self.optimizer = self._optimizer()
+        #: the kernels ``train.max_norm`` constrains after every step
+        self.max_norm_weights = max_norm_weights(self.model) if recipe.max_norm else []
         self.scheduler = None
         self.rows: list[dict] = []
 
@@ -500,6 +503,7 @@ class Engine:
                     if recipe.grad_clip:
                         nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
                     self.optimizer.step()
+                    apply_max_norm(self.max_norm_weights, recipe.max_norm)  # none listed without train.max_norm
                     if per_step:
                         self.scheduler.step()
                     loss_sum += loss.detach() * rows

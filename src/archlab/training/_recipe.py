@@ -141,6 +141,9 @@ class Recipe(_Config):
     #: columns before the forward: for long inputs that declare a pad_id (in-memory data).
     bucketing: bool = False
     grad_clip: PosFloat | None = None
+    #: max-norm constraint (Srivastava et al. 2014): after each step, every dense/conv unit's incoming
+    #: weights are renormed to an L2 norm of at most this (3 or 4 in the dropout paper); None: none
+    max_norm: PosFloat | None = None
     early_stopping: EarlyStoppingConfig | None = None
     seed: int = 0
     device: str = "auto"
@@ -208,6 +211,10 @@ _SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule
                                          "modality_dropout": ModalityDropoutConfig}
 
 
+#: keys of the train section that set another one (``weight_decay``: ``optimizer.weight_decay``)
+_SHORTCUTS = ("weight_decay",)
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -221,11 +228,15 @@ def _merge(base: dict, override: dict) -> dict:
 def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
     """The spec's ``train:`` section with command-line overrides (None means: not given).
 
-    ``lr`` overrides ``optimizer.lr``. Errors are SpecErrors with the ``train.`` path.
+    ``lr`` overrides ``optimizer.lr``; ``weight_decay`` (in the section or as an override) is
+    ``optimizer.weight_decay``, so that ``cv --sweep train.weight_decay=...`` reads as the knob it is.
+    Errors are SpecErrors with the ``train.`` path.
 
     Example:
         >>> resolve_recipe({"epochs": 3, "optimizer": "sgd"}, lr=0.1).optimizer.lr
         0.1
+        >>> resolve_recipe({"optimizer": "adamw", "weight_decay": 1e-4}).optimizer.weight_decay
+        0.0001
     """
     if train_section is not None and not isinstance(train_section, dict):
         raise SpecError(f"'train' is a mapping (the training recipe); got {train_section!r}", "train")
@@ -237,6 +248,15 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
                 source[key] = {"name": source[key]}
     if lr is not None:
         data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
+    for source in (data, overrides):
+        decay = source.pop("weight_decay", None)
+        if decay is None:
+            continue
+        given = (source.get("optimizer") or {}).get("weight_decay")
+        if source is data and given is not None and given != decay:
+            raise SpecError(f"weight_decay ({decay!r}) and optimizer.weight_decay ({given!r}) are one setting given "
+                            "twice with different values: keep one", "train.weight_decay")
+        source["optimizer"] = _merge(source.get("optimizer") or {}, {"weight_decay": decay})
     data = _merge(data, overrides)
     try:
         return Recipe.model_validate(data)
@@ -247,7 +267,7 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         if err["type"] == "extra_forbidden":
             section = ".".join(["train", *map(str, err["loc"][:-1])])
             owner = _SECTIONS.get(str(err["loc"][0]), Recipe) if len(err["loc"]) > 1 else Recipe
-            keys = list(owner.model_fields)
+            keys = [*owner.model_fields, *(_SHORTCUTS if owner is Recipe else ())]
             key = str(err["loc"][-1])
             msg = f"unknown key '{key}'{suggest(key, keys)} ({section} takes: {', '.join(keys)})"
         else:
