@@ -28,7 +28,7 @@ from archlab._data_names import no_data_message
 from archlab._inputs import map_inputs
 from archlab._paths import check_out_dir
 from archlab.exceptions import Interrupted, SpecError
-from archlab.spec import dump, load, set_at
+from archlab.spec import dump, load, parse_path, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
 
 from ._diagnose import diagnose, learning_curve_answer, one_standard_error
@@ -117,6 +117,58 @@ class CVInterrupted(Interrupted):
 
 
 # -- configurations ----------------------------------------------------------------------------
+#: recipe keys each fold sets itself (the held-out fold is the score, so nothing else may steer
+#: training), which a sweep would not change: why, for the message
+_FOLD_OWNS = {"train.early_stopping": "early stopping", "train.validation_split": "a validation split",
+              "train.validation": "a validation split", "train.metrics": "the metrics (--metric)"}
+
+
+def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
+    """``set_at`` for one sweep value. A ``train.*`` path may reach a recipe key the spec leaves at its
+    default (``train.max_norm`` without a ``train:`` section, ``train.optimizer.weight_decay`` under
+    ``optimizer: adamw``): the section's short forms are written out and missing mappings made first.
+
+    Example:
+        >>> set_sweep_value({"input": [4], "layers": []}, "train.optimizer.weight_decay", 1e-4)["train"]
+        {'optimizer': {'weight_decay': 0.0001}}
+    """
+    from archlab.training import expand_train_section
+
+    parts = parse_path(path)
+    if parts[0] != "train" or len(parts) < 2:
+        return set_at(spec, path, value)
+    owned = next((k for k in _FOLD_OWNS if path == k or path.startswith(k + ".")), None)
+    if owned is not None:
+        raise SpecError(f"cv trains every fold without {_FOLD_OWNS[owned]} (the held-out fold is the score and must "
+                        f"not steer training), so sweeping {owned} changes nothing: sweep another path", path)
+    section = spec.get("train")
+    if section is not None and not isinstance(section, dict):
+        return set_at(spec, path, value)  # not a mapping: load() says what is wrong with it
+    spec = {**spec, "train": expand_train_section(section)}
+    node = spec["train"]
+    for part in parts[1:-1]:  # each level a fresh mapping, so the base spec is never changed
+        if not isinstance(part, str) or not isinstance(node.get(part, {}), dict):
+            break
+        node[part] = dict(node.get(part) or {})
+        node = node[part]
+    return set_at(spec, path, value)
+
+
+def _check_sweeps_against_overrides(paths: list[str], overrides: dict[str, Any]) -> None:
+    """A recipe key given as an option (``--epochs``; ``--seed``, which cv always sets) overrides the
+    spec's, so a sweep of it would train every configuration alike: refused."""
+    aliases = {"lr": "train.optimizer.lr", "weight_decay": "train.optimizer.weight_decay"}
+    for path in paths:
+        for key in overrides:
+            target = aliases.get(key, f"train.{key}")
+            if path in (target, f"train.{key}") or path.startswith(target + "."):
+                option = "--" + key.replace("_", "-")
+                fix = ("cv's --seed seeds every configuration: give cv runs their own --seed, or use --repeats"
+                       if key == "seed" else f"drop {option}")
+                raise ValueError(f"--sweep {path}: {option} sets it for every configuration, so the sweep would "
+                                 f"train them all alike; {fix}")
+
+
 def _label(values: dict[str, Any]) -> str:
     return ", ".join(f"{p}={v!r}" if isinstance(v, str) else f"{p}={v}" for p, v in values.items()) or "(as given)"
 
@@ -138,7 +190,7 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
         spec = base
         try:
             for path, value in values.items():
-                spec = set_at(spec, path, value)
+                spec = set_sweep_value(spec, path, value)
             loaded = load(spec)
             parsed = parse(loaded)
             if dataset is None:
@@ -370,6 +422,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         (p, list(v)) for p, v in sweeps]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["seed"] = seed
+    _check_sweeps_against_overrides([p for p, _ in sweep_list], overrides)
     _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
     from archlab.builder import parse
     from archlab.data import TextDataset

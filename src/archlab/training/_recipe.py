@@ -11,7 +11,7 @@ from archlab.exceptions import SpecError, suggest
 from archlab.tasks import list_metrics, tasks
 
 __all__ = ["AudioAugmentConfig", "CorruptMode", "EarlyStoppingConfig", "ModalityDropoutConfig", "OptimizerConfig",
-           "Recipe", "ScheduleConfig", "TokenizerConfig", "resolve_recipe"]
+           "Recipe", "ScheduleConfig", "TokenizerConfig", "expand_train_section", "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
 #: how an input is corrupted (``archlab.training._corrupt.corrupt``): all zeros, or noise on its scale
@@ -225,6 +225,28 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+#: the train section's short forms: a name for a mapping with that name (``optimizer: sgd``), a flag
+_SHORT_FORMS = {"optimizer": "name", "schedule": "name", "tokenizer": "kind"}
+
+
+def expand_train_section(train_section: dict | None) -> dict:
+    """A copy of a ``train:`` section with its short forms written out as mappings
+    (``optimizer: sgd`` -> ``{name: sgd}``, ``early_stopping: true`` -> ``{}``), so that a path
+    into one (``train.optimizer.weight_decay``) has a mapping to set a key in.
+
+    Example:
+        >>> expand_train_section({"optimizer": "sgd", "early_stopping": True})
+        {'optimizer': {'name': 'sgd'}, 'early_stopping': {}}
+    """
+    out = dict(train_section or {})
+    for key, field in _SHORT_FORMS.items():
+        if isinstance(out.get(key), str):
+            out[key] = {field: out[key]}
+    if out.get("early_stopping") is True:
+        out["early_stopping"] = {}
+    return out
+
+
 def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
     """The spec's ``train:`` section with command-line overrides (None means: not given).
 
@@ -240,12 +262,9 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
     """
     if train_section is not None and not isinstance(train_section, dict):
         raise SpecError(f"'train' is a mapping (the training recipe); got {train_section!r}", "train")
-    data = dict(train_section or {})
+    # optimizer: sgd is {name: sgd}, so that lr and the name merge
+    data, overrides = expand_train_section(train_section), expand_train_section(overrides)
     lr = overrides.pop("lr", None)
-    for source in (data, overrides):  # optimizer: sgd is {name: sgd}, so that lr and the name merge
-        for key in ("optimizer", "schedule"):
-            if isinstance(source.get(key), str):
-                source[key] = {"name": source[key]}
     if lr is not None:
         data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
     for source in (data, overrides):
