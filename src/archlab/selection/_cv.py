@@ -31,7 +31,7 @@ from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, parse_path, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
 
-from ._diagnose import diagnose, learning_curve_answer, one_standard_error
+from ._diagnose import diagnose, diagnose_regularization, learning_curve_answer, one_standard_error, regularizer_of
 
 __all__ = ["CVInterrupted", "CVResult", "cross_validate", "parse_sweeps"]
 
@@ -554,7 +554,7 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
     sign = 1 if direction == "max" else -1
     best = max(range(len(table)), key=lambda i: sign * table[i]["val_mean"])
     chosen = one_standard_error(table, direction)
-    result = CVResult(table, best, chosen, diagnose(table, direction, metric), run_dir=run_dir, trained=trained,
+    result = CVResult(table, best, chosen, _diagnosis(table, plan, direction, metric), run_dir=run_dir, trained=trained,
                       data=data, metric=metric, direction=direction, groups=plan.get("groups"))
 
     if learning_curve:
@@ -575,6 +575,47 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
         result.learning_answer = learning_curve_answer(result.learning_curve, direction, metric)
     _write_outputs(result, configs, data)
     return result
+
+
+#: augmentation that fits image inputs, for the diagnosis's advice (the recipe entries of train.augment)
+IMAGE_AUGMENT = "train.augment: [shift, rotate]"
+
+
+def _width_hint(spec: dict) -> str:
+    """More capacity as a spec path: the first hidden layer with a width (filters, units), doubled."""
+    from archlab.builder import LayerNode, parse
+
+    parsed = parse(load(spec))
+    wide = [node for _, node in parsed.walk() if isinstance(node, LayerNode) and node.layer_type.structured]
+    if len(wide) < 2:  # the one layer with a width makes the outputs
+        return "a hidden layer (e.g. dense: {units: 64, activation: relu}) before the output"
+    node = wide[0]
+    field = node.layer_type.structured.width
+    width = getattr(node.params, field)
+    return f"{node.path}.{node.kind}.{field} x2 ({width} -> {2 * width})"
+
+
+def _augment_hint(spec: dict) -> str | None:
+    """Augmentation the spec's input takes (images), or None when the diagnosis has none to name."""
+    from archlab.builder import parse
+
+    inputs = list(parse(load(spec)).inputs.values())
+    return IMAGE_AUGMENT if len(inputs) == 1 and inputs[0].rank == 3 and inputs[0].dtype == "float" else None
+
+
+def _diagnosis(table: list[dict], plan: dict, direction: str, metric: str) -> str:
+    """The regularization reading when the sweep turns one regularization knob, else the capacity
+    curve's; either names the spec paths to set next."""
+    sweeps, base = plan["sweeps"], plan["spec"]
+    augment = _augment_hint(base)
+    if len(sweeps) == 1 and regularizer_of(sweeps[0][0]) is not None:
+        return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=_width_hint(base),
+                                       augment=augment)
+    capacity = _width_hint(base)
+    if len(sweeps) == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in sweeps[0][1]):
+        capacity = f"{sweeps[0][0]} above {max(sweeps[0][1])}"  # the swept width or depth, further
+    regularize = "train.weight_decay (e.g. 1e-4), a dropout layer's rate" + (f", {augment}" if augment else "")
+    return diagnose(table, direction, metric, capacity=capacity, regularize=regularize)
 
 
 def _every_metric(rows: list[dict]) -> dict[str, dict[str, float]]:
