@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -41,13 +42,18 @@ log = logging.getLogger("archlab")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
+#: a number in exponent notation without a dot (1e-4), which YAML 1.1 reads as a string
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_sweeps(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
     """``PATH=V1,V2,...`` strings to (path, values); values are YAML scalars (``8`` is an int,
-    ``same`` a string, ``0.5`` a float, ``null`` None).
+    ``same`` a string, ``0.5`` a float, ``null`` None), and ``1e-4`` is a float too (YAML 1.1,
+    which PyYAML reads, wants ``1.0e-4``).
 
     Example:
-        >>> parse_sweeps(["layers[0].conv2d.filters=8,16", "layers[1].dropout.rate=0.1"])
-        [('layers[0].conv2d.filters', [8, 16]), ('layers[1].dropout.rate', [0.1])]
+        >>> parse_sweeps(["layers[0].conv2d.filters=8,16", "train.weight_decay=0,1e-4"])
+        [('layers[0].conv2d.filters', [8, 16]), ('train.weight_decay', [0, 0.0001])]
     """
     sweeps: list[tuple[str, list[Any]]] = []
     for item in items:
@@ -61,9 +67,10 @@ def parse_sweeps(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
             if not piece:
                 raise ValueError(f"--sweep {item!r}: an empty value between commas")
             try:
-                values.append(yaml.safe_load(piece))
+                value = yaml.safe_load(piece)
             except yaml.YAMLError as exc:
                 raise ValueError(f"--sweep {item!r}: cannot read value {piece!r}: {exc}") from None
+            values.append(float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value) else value)
         if any(p == path for p, _ in sweeps):
             raise ValueError(f"--sweep {path} is given twice; give all its values in one --sweep")
         sweeps.append((path, values))

@@ -60,7 +60,7 @@ REGULARIZERS = (
     Regularizer("weight decay", r"weight_decay", lambda v: float(v or 0), lambda v: 10 * v if v else 1e-4),
     Regularizer("label smoothing", r"label_smoothing", lambda v: float(v or 0), _raise_rate),
     # a smaller max-norm bound constrains more; none is no constraint
-    Regularizer("a max-norm bound", r"max_norm", lambda v: 0.0 if v is None else 1 / float(v),
+    Regularizer("max-norm", r"max_norm", lambda v: 0.0 if v is None else 1 / float(v),
                 lambda v: 4.0 if v is None else v / 2),
     Regularizer("stochastic depth", r"drop_path", lambda v: float(v or 0), _raise_rate),
     Regularizer("dropout", r"(?:spatial_)?dropout\.rate|dropout|modality_dropout\.p", lambda v: float(v or 0),
@@ -171,9 +171,9 @@ def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction:
     over-fitting when more regularization than the weakest is the best by more than ``tol`` (raise
     the knob to the best; past the strongest tried when that is the best, or add ``augment``);
     under-fitting when the weakest is the best and the strongest falls more than ``tol`` below it
-    (less regularization, or more ``capacity``); when the knob moves validation within noise, the
-    gap decides: wider than 2 ``tol`` is over-fitting the knob does not reach, else regularization is
-    not the lever. Within one standard error: the values whose mean is within the best's ``val_se``.
+    (less regularization, or more ``capacity``); when the knob moves validation within noise, balanced
+    if it narrowed the gap (more capacity), else no effect (stronger values). Within one standard
+    error: the values whose mean is within the best's ``val_se``.
     """
     knob = regularizer_of(path)
     if knob is None:
@@ -201,21 +201,23 @@ def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction:
             stronger = _fmt(knob.further(shown[strong]["values"][path]))
             return (f"{head} Next move: set {path} to {value[best]}; it is the strongest tried, so sweep further "
                     f"({path}={value[best]},{stronger}){augmentation}.")
-        return f"{head} Next move: set {path} to {value[best]}{augmentation if gap[best] > 2 * tol else ''}."
+        return f"{head} Next move: set {path} to {value[best]}{augmentation if gap[best] > tol else ''}."
     if best == 0 and val[strong] < val[0] - tol:
         return (f"under-fitting: more {knob.label} only lowers validation {metric} ({v[0]:.3f} at {path} {value[0]} "
                 f"-> {v[strong]:.3f} at {value[strong]}) and the gap is {g[0]:+.3f}. Next move: less regularization "
                 f"({path} {value[0]}{' or below' if knob.strength(shown[0]['values'][path]) else ''}), or more "
                 f"capacity: {capacity}.")
-    if gap[best] > 2 * tol:
-        stronger = (f" ({path} beyond {value[strong]}, e.g. {_fmt(knob.further(shown[strong]['values'][path]))})"
-                    if knob.further is not None else "")
-        return (f"over-fitting that {knob.label} does not reach: validation {metric} stays within {tol:.3f} of "
-                f"{v[best]:.3f} over {path} {value[0]} .. {value[strong]} while the gap is {g[best]:+.3f}. Next move: "
-                f"stronger regularization{stronger}{augmentation}, or another regularizer.")
-    return (f"balanced: {knob.label} moves validation {metric} within noise ({tol:.3f}; best {v[best]:.3f} at {path} "
-            f"{value[best]}) and the gap is small ({g[best]:+.3f}): regularization is not the lever. Next move: "
-            f"more capacity: {capacity}, or stop here.")
+    if gap[0] - gap[strong] > MIN_STEP:
+        return (f"balanced: {knob.label} narrows the gap ({g[0]:+.3f} at {path} {value[0]} -> {g[strong]:+.3f} at "
+                f"{value[strong]}) but moves validation {metric} only within noise ({tol:.3f}; best {v[best]:.3f} at "
+                f"{value[best]}): over-fitting is not what limits this model. Next move: more capacity: {capacity}, or "
+                f"keep {path} at {value[best]}.")
+    stronger = (f"sweep stronger values ({path}={value[strong]},{_fmt(knob.further(shown[strong]['values'][path]))})"
+                if knob.further is not None else f"sweep stronger values of {path}")
+    return (f"no effect: over {path} {value[0]} .. {value[strong]} validation {metric} stays within noise ({tol:.3f}; "
+            f"best {v[best]:.3f}) and the gap stays {g[0]:+.3f} -> {g[strong]:+.3f}: the values tried are too weak to "
+            f"matter. Next move: {stronger}; or, if training {metric} ({shown[best]['train_mean']:.3f}) is still short "
+            f"of what the task allows, more capacity: {capacity}, or train longer.")
 
 
 def learning_curve_answer(rows: list[dict[str, Any]], direction: str = "max", metric: str = "accuracy") -> str:
