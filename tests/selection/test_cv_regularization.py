@@ -87,6 +87,7 @@ def test_cv_cli_sweeps_train_weight_decay_on_digits(tmp_path, capsys):
     assert saved["diagnosis"] == diagnose_regularization(saved["configs"], "train.weight_decay", capacity=(
         "layers[0].conv2d.filters x2 (2 -> 4)"), augment="train.augment: [shift, rotate]")
     assert "Next move: " in saved["diagnosis"]
+    assert (run_dir / "capacity_curve.png").read_bytes()[:4] == b"\x89PNG"  # drawn against the knob's values
     chosen = archlab.load(run_dir / "chosen.yaml").to_dict()
     assert chosen["train"]["weight_decay"] == saved["chosen"]["train.weight_decay"]
 
