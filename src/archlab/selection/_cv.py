@@ -561,7 +561,8 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
     sign = 1 if direction == "max" else -1
     best = max(range(len(table)), key=lambda i: sign * table[i]["val_mean"])
     chosen = one_standard_error(table, direction)
-    result = CVResult(table, best, chosen, _diagnosis(table, plan, direction, metric), run_dir=run_dir, trained=trained,
+    diagnosis = _diagnosis(table, plan["sweeps"], configs[0]["spec"], direction, metric)
+    result = CVResult(table, best, chosen, diagnosis, run_dir=run_dir, trained=trained,
                       data=data, metric=metric, direction=direction, groups=plan.get("groups"))
 
     if learning_curve:
@@ -610,10 +611,11 @@ def _augment_hint(spec: dict) -> str | None:
     return IMAGE_AUGMENT if len(inputs) == 1 and inputs[0].rank == 3 and inputs[0].dtype == "float" else None
 
 
-def _diagnosis(table: list[dict], plan: dict, direction: str, metric: str) -> str:
+def _diagnosis(table: list[dict], sweeps: list, spec: dict, direction: str, metric: str) -> str:
     """The regularization reading when the sweep turns one regularization knob, else the capacity
-    curve's; either names the spec paths to set next."""
-    sweeps, base = plan["sweeps"], plan["spec"]
+    curve's; either names the paths to set next, of ``spec`` (a configuration's: the base spec may
+    hold search markers that the sweep fixes)."""
+    base = spec
     augment = _augment_hint(base)
     if len(sweeps) == 1 and regularizer_of(sweeps[0][0]) is not None:
         return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=_width_hint(base),
