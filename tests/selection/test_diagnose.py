@@ -70,20 +70,33 @@ WIDER = "layers[0].conv2d.filters x2 (8 -> 16)"
 @pytest.mark.parametrize(("path", "label"), [
     ("train.weight_decay", "weight decay"), ("train.optimizer.weight_decay", "weight decay"),
     ("train.label_smoothing", "label smoothing"), ("train.max_norm", "max-norm"),
-    ("layers[2].residual.drop_path", "stochastic depth"), ("layers[3].dropout.rate", "dropout"),
-    ("layers[1].spatial_dropout.rate", "dropout"), ("layers[0].multi_head_attention.dropout", "dropout"),
-    ("train.augment", "augmentation"), ("train.modality_dropout.p", "dropout")])
+    ("layers[2].residual.drop_path", "stochastic depth"), ("layers[3].dropout.rate", "dropout rate"),
+    ("layers[1].spatial_dropout.rate", "spatial_dropout rate"),
+    ("layers[0].multi_head_attention.dropout", "multi_head_attention dropout"),
+    ("train.augment", "augmentation"), ("train.modality_dropout.p", "modality dropout"),
+    ("layers[0].transformer_block.dropout", "transformer_block dropout"),
+    ("graph.img.layers[2].dropout.rate", "dropout rate")])
 def test_regularization_paths_are_recognised(path, label):
     from archlab.selection import regularizer_of
 
     assert regularizer_of(path).label == label
 
 
-@pytest.mark.parametrize("path", ["layers[0].conv2d.filters", "train.epochs", "layers[2].repeat.times", "train.lr"])
+@pytest.mark.parametrize("path", ["layers[0].conv2d.filters", "train.epochs", "layers[2].repeat.times", "train.lr",
+                                  "layers[1].dense.units", "train.modality_dropout.mode", "drop1.rate"])
 def test_other_paths_are_not_regularization(path):
     from archlab.selection import regularizer_of
 
     assert regularizer_of(path) is None
+
+
+def test_a_layer_parameter_is_regularization_by_its_types_trait(monkeypatch):
+    from archlab.layers import get_layer
+    from archlab.selection import regularizer_of
+
+    monkeypatch.setattr(type(get_layer("dense")), "regularization", "units")  # as a plugin layer would declare it
+    assert regularizer_of("layers[1].dense.units").label == "dense units"
+    assert regularizer_of("layers[1].dense.activation") is None
 
 
 def test_over_fitting_cured_by_the_strongest_decay_says_raise_it_further():
@@ -103,8 +116,9 @@ def test_over_fitting_with_the_best_in_the_middle_names_it_and_what_is_as_good()
     rows = _sweep("layers[3].dropout.rate", [0.0, 0.2, 0.3, 0.5], [0.90, 0.95, 0.945, 0.91],
                   [0.99, 0.99, 0.98, 0.92], se=0.01)
     text = diagnose_regularization(rows, "layers[3].dropout.rate", augment=AUGMENT)
-    assert text.startswith("over-fitting: the gap is +0.090 at layers[3].dropout.rate 0; dropout helps: validation "
-                           "accuracy 0.900 -> 0.950 at 0.2 (the best; as good within one standard error: 0.3)")
+    assert text.startswith("over-fitting: the gap is +0.090 at layers[3].dropout.rate 0; dropout rate helps: "
+                           "validation accuracy 0.900 -> 0.950 at 0.2 (the best; as good within one standard error: "
+                           "0.3)")
     assert text.endswith("Next move: set layers[3].dropout.rate to 0.2, or add augmentation: train.augment: "
                          "[shift, rotate].")
 

@@ -195,6 +195,7 @@ class DropoutLayer(LayerType):
     keeps_channels = KeepsChannels()
     quantization = PASSES_QUANTIZATION
     keras = KerasStyle("Dropout", ("rate",))
+    regularization = "rate"
 
     def output(self, p: DropoutParams, x: TensorInfo) -> TensorInfo:
         return x
@@ -228,6 +229,7 @@ class SpatialDropoutLayer(LayerType):
     keeps_channels = KeepsChannels()
     quantization = PASSES_QUANTIZATION
     keras = KerasStyle("SpatialDropout2D", ("rate",), aliases=("SpatialDropout1D",))
+    regularization = "rate"
 
     def output(self, p: DropoutParams, x: TensorInfo) -> TensorInfo:
         return x

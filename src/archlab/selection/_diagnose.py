@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from archlab.layers import registry as layer_types
+
 __all__ = ["REGULARIZERS", "Regularizer", "diagnose", "diagnose_regularization", "learning_curve_answer",
            "one_standard_error", "regularizer_of"]
 
@@ -63,8 +65,7 @@ REGULARIZERS = (
     Regularizer("max-norm", r"max_norm", lambda v: 0.0 if v is None else 1 / float(v),
                 lambda v: 4.0 if v is None else v / 2),
     Regularizer("stochastic depth", r"drop_path", lambda v: float(v or 0), _raise_rate),
-    Regularizer("dropout", r"(?:spatial_)?dropout\.rate|dropout|modality_dropout\.p", lambda v: float(v or 0),
-                _raise_rate),
+    Regularizer("modality dropout", r"train\.modality_dropout\.p", lambda v: float(v or 0), _raise_rate),
     Regularizer("augmentation", r"train\.augment[a-z_]*(?:\..+)?", _augment_strength),
 )
 
@@ -72,13 +73,24 @@ REGULARIZERS = (
 def regularizer_of(path: str) -> Regularizer | None:
     """The knob a swept path turns, or None when it is not one the diagnosis reads as regularization.
 
+    A layer's parameter is one when its type's ``regularization`` trait names it
+    (``layers[3].dropout.rate``, ``layers[1].multi_head_attention.dropout``); by an item's name
+    (``drop1.rate``) it is not recognised, as the path does not say the type.
+
     Example:
         >>> regularizer_of("train.weight_decay").label, regularizer_of("layers[3].dropout.rate").label
-        ('weight decay', 'dropout')
+        ('weight decay', 'dropout rate')
         >>> regularizer_of("layers[0].conv2d.filters") is None
         True
     """
-    return next((r for r in REGULARIZERS if r.matches(path)), None)
+    found = next((r for r in REGULARIZERS if r.matches(path)), None)
+    if found is not None:
+        return found
+    *_, type_name, field = [""] + path.split(".")
+    layer_type = layer_types.find(type_name) if type_name else None
+    if layer_type is None or layer_type.regularization != field:
+        return None
+    return Regularizer(f"{type_name} {field}", re.escape(f"{type_name}.{field}"), lambda v: float(v or 0), _raise_rate)
 
 
 def one_standard_error(configs: list[dict[str, Any]], direction: str = "max") -> int:
