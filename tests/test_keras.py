@@ -87,6 +87,8 @@ def test_spec_is_a_fresh_plain_dict() -> None:
     (layers.Reshape((4, 4)), {"reshape": {"shape": [4, 4]}}),
     (layers.Reshape(target_shape=(-1, 2)), {"reshape": {"shape": [-1, 2]}}),
     (layers.Dropout(0.5), {"dropout": {"rate": 0.5}}),
+    (layers.SpatialDropout2D(0.2), {"spatial_dropout": {"rate": 0.2}}),
+    (layers.SpatialDropout1D(rate=0.1), {"spatial_dropout": {"rate": 0.1}}),
     (layers.BatchNormalization(momentum=0.01), {"batchnorm": {"momentum": 0.01}}),
     (layers.LayerNormalization(epsilon=1e-6), {"layernorm": {"epsilon": 1e-6}}),
     (layers.RMSNormalization(epsilon=1e-6), {"rmsnorm": {"epsilon": 1e-6}}),

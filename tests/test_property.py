@@ -60,6 +60,7 @@ PARAMS: dict[str, tuple[dict, dict]] = {
     "reshape": ({"shape": st.lists(st.sampled_from([-1, 1, 2, 3, 4, 6]), min_size=0, max_size=3)}, {}),
     "transpose": ({}, {"axes": st.lists(st.integers(-2, 2), min_size=2, max_size=2)}),
     "dropout": ({"rate": rate}, {}),
+    "spatial_dropout": ({"rate": rate}, {}),
     "batchnorm": ({}, {"momentum": st.sampled_from([0.1, 0.5]), "epsilon": st.sampled_from([1e-5, 1e-3])}),
     "layernorm": ({}, {"epsilon": st.sampled_from([1e-5, 1e-3])}),
     "rmsnorm": ({}, {"epsilon": st.sampled_from([1e-5, 1e-6])}),

@@ -54,7 +54,8 @@ def spec_schema() -> dict:
     layer_list = {"type": "array", "items": {"$ref": "#/$defs/item"}}
     connections = {
         "residual": {"layers": layer_list, "shortcut": {"enum": ["auto", "identity", "projection"]},
-                     "post": layer_list, "name": {"type": "string"}},
+                     "post": layer_list, "drop_path": {"type": "number", "minimum": 0, "maximum": 1},
+                     "name": {"type": "string"}},
         "parallel": {"branches": {"type": "array", "items": layer_list}, "merge": {"enum": list(MERGES)},
                      "axis": {"type": "integer"}, "name": {"type": "string"}},
         "repeat": {"times": {"type": "integer", "minimum": 1}, "share_weights": {"type": "boolean"},

@@ -108,6 +108,9 @@ CASES: dict[str, list[Case]] = {
                   params=0, macs=6 * 9 * 26 + 3 * 6 * 26,
                   flops=26 * (16 + 320 + 27) + 2 * 6 * 9 * 26 + 3 * 6 * 26 + 2 * 3 * 6 * 26)],
     "dropout": [Case("rate", seq([10], {"dropout": {"rate": 0.5}}), params=0, macs=0, flops=0)],
+    # whole channels zeroed while training: the identity at inference, as dropout
+    "spatial_dropout": [Case("2d", seq([3, 4, 4], {"spatial_dropout": {"rate": 0.5}}), params=0, macs=0, flops=0),
+                        Case("1d", seq([3, 8], {"spatial_dropout": {"rate": 0.1}}), params=0, macs=0, flops=0)],
     # training-time masks: the identity at inference, which the analysis counts
     "spec_augment": [Case("masks", seq([4, 26], {"spec_augment": {"time_mask_width": 5}}), params=0, macs=0,
                           flops=0)],

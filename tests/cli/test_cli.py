@@ -494,7 +494,7 @@ def test_layers_lists_the_connections_with_their_keys(capsys: pytest.CaptureFixt
     assert "connections" in out.split("residual")[0]  # a section of its own, after the layer types
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 3}
     assert set(CONNECTIONS) == {"residual", "parallel", "repeat", "sequential"}
-    assert "layers, shortcut='auto', post=[], name=None" in rows["residual"]
+    assert "layers, shortcut='auto', post=[], drop_path=0.0, name=None" in rows["residual"]
     assert "branches, merge='concat', axis=0, name=None" in rows["parallel"]
     assert "times, layers, share_weights=False, name=None" in rows["repeat"]
     assert "layers, name=None" in rows["sequential"]

@@ -246,3 +246,19 @@ def test_run_directory_errors(runs, tmp_path):
 def test_last_weights(runs, tmp_path):
     result = export_run(runs["tiny"], out=tmp_path / "last.onnx", weights="last", samples=20)
     assert json.loads(read_metadata(result.path)["archlab.metrics"])["weights"] == "last"
+
+
+def test_spatial_dropout_and_drop_path_export_as_the_eval_model(tmp_path):
+    spec = {"input": [2, 8, 8], "layers": [
+        {"conv2d": {"filters": 4, "kernel_size": 3, "padding": "same"}}, {"spatial_dropout": {"rate": 0.3}},
+        {"residual": {"layers": [{"conv2d": {"filters": 4, "kernel_size": 3, "padding": "same", "activation": "relu"}}],
+                      "drop_path": 0.2}}, "flatten", {"dense": {"units": 3}}]}
+    torch.manual_seed(0)
+    model = build(spec).train()  # exported in eval mode: both are the identity there
+    check = torch.randn(10, 2, 8, 8)
+    result = export_model(model, tmp_path / "m.onnx", example=check[:2], check_inputs=check)
+    assert model.training and result.checked_samples == 10
+    with torch.no_grad():
+        expected = model.eval()(check).numpy()
+    got = load_runner(tmp_path / "m.onnx")(check.numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

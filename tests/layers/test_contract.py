@@ -49,6 +49,8 @@ CASES: dict[str, list[dict]] = {
     "reshape": [seq([12], {"reshape": {"shape": [3, -1]}}), seq([2, 3, 4], {"reshape": {"shape": [4, 6]}})],
     "transpose": [seq([3, 5], "transpose"), seq([2, 3, 4], {"transpose": {"axes": [-1, 0]}})],
     "dropout": [seq([6], {"dropout": {"rate": 0.5}})],
+    "spatial_dropout": [seq([3, 8], {"spatial_dropout": {"rate": 0.5}}),
+                        seq([3, 4, 4], {"spatial_dropout": {"rate": 0.2}})],
     "batchnorm": [seq([6], "batchnorm"), seq([3, 5], {"batchnorm": {"momentum": 0.2}}),
                   seq([3, 4, 4], {"batchnorm": {"epsilon": 0.001}})],
     "layernorm": [seq([4, 6], "layernorm"), seq([6], {"layernorm": {"epsilon": 1e-6}})],

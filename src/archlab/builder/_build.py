@@ -46,7 +46,7 @@ class _Builder:
         if isinstance(node, ResidualNode):
             return Residual(self.sequence(node.body),
                             self.sequence(node.shortcut) if node.shortcut else None,
-                            self.sequence(node.post) if node.post else None)
+                            self.sequence(node.post) if node.post else None, node.drop_path)
         if isinstance(node, ParallelNode):
             return Parallel([self.sequence(b) for b in node.branches], MergeModule(node.merge))
         if isinstance(node, RepeatNode):

@@ -11,7 +11,7 @@ from archlab.layers._masking import MaskScope, holding
 
 from ._nodes import Merge
 
-__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual"]
+__all__ = ["ArchlabModel", "GraphNet", "MergeModule", "Parallel", "Permute", "Repeat", "Residual", "drop_path"]
 
 
 class MergeModule(nn.Module):
@@ -37,17 +37,36 @@ class MergeModule(nn.Module):
         return self.kind + (f", axis={self.axis}" if self.kind == "concat" else "")
 
 
-class Residual(nn.Module):
-    """y = post(layers(x) + shortcut(x))."""
+def drop_path(branch: torch.Tensor, p: float) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016), per sample as timm's ``drop_path`` and torchvision's
+    ``stochastic_depth(mode="row")``: each sample's branch is zeroed with probability ``p`` and the
+    kept ones are scaled by 1/(1-p), so the expected output is the branch. Draws come from torch's
+    global RNG, as dropout's (a run seeds it and its checkpoint keeps it)."""
+    keep = 1.0 - p
+    mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.dim() - 1)).bernoulli_(keep)  # (B, 1, ...)
+    return branch * (mask / keep if keep > 0 else mask)
 
-    def __init__(self, layers: nn.Module, shortcut: nn.Module | None, post: nn.Module | None) -> None:
+
+class Residual(nn.Module):
+    """y = post(layers(x) + shortcut(x)); while training, ``layers(x)`` is dropped per sample with
+    probability ``drop_path`` (stochastic depth; the identity in eval)."""
+
+    def __init__(self, layers: nn.Module, shortcut: nn.Module | None, post: nn.Module | None,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.layers = layers
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
         self.post = post if post is not None else nn.Identity()
+        self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(self.layers(x) + self.shortcut(x))
+        branch = self.layers(x)
+        if self.training and self.drop_path > 0:
+            branch = drop_path(branch, self.drop_path)
+        return self.post(branch + self.shortcut(x))
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path}" if self.drop_path else ""
 
 
 class Parallel(nn.Module):

@@ -38,9 +38,9 @@ class Connection:
 
 
 CONNECTIONS = {
-    "residual": Connection(("layers",), {"shortcut": "auto", "post": [], "name": None},
+    "residual": Connection(("layers",), {"shortcut": "auto", "post": [], "drop_path": 0.0, "name": None},
                            "y = post(layers(x) + shortcut(x)); shortcut: auto (a projection when the shape "
-                           "changes), identity or projection"),
+                           "changes), identity or projection; drop_path: stochastic depth while training"),
     "parallel": Connection(("branches",), {"merge": "concat", "axis": 0, "name": None},
                            "runs each branch on x and merges them: concat (along axis), add, mean, max or mul"),
     "repeat": Connection(("times", "layers"), {"share_weights": False, "name": None},
@@ -114,6 +114,8 @@ class ResidualNode(Node):
     body: SequenceNode = None  # type: ignore[assignment]
     shortcut: SequenceNode | None = None  # None: identity
     post: SequenceNode | None = None
+    #: stochastic depth: the probability that training drops a sample's ``body`` (0: never)
+    drop_path: float = 0.0
 
     def children(self) -> list[Node]:
         return [n for n in (self.body, self.shortcut, self.post) if n is not None]
@@ -409,12 +411,17 @@ class _Parser:
         elif y.shape != x.shape:
             raise ShapeError(f"(residual) shortcut: identity needs the layers to keep the shape, but they map "
                              f"{fmt_shape(x.shape)} to {fmt_shape(y.shape)}: use shortcut: auto (a projection)", here)
+        drop_path = value.get("drop_path", CONNECTIONS["residual"].optional["drop_path"])
+        if isinstance(drop_path, bool) or not isinstance(drop_path, int | float) or not 0 <= drop_path <= 1:
+            raise SpecError(f"drop_path is the probability of dropping the residual branch while training, a number "
+                            f"from 0 to 1 (0.1 is a common start), got {drop_path!r}", f"{here}.drop_path")
         post = None
         if value.get("post"):
             post = self.items(value["post"], f"{here}.post", f"{key}.residual.post", y, repeated=repeated)
             y = post.output
         y = dataclasses.replace(y, origin=f"{path} (residual)")
-        return ResidualNode(path, key, "residual", x, y, body=body, shortcut=shortcut, post=post)
+        return ResidualNode(path, key, "residual", x, y, body=body, shortcut=shortcut, post=post,
+                            drop_path=float(drop_path))
 
     def projection(self, x: TensorInfo, y: TensorInfo, path: str, key: str) -> SequenceNode:
         """ResNet's projection shortcut for images (1x1 conv with the spatial stride + batchnorm),

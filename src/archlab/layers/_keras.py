@@ -144,17 +144,20 @@ class Input(KerasLayer):
 
 
 class Residual(KerasLayer):
-    """y = f(x) + shortcut(x); ``post`` layers follow the addition."""
+    """y = f(x) + shortcut(x); ``post`` layers follow the addition; ``drop_path``: stochastic depth."""
 
     type_name = "residual"
 
-    def __init__(self, layers: list, shortcut: str = "auto", post: list | None = None, **kwargs: Any) -> None:
+    def __init__(self, layers: list, shortcut: str = "auto", post: list | None = None, drop_path: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.params = {"layers": _items(layers)}
         if shortcut != "auto":
             self.params["shortcut"] = shortcut
         if post:
             self.params["post"] = _items(post)
+        if drop_path:
+            self.params["drop_path"] = drop_path
 
 
 class Parallel(KerasLayer):

@@ -294,6 +294,9 @@ class LayerType:
     quantization: ClassVar[Quantization] = Quantization()
     #: The Keras-style constructor archlab.layers offers for the type; None: none.
     keras: ClassVar[KerasStyle | None] = None
+    #: The Params field that sets how strongly the layer regularizes while training, larger being
+    #: stronger (dropout's ``rate``): cv's diagnosis reads a sweep of it as regularization. None: none.
+    regularization: ClassVar[str | None] = None
     #: The Params field that bounds the integer ids the layer looks up (``input_dim`` of an
     #: embedding): training checks it against the data's id count. None: it takes no ids.
     id_bound: ClassVar[str | None] = None

@@ -193,6 +193,7 @@ class MultiHeadAttentionLayer(LayerType):
     summary = "multi-head self-attention, (time, D) -> (time, D); grouped-query, rotary, sliding window"
     quantization = _QUANTIZATION
     keras = KerasStyle("MultiHeadAttention", ("num_heads",))
+    regularization = "dropout"
 
     def output(self, p: MultiHeadAttentionParams, x: TensorInfo) -> TensorInfo:
         _heads(p, x.shape[-1])
@@ -241,6 +242,7 @@ class TransformerEncoderLayerType(LayerType):
     summary = "one Transformer encoder block (torch.nn.TransformerEncoderLayer)"
     quantization = _QUANTIZATION
     keras = KerasStyle("TransformerEncoder", ("num_heads", "ff_dim"))
+    regularization = "dropout"
 
     def output(self, p, x: TensorInfo) -> TensorInfo:
         _check_heads(p, x)
@@ -283,6 +285,7 @@ class TransformerDecoderLayerType(LayerType):
     summary = "one Transformer decoder block; graph form only: from: [x, memory]"
     quantization = _QUANTIZATION
     keras = KerasStyle("TransformerDecoder", ("num_heads", "ff_dim"))
+    regularization = "dropout"
 
     def output(self, p, xs: tuple[TensorInfo, TensorInfo]) -> TensorInfo:
         x, memory = xs

@@ -246,6 +246,7 @@ class TransformerBlockLayer(LayerType):
     summary = "pre-norm x + attn(norm(x)), h + mlp(norm(h)): LLaMA / Mistral / Mixtral / GPT-2 block"
     quantization = Quantization(static=SEQUENCE_STATIC, dynamic=True)
     keras = KerasStyle("TransformerBlock", ("num_heads", "ff_dim"))
+    regularization = "dropout"
 
     def _parts(self, p: TransformerBlockParams, x: TensorInfo) -> list[_Part]:
         """attn_norm, attn, mlp_norm, then the MLP's parts (mlp; or c_fc, c_proj), as the module has them."""

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -28,10 +29,10 @@ from archlab._data_names import no_data_message
 from archlab._inputs import map_inputs
 from archlab._paths import check_out_dir
 from archlab.exceptions import Interrupted, SpecError
-from archlab.spec import dump, load, set_at
+from archlab.spec import dump, load, parse_path, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
 
-from ._diagnose import diagnose, learning_curve_answer, one_standard_error
+from ._diagnose import diagnose, diagnose_regularization, learning_curve_answer, one_standard_error, regularizer_of
 
 __all__ = ["CVInterrupted", "CVResult", "cross_validate", "parse_sweeps"]
 
@@ -41,13 +42,18 @@ log = logging.getLogger("archlab")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
+#: a number in exponent notation without a dot (1e-4), which YAML 1.1 reads as a string
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_sweeps(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
     """``PATH=V1,V2,...`` strings to (path, values); values are YAML scalars (``8`` is an int,
-    ``same`` a string, ``0.5`` a float, ``null`` None).
+    ``same`` a string, ``0.5`` a float, ``null`` None), and ``1e-4`` is a float too (YAML 1.1,
+    which PyYAML reads, wants ``1.0e-4``).
 
     Example:
-        >>> parse_sweeps(["layers[0].conv2d.filters=8,16", "layers[1].dropout.rate=0.1"])
-        [('layers[0].conv2d.filters', [8, 16]), ('layers[1].dropout.rate', [0.1])]
+        >>> parse_sweeps(["layers[0].conv2d.filters=8,16", "train.weight_decay=0,1e-4"])
+        [('layers[0].conv2d.filters', [8, 16]), ('train.weight_decay', [0, 0.0001])]
     """
     sweeps: list[tuple[str, list[Any]]] = []
     for item in items:
@@ -61,9 +67,10 @@ def parse_sweeps(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
             if not piece:
                 raise ValueError(f"--sweep {item!r}: an empty value between commas")
             try:
-                values.append(yaml.safe_load(piece))
+                value = yaml.safe_load(piece)
             except yaml.YAMLError as exc:
                 raise ValueError(f"--sweep {item!r}: cannot read value {piece!r}: {exc}") from None
+            values.append(float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value) else value)
         if any(p == path for p, _ in sweeps):
             raise ValueError(f"--sweep {path} is given twice; give all its values in one --sweep")
         sweeps.append((path, values))
@@ -117,6 +124,58 @@ class CVInterrupted(Interrupted):
 
 
 # -- configurations ----------------------------------------------------------------------------
+#: recipe keys each fold sets itself (the held-out fold is the score, so nothing else may steer
+#: training), which a sweep would not change: why, for the message
+_FOLD_OWNS = {"train.early_stopping": "early stopping", "train.validation_split": "a validation split",
+              "train.validation": "a validation split", "train.metrics": "the metrics (--metric)"}
+
+
+def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
+    """``set_at`` for one sweep value. A ``train.*`` path may reach a recipe key the spec leaves at its
+    default (``train.max_norm`` without a ``train:`` section, ``train.optimizer.weight_decay`` under
+    ``optimizer: adamw``): the section's short forms are written out and missing mappings made first.
+
+    Example:
+        >>> set_sweep_value({"input": [4], "layers": []}, "train.optimizer.weight_decay", 1e-4)["train"]
+        {'optimizer': {'weight_decay': 0.0001}}
+    """
+    from archlab.training import expand_train_section
+
+    parts = parse_path(path)
+    if parts[0] != "train" or len(parts) < 2:
+        return set_at(spec, path, value)
+    owned = next((k for k in _FOLD_OWNS if path == k or path.startswith(k + ".")), None)
+    if owned is not None:
+        raise SpecError(f"cv trains every fold without {_FOLD_OWNS[owned]} (the held-out fold is the score and must "
+                        f"not steer training), so sweeping {owned} changes nothing: sweep another path", path)
+    section = spec.get("train")
+    if section is not None and not isinstance(section, dict):
+        return set_at(spec, path, value)  # not a mapping: load() says what is wrong with it
+    spec = {**spec, "train": expand_train_section(section)}
+    node = spec["train"]
+    for part in parts[1:-1]:  # each level a fresh mapping, so the base spec is never changed
+        if not isinstance(part, str) or not isinstance(node.get(part, {}), dict):
+            break
+        node[part] = dict(node.get(part) or {})
+        node = node[part]
+    return set_at(spec, path, value)
+
+
+def _check_sweeps_against_overrides(paths: list[str], overrides: dict[str, Any]) -> None:
+    """A recipe key given as an option (``--epochs``; ``--seed``, which cv always sets) overrides the
+    spec's, so a sweep of it would train every configuration alike: refused."""
+    aliases = {"lr": "train.optimizer.lr", "weight_decay": "train.optimizer.weight_decay"}
+    for path in paths:
+        for key in overrides:
+            target = aliases.get(key, f"train.{key}")
+            if path in (target, f"train.{key}") or path.startswith(target + "."):
+                option = "--" + key.replace("_", "-")
+                fix = ("cv's --seed seeds every configuration: give cv runs their own --seed, or use --repeats"
+                       if key == "seed" else f"drop {option}")
+                raise ValueError(f"--sweep {path}: {option} sets it for every configuration, so the sweep would "
+                                 f"train them all alike; {fix}")
+
+
 def _label(values: dict[str, Any]) -> str:
     return ", ".join(f"{p}={v!r}" if isinstance(v, str) else f"{p}={v}" for p, v in values.items()) or "(as given)"
 
@@ -138,7 +197,7 @@ def _materialise(base: dict, sweeps: list[tuple[str, list[Any]]], dataset: Any,
         spec = base
         try:
             for path, value in values.items():
-                spec = set_at(spec, path, value)
+                spec = set_sweep_value(spec, path, value)
             loaded = load(spec)
             parsed = parse(loaded)
             if dataset is None:
@@ -370,6 +429,7 @@ def cross_validate(spec: Any, dataset: Any, sweeps: Sequence[str] | list[tuple[s
         (p, list(v)) for p, v in sweeps]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["seed"] = seed
+    _check_sweeps_against_overrides([p for p, _ in sweep_list], overrides)
     _materialise(base, sweep_list, None, overrides)  # spec, device and memory: before the data is loaded
     from archlab.builder import parse
     from archlab.data import TextDataset
@@ -501,7 +561,8 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
     sign = 1 if direction == "max" else -1
     best = max(range(len(table)), key=lambda i: sign * table[i]["val_mean"])
     chosen = one_standard_error(table, direction)
-    result = CVResult(table, best, chosen, diagnose(table, direction, metric), run_dir=run_dir, trained=trained,
+    diagnosis = _diagnosis(table, plan["sweeps"], configs[0]["spec"], direction, metric)
+    result = CVResult(table, best, chosen, diagnosis, run_dir=run_dir, trained=trained,
                       data=data, metric=metric, direction=direction, groups=plan.get("groups"))
 
     if learning_curve:
@@ -522,6 +583,48 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
         result.learning_answer = learning_curve_answer(result.learning_curve, direction, metric)
     _write_outputs(result, configs, data)
     return result
+
+
+#: augmentation that fits image inputs, for the diagnosis's advice (the recipe entries of train.augment)
+IMAGE_AUGMENT = "train.augment: [shift, rotate]"
+
+
+def _width_hint(spec: dict) -> str:
+    """More capacity as a spec path: the first hidden layer with a width (filters, units), doubled."""
+    from archlab.builder import LayerNode, parse
+
+    parsed = parse(load(spec))
+    wide = [node for _, node in parsed.walk() if isinstance(node, LayerNode) and node.layer_type.structured]
+    if len(wide) < 2:  # the one layer with a width makes the outputs
+        return "a hidden layer (e.g. dense: {units: 64, activation: relu}) before the output"
+    node = wide[0]
+    field = node.layer_type.structured.width
+    width = getattr(node.params, field)
+    return f"{node.path}.{node.kind}.{field} x2 ({width} -> {2 * width})"
+
+
+def _augment_hint(spec: dict) -> str | None:
+    """Augmentation the spec's input takes (images), or None when the diagnosis has none to name."""
+    from archlab.builder import parse
+
+    inputs = list(parse(load(spec)).inputs.values())
+    return IMAGE_AUGMENT if len(inputs) == 1 and inputs[0].rank == 3 and inputs[0].dtype == "float" else None
+
+
+def _diagnosis(table: list[dict], sweeps: list, spec: dict, direction: str, metric: str) -> str:
+    """The regularization reading when the sweep turns one regularization knob, else the capacity
+    curve's; either names the paths to set next, of ``spec`` (a configuration's: the base spec may
+    hold search markers that the sweep fixes)."""
+    base = spec
+    augment = _augment_hint(base)
+    if len(sweeps) == 1 and regularizer_of(sweeps[0][0]) is not None:
+        return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=_width_hint(base),
+                                       augment=augment)
+    capacity = _width_hint(base)
+    if len(sweeps) == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in sweeps[0][1]):
+        capacity = f"{sweeps[0][0]} above {max(sweeps[0][1])}"  # the swept width or depth, further
+    regularize = "train.weight_decay (e.g. 1e-4), a dropout layer's rate" + (f", {augment}" if augment else "")
+    return diagnose(table, direction, metric, capacity=capacity, regularize=regularize)
 
 
 def _every_metric(rows: list[dict]) -> dict[str, dict[str, float]]:

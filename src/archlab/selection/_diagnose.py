@@ -1,13 +1,96 @@
-"""Reading a capacity curve: the one-standard-error choice and a plain-words diagnosis."""
+"""Reading a sweep: the one-standard-error choice and a plain-words diagnosis, of a capacity curve
+(parameters against validation) or of a regularization sweep (one knob's strength against
+validation and the train-validation gap), each ending in the spec path to set next."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["diagnose", "learning_curve_answer", "one_standard_error"]
+from archlab.layers import registry as layer_types
+
+__all__ = ["REGULARIZERS", "Regularizer", "diagnose", "diagnose_regularization", "learning_curve_answer",
+           "one_standard_error", "regularizer_of"]
 
 #: Differences below this (accuracy, 0..1) are noise even when the folds agree closely.
 MIN_STEP = 0.005
+#: What the capacity diagnosis suggests for over-fitting, when the caller has nothing closer to the spec.
+REGULARIZE = "train.weight_decay, a dropout layer's rate, train.augment"
+
+
+def _off(value: Any) -> bool:
+    return value in (None, False, "none", 0, 0.0) or value == [] or value == {}
+
+
+def _augment_strength(value: Any) -> float:
+    """Augmentation entries switched on: 0 for none, one per list entry, the value of a number."""
+    if _off(value):
+        return 0.0
+    if isinstance(value, list | tuple | dict):
+        return float(len(value))
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1.0
+
+
+def _raise_rate(value: Any) -> Any:
+    return min(round(float(value or 0) + 0.1, 2), 0.9)
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    """A knob a regularization sweep turns, read off the swept path.
+
+    Attributes:
+        label: what it is, in words.
+        pattern: the paths that set it (a regex matched against the end of the path).
+        strength: how strongly a value regularizes (0: not at all); the sweep is read in this order.
+        further: a stronger value than ``value`` to try next; None: none to name.
+    """
+
+    label: str
+    pattern: str
+    strength: Callable[[Any], float]
+    further: Callable[[Any], Any] | None = None
+
+    def matches(self, path: str) -> bool:
+        return re.search(f"(^|\\.)(?:{self.pattern})$", path) is not None
+
+
+#: The knobs the diagnosis reads as regularization (and in which direction).
+REGULARIZERS = (
+    Regularizer("weight decay", r"weight_decay", lambda v: float(v or 0), lambda v: 10 * v if v else 1e-4),
+    Regularizer("label smoothing", r"label_smoothing", lambda v: float(v or 0), _raise_rate),
+    # a smaller max-norm bound constrains more; none is no constraint
+    Regularizer("max-norm", r"max_norm", lambda v: 0.0 if v is None else 1 / float(v),
+                lambda v: 4.0 if v is None else v / 2),
+    Regularizer("stochastic depth", r"drop_path", lambda v: float(v or 0), _raise_rate),
+    Regularizer("modality dropout", r"train\.modality_dropout\.p", lambda v: float(v or 0), _raise_rate),
+    Regularizer("augmentation", r"train\.augment[a-z_]*(?:\..+)?", _augment_strength),
+)
+
+
+def regularizer_of(path: str) -> Regularizer | None:
+    """The knob a swept path turns, or None when it is not one the diagnosis reads as regularization.
+
+    A layer's parameter is one when its type's ``regularization`` trait names it
+    (``layers[3].dropout.rate``, ``layers[1].multi_head_attention.dropout``); by an item's name
+    (``drop1.rate``) it is not recognised, as the path does not say the type.
+
+    Example:
+        >>> regularizer_of("train.weight_decay").label, regularizer_of("layers[3].dropout.rate").label
+        ('weight decay', 'dropout rate')
+        >>> regularizer_of("layers[0].conv2d.filters") is None
+        True
+    """
+    found = next((r for r in REGULARIZERS if r.matches(path)), None)
+    if found is not None:
+        return found
+    *_, type_name, field = [""] + path.split(".")
+    layer_type = layer_types.find(type_name) if type_name else None
+    if layer_type is None or layer_type.regularization != field:
+        return None
+    return Regularizer(f"{type_name} {field}", re.escape(f"{type_name}.{field}"), lambda v: float(v or 0), _raise_rate)
 
 
 def one_standard_error(configs: list[dict[str, Any]], direction: str = "max") -> int:
@@ -37,9 +120,11 @@ def _oriented(rows: list[dict[str, Any]], direction: str) -> list[dict[str, Any]
     return [{**r, "val_mean": -r["val_mean"], "train_mean": -r["train_mean"], "gap": -r["gap"]} for r in rows]
 
 
-def diagnose(configs: list[dict[str, Any]], direction: str = "max", metric: str = "accuracy") -> str:
+def diagnose(configs: list[dict[str, Any]], direction: str = "max", metric: str = "accuracy", *,
+             capacity: str = "wider or deeper layers", regularize: str = REGULARIZE) -> str:
     """Under-fitting, over-fitting or balanced, from validation/training ``metric`` against parameters
     (read with its ``direction``: for a minimised metric, lower is better and the gap is negated).
+    ``capacity`` and ``regularize`` name what to set next (spec paths, from the caller, who has the spec).
 
     Rules, with the curve ordered by parameters and ``tol`` = max(standard error of the best, 0.005):
     under-fitting when the largest model is (about) the best and validation still rose by more than
@@ -66,13 +151,13 @@ def diagnose(configs: list[dict[str, Any]], direction: str = "max", metric: str 
     if val[top] >= val[best] - tol and val[top] - val[top - 1] > tol:
         return (f"under-fitting: training ({train[top]:.3f}) and validation ({v[top]:.3f}) {metric} are still "
                 f"rising at the largest model (validation +{v[top] - v[top - 1]:.3f} over the next smaller "
-                f"one). Next move: more capacity (wider or deeper layers), or train longer.")
+                f"one). Next move: more capacity ({capacity}), or train longer.")
     falling = val[top] < val[best] - tol
     if falling and gap[top] > gap[best] + MIN_STEP:
         return (f"over-fitting: validation {metric} falls from {v[best]:.3f} at {rows[best]['params']:,} "
                 f"parameters to {v[top]:.3f} at the largest model while the train-validation gap widens "
-                f"({g[best]:+.3f} -> {g[top]:+.3f}). Next move: more regularisation (dropout, weight decay, "
-                f"augmentation) or more data, or stay at the smaller size.")
+                f"({g[best]:+.3f} -> {g[top]:+.3f}). Next move: more regularisation ({regularize}) or more data, "
+                f"or stay at the smaller size.")
     if falling:
         return (f"inconclusive: validation {metric} falls from {v[best]:.3f} at {rows[best]['params']:,} "
                 f"parameters to {v[top]:.3f} at the largest model, but the train-validation gap does not widen "
@@ -82,6 +167,69 @@ def diagnose(configs: list[dict[str, Any]], direction: str = "max", metric: str 
             f"by {v[top] - v[top - 1]:+.3f}, within noise of {tol:.3f}) while the train-validation gap went from "
             f"{g[0]:+.3f} to {g[top]:+.3f}. Next move: stop here; take the one-standard-error model "
             f"(the smallest that is as good).")
+
+
+def _fmt(value: Any) -> str:
+    return "none" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
+
+
+def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction: str = "max",
+                            metric: str = "accuracy", *, capacity: str = "wider or deeper layers",
+                            augment: str | None = None) -> str:
+    """Over- or under-fitting from a sweep of one regularization knob (``path``; ``regularizer_of``),
+    configurations in order of its strength, with the concrete next step.
+
+    Rules, with ``tol`` = max(standard error of the best, 0.005) and the gap read at the weakest value:
+    over-fitting when more regularization than the weakest is the best by more than ``tol`` (raise
+    the knob to the best; past the strongest tried when that is the best, or add ``augment``);
+    under-fitting when the weakest is the best and the strongest falls more than ``tol`` below it
+    (less regularization, or more ``capacity``); when the knob moves validation within noise, balanced
+    if it narrowed the gap (more capacity), else no effect (stronger values). Within one standard
+    error: the values whose mean is within the best's ``val_se``.
+    """
+    knob = regularizer_of(path)
+    if knob is None:
+        raise ValueError(f"{path} is not a regularization path ({', '.join(r.label for r in REGULARIZERS)})")
+    shown = sorted(configs, key=lambda c: knob.strength(c["values"][path]))
+    rows = _oriented(shown, direction)
+    value = [_fmt(c["values"][path]) for c in shown]
+    if len(rows) < 2:
+        more = _fmt(knob.further(shown[0]["values"][path])) if knob.further else "..."
+        return (f"one value of {path} only ({value[0]}): no regularization curve to read (gap {shown[0]['gap']:+.3f}); "
+                f"sweep several, e.g. {path}={value[0]},{more}")
+    val, gap = [r["val_mean"] for r in rows], [r["gap"] for r in rows]
+    best = max(range(len(rows)), key=lambda i: val[i])
+    tol = max(rows[best]["val_se"], MIN_STEP)
+    strong = len(rows) - 1
+    v, g = [r["val_mean"] for r in shown], [r["gap"] for r in shown]
+    within = [value[i] for i in range(len(rows)) if i != best and val[i] >= val[best] - rows[best]["val_se"]]
+    as_good = f"; as good within one standard error: {', '.join(within)}" if within else ""
+    gap_went = f"the gap went {g[0]:+.3f} -> {g[best]:+.3f}" + (" (it shrank)" if gap[0] - gap[best] > MIN_STEP else "")
+    augmentation = f", or add augmentation: {augment}" if augment else ", or more data"
+    if best > 0 and val[best] - val[0] > tol:
+        head = (f"over-fitting: the gap is {g[0]:+.3f} at {path} {value[0]}; {knob.label} helps: validation {metric} "
+                f"{v[0]:.3f} -> {v[best]:.3f} at {value[best]} (the best{as_good}), and {gap_went}.")
+        if best == strong and knob.further is not None:
+            stronger = _fmt(knob.further(shown[strong]["values"][path]))
+            return (f"{head} Next move: set {path} to {value[best]}; it is the strongest tried, so sweep further "
+                    f"({path}={value[best]},{stronger}){augmentation}.")
+        return f"{head} Next move: set {path} to {value[best]}{augmentation if gap[best] > tol else ''}."
+    if best == 0 and val[strong] < val[0] - tol:
+        return (f"under-fitting: more {knob.label} only lowers validation {metric} ({v[0]:.3f} at {path} {value[0]} "
+                f"-> {v[strong]:.3f} at {value[strong]}) and the gap is {g[0]:+.3f}. Next move: less regularization "
+                f"({path} {value[0]}{' or below' if knob.strength(shown[0]['values'][path]) else ''}), or more "
+                f"capacity: {capacity}.")
+    if gap[0] - gap[strong] > MIN_STEP:
+        return (f"balanced: {knob.label} narrows the gap ({g[0]:+.3f} at {path} {value[0]} -> {g[strong]:+.3f} at "
+                f"{value[strong]}) but moves validation {metric} only within noise ({tol:.3f}; best {v[best]:.3f} at "
+                f"{value[best]}): over-fitting is not what limits this model. Next move: more capacity: {capacity}, or "
+                f"keep {path} at {value[best]}.")
+    stronger = (f"sweep stronger values ({path}={value[strong]},{_fmt(knob.further(shown[strong]['values'][path]))})"
+                if knob.further is not None else f"sweep stronger values of {path}")
+    return (f"no effect: over {path} {value[0]} .. {value[strong]} validation {metric} stays within noise ({tol:.3f}; "
+            f"best {v[best]:.3f}) and the gap stays {g[0]:+.3f} -> {g[strong]:+.3f}: the values tried are too weak to "
+            f"matter. Next move: {stronger}; or, if training {metric} ({shown[best]['train_mean']:.3f}) is still short "
+            f"of what the task allows, more capacity: {capacity}, or train longer.")
 
 
 def learning_curve_answer(rows: list[dict[str, Any]], direction: str = "max", metric: str = "accuracy") -> str:

@@ -78,7 +78,7 @@ def check_layer(item: Any, input_shape: list[int], *, dtype: str = "float", batc
 
 def check_layer_traits(item: Any, input_shape: list[int], *, dtype: str = "float") -> None:
     """Check that a layer type's declared traits (``LayerType.structured``, ``keeps_channels``,
-    ``lowrank``, ``quantization``, ``keras``) agree with its Params and with the module it builds
+    ``lowrank``, ``quantization``, ``keras``, ``regularization``) agree with its Params and with the module it builds
     for this item, so compress, deploy and the Keras-style constructors can rely on them.
 
     Raises:
@@ -140,6 +140,8 @@ def check_layer_traits(item: Any, input_shape: list[int], *, dtype: str = "float
             fail(f"lowrank needs a weight (units, in) = {(p.units, x.shape[-1])}, the module has {tuple(weight.shape)}")
     if not isinstance(layer_type.quantization, Quantization):
         fail(f"quantization is a Quantization(static=..., dynamic=...), got {layer_type.quantization!r}")
+    if layer_type.regularization is not None:
+        field("regularization", layer_type.regularization)
     if layer_type.keras is not None:
         keras = layer_type.keras
         for name in (*keras.args, *keras.defaults, *keras.renames.values()):

@@ -35,7 +35,7 @@ from ._fit import (
 )
 from ._memory import check_memory
 from ._metrics import compute_metrics, make_loss
-from ._recipe import Recipe, resolve_recipe
+from ._recipe import Recipe, expand_train_section, resolve_recipe
 from ._runs import (
     RunError,
     atomic_write_text,
@@ -67,7 +67,8 @@ __all__ = [
     "AugmentEntry", "Bootstrap", "Callback", "Engine", "EnsembleResult", "FitResult", "History", "Inputs", "Member",
     "Recipe", "RestoredRun", "RunError", "Snapshots", "Splits", "TrainResult", "TrainingError",
     "as_arrays", "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
-    "declares_task", "ensemble", "evaluate_run", "finish_run", "fit_spec", "input_sources", "load_run", "load_weights",
+    "declares_task", "ensemble", "evaluate_run", "expand_train_section", "finish_run", "fit_spec", "input_sources",
+    "load_run", "load_weights",
     "make_loss", "model_inputs", "new_run_dir", "pick_device", "predict_run", "prepare_model", "prepare_splits",
     "read_metrics", "register_augmentation", "resolve_recipe", "resolve_task", "restore_run", "run_task",
     "samme_update", "save_figure", "save_weights", "split_output_activation", "split_validation", "start_run",

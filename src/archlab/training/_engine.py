@@ -30,6 +30,7 @@ from archlab.tasks import TaskKind, as_task
 from ._audio_augment import AudioAugment
 from ._augment import Augment, build_augment, dominant_label, input_traits
 from ._callbacks import Callback, Checkpoint, DivergenceCheck, EarlyStopping, Progress, Snapshots, overrides
+from ._constraints import apply_max_norm, max_norm_weights
 from ._corrupt import ModalityDropout, check_modality_dropout
 from ._metrics import compute_metrics, make_loss
 from ._precision import resolve_precision
@@ -336,6 +337,8 @@ class Engine:
         #: the tensors bucketing trims to one width (``trim_groups``)
         self.trim_groups = trim_groups(self.model, self.pad_ids) if recipe.bucketing else None
         self.optimizer = self._optimizer()
+        #: the kernels ``train.max_norm`` constrains after every step
+        self.max_norm_weights = max_norm_weights(self.model) if recipe.max_norm else []
         self.scheduler = None
         self.rows: list[dict] = []
 
@@ -538,6 +541,7 @@ class Engine:
                     if recipe.grad_clip:
                         nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
                     self.optimizer.step()
+                    apply_max_norm(self.max_norm_weights, recipe.max_norm)  # none listed without train.max_norm
                     if per_step:
                         self.scheduler.step()
                     loss_sum += loss.detach() * rows

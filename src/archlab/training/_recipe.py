@@ -13,7 +13,7 @@ from archlab.tasks import list_metrics, tasks
 from ._augment import parse_augment
 
 __all__ = ["AudioAugmentConfig", "CorruptMode", "EarlyStoppingConfig", "ModalityDropoutConfig", "OptimizerConfig",
-           "Recipe", "ScheduleConfig", "TokenizerConfig", "resolve_recipe"]
+           "Recipe", "ScheduleConfig", "TokenizerConfig", "expand_train_section", "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
 #: how an input is corrupted (``archlab.training._corrupt.corrupt``): all zeros, or noise on its scale
@@ -146,6 +146,9 @@ class Recipe(_Config):
     #: columns before the forward: for long inputs that declare a pad_id (in-memory data).
     bucketing: bool = False
     grad_clip: PosFloat | None = None
+    #: max-norm constraint (Srivastava et al. 2014): after each step, every dense/conv unit's incoming
+    #: weights are renormed to an L2 norm of at most this (3 or 4 in the dropout paper); None: none
+    max_norm: PosFloat | None = None
     early_stopping: EarlyStoppingConfig | None = None
     seed: int = 0
     device: str = "auto"
@@ -232,6 +235,10 @@ _SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule
                                          "modality_dropout": ModalityDropoutConfig}
 
 
+#: keys of the train section that set another one (``weight_decay``: ``optimizer.weight_decay``)
+_SHORTCUTS = ("weight_decay",)
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -242,25 +249,57 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+#: the train section's short forms: a name for a mapping with that name (``optimizer: sgd``), a flag
+_SHORT_FORMS = {"optimizer": "name", "schedule": "name", "tokenizer": "kind"}
+
+
+def expand_train_section(train_section: dict | None) -> dict:
+    """A copy of a ``train:`` section with its short forms written out as mappings
+    (``optimizer: sgd`` -> ``{name: sgd}``, ``early_stopping: true`` -> ``{}``), so that a path
+    into one (``train.optimizer.weight_decay``) has a mapping to set a key in.
+
+    Example:
+        >>> expand_train_section({"optimizer": "sgd", "early_stopping": True})
+        {'optimizer': {'name': 'sgd'}, 'early_stopping': {}}
+    """
+    out = dict(train_section or {})
+    for key, field in _SHORT_FORMS.items():
+        if isinstance(out.get(key), str):
+            out[key] = {field: out[key]}
+    if out.get("early_stopping") is True:
+        out["early_stopping"] = {}
+    return out
+
+
 def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
     """The spec's ``train:`` section with command-line overrides (None means: not given).
 
-    ``lr`` overrides ``optimizer.lr``. Errors are SpecErrors with the ``train.`` path.
+    ``lr`` overrides ``optimizer.lr``; ``weight_decay`` (in the section or as an override) is
+    ``optimizer.weight_decay``, so that ``cv --sweep train.weight_decay=...`` reads as the knob it is.
+    Errors are SpecErrors with the ``train.`` path.
 
     Example:
         >>> resolve_recipe({"epochs": 3, "optimizer": "sgd"}, lr=0.1).optimizer.lr
         0.1
+        >>> resolve_recipe({"optimizer": "adamw", "weight_decay": 1e-4}).optimizer.weight_decay
+        0.0001
     """
     if train_section is not None and not isinstance(train_section, dict):
         raise SpecError(f"'train' is a mapping (the training recipe); got {train_section!r}", "train")
-    data = dict(train_section or {})
+    # optimizer: sgd is {name: sgd}, so that lr and the name merge
+    data, overrides = expand_train_section(train_section), expand_train_section(overrides)
     lr = overrides.pop("lr", None)
-    for source in (data, overrides):  # optimizer: sgd is {name: sgd}, so that lr and the name merge
-        for key in ("optimizer", "schedule"):
-            if isinstance(source.get(key), str):
-                source[key] = {"name": source[key]}
     if lr is not None:
         data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
+    for source in (data, overrides):
+        decay = source.pop("weight_decay", None)
+        if decay is None:
+            continue
+        given = (source.get("optimizer") or {}).get("weight_decay")
+        if source is data and given is not None and given != decay:
+            raise SpecError(f"weight_decay ({decay!r}) and optimizer.weight_decay ({given!r}) are one setting given "
+                            "twice with different values: keep one", "train.weight_decay")
+        source["optimizer"] = _merge(source.get("optimizer") or {}, {"weight_decay": decay})
     data = _merge(data, overrides)
     try:
         recipe = Recipe.model_validate(data)
@@ -271,7 +310,7 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         if err["type"] == "extra_forbidden":
             section = ".".join(["train", *map(str, err["loc"][:-1])])
             owner = _SECTIONS.get(str(err["loc"][0]), Recipe) if len(err["loc"]) > 1 else Recipe
-            keys = list(owner.model_fields)
+            keys = [*owner.model_fields, *(_SHORTCUTS if owner is Recipe else ())]
             key = str(err["loc"][-1])
             msg = f"unknown key '{key}'{suggest(key, keys)} ({section} takes: {', '.join(keys)})"
         else:
