@@ -60,9 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="/tmp/ensemble-results")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more options for archlab ensemble")
-    args = parser.parse_args()
-    extra = [a for a in args.extra if a != "--"]
+    args, extra = parser.parse_known_args()  # any other option goes to archlab ensemble (--epochs 3)
     rows = []
     print("| data | method | seed | members' test accuracy | best member | ensemble | gain over best | s |")
     print("|---|---|---:|---|---:|---:|---:|---:|")
