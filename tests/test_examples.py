@@ -334,3 +334,17 @@ def test_sequence_examples_params_header_and_forward(folder, name):
     with torch.no_grad():
         out = model(source=ids, target=ids) if folder == "translation" else model(ids)
     assert out.shape == (2, 64, 8000)
+
+
+def test_the_weak_learner_of_the_ensemble_results():
+    """examples/ensemble/mnist-mlp-weak.yaml: what docs/results.md boosts and bags."""
+    from archlab.training import resolve_recipe
+
+    path = EXAMPLES / "ensemble" / "mnist-mlp-weak.yaml"
+    assert sorted(p.name for p in (EXAMPLES / "ensemble").glob("*.yaml")) == ["mnist-mlp-weak.yaml"]
+    spec = archlab.load(path)
+    params = 28 * 28 * 16 + 16 + 16 * 10 + 10
+    assert archlab.analyze(spec).total_params == params == 12_730
+    assert f"{params:,} parameters" in path.read_text().split("\nname:")[0]
+    recipe = resolve_recipe(spec.to_dict()["train"])
+    assert (recipe.data, recipe.epochs) == ("mnist", 2)
