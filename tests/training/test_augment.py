@@ -186,7 +186,7 @@ def test_soft_targets_take_label_smoothing_in_the_loss() -> None:
 @pytest.mark.parametrize(("entries", "x", "task", "match"), [
     (["rotate"], torch.zeros(4, 8000), "classification",
      r"train.augment\[0\]: rotate applies to images \(N, C, H, W\) float; this run's inputs are \(N, 8000\) float; "
-     r"entries that apply: none"),
+     r"entries that apply: none; a waveform \(N, samples\) takes train.augment_audio \(speed, shift, noise_snr_db\)"),
     (["shift", "token_dropout"], torch.zeros(4, 1, 8, 8), "classification",
      r"train.augment\[1\]: token_dropout applies to integer tokens \(N, T\); this run's inputs are \(N, 1, 8, 8\) "
      r"float; entries that apply: crop, cutmix, cutout, elastic, mixup, random_erasing, rotate, shift"),
