@@ -131,8 +131,9 @@ def evaluate(
     result = training.evaluate_run(run, data=data, split=split, weights=weights, data_dir=data_dir,
                                    beam_size=beam, corrupt=corrupt or (), seed=seed)
     # the heading on a line of its own: as a table title, a long data name would wrap to the table's width
-    _out.print(f"{result['data']} {split} ({result['samples']} samples, {weights} weights)", markup=False,
-               soft_wrap=True)
+    # an ensemble's "best" is each member's weights as ensemble.json names them (best, last or a snapshot)
+    which = "each member's recorded weights" if "members" in result and weights == "best" else f"{weights} weights"
+    _out.print(f"{result['data']} {split} ({result['samples']} samples, {which})", markup=False, soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
