@@ -25,6 +25,7 @@ from archlab.training import (
     Engine,
     RunError,
     ensemble,
+    load_run,
     load_weights,
     prepare_model,
     prepare_splits,
@@ -87,15 +88,19 @@ def test_weighted_loss_is_the_weighted_mean_of_the_per_sample_losses() -> None:
     w = torch.tensor([1.0, 0.0, 2.0, 0.5, 0.0])
     loss = get_task("classification").loss(0.1)
     reference = F.cross_entropy(out, y, reduction="none", label_smoothing=0.1)
-    assert weighted_loss(loss, out, y, w).item() == pytest.approx(((reference * w).sum() / w.sum()).item())
-    kept = w > 0  # rows of weight 0 add nothing
-    assert weighted_loss(loss, out, y, w).item() == pytest.approx(weighted_loss(loss, out[kept], y[kept],
-                                                                                w[kept]).item())
+    # Keras' sample_weight: the mean over the batch of w_i l_i, the weights as given (not / sum w)
+    assert weighted_loss(loss, out, y, w).item() == pytest.approx(((reference * w).sum() / 5).item())
+    kept = w > 0  # rows of weight 0 add nothing to the sum, and still count in the batch size
+    assert weighted_loss(loss, out, y, w).item() == pytest.approx(
+        weighted_loss(loss, out[kept], y[kept], w[kept]).item() * 3 / 5)
     assert weighted_loss(loss, out, y, torch.ones(5)).item() == pytest.approx(loss(out, y).item())
+    # a batch of light rows counts for less than the same rows heavy: the weights scale the loss
+    assert weighted_loss(loss, out, y, 0.5 * torch.ones(5)).item() == pytest.approx(0.5 * loss(out, y).item())
 
 
 def test_rows_of_weight_zero_train_as_if_absent(helpers, digits) -> None:
-    """One full batch, no shuffle: weight 0 on half the rows gives the weights of training on the rest."""
+    """One full batch, no shuffle: weight 0 on half the rows, and N/N' = 2 on the rest (so that the
+    weights average 1, as the ensemble normalises them), gives the weights of training on the rest."""
     spec = load(_tiny(helpers, epochs=2, batch_size=400, shuffle=False, validation_split=0.0))
     recipe = resolve_recipe(spec.to_dict()["train"])
     task = get_task("classification")
@@ -108,7 +113,7 @@ def test_rows_of_weight_zero_train_as_if_absent(helpers, digits) -> None:
         Engine(model, recipe, task, verbose=0, output_activation=head).fit(xs, ys, sample_weight=weight)
         return model.state_dict()
 
-    weighted = fitted(x, y, keep.float() * 3.0)  # any constant: the weighted mean divides it out
+    weighted = fitted(x, y, keep.float() * 2.0)  # mean over 400 of 2 l on the 200 kept = their mean loss
     alone = fitted(x[keep], y[keep])
     for key in alone:
         torch.testing.assert_close(weighted[key], alone[key], rtol=1e-5, atol=1e-6)
@@ -166,6 +171,26 @@ def test_bagging_directory_and_jobs_2_equal_jobs_1(helpers, tmp_path: Path) -> N
         assert restored.task.name == "classification"
         summary = json.loads((root / entry["dir"] / "summary.json").read_text())
         assert summary["test"] == entry["test"] == one.members[i].test_metrics
+
+
+@pytest.mark.parametrize("method", ["bagging", "boosting", "seeds"])
+def test_members_validation_split_under_stratified(helpers, tmp_path: Path, digits, method) -> None:
+    """validation: stratified draws its split with the seed: bagging and boosting members keep the
+    base seed's (validation_seed), so every member validates on the same rows and boosting's
+    weights, one per training row by position, land on the same rows; seeds members stay exactly
+    ``train --seed S+i``, whose splits differ."""
+    result = ensemble(_tiny(helpers, epochs=1, validation="stratified"), method=method, members=2, seed=3,
+                      out=tmp_path)
+    task = get_task("classification")
+    splits = []
+    for i, member in enumerate(result.members):
+        spec, recipe = load_run(member.dir)
+        assert recipe.seed == 3 + i and recipe.validation_seed == (None if method == "seeds" else 3)
+        splits.append(prepare_splits(digits, recipe, task, spec, train_rows=None))
+    same = torch.equal(splits[0].y_val, splits[1].y_val) and torch.equal(splits[0].x_val, splits[1].x_val)
+    assert same == (method != "seeds")
+    if method == "boosting":  # the training rows too, in the same order: what the weights index
+        torch.testing.assert_close(splits[0].x, splits[1].x, rtol=0, atol=0)
 
 
 def test_boosting_via_the_cli(helpers, tmp_path: Path, capsys, digits) -> None:
@@ -269,6 +294,9 @@ def few_rows(tmp_path: Path) -> str:
     (["--method", "bagin"], "did you mean 'bagging'"),
     (["--method", "snapshot", "--members", "3", "--epochs", "2"], "the run has 2 epoch(s): give --epochs 3 "),
     (["--method", "snapshot", "--members", "2", "--epochs", "3"], "the run has 3 epoch(s): give --epochs 2 or 4 "),
+    (["--method", "snapshot", "--members", "2", "--epochs", "2", "--early-stopping"],
+     "train.early_stopping: --method snapshot: its 2 members are the ends of 2 cycles; early stopping would cut "
+     "them: drop train.early_stopping"),
     (["--method", "boosting", "--regression"], "boosting (SAMME) supports classification; this spec's task is "
                                                "regression; use --method bagging or seeds"),
     (["--method", "bagging", "--few-rows"], "a bootstrap of 7 training rows cannot hold all 8 classes"),
@@ -285,11 +313,30 @@ def test_bad_input_exits_2_before_any_training(helpers, tmp_path: Path, capsys, 
         spec["layers"][-1] = {"dense": {"units": 8, "activation": "softmax"}}
     if "--wide" in args:
         spec["input"] = [1, 8, 9]
+    if "--early-stopping" in args:
+        spec["train"]["early_stopping"] = {"patience": 1}
     path = tmp_path / "spec.yaml"
     path.write_text(dump(load(spec)))
     out = tmp_path / "runs"
-    flags = [a for a in args if a not in ("--regression", "--few-rows", "--wide")]
+    flags = [a for a in args if a not in ("--regression", "--few-rows", "--wide", "--early-stopping")]
     assert run(["ensemble", str(path), "--out", str(out), *flags]) == 2
     err = capsys.readouterr().err
     assert message in " ".join(err.split()) and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())  # nothing was trained or written
+
+
+def test_boosting_whose_first_member_is_at_chance_is_a_failed_run(helpers, tmp_path: Path, capsys) -> None:
+    """Every input alike (zeros) and labels half 0, half 1: any model predicts one class for all, a
+    weighted error of exactly 1/2 = 1 - 1/K. Found after training: exit 1 (TrainingError), not 2."""
+    path = tmp_path / "flat.npz"
+    y = np.arange(20) % 2  # 18 training rows (9 of each class) once validation takes the last 2
+    np.savez(path, x=np.zeros((20, 1, 8, 8)), y=y, x_test=np.zeros((4, 1, 8, 8)), y_test=np.arange(4) % 2)
+    spec = copy.deepcopy(_tiny(helpers, epochs=1, data=f"npz:{path}"))
+    spec["task"] = {"kind": "classification", "classes": 2}
+    spec["layers"][-1] = {"dense": {"units": 2, "activation": "softmax"}}
+    file = tmp_path / "spec.yaml"
+    file.write_text(dump(load(spec)))
+    assert run(["ensemble", str(file), "--method", "boosting", "--members", "2", "--out", str(tmp_path / "runs")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the first member is no better than chance on the training rows (weighted error 0.5000)" in err
+    assert "Traceback" not in err

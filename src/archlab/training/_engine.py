@@ -275,9 +275,12 @@ def per_sample_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
 def weighted_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], out: torch.Tensor,
                   y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The weighted mean of the per-sample losses, ``sum(w l) / sum(w)``: a row of weight 0 adds
-    nothing; a batch of weight 0 only (a boosting round that leaves rows unweighted) gives 0."""
-    return (per_sample_loss(loss_fn, out, y) * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+    """The mean over the batch of ``w_i l_i``, with the weights as given (Keras' ``sample_weight``,
+    reduction ``sum_over_batch_size``): with weights that average 1 over the training rows, each
+    batch's loss estimates the weighted risk without bias, so a batch of light rows counts for less
+    than a heavy one (a per-batch ``sum(w l) / sum(w)`` would count both alike). A row of weight 0
+    adds nothing to the sum but still counts in the batch size."""
+    return (per_sample_loss(loss_fn, out, y) * weight).mean()
 
 
 def glorot_init(model: nn.Module) -> None:
@@ -435,7 +438,7 @@ class Engine:
         by name), or ``fit_spec``'s memory-mapped split. ``callbacks`` are a user's own
         (``Callback``); they run after early stopping and before the checkpoint, which saves their
         ``state_dict``. ``sample_weight``: a float (N,) per training row, indexed per batch as
-        ``y`` is; the training loss is then the batch's weighted mean (``weighted_loss``; boosting).
+        ``y`` is; the training loss is then the batch's mean of ``w l`` (``weighted_loss``; boosting).
         Validation and the metrics stay unweighted."""
         recipe = self.recipe
         streamed = isinstance(x, MappedSplit)  # fit_spec's streaming path: rows read from disk per batch

@@ -35,7 +35,7 @@ from archlab.exceptions import Interrupted, SpecError, suggest
 from archlab.spec import Spec, dump, load
 
 from ._callbacks import Callback
-from ._engine import Engine
+from ._engine import Engine, TrainingError
 from ._ensemble_run import ENSEMBLE_FILE, FORMAT, METHODS
 from ._fit import split_validation
 from ._recipe import Recipe, resolve_recipe
@@ -98,8 +98,9 @@ def samme_update(w: np.ndarray, wrong: np.ndarray, classes: int) -> tuple[float,
     ``w * exp(alpha [wrong])`` renormalised to average 1.
 
     A member with no mistake (err 0) would get an infinite alpha: err is clipped to ``1 / (2 n)``,
-    half the error of one mistake on a row of average weight, so that it gets a finite weight that
-    still outweighs any member that erred (sklearn gives it 1.0 and stops; ``ensemble`` stops too).
+    half the error of one mistake on a row of average weight, so that it gets a finite alpha at
+    least as large as any erring member's (equal to it for one whose err is also under 1 / (2 n):
+    mistakes on rows of weight under 1/2 in all). sklearn gives it 1.0 and stops; ``ensemble`` stops too.
 
     Returns:
         (alpha, err, new weights); err is the unclipped error.
@@ -152,6 +153,9 @@ def _check(spec: Spec, recipe: Recipe, method: str, members: int, jobs: int, dat
         raise SpecError(f"--method snapshot takes its {members} members at the ends of {members} cycles of whole "
                         f"epochs, but the run has {recipe.epochs} epoch(s): give --epochs "
                         f"{' or '.join(map(str, near))} (a multiple of {members})")
+    if method == "snapshot" and recipe.early_stopping is not None:
+        raise SpecError(f"--method snapshot: its {members} members are the ends of {members} cycles; early stopping "
+                        "would cut them: drop train.early_stopping", "train.early_stopping")
     if recipe.data is None:
         raise SpecError(no_data_message(), "train.data")
     dataset = load_dataset(recipe.data, data_dir)
@@ -202,7 +206,8 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
     Raises:
         SpecError: an unknown method, fewer than 2 members, boosting for a task other than
             classification, a bootstrap smaller than the class count, snapshot with fewer epochs
-            than members; all before any training.
+            than members or with early stopping; all before any training.
+        TrainingError: boosting's first member is no better than chance (a failed run).
     """
     check_out_dir(out)
     spec = load(spec)
@@ -227,7 +232,7 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
         elif method == "snapshot":
             trained = _snapshots(base, members, recipe, root, common, on_member)
         else:
-            jobs_list = [_member_job(base, method, recipe.seed + i, root / "members" / f"{i:02d}", common)
+            jobs_list = [_member_job(base, method, recipe, i, root / "members" / f"{i:02d}", common)
                          for i in range(members)]
             trained = _run_members(jobs_list, jobs, root, on_member)
     except BaseException as exc:
@@ -244,11 +249,15 @@ def ensemble(spec: Spec | dict | str | Path, *, data: str | None = None, method:
     return EnsembleResult(root, method, COMBINE[method], trained, info)
 
 
-def _member_job(base: dict, method: str, seed: int, into: Path, common: dict[str, Any]) -> dict[str, Any]:
-    """What one seeds or bagging member trains with: picklable, for a worker process."""
-    job = {"spec": base, "into": str(into), "seed": seed, **common}
+def _member_job(base: dict, method: str, recipe: Recipe, index: int, into: Path,
+                common: dict[str, Any]) -> dict[str, Any]:
+    """What member ``index`` of seeds or bagging trains with: picklable, for a worker process. A
+    seeds member is ``train --seed S+i``; a bagging member also keeps the base recipe's validation
+    split (``validation_seed``), so that every member validates on the same rows."""
+    seed = recipe.seed + index
+    job = {"spec": base, "into": str(into), **common, "seed": seed}
     if method == "bagging":
-        job["train_rows"] = Bootstrap(seed)
+        job.update(train_rows=Bootstrap(seed), validation_seed=recipe.split_seed)
     return job
 
 
@@ -312,9 +321,11 @@ def _boost(base: dict, members: int, classes: int, recipe: Recipe, root: Path, c
         into = root / "members" / f"{m:02d}"
         mistakes = _TrainingMistakes()
         began = time.perf_counter()
-        result = train(base, out=None, into=into, seed=recipe.seed + m, callbacks=[mistakes],
+        # the weights index the split in memory, by position: every member keeps the base recipe's split
+        result = train(base, out=None, into=into, callbacks=[mistakes],
                        sample_weight=None if w is None else torch.from_numpy(w.astype(np.float32)),
-                       **{**common, "data_loading": "memory"})  # the weights index the split in memory
+                       **{**common, "seed": recipe.seed + m, "validation_seed": recipe.split_seed,
+                          "data_loading": "memory"})
         wrong = mistakes.wrong
         alpha, err, new_w = samme_update(np.ones(len(wrong)) if w is None else w, wrong, classes)
         errors.append(err)
@@ -333,7 +344,7 @@ def _boost(base: dict, members: int, classes: int, recipe: Recipe, root: Path, c
             break
         w = new_w
     if not trained:
-        raise SpecError(f"boosting: the first member is no better than chance on the training rows (weighted error "
+        raise TrainingError(f"boosting: the first member is no better than chance on the training rows (weighted error "
                         f"{errors[0]:.4f}); train it longer (--epochs) or give it more capacity")
     if stopped:
         log.warning("boosting stopped after %d member(s): %s", len(trained), stopped)

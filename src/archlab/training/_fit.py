@@ -75,7 +75,8 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
     """Keras' validation_split: the last fraction, before shuffling; or a stratified split, for the
     tasks whose splits stratify; or whole groups held out (``validation: group``: a seeded
     GroupShuffleSplit of ``groups``, one per row, taking ~validation_split of the groups), so no
-    group is in both. ``x`` is one array or named arrays (``archlab._inputs``).
+    group is in both. Both are seeded with ``recipe.split_seed``. ``x`` is one array
+    or named arrays (``archlab._inputs``).
 
     Raises:
         SpecError: ``validation: group`` without groups, or with fewer than two.
@@ -87,7 +88,7 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
     if recipe.validation == "group":
         from sklearn.model_selection import GroupShuffleSplit
 
-        splitter = GroupShuffleSplit(n_splits=1, test_size=recipe.validation_split, random_state=recipe.seed)
+        splitter = GroupShuffleSplit(n_splits=1, test_size=recipe.validation_split, random_state=recipe.split_seed)
         train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, groups))
         return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     if recipe.validation == "stratified" and as_task(task).stratify:
@@ -95,7 +96,7 @@ def split_validation(x: Any, y: np.ndarray, recipe: Recipe, task: TaskKind | str
 
         idx = np.arange(len(y))
         train_idx, val_idx = train_test_split(idx, test_size=recipe.validation_split, stratify=y,
-                                              random_state=recipe.seed)
+                                              random_state=recipe.split_seed)
         return map_inputs(lambda a: a[train_idx], x), y[train_idx], map_inputs(lambda a: a[val_idx], x), y[val_idx]
     cut = int(len(y) * (1 - recipe.validation_split))
     return map_inputs(lambda a: a[:cut], x), y[:cut], map_inputs(lambda a: a[cut:], x), y[cut:]
@@ -359,7 +360,7 @@ def fit_spec(spec: Spec | None, recipe: Recipe, task: TaskKind | str, data: Spli
         resume: continue from ``run_dir``'s last checkpoint.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
         criterion: the training loss in place of the task's (distillation; see ``Engine``).
-        sample_weight: one float per row of ``data.y``: the loss is their weighted mean (``Engine.fit``).
+        sample_weight: one float per row of ``data.y``: the loss is the batch mean of ``w l`` (``Engine.fit``).
     """
     if model is None:
         if spec is None:

@@ -141,6 +141,9 @@ class Recipe(_Config):
     #: last, stratified, or group: whole groups (the data's ``groups_train``, FSDD's speakers) held
     #: out, so validation measures groups never trained on.
     validation: Literal["last", "stratified", "group"] = "last"
+    #: the seed of a stratified or group validation split; None: ``seed``. Set it to keep one
+    #: validation split across seeds (an ensemble's bagging and boosting members share the base seed's).
+    validation_seed: int | None = None
     shuffle: bool = True
     #: Batches of sequences of similar length (shuffled buckets), each trimmed of its all-padding
     #: columns before the forward: for long inputs that declare a pad_id (in-memory data).
@@ -169,6 +172,11 @@ class Recipe(_Config):
     workers: Annotated[int, Field(ge=0)] = 0
     #: text tasks (seq2seq, language_model): the subword tokenizer; None there means the defaults.
     tokenizer: TokenizerConfig | None = None
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of a stratified or group validation split: ``validation_seed``, else ``seed``."""
+        return self.seed if self.validation_seed is None else self.validation_seed
 
     @field_validator("optimizer", mode="before")
     @classmethod

@@ -292,8 +292,8 @@ def train(spec: Spec | dict | str | Path | None = None, *, data: str | None = No
             ``resume`` and each gets back the state its ``state_dict`` saved.
         train_rows: train on these rows of the training split (after validation is taken out), or
             on those a function of its size draws (``prepare_splits``; bagging's bootstrap).
-        sample_weight: one weight per training row (after ``train_rows``): the loss is their
-            weighted mean (``Engine.fit``; boosting).
+        sample_weight: one weight per training row (after ``train_rows``): the loss is each
+            batch's mean of ``w l``, the weights as given (``Engine.fit``; boosting's average 1).
         into: the run directory itself (new, or an empty folder) instead of ``out/<name>-<timestamp>``
             (an ensemble's ``members/00``).
         **overrides: recipe fields (epochs, batch_size, lr, seed, device, precision, ...).
