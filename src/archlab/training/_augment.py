@@ -497,10 +497,9 @@ def build_augment(entries: list[Any], traits: dict[str, InputTraits], task_name:
                        if any(augmentations.find(n).applies_to.fits(*t) for t in traits.values())]
             # a waveform (N, samples) has entries of its own, in train.augment_audio (_audio_augment.py)
             audio = any(len(shape) == 2 and floating for shape, floating in traits.values())
+            hint = "; a waveform (N, samples) takes train.augment_audio (speed, shift, noise_snr_db)" if audio else ""
             raise SpecError(f"{entry.name} applies to {entry.applies_to.description}; this run's inputs are "
-                            f"{_describe(traits)}; entries that apply: {', '.join(fitting) or 'none'}"
-                            + ("; a waveform (N, samples) takes train.augment_audio (speed, shift, noise_snr_db)" if audio else ""),
-                            path)
+                            f"{_describe(traits)}; entries that apply: {', '.join(fitting) or 'none'}{hint}", path)
         if entry.mixes and task_name != "classification":
             raise SpecError(f"{entry.name} mixes samples and their class targets, for classification only; this "
                             f"run's task is {task_name}: drop it", path)
