@@ -13,7 +13,8 @@ from archlab.training._constraints import max_norm_weights
 MLP = {"input": [4], "layers": [{"dense": {"units": 8, "activation": "relu"}}, {"dense": {"units": 3}}]}
 CONV = {"input": [2, 6], "layers": [{"conv1d": {"filters": 3, "kernel_size": 3}}, "flatten", {"dense": {"units": 3}}]}
 #: with only num_heads it is torch's nn.MultiheadAttention: one stacked (3E, E) in_proj_weight
-ATTENTION = {"input": [3, 8], "layers": [{"multi_head_attention": {"num_heads": 2}}, "flatten", {"dense": {"units": 3}}]}
+ATTENTION = {"input": [3, 8],
+             "layers": [{"multi_head_attention": {"num_heads": 2}}, "flatten", {"dense": {"units": 3}}]}
 
 
 def toy(shape: tuple[int, ...], n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

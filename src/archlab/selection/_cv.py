@@ -134,16 +134,23 @@ def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
     """``set_at`` for one sweep value. A ``train.*`` path may reach a recipe key the spec leaves at its
     default (``train.max_norm`` without a ``train:`` section, ``train.optimizer.weight_decay`` under
     ``optimizer: adamw``): the section's short forms are written out and missing mappings made first.
+    A shortcut (``train.weight_decay``) sets the key it stands for, and the spec's own value of that
+    setting, in either form, gives way to the swept one.
 
     Example:
         >>> set_sweep_value({"input": [4], "layers": []}, "train.optimizer.weight_decay", 1e-4)["train"]
         {'optimizer': {'weight_decay': 0.0001}}
+        >>> set_sweep_value({"input": [4], "train": {"weight_decay": 0.1}}, "train.weight_decay", 1e-4)["train"]
+        {'optimizer': {'weight_decay': 0.0001}}
     """
-    from archlab.training import expand_train_section
+    from archlab.training import SECTION_SHORTCUTS, SHORTCUTS, expand_train_section
 
     parts = parse_path(path)
     if parts[0] != "train" or len(parts) < 2:
         return set_at(spec, path, value)
+    if len(parts) == 2 and parts[1] in SECTION_SHORTCUTS:
+        path = f"train.{SHORTCUTS[parts[1]]}"
+        parts = parse_path(path)
     owned = next((k for k in _FOLD_OWNS if path == k or path.startswith(k + ".")), None)
     if owned is not None:
         raise SpecError(f"cv trains every fold without {_FOLD_OWNS[owned]} (the held-out fold is the score and must "
@@ -152,6 +159,9 @@ def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
     if section is not None and not isinstance(section, dict):
         return set_at(spec, path, value)  # not a mapping: load() says what is wrong with it
     spec = {**spec, "train": expand_train_section(section)}
+    for key in SECTION_SHORTCUTS:  # the spec's shortcut for the swept key would contradict it
+        if path == f"train.{SHORTCUTS[key]}":
+            spec["train"].pop(key, None)
     node = spec["train"]
     for part in parts[1:-1]:  # each level a fresh mapping, so the base spec is never changed
         if not isinstance(part, str) or not isinstance(node.get(part, {}), dict):
@@ -164,10 +174,11 @@ def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
 def _check_sweeps_against_overrides(paths: list[str], overrides: dict[str, Any]) -> None:
     """A recipe key given as an option (``--epochs``; ``--seed``, which cv always sets) overrides the
     spec's, so a sweep of it would train every configuration alike: refused."""
-    aliases = {"lr": "train.optimizer.lr", "weight_decay": "train.optimizer.weight_decay"}
+    from archlab.training import SHORTCUTS
+
     for path in paths:
         for key in overrides:
-            target = aliases.get(key, f"train.{key}")
+            target = f"train.{SHORTCUTS.get(key, key)}"
             if path in (target, f"train.{key}") or path.startswith(target + "."):
                 option = "--" + key.replace("_", "-")
                 fix = ("cv's --seed seeds every configuration: give cv runs their own --seed, or use --repeats"
