@@ -32,7 +32,14 @@ from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, parse_path, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
 
-from ._diagnose import diagnose, diagnose_regularization, learning_curve_answer, one_standard_error, regularizer_of
+from ._diagnose import (
+    diagnose,
+    diagnose_regularization,
+    learning_curve_answer,
+    one_standard_error,
+    regularize_advice,
+    regularizer_of,
+)
 
 __all__ = ["CVInterrupted", "CVResult", "cross_validate", "parse_sweeps"]
 
@@ -626,16 +633,18 @@ def _diagnosis(table: list[dict], sweeps: list, spec: dict, direction: str, metr
     """The regularization reading when the sweep turns one regularization knob, else the capacity
     curve's; either names the paths to set next, of ``spec`` (a configuration's: the base spec may
     hold search markers that the sweep fixes)."""
+    from archlab.training import resolve_recipe
+
     base = spec
     augment = _augment_hint(base)
+    optimizer = resolve_recipe(load(base).to_dict().get("train")).optimizer.name  # weight decay's advice reads it
     if len(sweeps) == 1 and regularizer_of(sweeps[0][0]) is not None:
         return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=_width_hint(base),
-                                       augment=augment)
+                                       augment=augment, optimizer=optimizer)
     capacity = _width_hint(base)
     if len(sweeps) == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in sweeps[0][1]):
         capacity = f"{sweeps[0][0]} above {max(sweeps[0][1])}"  # the swept width or depth, further
-    regularize = "train.weight_decay (e.g. 1e-4), a dropout layer's rate" + (f", {augment}" if augment else "")
-    return diagnose(table, direction, metric, capacity=capacity, regularize=regularize)
+    return diagnose(table, direction, metric, capacity=capacity, regularize=regularize_advice(optimizer, augment))
 
 
 def _every_metric(rows: list[dict]) -> dict[str, dict[str, float]]:
