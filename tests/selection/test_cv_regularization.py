@@ -21,6 +21,10 @@ BLOCK = {"input": [1, 8, 8], "task": {"kind": "classification", "classes": 10},
 
 @pytest.mark.parametrize(("base_train", "path", "value", "where"), [
     (None, "train.weight_decay", 1e-4, ("optimizer", "weight_decay")),
+    # the spec writes the setting in the other form (or the same): the swept value replaces it
+    ({"optimizer": {"name": "adamw", "weight_decay": 1e-2}}, "train.weight_decay", 1e-4, ("optimizer", "weight_decay")),
+    ({"optimizer": "adamw", "weight_decay": 1e-2}, "train.optimizer.weight_decay", 1e-4, ("optimizer", "weight_decay")),
+    ({"weight_decay": 1e-2}, "train.weight_decay", 1e-4, ("optimizer", "weight_decay")),
     ({"optimizer": "adamw"}, "train.optimizer.weight_decay", 1e-3, ("optimizer", "weight_decay")),
     (None, "train.label_smoothing", 0.1, ("label_smoothing",)),
     ({"epochs": 1}, "train.max_norm", 3.0, ("max_norm",)),
@@ -89,7 +93,9 @@ def test_cv_cli_sweeps_train_weight_decay_on_digits(tmp_path, capsys):
     assert "Next move: " in saved["diagnosis"]
     assert (run_dir / "capacity_curve.png").read_bytes()[:4] == b"\x89PNG"  # drawn against the knob's values
     chosen = archlab.load(run_dir / "chosen.yaml").to_dict()
-    assert chosen["train"]["weight_decay"] == saved["chosen"]["train.weight_decay"]
+    # the shortcut is written as the key it stands for, beside the spec's optimizer settings
+    assert chosen["train"]["optimizer"] == {"name": "adamw", "lr": 0.01,
+                                            "weight_decay": saved["chosen"]["train.weight_decay"]}
 
 
 def test_exponent_notation_is_a_number_as_the_issue_writes_it():

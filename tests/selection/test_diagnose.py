@@ -172,3 +172,71 @@ def test_capacity_advice_names_what_to_set():
     assert "Next move: more capacity (layers[0].conv2d.filters above 32)" in under
     over = diagnose(_rows([100, 1000, 10_000], [0.80, 0.90, 0.82], [0.82, 0.95, 1.0]), regularize=AUGMENT)
     assert "more regularisation (train.augment: [shift, rotate])" in over
+
+
+ADAM_NOTE = (" with train.optimizer.name: adamw (under adam, weight_decay is an L2 term in the gradient, "
+             "not decoupled decay)")
+
+
+@pytest.mark.parametrize(("optimizer", "note"), [("adam", ADAM_NOTE), ("sgd", ADAM_NOTE.replace("adam,", "sgd,")),
+                                                 ("adamw", ""), (None, "")])
+def test_raising_weight_decay_under_another_optimizer_says_switch_to_adamw(optimizer, note):
+    from archlab.selection import diagnose_regularization
+
+    rows = _sweep("train.weight_decay", [0, 1e-4, 1e-3], [0.90, 0.95, 0.94], [0.98, 0.98, 0.96])
+    text = diagnose_regularization(rows, "train.weight_decay", augment=AUGMENT, optimizer=optimizer)
+    assert text.endswith(f"Next move: set train.weight_decay to 0.0001{note}, or add augmentation: {AUGMENT}.")
+    unmoved = _sweep("train.optimizer.weight_decay", [0, 1e-4], [0.900, 0.902], [0.93, 0.932])
+    text = diagnose_regularization(unmoved, "train.optimizer.weight_decay", optimizer=optimizer)
+    assert f"sweep stronger values (train.optimizer.weight_decay=0.0001,0.001){note}; or," in text
+    # another knob's advice says nothing of the optimizer
+    dropout = _sweep("layers[3].dropout.rate", [0.0, 0.2], [0.90, 0.95], [0.98, 0.98])
+    assert "adamw" not in diagnose_regularization(dropout, "layers[3].dropout.rate", optimizer=optimizer)
+
+
+def test_capacity_advice_for_over_fitting_names_adamw_with_weight_decay():
+    from archlab.selection import regularize_advice
+
+    assert regularize_advice("adam", AUGMENT) == (f"train.weight_decay (e.g. 1e-4){ADAM_NOTE}, a dropout layer's "
+                                                  "rate, train.augment: [shift, rotate]")
+    over = diagnose(_rows([100, 1000, 10_000], [0.80, 0.90, 0.82], [0.82, 0.95, 1.0]))
+    assert ("more regularisation (train.weight_decay (e.g. 1e-4), a dropout layer's rate, train.augment) or more "
+            "data") in over
+
+
+def test_cv_reads_the_specs_optimizer_into_the_capacity_advice():
+    from archlab.selection import _cv
+
+    spec = {"input": [1, 8, 8], "task": {"kind": "classification", "classes": 10},
+            "layers": ["flatten", {"dense": {"units": 16, "activation": "relu"}}, {"dense": {"units": 10}}],
+            "train": {"optimizer": "adam"}}
+    rows = _rows([100, 1000, 10_000], [0.80, 0.90, 0.82], [0.82, 0.95, 1.0])
+    text = _cv._diagnosis(rows, [("layers[1].dense.units", [4, 16, 64])], spec, "max", "accuracy")
+    assert (f"more regularisation (train.weight_decay (e.g. 1e-4){ADAM_NOTE}, a dropout layer's rate, "
+            f"{AUGMENT}) or more data") in text
+    spec["train"] = {"optimizer": {"name": "adamw", "weight_decay": 1e-4}}
+    text = _cv._diagnosis(rows, [("layers[1].dense.units", [4, 16, 64])], spec, "max", "accuracy")
+    assert f"more regularisation (train.weight_decay (e.g. 1e-4), a dropout layer's rate, {AUGMENT})" in text
+
+
+@pytest.mark.parametrize(("path", "values", "advice"), [
+    ("train.max_norm", [4.0, 2.0, 1.0], "train.max_norm 4 or above"),  # a larger bound constrains less
+    ("layers[3].dropout.rate", [0.1, 0.3, 0.5], "layers[3].dropout.rate 0.1 or below"),
+    ("train.max_norm", [None, 2.0, 1.0], "train.max_norm none"),  # no bound: nothing weaker to name
+])
+def test_under_fitting_names_the_weaker_side_of_the_knob(path, values, advice):
+    from archlab.selection import diagnose_regularization
+
+    rows = _sweep(path, values, [0.80, 0.78, 0.70], [0.81, 0.78, 0.70])
+    text = diagnose_regularization(rows, path, capacity=WIDER)
+    assert text.startswith("under-fitting") and f"Next move: less regularization ({advice}), or more capacity" in text
+
+
+@pytest.mark.parametrize(("path", "label"), [("train.augment_audio", "augmentation"),
+                                              ("train.augment_audio.noise_snr_db", None),
+                                              ("train.augment_audio.speed", None), ("train.augment", "augmentation")])
+def test_audio_augmentation_fields_are_not_read_as_one_direction(path, label):
+    from archlab.selection import regularizer_of
+
+    # a higher noise_snr_db is less noise: a field's value is not a strength; the whole section is
+    assert (regularizer_of(path) and regularizer_of(path).label) == label

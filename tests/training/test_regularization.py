@@ -12,6 +12,9 @@ from archlab.training._constraints import max_norm_weights
 
 MLP = {"input": [4], "layers": [{"dense": {"units": 8, "activation": "relu"}}, {"dense": {"units": 3}}]}
 CONV = {"input": [2, 6], "layers": [{"conv1d": {"filters": 3, "kernel_size": 3}}, "flatten", {"dense": {"units": 3}}]}
+#: with only num_heads it is torch's nn.MultiheadAttention: one stacked (3E, E) in_proj_weight
+ATTENTION = {"input": [3, 8],
+             "layers": [{"multi_head_attention": {"num_heads": 2}}, "flatten", {"dense": {"units": 3}}]}
 
 
 def toy(shape: tuple[int, ...], n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +33,7 @@ def trained(spec: dict, max_norm: float | None) -> Engine:
     return eng
 
 
-@pytest.mark.parametrize("spec", [MLP, CONV], ids=["dense", "conv1d"])
+@pytest.mark.parametrize("spec", [MLP, CONV, ATTENTION], ids=["dense", "conv1d", "multi_head_attention"])
 def test_max_norm_renorms_each_unit_after_the_step_as_computed_by_hand(spec):
     c = 0.5
     free, constrained = trained(spec, None), trained(spec, c)  # one full-batch step each, the same step
@@ -52,6 +55,14 @@ def test_max_norm_constrains_kernels_once_and_not_frozen_or_embedding_weights():
                        {"dense": {"units": 6}, "trainable": False}, {"dense": {"units": 3}}]}
     model = archlab.build(spec)
     assert [tuple(w.shape) for w in max_norm_weights(model)] == [(3, 6)]
+
+
+def test_max_norm_takes_attentions_query_key_value_projections_stacked_or_separate():
+    model = archlab.build(ATTENTION)
+    attn = next(m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    assert {id(w) for w in max_norm_weights(model)} >= {id(attn.in_proj_weight), id(attn.out_proj.weight)}
+    separate = torch.nn.MultiheadAttention(4, 2, kdim=3, vdim=5)  # key/value widths differ: one weight each
+    assert [tuple(w.shape) for w in max_norm_weights(separate)] == [(4, 4), (4, 3), (4, 5), (4, 4)]
 
 
 def test_weight_decay_shortcut_sets_the_optimizer_and_trains_as_it():

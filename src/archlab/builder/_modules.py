@@ -41,7 +41,8 @@ def drop_path(branch: torch.Tensor, p: float) -> torch.Tensor:
     """Stochastic depth (Huang et al. 2016), per sample as timm's ``drop_path`` and torchvision's
     ``stochastic_depth(mode="row")``: each sample's branch is zeroed with probability ``p`` and the
     kept ones are scaled by 1/(1-p), so the expected output is the branch. Draws come from torch's
-    global RNG, as dropout's (a run seeds it and its checkpoint keeps it)."""
+    global RNG, as dropout's (a run seeds it; resume is exact on the CPU; on CUDA the masks come
+    from the CUDA generator, which the checkpoint does not keep)."""
     keep = 1.0 - p
     mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.dim() - 1)).bernoulli_(keep)  # (B, 1, ...)
     return branch * (mask / keep if keep > 0 else mask)

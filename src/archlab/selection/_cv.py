@@ -32,7 +32,14 @@ from archlab.exceptions import Interrupted, SpecError
 from archlab.spec import dump, load, parse_path, set_at
 from archlab.tasks import TaskKind, direction_of, get_task
 
-from ._diagnose import diagnose, diagnose_regularization, learning_curve_answer, one_standard_error, regularizer_of
+from ._diagnose import (
+    diagnose,
+    diagnose_regularization,
+    learning_curve_answer,
+    one_standard_error,
+    regularize_advice,
+    regularizer_of,
+)
 
 __all__ = ["CVInterrupted", "CVResult", "cross_validate", "parse_sweeps"]
 
@@ -134,16 +141,23 @@ def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
     """``set_at`` for one sweep value. A ``train.*`` path may reach a recipe key the spec leaves at its
     default (``train.max_norm`` without a ``train:`` section, ``train.optimizer.weight_decay`` under
     ``optimizer: adamw``): the section's short forms are written out and missing mappings made first.
+    A shortcut (``train.weight_decay``) sets the key it stands for, and the spec's own value of that
+    setting, in either form, gives way to the swept one.
 
     Example:
         >>> set_sweep_value({"input": [4], "layers": []}, "train.optimizer.weight_decay", 1e-4)["train"]
         {'optimizer': {'weight_decay': 0.0001}}
+        >>> set_sweep_value({"input": [4], "train": {"weight_decay": 0.1}}, "train.weight_decay", 1e-4)["train"]
+        {'optimizer': {'weight_decay': 0.0001}}
     """
-    from archlab.training import expand_train_section
+    from archlab.training import SECTION_SHORTCUTS, SHORTCUTS, expand_train_section
 
     parts = parse_path(path)
     if parts[0] != "train" or len(parts) < 2:
         return set_at(spec, path, value)
+    if len(parts) == 2 and parts[1] in SECTION_SHORTCUTS:
+        path = f"train.{SHORTCUTS[parts[1]]}"
+        parts = parse_path(path)
     owned = next((k for k in _FOLD_OWNS if path == k or path.startswith(k + ".")), None)
     if owned is not None:
         raise SpecError(f"cv trains every fold without {_FOLD_OWNS[owned]} (the held-out fold is the score and must "
@@ -152,6 +166,9 @@ def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
     if section is not None and not isinstance(section, dict):
         return set_at(spec, path, value)  # not a mapping: load() says what is wrong with it
     spec = {**spec, "train": expand_train_section(section)}
+    for key in SECTION_SHORTCUTS:  # the spec's shortcut for the swept key would contradict it
+        if path == f"train.{SHORTCUTS[key]}":
+            spec["train"].pop(key, None)
     node = spec["train"]
     for part in parts[1:-1]:  # each level a fresh mapping, so the base spec is never changed
         if not isinstance(part, str) or not isinstance(node.get(part, {}), dict):
@@ -164,10 +181,11 @@ def set_sweep_value(spec: dict, path: str, value: Any) -> dict:
 def _check_sweeps_against_overrides(paths: list[str], overrides: dict[str, Any]) -> None:
     """A recipe key given as an option (``--epochs``; ``--seed``, which cv always sets) overrides the
     spec's, so a sweep of it would train every configuration alike: refused."""
-    aliases = {"lr": "train.optimizer.lr", "weight_decay": "train.optimizer.weight_decay"}
+    from archlab.training import SHORTCUTS
+
     for path in paths:
         for key in overrides:
-            target = aliases.get(key, f"train.{key}")
+            target = f"train.{SHORTCUTS.get(key, key)}"
             if path in (target, f"train.{key}") or path.startswith(target + "."):
                 option = "--" + key.replace("_", "-")
                 fix = ("cv's --seed seeds every configuration: give cv runs their own --seed, or use --repeats"
@@ -615,16 +633,18 @@ def _diagnosis(table: list[dict], sweeps: list, spec: dict, direction: str, metr
     """The regularization reading when the sweep turns one regularization knob, else the capacity
     curve's; either names the paths to set next, of ``spec`` (a configuration's: the base spec may
     hold search markers that the sweep fixes)."""
+    from archlab.training import resolve_recipe
+
     base = spec
     augment = _augment_hint(base)
+    optimizer = resolve_recipe(load(base).to_dict().get("train")).optimizer.name  # weight decay's advice reads it
     if len(sweeps) == 1 and regularizer_of(sweeps[0][0]) is not None:
         return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=_width_hint(base),
-                                       augment=augment)
+                                       augment=augment, optimizer=optimizer)
     capacity = _width_hint(base)
     if len(sweeps) == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in sweeps[0][1]):
         capacity = f"{sweeps[0][0]} above {max(sweeps[0][1])}"  # the swept width or depth, further
-    regularize = "train.weight_decay (e.g. 1e-4), a dropout layer's rate" + (f", {augment}" if augment else "")
-    return diagnose(table, direction, metric, capacity=capacity, regularize=regularize)
+    return diagnose(table, direction, metric, capacity=capacity, regularize=regularize_advice(optimizer, augment))
 
 
 def _every_metric(rows: list[dict]) -> dict[str, dict[str, float]]:

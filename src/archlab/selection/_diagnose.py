@@ -12,12 +12,37 @@ from typing import Any
 from archlab.layers import registry as layer_types
 
 __all__ = ["REGULARIZERS", "Regularizer", "diagnose", "diagnose_regularization", "learning_curve_answer",
-           "one_standard_error", "regularizer_of"]
+           "one_standard_error", "regularize_advice", "regularizer_of"]
 
 #: Differences below this (accuracy, 0..1) are noise even when the folds agree closely.
 MIN_STEP = 0.005
+
+
+def _decoupled_decay(optimizer: str | None) -> str:
+    """What weight-decay advice adds for ``optimizer``: adam's and sgd's weight_decay is an L2 term
+    added to the gradient (for adam, scaled by its adaptive step), not the decoupled decay of AdamW
+    (Loshchilov & Hutter 2019), so the advice switches to adamw with it; nothing for adamw or an
+    optimizer not known."""
+    if optimizer is None or optimizer == "adamw":
+        return ""
+    return (f" with train.optimizer.name: adamw (under {optimizer}, weight_decay is an L2 term in the gradient, "
+            "not decoupled decay)")
+
+
+def regularize_advice(optimizer: str | None = None, augment: str | None = "train.augment") -> str:
+    """What the capacity diagnosis suggests for over-fitting: weight decay (decoupled: ``_decoupled_decay``),
+    a dropout rate, and ``augment`` (augmentation that fits the spec's inputs; None: none fits).
+
+    Example:
+        >>> regularize_advice("adamw", None)
+        "train.weight_decay (e.g. 1e-4), a dropout layer's rate"
+    """
+    return ", ".join([f"train.weight_decay (e.g. 1e-4){_decoupled_decay(optimizer)}", "a dropout layer's rate",
+                      *([augment] if augment else [])])
+
+
 #: What the capacity diagnosis suggests for over-fitting, when the caller has nothing closer to the spec.
-REGULARIZE = "train.weight_decay, a dropout layer's rate, train.augment"
+REGULARIZE = regularize_advice()
 
 
 def _off(value: Any) -> bool:
@@ -46,12 +71,14 @@ class Regularizer:
         pattern: the paths that set it (a regex matched against the end of the path).
         strength: how strongly a value regularizes (0: not at all); the sweep is read in this order.
         further: a stronger value than ``value`` to try next; None: none to name.
+        weaker: the side of a value where the knob regularizes less (``below``; ``above`` for a bound).
     """
 
     label: str
     pattern: str
     strength: Callable[[Any], float]
     further: Callable[[Any], Any] | None = None
+    weaker: str = "below"
 
     def matches(self, path: str) -> bool:
         return re.search(f"(^|\\.)(?:{self.pattern})$", path) is not None
@@ -63,10 +90,11 @@ REGULARIZERS = (
     Regularizer("label smoothing", r"label_smoothing", lambda v: float(v or 0), _raise_rate),
     # a smaller max-norm bound constrains more; none is no constraint
     Regularizer("max-norm", r"max_norm", lambda v: 0.0 if v is None else 1 / float(v),
-                lambda v: 4.0 if v is None else v / 2),
+                lambda v: 4.0 if v is None else v / 2, weaker="above"),
     Regularizer("stochastic depth", r"drop_path", lambda v: float(v or 0), _raise_rate),
     Regularizer("modality dropout", r"train\.modality_dropout\.p", lambda v: float(v or 0), _raise_rate),
-    Regularizer("augmentation", r"train\.augment[a-z_]*(?:\..+)?", _augment_strength),
+    # whole sections only: the audio fields go both ways (a higher noise_snr_db is less noise)
+    Regularizer("augmentation", r"train\.augment(?:\..+)?|train\.augment_audio", _augment_strength),
 )
 
 
@@ -175,7 +203,7 @@ def _fmt(value: Any) -> str:
 
 def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction: str = "max",
                             metric: str = "accuracy", *, capacity: str = "wider or deeper layers",
-                            augment: str | None = None) -> str:
+                            augment: str | None = None, optimizer: str | None = None) -> str:
     """Over- or under-fitting from a sweep of one regularization knob (``path``; ``regularizer_of``),
     configurations in order of its strength, with the concrete next step.
 
@@ -185,7 +213,8 @@ def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction:
     under-fitting when the weakest is the best and the strongest falls more than ``tol`` below it
     (less regularization, or more ``capacity``); when the knob moves validation within noise, balanced
     if it narrowed the gap (more capacity), else no effect (stronger values). Within one standard
-    error: the values whose mean is within the best's ``val_se``.
+    error: the values whose mean is within the best's ``val_se``. Advice to raise weight decay says
+    to switch to adamw when ``optimizer`` (the spec's) is another.
     """
     knob = regularizer_of(path)
     if knob is None:
@@ -206,18 +235,20 @@ def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction:
     as_good = f"; as good within one standard error: {', '.join(within)}" if within else ""
     gap_went = f"the gap went {g[0]:+.3f} -> {g[best]:+.3f}" + (" (it shrank)" if gap[0] - gap[best] > MIN_STEP else "")
     augmentation = f", or add augmentation: {augment}" if augment else ", or more data"
+    decay = _decoupled_decay(optimizer) if knob.label == "weight decay" else ""
     if best > 0 and val[best] - val[0] > tol:
         head = (f"over-fitting: the gap is {g[0]:+.3f} at {path} {value[0]}; {knob.label} helps: validation {metric} "
                 f"{v[0]:.3f} -> {v[best]:.3f} at {value[best]} (the best{as_good}), and {gap_went}.")
         if best == strong and knob.further is not None:
             stronger = _fmt(knob.further(shown[strong]["values"][path]))
-            return (f"{head} Next move: set {path} to {value[best]}; it is the strongest tried, so sweep further "
-                    f"({path}={value[best]},{stronger}){augmentation}.")
-        return f"{head} Next move: set {path} to {value[best]}{augmentation if gap[best] > tol else ''}."
+            return (f"{head} Next move: set {path} to {value[best]}{decay}; it is the strongest tried, so sweep "
+                    f"further ({path}={value[best]},{stronger}){augmentation}.")
+        return f"{head} Next move: set {path} to {value[best]}{decay}{augmentation if gap[best] > tol else ''}."
     if best == 0 and val[strong] < val[0] - tol:
+        weaker = f" or {knob.weaker}" if knob.strength(shown[0]["values"][path]) else ""  # none: nothing weaker
         return (f"under-fitting: more {knob.label} only lowers validation {metric} ({v[0]:.3f} at {path} {value[0]} "
                 f"-> {v[strong]:.3f} at {value[strong]}) and the gap is {g[0]:+.3f}. Next move: less regularization "
-                f"({path} {value[0]}{' or below' if knob.strength(shown[0]['values'][path]) else ''}), or more "
+                f"({path} {value[0]}{weaker}), or more "
                 f"capacity: {capacity}.")
     if gap[0] - gap[strong] > MIN_STEP:
         return (f"balanced: {knob.label} narrows the gap ({g[0]:+.3f} at {path} {value[0]} -> {g[strong]:+.3f} at "
@@ -225,7 +256,7 @@ def diagnose_regularization(configs: list[dict[str, Any]], path: str, direction:
                 f"{value[best]}): over-fitting is not what limits this model. Next move: more capacity: {capacity}, or "
                 f"keep {path} at {value[best]}.")
     stronger = (f"sweep stronger values ({path}={value[strong]},{_fmt(knob.further(shown[strong]['values'][path]))})"
-                if knob.further is not None else f"sweep stronger values of {path}")
+                if knob.further is not None else f"sweep stronger values of {path}") + decay
     return (f"no effect: over {path} {value[0]} .. {value[strong]} validation {metric} stays within noise ({tol:.3f}; "
             f"best {v[best]:.3f}) and the gap stays {g[0]:+.3f} -> {g[strong]:+.3f}: the values tried are too weak to "
             f"matter. Next move: {stronger}; or, if training {metric} ({shown[best]['train_mean']:.3f}) is still short "

@@ -35,7 +35,7 @@ from ._fit import (
 )
 from ._memory import check_memory
 from ._metrics import compute_metrics, make_loss
-from ._recipe import Recipe, expand_train_section, resolve_recipe
+from ._recipe import SECTION_SHORTCUTS, SHORTCUTS, Recipe, expand_train_section, resolve_recipe
 from ._runs import (
     RunError,
     atomic_write_text,
@@ -65,7 +65,8 @@ from ._train import (
 
 __all__ = [
     "AugmentEntry", "Bootstrap", "Callback", "Engine", "EnsembleResult", "FitResult", "History", "Inputs", "Member",
-    "Recipe", "RestoredRun", "RunError", "Snapshots", "Splits", "TrainResult", "TrainingError",
+    "Recipe", "RestoredRun", "RunError", "SECTION_SHORTCUTS", "SHORTCUTS", "Snapshots", "Splits", "TrainResult",
+    "TrainingError",
     "as_arrays", "atomic_write_text", "check_fit", "check_memory", "check_out_dir", "check_out_file", "compute_metrics",
     "declares_task", "ensemble", "evaluate_run", "expand_train_section", "finish_run", "fit_spec", "input_sources",
     "load_run", "load_weights",

@@ -13,7 +13,8 @@ from archlab.tasks import list_metrics, tasks
 from ._augment import parse_augment
 
 __all__ = ["AudioAugmentConfig", "CorruptMode", "EarlyStoppingConfig", "ModalityDropoutConfig", "OptimizerConfig",
-           "Recipe", "ScheduleConfig", "TokenizerConfig", "expand_train_section", "resolve_recipe"]
+           "Recipe", "SECTION_SHORTCUTS", "SHORTCUTS", "ScheduleConfig", "TokenizerConfig", "expand_train_section",
+           "resolve_recipe"]
 
 PosFloat = Annotated[float, Field(gt=0)]
 #: how an input is corrupted (``archlab.training._corrupt.corrupt``): all zeros, or noise on its scale
@@ -243,8 +244,11 @@ _SECTIONS: dict[str, type[BaseModel]] = {"optimizer": OptimizerConfig, "schedule
                                          "modality_dropout": ModalityDropoutConfig}
 
 
-#: keys of the train section that set another one (``weight_decay``: ``optimizer.weight_decay``)
-_SHORTCUTS = ("weight_decay",)
+#: keys that set another recipe key (its path under ``train.``), as command-line overrides; the one
+#: table that resolve_recipe, cv's sweeps and cv's check of sweeps against options read
+SHORTCUTS = {"lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay"}
+#: the shortcuts a spec's train section may write too (``lr`` there is ``train.optimizer.lr``)
+SECTION_SHORTCUTS = ("weight_decay",)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -296,18 +300,17 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         raise SpecError(f"'train' is a mapping (the training recipe); got {train_section!r}", "train")
     # optimizer: sgd is {name: sgd}, so that lr and the name merge
     data, overrides = expand_train_section(train_section), expand_train_section(overrides)
-    lr = overrides.pop("lr", None)
-    if lr is not None:
-        data["optimizer"] = _merge(data.get("optimizer") or {}, {"lr": lr})
     for source in (data, overrides):
-        decay = source.pop("weight_decay", None)
-        if decay is None:
-            continue
-        given = (source.get("optimizer") or {}).get("weight_decay")
-        if source is data and given is not None and given != decay:
-            raise SpecError(f"weight_decay ({decay!r}) and optimizer.weight_decay ({given!r}) are one setting given "
-                            "twice with different values: keep one", "train.weight_decay")
-        source["optimizer"] = _merge(source.get("optimizer") or {}, {"weight_decay": decay})
+        for key, target in SHORTCUTS.items():
+            value = source.pop(key, None) if source is overrides or key in SECTION_SHORTCUTS else None
+            if value is None:
+                continue
+            section, field = target.split(".")
+            given = (source.get(section) or {}).get(field)
+            if source is data and given is not None and given != value:
+                raise SpecError(f"{key} ({value!r}) and {target} ({given!r}) are one setting given twice with "
+                                "different values: keep one", f"train.{key}")
+            source[section] = _merge(source.get(section) or {}, {field: value})
     data = _merge(data, overrides)
     try:
         recipe = Recipe.model_validate(data)
@@ -318,7 +321,7 @@ def resolve_recipe(train_section: dict | None, **overrides: Any) -> Recipe:
         if err["type"] == "extra_forbidden":
             section = ".".join(["train", *map(str, err["loc"][:-1])])
             owner = _SECTIONS.get(str(err["loc"][0]), Recipe) if len(err["loc"]) > 1 else Recipe
-            keys = [*owner.model_fields, *(_SHORTCUTS if owner is Recipe else ())]
+            keys = [*owner.model_fields, *(SECTION_SHORTCUTS if owner is Recipe else ())]
             key = str(err["loc"][-1])
             msg = f"unknown key '{key}'{suggest(key, keys)} ({section} takes: {', '.join(keys)})"
         else:
