@@ -213,32 +213,20 @@ class DropoutLayer(LayerType):
 
 
 @register_layer("spatial_dropout")
-class SpatialDropoutLayer(LayerType):
+class SpatialDropoutLayer(DropoutLayer):
     """Drops whole channels while training (Tompson et al. 2015; Keras SpatialDropout1D/2D): nearby
     pixels or steps of one feature map are correlated, so element-wise dropout hardly regularizes a
     convolution's output; each sample loses a fraction ``rate`` of its channels instead, the others
-    scaled by 1/(1-rate). The identity in eval.
+    scaled by 1/(1-rate). The identity in eval, costing nothing, as ``dropout``.
 
     Input shape: (channels, length) or (channels, height, width). Output shape: the same.
     """
 
-    Params = DropoutParams
+    time_wise = False  # channels-first maps: no (time, features) axis for a padding mask to follow
     accepts = InputRule(ranks={2: "(channels, length)", 3: "(channels, height, width)"},
                         hints={1: "use 'dropout' on vectors"})
     summary = "zeroes a fraction `rate` of whole channels while training (conv feature maps)"
-    keeps_channels = KeepsChannels()
-    quantization = PASSES_QUANTIZATION
     keras = KerasStyle("SpatialDropout2D", ("rate",), aliases=("SpatialDropout1D",))
-    regularization = "rate"
-
-    def output(self, p: DropoutParams, x: TensorInfo) -> TensorInfo:
-        return x
-
-    def cost(self, p, x, y) -> Cost:
-        return Cost()  # identity at inference
-
-    def count_params(self, p, x) -> int:
-        return 0
 
     def module(self, p: DropoutParams, x: TensorInfo) -> nn.Module:
         from torch import nn
