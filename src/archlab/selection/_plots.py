@@ -1,4 +1,4 @@
-"""capacity_curve.png and learning_curve.png."""
+"""capacity_curve.png (against parameters, or a regularization knob's values) and learning_curve.png."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ def plot_capacity(result: Any, path: Path, data: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from archlab.training import save_figure
 
     from ._diagnose import regularizer_of
 
@@ -37,13 +35,7 @@ def plot_capacity(result: Any, path: Path, data: str) -> None:
         ax.axvline(best["params"], color="grey", alpha=0.4, linestyle=":", label="best mean")
     if len(set(params)) > 1:
         ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(result.metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"capacity curve on {data} ({rows[0]['folds']}-fold CV)", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(fig, ax, path, "parameters", result.metric, f"capacity curve on {data} ({rows[0]['folds']}-fold CV)")
 
 
 def plot_regularization(result: Any, path: Path, data: str, knob: str, strength: Any) -> None:
@@ -53,7 +45,6 @@ def plot_regularization(result: Any, path: Path, data: str, knob: str, strength:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from archlab.training import save_figure
 
     rows = sorted(result.configs, key=lambda c: strength(c["values"][knob]))
     at = list(range(len(rows)))  # evenly spaced: the values (0, 1e-4, 1e-3) have no common scale
@@ -64,11 +55,19 @@ def plot_regularization(result: Any, path: Path, data: str, knob: str, strength:
     best = next(i for i, r in enumerate(rows) if r["index"] == result.configs[result.best_index]["index"])
     ax.axvline(best, color="green", alpha=0.4, label="best mean")
     ax.set_xticks(at, [str(r["values"][knob]) for r in rows])
-    ax.set_xlabel(f"{knob} (weakest to strongest)")
-    ax.set_ylabel(result.metric)
+    _finish(fig, ax, path, f"{knob} (weakest to strongest)", result.metric,
+            f"regularization sweep on {data} ({rows[0]['folds']}-fold CV)")
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """The labels, grid, legend and title every curve of a sweep has; then the file."""
+    from archlab.training import save_figure
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"regularization sweep on {data} ({rows[0]['folds']}-fold CV)", fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -80,18 +79,10 @@ def plot_learning_curve(result: Any, path: Path, data: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from archlab.training import save_figure
-
     rows = result.learning_curve
     samples = [r["train_samples"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(samples, [r["val_mean"] for r in rows], yerr=[r["val_std"] for r in rows], marker="o", capsize=3,
                 label="validation")
     ax.plot(samples, [r["train_mean"] for r in rows], marker="s", linestyle="--", label="training")
-    ax.set_xlabel("training samples")
-    ax.set_ylabel(result.metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"learning curve on {data}", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
+    _finish(fig, ax, path, "training samples", result.metric, f"learning curve on {data}")
