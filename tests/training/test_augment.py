@@ -15,7 +15,7 @@ import yaml
 import archlab
 from archlab._tokens import UNK_ID
 from archlab.cli import run
-from archlab.exceptions import SpecError
+from archlab.exceptions import RegistryError, SpecError
 from archlab.training import Callback, make_loss, resolve_recipe, train
 from archlab.training._augment import (
     AugmentEntry,
@@ -218,6 +218,14 @@ def test_a_plugin_entry_takes_part_like_a_built_in() -> None:
         augmentations.unregister("negate_test")
 
 
+def test_an_entry_that_augments_nothing_is_refused_when_it_registers() -> None:
+    with pytest.raises(RegistryError, match=r"augmentation 'idle_test' \(Idle\) implements neither transform"):
+        @register_augmentation("idle_test")
+        class Idle(AugmentEntry):
+            """Overrides neither hook."""
+    assert augmentations.find("idle_test") is None
+
+
 # -- training with entries on ----------------------------------------------------------------------------------
 
 CNN = {"name": "aug-cnn", "input": [1, 8, 8], "task": {"kind": "classification", "classes": 3},
@@ -243,17 +251,13 @@ def engine(run_dir: Path | None, epochs: int, seed: int = 3, **recipe: object) -
     return Engine(archlab.build(CNN), resolve_recipe(recipe), "classification", run_dir=run_dir, verbose=0)
 
 
-def weights(eng: Engine) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in eng.model.state_dict().items()}
-
-
-def test_same_seed_same_weights_and_the_entries_reach_the_batches() -> None:
+def test_same_seed_same_weights_and_the_entries_reach_the_batches(helpers) -> None:
     x, y = images()
     runs, accuracy = [], []
     for seed, recipe in ((3, {}), (3, {}), (4, {}), (3, {"augment": "none"})):
         eng = engine(None, 2, seed, **recipe)
         history = eng.fit(x, y)
-        runs.append(weights(eng))
+        runs.append(helpers.model_weights(eng))
         accuracy.append(history.history["accuracy"])
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])  # another seed: other draws
@@ -262,13 +266,7 @@ def test_same_seed_same_weights_and_the_entries_reach_the_batches() -> None:
 
 
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path, helpers) -> None:
-    x, y = images()
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "split").mkdir()
-    engine(tmp_path / "whole", 2).fit(x, y)
-    engine(tmp_path / "split", 1).fit(x, y)
-    engine(tmp_path / "split", 2).fit(x, y, resume=True)
-    helpers.assert_same_tensors(tmp_path / "whole" / "last.safetensors", tmp_path / "split" / "last.safetensors")
+    helpers.assert_resume_is_exact(tmp_path, engine, *images())
 
 
 def test_validation_sees_the_batches_as_they_are() -> None:

@@ -77,13 +77,10 @@ class AugmentEntry:
     def __init__(self, options: BaseModel) -> None:
         self.options = options
 
-    def transform(self, x: torch.Tensor, generator: torch.Generator, pad_id: int) -> torch.Tensor:
-        """One input's batch, augmented; ``pad_id``: the input's pad id (token inputs)."""
-        raise NotImplementedError
-
     def __call__(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, generator: torch.Generator,
                  pad_ids: Mapping[str, int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The inputs it applies to (by name) and the targets, augmented: each input on its own draws."""
+        """The inputs it applies to (by name) and the targets, augmented: each input on its own draws,
+        by the subclass's ``transform(x, generator, pad_id)`` (``pad_id``: that input's pad id)."""
         return {name: self.transform(x, generator, pad_ids.get(name, PAD_ID)) for name, x in inputs.items()}, y
 
 
@@ -97,6 +94,10 @@ def register_augmentation(name: str) -> Callable[[type[AugmentEntry]], type[Augm
     def add(cls: type[AugmentEntry]) -> type[AugmentEntry]:
         if not (isinstance(cls, type) and issubclass(cls, AugmentEntry)):
             raise RegistryError(f"augmentation {name!r} must subclass AugmentEntry; got {cls!r}")
+        if not hasattr(cls, "transform") and cls.__call__ is AugmentEntry.__call__:
+            # refused here, at import, rather than at the first training batch
+            raise RegistryError(f"augmentation {name!r} ({cls.__name__}) implements neither transform(x, "
+                                "generator, pad_id) nor __call__(inputs, y, generator, pad_ids)")
         cls.name = name
         augmentations.add(name, cls)
         return cls
@@ -355,29 +356,40 @@ class CutMixOptions(_Options):
     alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0  # Yun et al.'s: lam uniform
 
 
+class _Mixing(AugmentEntry):
+    """An entry that mixes each sample with a partner (the batch permuted, drawn first) and its
+    class probabilities with the partner's. Each subclass defines ``mix(inputs, partner, generator)``:
+    the mixed inputs and each sample's own share of its targets."""
+
+    mixes = True
+
+    def __call__(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, generator: torch.Generator,
+                 pad_ids: Mapping[str, int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        partner = torch.randperm(len(y), generator=generator)
+        mixed, own = self.mix(inputs, partner, generator)
+        return mixed, mix_targets(y, partner, own)
+
+
 @register_augmentation("mixup")
-class Mixup(AugmentEntry):
+class Mixup(_Mixing):
     """Zhang et al. (2018)'s mixup: each sample becomes lam of itself and 1 - lam of a partner (the
     batch permuted), lam ~ Beta(alpha, alpha) drawn per sample; so do its class probabilities.
     Every image input of a sample is mixed with the same partner and lam; integer inputs are not."""
 
     Options = MixupOptions
-    mixes = True
 
-    def __call__(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, generator: torch.Generator,
-                 pad_ids: Mapping[str, int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        rows = len(y)
-        partner = torch.randperm(rows, generator=generator)
-        lam = beta(self.options.alpha, rows, generator)
+    def mix(self, inputs: dict[str, torch.Tensor], partner: torch.Tensor,
+            generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        lam = beta(self.options.alpha, len(partner), generator)
         mixed = {}
         for name, x in inputs.items():
             weight = _broadcast(lam, x)
             mixed[name] = weight * x + (1 - weight) * x[partner.to(x.device)]
-        return mixed, mix_targets(y, partner, lam)
+        return mixed, lam
 
 
 @register_augmentation("cutmix")
-class CutMix(AugmentEntry):
+class CutMix(_Mixing):
     """Yun et al. (2019)'s CutMix: per sample, a box of a partner's image (the batch permuted) pasted
     in: lam ~ Beta(alpha, alpha), a box of sides sqrt(1 - lam) of the image's, centred uniformly and
     clipped to the image; the targets take 1 - lam = the box's share of the pixels. With several
@@ -385,12 +397,10 @@ class CutMix(AugmentEntry):
     first's share."""
 
     Options = CutMixOptions
-    mixes = True
 
-    def __call__(self, inputs: dict[str, torch.Tensor], y: torch.Tensor, generator: torch.Generator,
-                 pad_ids: Mapping[str, int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        rows = len(y)
-        partner = torch.randperm(rows, generator=generator)
+    def mix(self, inputs: dict[str, torch.Tensor], partner: torch.Tensor,
+            generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        rows = len(partner)
         side = (1 - beta(self.options.alpha, rows, generator)).sqrt()  # the box's side, a fraction of the image's
         centre_y, centre_x = torch.rand(rows, generator=generator), torch.rand(rows, generator=generator)
         mixed, kept = {}, None
@@ -404,7 +414,7 @@ class CutMix(AugmentEntry):
             mixed[name] = torch.where(box, x[partner.to(x.device)], x)
             if kept is None:
                 kept = 1 - ((bottom - top) * (right - left)).float() / (height * width)
-        return mixed, mix_targets(y, partner, kept)
+        return mixed, kept
 
 
 class TokenDropoutOptions(_Options):
