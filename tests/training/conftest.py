@@ -61,6 +61,22 @@ def assert_same_tensors(a: Path, b: Path) -> None:
         assert torch.equal(left[key], right[key]), f"{key} differs between {a} and {b}"
 
 
+def model_weights(engine) -> dict[str, torch.Tensor]:
+    """A copy of an Engine's model weights, to compare runs."""
+    return {k: v.detach().clone() for k, v in engine.model.state_dict().items()}
+
+
+def assert_resume_is_exact(tmp_path: Path, make_engine, x, y) -> None:
+    """Two epochs straight and one epoch then ``fit(resume=True)`` to two end with bit-identical
+    checkpoints; ``make_engine(run_dir, epochs)`` builds the same Engine each time."""
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "split").mkdir()
+    make_engine(tmp_path / "whole", 2).fit(x, y)
+    make_engine(tmp_path / "split", 1).fit(x, y)
+    make_engine(tmp_path / "split", 2).fit(x, y, resume=True)
+    assert_same_tensors(tmp_path / "whole" / "last.safetensors", tmp_path / "split" / "last.safetensors")
+
+
 class Helpers:
     tiny = TINY
     small_cnn = SMALL_CNN
@@ -68,6 +84,8 @@ class Helpers:
     spec_with = staticmethod(spec_with)
     without_timing = staticmethod(without_timing)
     assert_same_tensors = staticmethod(assert_same_tensors)
+    model_weights = staticmethod(model_weights)
+    assert_resume_is_exact = staticmethod(assert_resume_is_exact)
 
 
 @pytest.fixture(autouse=True, scope="module")

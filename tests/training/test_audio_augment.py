@@ -141,31 +141,20 @@ def engine(run_dir: Path | None, epochs: int, seed: int = 3, **recipe: object) -
     return Engine(archlab.build(SPEC), resolve_recipe(recipe), "cross_entropy", run_dir=run_dir, verbose=0)
 
 
-def weights(eng: Engine) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in eng.model.state_dict().items()}
-
-
-def test_same_seed_same_weights_and_augmentation_matters() -> None:
+def test_same_seed_same_weights_and_augmentation_matters(helpers) -> None:
     x, y = data()
     runs = []
     for seed, recipe in ((3, {}), (3, {}), (4, {}), (3, {"augment_audio": None})):
         eng = engine(None, 2, seed, **recipe)
         eng.fit(x, y)
-        runs.append(weights(eng))
+        runs.append(helpers.model_weights(eng))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])  # another seed: other draws
     assert not all(torch.equal(runs[0][k], runs[3][k]) for k in runs[0])  # the augmentation reached the batches
 
 
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path, helpers) -> None:
-    x, y = data()
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "split").mkdir()
-    engine(tmp_path / "whole", 2).fit(x, y)
-    engine(tmp_path / "split", 1).fit(x, y)
-    resumed = engine(tmp_path / "split", 2)
-    resumed.fit(x, y, resume=True)
-    helpers.assert_same_tensors(tmp_path / "whole" / "last.safetensors", tmp_path / "split" / "last.safetensors")
+    helpers.assert_resume_is_exact(tmp_path, engine, *data())
 
 
 def test_non_waveform_inputs_are_refused_before_training() -> None:

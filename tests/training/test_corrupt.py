@@ -115,30 +115,20 @@ def data() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     return {"a": torch.from_numpy(a), "b": torch.from_numpy(b)}, torch.from_numpy(y)
 
 
-def weights(eng: Engine) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in eng.model.state_dict().items()}
-
-
-def test_same_seed_same_weights_and_the_dropout_matters() -> None:
+def test_same_seed_same_weights_and_the_dropout_matters(helpers) -> None:
     x, y = data()
     runs = []
     for seed, dropout in ((3, DROPOUT), (3, DROPOUT), (4, DROPOUT), (3, None)):
         eng = engine(None, 2, seed, dropout)
         eng.fit(x, y)
-        runs.append(weights(eng))
+        runs.append(helpers.model_weights(eng))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[3][k]) for k in runs[0])  # the dropout reached the batches
 
 
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path, helpers) -> None:
-    x, y = data()
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "split").mkdir()
-    engine(tmp_path / "whole", 2).fit(x, y)
-    engine(tmp_path / "split", 1).fit(x, y)
-    engine(tmp_path / "split", 2).fit(x, y, resume=True)
-    helpers.assert_same_tensors(tmp_path / "whole" / "last.safetensors", tmp_path / "split" / "last.safetensors")
+    helpers.assert_resume_is_exact(tmp_path, engine, *data())
 
 
 @pytest.mark.parametrize(("dropout", "match"), [
