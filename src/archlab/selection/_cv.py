@@ -607,11 +607,10 @@ def _sweep(run_dir: Path, plan: dict, configs: list[dict], splits: list, x: Any,
 IMAGE_AUGMENT = "train.augment: [shift, rotate]"
 
 
-def _width_hint(spec: dict) -> str:
+def _width_hint(parsed: Any) -> str:
     """More capacity as a spec path: the first hidden layer with a width (filters, units), doubled."""
-    from archlab.builder import LayerNode, parse
+    from archlab.builder import LayerNode
 
-    parsed = parse(load(spec))
     wide = [node for _, node in parsed.walk() if isinstance(node, LayerNode) and node.layer_type.structured]
     if len(wide) < 2:  # the one layer with a width makes the outputs
         return "a hidden layer (e.g. dense: {units: 64, activation: relu}) before the output"
@@ -621,11 +620,9 @@ def _width_hint(spec: dict) -> str:
     return f"{node.path}.{node.kind}.{field} x2 ({width} -> {2 * width})"
 
 
-def _augment_hint(spec: dict) -> str | None:
+def _augment_hint(parsed: Any) -> str | None:
     """Augmentation the spec's input takes (images), or None when the diagnosis has none to name."""
-    from archlab.builder import parse
-
-    inputs = list(parse(load(spec)).inputs.values())
+    inputs = list(parsed.inputs.values())
     return IMAGE_AUGMENT if len(inputs) == 1 and inputs[0].rank == 3 and inputs[0].dtype == "float" else None
 
 
@@ -633,15 +630,17 @@ def _diagnosis(table: list[dict], sweeps: list, spec: dict, direction: str, metr
     """The regularization reading when the sweep turns one regularization knob, else the capacity
     curve's; either names the paths to set next, of ``spec`` (a configuration's: the base spec may
     hold search markers that the sweep fixes)."""
+    from archlab.builder import parse
     from archlab.training import resolve_recipe
 
-    base = spec
-    augment = _augment_hint(base)
-    optimizer = resolve_recipe(load(base).to_dict().get("train")).optimizer.name  # weight decay's advice reads it
+    loaded = load(spec)
+    parsed = parse(loaded)
+    augment = _augment_hint(parsed)
+    optimizer = resolve_recipe(loaded.to_dict().get("train")).optimizer.name  # weight decay's advice reads it
+    capacity = _width_hint(parsed)
     if len(sweeps) == 1 and regularizer_of(sweeps[0][0]) is not None:
-        return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=_width_hint(base),
+        return diagnose_regularization(table, sweeps[0][0], direction, metric, capacity=capacity,
                                        augment=augment, optimizer=optimizer)
-    capacity = _width_hint(base)
     if len(sweeps) == 1 and all(isinstance(v, int) and not isinstance(v, bool) for v in sweeps[0][1]):
         capacity = f"{sweeps[0][0]} above {max(sweeps[0][1])}"  # the swept width or depth, further
     return diagnose(table, direction, metric, capacity=capacity, regularize=regularize_advice(optimizer, augment))
